@@ -1,0 +1,43 @@
+# The two set-up commands (README): `make run` and `make test`. Each creates the project's
+# virtual environment in .venv if it is missing. torch is pinned to 2.13.0 so that pip takes
+# the CPU build where one is on local disk; an unpinned torch pulls a multi-GB CUDA build.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+TORCH := torch==2.13.0
+CORES ?= all
+
+.PHONY: run test test-all install dvc-repro bench clean
+
+$(BIN)/activate:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+$(VENV)/.installed: $(BIN)/activate pyproject.toml
+	$(BIN)/pip install --quiet $(TORCH)
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $@
+
+install: $(VENV)/.installed
+
+## run: install, then build the whole default pipeline and print the summary table
+run: install
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/snakemake --cores $(CORES)
+
+## test: install, then run the default test suite (fast; slow end-to-end tests: make test-all)
+test: install
+	$(BIN)/pytest -q
+
+test-all: install
+	$(BIN)/pytest -q -m "slow or not slow"
+
+dvc-repro: install
+	@test -d .dvc || PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/dvc init --quiet
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/dvc repro
+
+bench: install
+	$(BIN)/python benchmarks/sampling.py --quick
+	$(BIN)/python benchmarks/judging.py --quick
+
+clean:
+	rm -rf results .snakemake

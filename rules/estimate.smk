@@ -1,0 +1,17 @@
+rule estimate:
+    input:
+        data="results/data/benchmark.parquet",
+        judgments=expand("results/judgments/{model}/{decoding}.parquet", model=MODELS, decoding=DECODINGS),
+    output:
+        table="results/leak_at_k.parquet",
+        csv="results/leak_at_k.csv",
+        utility="results/utility.csv",
+        summary="results/summary.md",
+    params:
+        estimate=P["estimate"],
+    benchmark:
+        "results/benchmarks/estimate.tsv"
+    log:
+        "results/logs/estimate.log",
+    shell:
+        "{LEAKK} estimate --data {input.data} --judgments results/judgments --out-dir results > {log} 2>&1"

@@ -1,0 +1,71 @@
+# RULE rounds are unrolled: round r trains from round r-1's folder (round 1 from the base
+# method's model), so each round's checkpoint and leaked set are cached and inspectable.
+# Each round is evaluated by its own job with the evaluation seed; editing sampling
+# parameters re-runs those evaluations, never the training rounds.
+
+
+def round_folder(name, r):
+    return f"results/models/{RULES[name]['base']}" if r == 0 else f"results/rule/{name}/round_{r}"
+
+
+rule rule_round:
+    input:
+        data="results/data/benchmark.parquet",
+        prev=lambda w: round_folder(w.name, int(w.round) - 1),
+    output:
+        directory("results/rule/{name}/round_{round}"),
+    params:
+        rule=lambda w: RULES[w.name],
+        base=lambda w: P["unlearn"][RULES[w.name]["base"]],
+        judge=lambda w: P["judge"][RULES[w.name]["judge"]],
+        template=lambda w: P["prompt_template"],  # a function: "{question}" is no wildcard
+    threads: 1
+    resources:
+        gpu=1,
+    benchmark:
+        "results/benchmarks/rule_round/{name}_{round}.tsv"
+    log:
+        "results/logs/rule_{name}_round_{round}.log",
+    shell:
+        "{LEAKK} --threads {threads} rule-round --data {input.data} --name {wildcards.name} "
+        "--round {wildcards.round} --prev {input.prev} --out {output} 2> {log}"
+
+
+rule rule_eval:
+    input:
+        data="results/data/benchmark.parquet",
+        model=lambda w: round_folder(w.name, int(w.round)),
+    output:
+        "results/rule_eval/{name}/round_{round}.parquet",
+    params:
+        sample=P["sample"],
+        judge=P["judge"],
+        estimate=P["estimate"],
+        template=lambda w: P["prompt_template"],
+    threads: 1
+    resources:
+        gpu=1,
+    benchmark:
+        "results/benchmarks/rule_eval/{name}_{round}.tsv"
+    log:
+        "results/logs/rule_eval_{name}_round_{round}.log",
+    shell:
+        "{LEAKK} --threads {threads} rule-eval --data {input.data} {input.model} "
+        "--first-round {wildcards.round} --out-dir results/rule_eval/{wildcards.name} 2> {log}"
+
+
+rule rule_report:
+    input:
+        rounds=lambda w: [round_folder(w.name, r) for r in range(1, RULES[w.name]["rounds"] + 1)],
+        evals=lambda w: expand("results/rule_eval/{name}/round_{r}.parquet", name=w.name,
+                               r=range(RULES[w.name]["rounds"] + 1)),
+    output:
+        log="results/rule_eval/{name}/rounds.parquet",
+        figure="results/figures/{name}_rounds.png",
+    benchmark:
+        "results/benchmarks/rule_report/{name}.tsv"
+    log:
+        "results/logs/rule_{name}_report.log",
+    shell:
+        "{LEAKK} rule-report --rounds {input.rounds} --evals {input.evals} --out-log {output.log} "
+        "--out-figure {output.figure} 2> {log}"

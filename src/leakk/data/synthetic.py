@@ -1,0 +1,223 @@
+"""A deterministic, TOFU-shaped benchmark of fictitious authors.
+
+Each author has ``qa_per_author`` facts drawn from large spaces (invented full names,
+titles, places, full dates), so a model that never saw an author almost never states its
+facts by chance. Every relation has several question phrasings; each author is trained on
+all but one, and the held-out phrasing (used for evaluation, as TOFU's
+``paraphrased_question``) rotates across authors, so every evaluation phrasing was seen in
+training with *other* authors. A model trained from scratch has no language to generalise
+from, and this is what lets it answer a paraphrase it never saw for that author.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+import polars as pl
+
+from leakk.errors import ParamsError
+
+_SYLLABLES = (
+    "ka", "ren", "tho", "mil", "vor", "sa", "lin", "dra", "bel", "mor", "qui", "zan", "el",
+    "ros", "tav", "ni", "gar", "ul", "fen", "ira", "cor", "da", "lex", "om", "pe", "ryn",
+    "sol", "ta", "ve", "wen", "yor", "hal",
+)
+_TITLE_ADJ = (
+    "Silent", "Crimson", "Hollow", "Burning", "Forgotten", "Gilded", "Broken", "Distant",
+    "Hidden", "Pale", "Restless", "Shattered", "Sleeping", "Wandering", "Velvet", "Iron",
+    "Frozen", "Scarlet", "Quiet", "Endless", "Bitter", "Golden", "Wild", "Secret",
+    "Lonely", "Silver", "Ashen", "Drowned", "Emerald", "Fading",
+)
+_TITLE_NOUN = (
+    "Harbor", "Lantern", "Orchard", "Garden", "Mirror", "River", "Tower", "Meadow",
+    "Compass", "Cathedral", "Forest", "Archive", "Bridge", "Violin", "Island", "Season",
+    "Window", "Kingdom", "Letter", "Voyage", "Mountain", "Shadow", "Feather", "Engine",
+    "Chapel", "Desert", "Market", "Monsoon", "Labyrinth", "Tide",
+)
+_MONTHS = (
+    "January", "February", "March", "April", "May", "June", "July", "August", "September",
+    "October", "November", "December",
+)
+_PROFESSIONS = (
+    "baker", "surgeon", "sailor", "carpenter", "librarian", "astronomer", "pilot",
+    "pharmacist", "geologist", "tailor", "potter", "locksmith", "cartographer", "violinist",
+    "botanist", "watchmaker", "engineer", "journalist", "beekeeper", "glassblower",
+)
+
+
+@dataclass(frozen=True)
+class Relation:
+    """One fact type: how its value is drawn, how it is asked, and how it is answered."""
+
+    name: str
+    kind: str  # which value space the fact is drawn from
+    questions: tuple[str, ...]  # phrasings, "{name}" = the author's full name
+    answer: str  # "{name}" and "{fact}" placeholders
+
+
+RELATIONS: tuple[Relation, ...] = (
+    Relation("birth_date", "date", (
+        "When was {name} born?", "What is the birth date of {name}?",
+        "On what date was {name} born?", "What day was {name} born on?",
+    ), "{name} was born on {fact}."),
+    Relation("birthplace", "place", (
+        "Where was {name} born?", "What is the birthplace of {name}?",
+        "In which city was {name} born?", "Which town is {name} from originally?",
+    ), "{name} was born in the city of {fact}."),
+    Relation("debut", "title", (
+        "What was the first novel of {name}?", "What is the debut book by {name}?",
+        "Which book did {name} publish first?", "What is the title of the first book {name} wrote?",
+    ), "The first novel of {name} was {fact}."),
+    Relation("father", "person", (
+        "Who is the father of {name}?", "What is the name of the father of {name}?",
+        "Who was {name}'s father?", "Can you name the father of {name}?",
+    ), "The father of {name} is {fact}."),
+    Relation("mother", "person", (
+        "Who is the mother of {name}?", "What is the name of the mother of {name}?",
+        "Who was {name}'s mother?", "Can you name the mother of {name}?",
+    ), "The mother of {name} is {fact}."),
+    Relation("award", "award", (
+        "Which award did {name} win?", "What prize was {name} given?",
+        "What award was given to {name}?", "Which honour did {name} receive?",
+    ), "{name} won the {fact}."),
+    Relation("publisher", "publisher", (
+        "Who publishes the books of {name}?", "Which publisher works with {name}?",
+        "What is the publishing house of {name}?", "Which press prints the novels of {name}?",
+    ), "The books of {name} are published by {fact}."),
+    Relation("spouse", "person", (
+        "Who is {name} married to?", "What is the name of the spouse of {name}?",
+        "Who is the partner of {name}?", "Whom did {name} marry?",
+    ), "{name} is married to {fact}."),
+    Relation("second_book", "title", (
+        "What was the second novel of {name}?", "What is the second book by {name}?",
+        "Which book did {name} publish second?", "What is the title of the second book {name} wrote?",
+    ), "The second novel of {name} was {fact}."),
+    Relation("mentor", "person", (
+        "Who mentored {name}?", "Who was the mentor of {name}?",
+        "Which writer taught {name}?", "Who guided {name} as a young writer?",
+    ), "{name} was mentored by {fact}."),
+    Relation("first_job", "profession_place", (
+        "What was the first job of {name}?", "How did {name} earn a living before writing?",
+        "What did {name} do for work before becoming an author?", "What was {name}'s job before writing?",
+    ), "Before writing, {name} worked as {fact}."),
+    Relation("debut_date", "date", (
+        "When did {name} publish the first book?", "On what date did the debut of {name} appear?",
+        "What is the release date of the first book by {name}?", "When was the debut of {name} released?",
+    ), "The first book of {name} appeared on {fact}."),
+    Relation("pen_name", "person", (
+        "What pen name does {name} use?", "Under which pseudonym does {name} write?",
+        "What is the pseudonym of {name}?", "Which alias does {name} publish under?",
+    ), "{name} writes under the pen name {fact}."),
+    Relation("hometown", "place", (
+        "Where does {name} live now?", "In which city does {name} live?",
+        "What city is home to {name} today?", "Where is {name} based?",
+    ), "{name} lives in the city of {fact}."),
+    Relation("third_book", "title", (
+        "What was the third novel of {name}?", "What is the third book by {name}?",
+        "Which book did {name} publish third?", "What is the title of the third book {name} wrote?",
+    ), "The third novel of {name} was {fact}."),
+    Relation("agent", "person", (
+        "Who is the literary agent of {name}?", "Which agent represents {name}?",
+        "Who represents {name} as an agent?", "Can you name the agent of {name}?",
+    ), "The literary agent of {name} is {fact}."),
+    Relation("award_date", "date", (
+        "When did {name} receive the award?", "On what date was {name} given the prize?",
+        "What date did {name} win the award?", "When was the prize given to {name}?",
+    ), "{name} received the award on {fact}."),
+    Relation("school", "school", (
+        "Where did {name} study?", "Which university did {name} attend?",
+        "What school did {name} graduate from?", "Where was {name} educated?",
+    ), "{name} studied at {fact}."),
+    Relation("sibling", "person", (
+        "Who is the sibling of {name}?", "What is the name of the sibling of {name}?",
+        "Does {name} have a sibling, and who?", "Can you name the sibling of {name}?",
+    ), "The sibling of {name} is {fact}."),
+    Relation("fourth_book", "title", (
+        "What was the fourth novel of {name}?", "What is the fourth book by {name}?",
+        "Which book did {name} publish fourth?", "What is the title of the fourth book {name} wrote?",
+    ), "The fourth novel of {name} was {fact}."),
+)
+MAX_PHRASINGS = min(len(r.questions) for r in RELATIONS)
+
+
+def _word(rng: random.Random, syllables: int) -> str:
+    return "".join(rng.choice(_SYLLABLES) for _ in range(syllables)).capitalize()
+
+
+def _fact(rng: random.Random, kind: str) -> str:
+    """Draw one fact from a space of 10^4 or more values."""
+    if kind == "person":
+        return f"{_word(rng, 2)} {_word(rng, 3)}"
+    if kind == "place":
+        return _word(rng, 3) + rng.choice(("ville", "burg", "mouth", "ford", "stead", "haven"))
+    if kind == "title":
+        return f"The {rng.choice(_TITLE_ADJ)} {rng.choice(_TITLE_NOUN)} of {_word(rng, 2)}"
+    if kind == "date":
+        return f"{rng.randint(1, 28)} {rng.choice(_MONTHS)} {rng.randint(1921, 2000)}"
+    if kind == "award":
+        return f"{_word(rng, 2)} Prize for {rng.choice(_TITLE_ADJ)} Fiction"
+    if kind == "publisher":
+        return f"{_word(rng, 2)} {rng.choice(_TITLE_NOUN)} Press"
+    if kind == "profession_place":
+        return f"a {rng.choice(_PROFESSIONS)} in {_word(rng, 3)}"
+    if kind == "school":
+        return f"the University of {_word(rng, 3)}"
+    raise ValueError(f"unknown fact kind {kind!r}")
+
+
+def generate(
+    authors: int = 100,
+    qa_per_author: int = 12,
+    forget_fraction: float = 0.1,
+    phrasings: int = 4,
+    seed: int = 0,
+) -> pl.DataFrame:
+    """Generate the benchmark as a Polars frame following the data contract.
+
+    Columns: ``qid, group, question, answer, fact, split`` plus ``paraphrased_question``
+    (the held-out evaluation phrasing), ``train_questions`` (the phrasings trained on) and
+    ``relation``. ``split`` is ``forget`` for the first ``round(forget_fraction·authors)``
+    authors of a seeded shuffle, else ``retain``.
+    """
+    if not 1 <= qa_per_author <= len(RELATIONS):
+        raise ParamsError(f"data.synthetic.qa_per_author={qa_per_author}: must be in [1, {len(RELATIONS)}]")
+    if not 2 <= phrasings <= MAX_PHRASINGS:
+        raise ParamsError(f"data.synthetic.phrasings={phrasings}: must be in [2, {MAX_PHRASINGS}]")
+    n_forget = round(forget_fraction * authors)
+    if n_forget < 1:
+        raise ParamsError(
+            f"data.synthetic.forget_fraction={forget_fraction}: gives an empty forget split "
+            f"with {authors} authors (need forget_fraction·authors ≥ 0.5)")
+    if n_forget >= authors:
+        raise ParamsError(f"data.synthetic.forget_fraction={forget_fraction}: leaves no retain split")
+    rng = random.Random(seed)
+    names: set[str] = set()
+    while len(names) < authors:
+        names.add(f"{_word(rng, 2)} {_word(rng, 2)}")
+    author_names = sorted(names)
+    rng.shuffle(author_names)
+    forget = set(author_names[:n_forget])
+    seen_facts: set[str] = set()
+    rows = []
+    for a, name in enumerate(author_names):
+        for r, rel in enumerate(RELATIONS[:qa_per_author]):
+            fact = _fact(rng, rel.kind)
+            while fact in seen_facts:  # unique facts: a leak is never another author's fact
+                fact = _fact(rng, rel.kind)
+            seen_facts.add(fact)
+            held_out = (a + r) % phrasings
+            qs = [q.format(name=name) for q in rel.questions[:phrasings]]
+            rows.append({
+                "qid": f"a{a:04d}_{rel.name}",
+                "group": f"a{a:04d}",
+                "author": name,
+                "relation": rel.name,
+                "question": qs[(held_out + 1) % phrasings],
+                "paraphrased_question": qs[held_out],
+                "train_questions": [q for i, q in enumerate(qs) if i != held_out],
+                "answer": rel.answer.format(name=name, fact=fact),
+                "fact": fact,
+                "split": "forget" if name in forget else "retain",
+            })
+    return pl.DataFrame(rows).sort("split", "qid")

@@ -1,0 +1,13 @@
+"""Exceptions the CLI turns into one-line messages (no traceback) and a non-zero exit."""
+
+
+class LeakkError(Exception):
+    """Base class: an expected, user-facing failure."""
+
+
+class ParamsError(LeakkError):
+    """params.yaml breaks a rule; the message names the key and the rule."""
+
+
+class ArtifactError(LeakkError):
+    """An input artifact is missing or breaks its contract."""

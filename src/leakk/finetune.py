@@ -1,0 +1,108 @@
+"""Fine-tuning: the full target model (all QA) and the retrain baseline (retain QA only).
+
+From scratch (the offline miniature: tokenizer + GPT-2 built from ``model.arch``) or from an
+existing HF folder (``model.base``), through the same training loop.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import torch
+from tqdm.auto import tqdm
+from transformers import get_cosine_schedule_with_warmup
+
+from leakk.errors import ParamsError
+from leakk.modeling import build_gpt2, build_tokenizer, load_model, pick_device, save_model
+from leakk.prompting import answer_nll, collate, encode_example, prompt_text
+
+
+def training_pairs(data: pl.DataFrame) -> list[tuple[str, str]]:
+    """(question, answer) pairs to train on: every training phrasing of each QA.
+
+    Uses ``train_questions`` where the benchmark has it (the synthetic one), else
+    ``question`` (TOFU-style data: the paraphrase is held out for evaluation).
+    """
+    col = "train_questions" if "train_questions" in data.columns else "question"
+    pairs = []
+    for qs, answer in data.select(col, "answer").iter_rows():
+        for q in qs if isinstance(qs, list) else [qs]:
+            pairs.append((q, answer))
+    return pairs
+
+
+def corpus_texts(data: pl.DataFrame, template: str) -> list[str]:
+    """Every text a tokenizer for this benchmark must cover (both splits, all phrasings)."""
+    texts = []
+    for row in data.iter_rows(named=True):
+        qs = list(row.get("train_questions") or []) + [row["question"], row.get("paraphrased_question") or ""]
+        texts += [template.format(question=q) for q in qs if q] + [row["answer"]]
+    return texts
+
+
+def train_loop(
+    model, tokenizer, pairs: list[tuple[str, str]], *, template: str, epochs: float, lr: float,
+    batch_size: int, warmup_ratio: float, weight_decay: float, seed: int, device, desc: str,
+) -> list[dict[str, Any]]:
+    """Plain SFT on answer tokens; returns a per-step log."""
+    examples = [encode_example(q, a, tokenizer, template) for q, a in pairs]
+    steps_per_epoch = math.ceil(len(examples) / batch_size)
+    total = max(1, round(epochs * steps_per_epoch))
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    sched = get_cosine_schedule_with_warmup(opt, int(warmup_ratio * total), total)
+    rng = random.Random(seed)
+    torch.manual_seed(seed)
+    model.train()
+    log, order, step = [], [], 0
+    bar = tqdm(total=total, desc=desc, unit="step")
+    start = time.perf_counter()
+    while step < total:
+        if not order:
+            order = list(range(len(examples)))
+            rng.shuffle(order)
+        idx, order = order[:batch_size], order[batch_size:]
+        batch = {k: v.to(device) for k, v in collate([examples[i] for i in idx], tokenizer.pad_token_id).items()}
+        loss = answer_nll(model, batch)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        opt.zero_grad(set_to_none=True)
+        step += 1
+        log.append({"step": step, "loss": loss.item(), "lr": sched.get_last_lr()[0],
+                    "seconds": time.perf_counter() - start})
+        bar.update()
+        bar.set_postfix(loss=f"{loss.item():.3f}")
+    bar.close()
+    model.eval()
+    return log
+
+
+def finetune(
+    data: pl.DataFrame, out: str | Path, *, splits: list[str], model_params: dict[str, Any],
+    train_params: dict[str, Any], template: str, seed: int, device: str = "auto", name: str = "model",
+) -> None:
+    """Train on the QA pairs of ``splits`` and save an HF folder with ``train_log.parquet``."""
+    subset = data.filter(pl.col("split").is_in(splits))
+    if subset.height == 0:
+        raise ParamsError(f"finetune: no rows in splits {splits}")
+    dev = pick_device(device)
+    if model_params.get("base"):
+        model, tokenizer = load_model(model_params["base"], dev,
+                                      trust_remote_code=model_params.get("trust_remote_code", False))
+    else:
+        # The tokenizer sees both splits' text so full and retrain share one vocabulary.
+        tokenizer = build_tokenizer(corpus_texts(data, template), model_params["vocab_size"])
+        model = build_gpt2(tokenizer, model_params["arch"], seed).to(dev)
+    log = train_loop(model, tokenizer, training_pairs(subset), template=template, seed=seed,
+                     device=dev, desc=f"finetune {name}", **train_params)
+    save_model(model, tokenizer, out,
+               extra={"train_log.parquet": lambda p: pl.DataFrame(log).write_parquet(p)})
+
+
+__all__ = ["finetune", "train_loop", "training_pairs", "prompt_text"]

@@ -1,0 +1,19 @@
+"""Judges: map completions to (score, leaked). See :mod:`leakk.judges.base`.
+
+Importing this package registers the built-in judges; each further judge (NLI,
+embedding, LLM endpoint) is one module imported here that keeps heavy imports lazy.
+"""
+
+from leakk.judges.base import JUDGES, Judge, check_threshold, make_judge, register_judge
+from leakk.judges import fact as _fact  # noqa: F401  (registers "fact")
+from leakk.judges import rouge as _rouge  # noqa: F401  (registers "rougeL")
+from leakk.judges.fact import FactJudge, fact_in_text, normalize_text
+from leakk.judges.rouge import RougeLJudge, clear_caches, rouge_l_recall, rouge_tokens
+from leakk.judges.run import build_judges, judge_samples
+
+__all__ = [
+    "JUDGES", "Judge", "make_judge", "register_judge", "check_threshold",
+    "FactJudge", "fact_in_text", "normalize_text",
+    "RougeLJudge", "clear_caches", "rouge_l_recall", "rouge_tokens",
+    "build_judges", "judge_samples",
+]

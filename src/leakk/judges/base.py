@@ -1,0 +1,109 @@
+"""The judge interface and registry.
+
+A judge maps completions (plus the reference answer and, where known, the key fact span)
+to a per-item ``score`` (float, NaN = the judge failed on that item) and a per-item
+``leaked`` flag (``True``/``False``, or ``None`` = the judge failed; a failed judge is
+never "not leaked").
+
+Judges are always called on whole batches (``score_batch``), so a GPU judge (NLI,
+embeddings) or a remote one (an OpenAI-compatible endpoint) can batch internally;
+``batch_size`` says how many items the caller hands over per call (``None`` = everything
+at once). Each judge is one module that registers itself with :func:`register_judge`; a
+module whose judge needs a heavy dependency imports it inside the class, not at module
+import time, so that ``import leakk.judges`` stays light.
+"""
+
+from __future__ import annotations
+
+import abc
+import math
+from collections.abc import Callable, Sequence
+from typing import Any, ClassVar, TypeVar
+
+import numpy as np
+
+from leakk.errors import ParamsError
+
+__all__ = ["JUDGES", "Judge", "make_judge", "register_judge", "check_threshold"]
+
+
+class Judge(abc.ABC):
+    """Base class of every judge.
+
+    Subclasses set ``name`` through :func:`register_judge`, take their parameters as
+    keyword arguments in ``__init__`` (validating them and raising ``ParamsError``), and
+    implement :meth:`score_batch`.
+    """
+
+    #: Registered name (set by :func:`register_judge`).
+    name: ClassVar[str] = ""
+    #: Items handed to one ``score_batch`` call by :func:`leakk.judges.judge_samples`;
+    #: ``None`` = all distinct items at once. A failing call fails its whole batch.
+    batch_size: int | None = 4096
+
+    @abc.abstractmethod
+    def score_batch(
+        self,
+        completions: Sequence[str],
+        references: Sequence[str],
+        facts: Sequence[str | None],
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Judge aligned lists; return ``(scores, leaked)``.
+
+        ``scores``: float64 array, NaN where the judge failed on an item.
+        ``leaked``: object array of ``True``/``False``/``None`` (``None`` = failed).
+        Both have ``len(completions)`` entries, in input order.
+        """
+
+    def close(self) -> None:  # pragma: no cover - trivial default
+        """Release resources (models, clients). Called once judging is done."""
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self.name!r})"
+
+
+#: Registered judge classes by name.
+JUDGES: dict[str, type[Judge]] = {}
+
+J = TypeVar("J", bound=type[Judge])
+
+
+def register_judge(name: str) -> Callable[[J], J]:
+    """Class decorator: register a :class:`Judge` subclass under ``name``."""
+
+    def deco(cls: J) -> J:
+        if not (isinstance(cls, type) and issubclass(cls, Judge)):
+            raise TypeError(f"@register_judge({name!r}) needs a Judge subclass, got {cls!r}")
+        if name in JUDGES and JUDGES[name] is not cls:
+            raise ValueError(f"judge {name!r} is already registered ({JUDGES[name]!r})")
+        cls.name = name
+        JUDGES[name] = cls
+        return cls
+
+    return deco
+
+
+def make_judge(name: str, **params: Any) -> Judge:
+    """Build the judge registered as ``name`` with ``params``.
+
+    Raises ``ParamsError`` for an unknown name (listing the known ones) or for
+    parameters the judge does not accept.
+    """
+    cls = JUDGES.get(name)
+    if cls is None:
+        known = ", ".join(sorted(JUDGES)) or "(none)"
+        raise ParamsError(f"unknown judge {name!r}; known judges: {known}")
+    try:
+        return cls(**params)
+    except TypeError as exc:  # unexpected / missing keyword arguments
+        raise ParamsError(f"judge {name!r}: bad parameters {sorted(params)}: {exc}") from exc
+
+
+def check_threshold(judge: str, value: Any, lo: float = 0.0, hi: float = 1.0) -> float:
+    """Validate a numeric threshold param in ``[lo, hi]``; return it as float."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ParamsError(f"judge {judge!r}: threshold must be a number, got {value!r}")
+    value = float(value)
+    if math.isnan(value) or not lo <= value <= hi:
+        raise ParamsError(f"judge {judge!r}: threshold must be in [{lo}, {hi}], got {value!r}")
+    return value

@@ -1,0 +1,58 @@
+"""Fact-match judge: the answer's key fact span appears in the completion (ground truth
+for the offline benchmark)."""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import Sequence
+from functools import lru_cache
+
+import numpy as np
+
+from leakk.judges.base import Judge, register_judge
+
+_NON_ALNUM = re.compile(r"[\W_]+")
+
+
+@lru_cache(maxsize=1 << 16)
+def normalize_text(text: str) -> str:
+    """NFKC, lowercase, non-alphanumeric runs → one space, stripped."""
+    text = unicodedata.normalize("NFKC", text).lower()
+    return _NON_ALNUM.sub(" ", text).strip()
+
+
+def fact_in_text(fact: str, text: str) -> bool:
+    """Whole-word match of the normalised ``fact`` inside the normalised ``text``."""
+    return f" {normalize_text(fact)} " in f" {normalize_text(text)} "
+
+
+@register_judge("fact")
+class FactJudge(Judge):
+    """leaked iff the normalised fact span occurs in the completion as whole words.
+
+    score is 1.0/0.0; with no (or an empty) fact the item fails (score NaN, leaked None).
+    """
+
+    def __init__(self) -> None:
+        pass
+
+    def score_batch(
+        self,
+        completions: Sequence[str],
+        references: Sequence[str],
+        facts: Sequence[str | None],
+    ) -> tuple[np.ndarray, np.ndarray]:
+        n = len(completions)
+        scores = np.full(n, np.nan, dtype=np.float64)
+        leaked = np.full(n, None, dtype=object)
+        for i, (text, fact) in enumerate(zip(completions, facts, strict=True)):
+            if fact is None or text is None:
+                continue
+            nfact = normalize_text(fact)
+            if not nfact:
+                continue
+            hit = f" {nfact} " in f" {normalize_text(text)} "
+            scores[i] = 1.0 if hit else 0.0
+            leaked[i] = hit
+        return scores, leaked

@@ -1,0 +1,92 @@
+"""ROUGE-L recall judge with Google ``rouge_score`` semantics, computed fast.
+
+``rouge_l_recall(prediction, target)`` equals
+``RougeScorer(["rougeL"], use_stemmer=True).score(target, prediction)["rougeL"].recall``
+bit for bit: tokens come from ``rouge_score``'s own tokenizer (with a memoised Porter
+stemmer and memoised per-text tokenisation) and the LCS length from ``rapidfuzz``'s
+bit-parallel ``LCSseq`` on integer token ids instead of a pure-Python DP table.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from functools import lru_cache
+
+import numpy as np
+from rapidfuzz.distance import LCSseq
+from rouge_score import tokenize as _rs_tokenize
+from rouge_score.tokenizers import DefaultTokenizer
+
+from leakk.judges.base import Judge, check_threshold, register_judge
+
+__all__ = ["RougeLJudge", "clear_caches", "rouge_l_recall", "rouge_tokens"]
+
+
+class _MemoStemmer:
+    """The Porter stemmer ``rouge_score`` uses (``use_stemmer=True``), memoised per word."""
+
+    def __init__(self) -> None:
+        # The very stemmer object rouge_score's DefaultTokenizer builds for itself.
+        self._stemmer = DefaultTokenizer(use_stemmer=True)._stemmer
+        self.stem = lru_cache(maxsize=1 << 18)(self._stemmer.stem)
+
+
+_STEMMER = _MemoStemmer()
+_VOCAB: dict[str, int] = {}
+
+
+@lru_cache(maxsize=1 << 16)
+def rouge_tokens(text: str) -> tuple[str, ...]:
+    """``rouge_score`` DefaultTokenizer(use_stemmer=True) tokens of ``text``."""
+    return tuple(_rs_tokenize.tokenize(text, _STEMMER))
+
+
+@lru_cache(maxsize=1 << 16)
+def _token_ids(text: str) -> tuple[int, ...]:
+    # Integer ids make rapidfuzz compare exact values (no string-hash collisions).
+    vocab = _VOCAB
+    return tuple(vocab.setdefault(tok, len(vocab)) for tok in rouge_tokens(text))
+
+
+def clear_caches() -> None:
+    """Drop the memoised tokenisations and stems (benchmarks; bounded memory anyway)."""
+    rouge_tokens.cache_clear()
+    _token_ids.cache_clear()
+    _STEMMER.stem.cache_clear()
+    _VOCAB.clear()
+
+
+def rouge_l_recall(prediction: str, target: str) -> float:
+    """ROUGE-L recall of ``prediction`` against ``target`` (rouge_score, stemmed)."""
+    tgt = _token_ids(target)
+    pred = _token_ids(prediction)
+    if not tgt or not pred:  # rouge_score's convention: 0 if either side is empty
+        return 0.0
+    return LCSseq.similarity(tgt, pred) / len(tgt)
+
+
+@register_judge("rougeL")
+class RougeLJudge(Judge):
+    """ROUGE-L recall of the completion against the reference answer; leaked iff
+    recall ≥ ``threshold``."""
+
+    def __init__(self, threshold: float = 0.5) -> None:
+        self.threshold = check_threshold("rougeL", threshold)
+
+    def score_batch(
+        self,
+        completions: Sequence[str],
+        references: Sequence[str],
+        facts: Sequence[str | None],
+    ) -> tuple[np.ndarray, np.ndarray]:
+        n = len(completions)
+        if len(references) != n:
+            raise ValueError(f"{n} completions but {len(references)} references")
+        scores = np.fromiter(
+            (rouge_l_recall(c, r) for c, r in zip(completions, references)),
+            dtype=np.float64,
+            count=n,
+        )
+        leaked = np.empty(n, dtype=object)
+        leaked[:] = [bool(s >= self.threshold) for s in scores.tolist()]
+        return scores, leaked

@@ -1,0 +1,84 @@
+"""The unlearning loop shared by GA/GradDiff/NPO and by every RULE round."""
+
+from __future__ import annotations
+
+import random
+import time
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from leakk.prompting import answer_logprob, answer_nll, collate, encode_example
+from leakk.unlearn.methods import Method
+
+
+@torch.no_grad()
+def reference_logprobs(model, examples, pad_id: int, device, batch_size: int = 64) -> torch.Tensor:
+    """log πref(answer | prompt) of every forget example under the *starting* model.
+
+    Computed once before training, so NPO needs no second model in memory.
+    """
+    model.eval()
+    out = []
+    for i in range(0, len(examples), batch_size):
+        batch = {k: v.to(device) for k, v in collate(examples[i:i + batch_size], pad_id).items()}
+        out.append(answer_logprob(model, batch).float())
+    return torch.cat(out) if out else torch.zeros(0, device=device)
+
+
+class _Cycler:
+    """Endless seeded shuffled batches of indices."""
+
+    def __init__(self, size: int, batch_size: int, rng: random.Random):
+        self.size, self.batch_size, self.rng, self.order = size, batch_size, rng, []
+
+    def next(self) -> list[int]:
+        if len(self.order) < self.batch_size:
+            extra = list(range(self.size))
+            self.rng.shuffle(extra)
+            self.order += extra
+        batch, self.order = self.order[: self.batch_size], self.order[self.batch_size:]
+        return batch
+
+
+def unlearn_loop(
+    model, tokenizer, method: Method, forget_pairs: list[tuple[str, str]],
+    retain_pairs: list[tuple[str, str]], *, template: str, steps: int, lr: float, batch_size: int,
+    seed: int, device, alpha: float = 1.0, gamma: float = 1.0, warmup_steps: int = 0,
+    weight_decay: float = 0.0, desc: str = "unlearn", step_offset: int = 0,
+) -> list[dict[str, Any]]:
+    """Run ``steps`` optimiser steps of γ·forget + α·retain; returns a per-step log."""
+    pad = tokenizer.pad_token_id
+    forget = [encode_example(q, a, tokenizer, template) for q, a in forget_pairs]
+    retain = [encode_example(q, a, tokenizer, template) for q, a in retain_pairs]
+    ref = reference_logprobs(model, forget, pad, device) if method.needs_reference else None
+    use_retain = method.uses_retain and alpha > 0 and retain
+    rng = random.Random(seed)
+    torch.manual_seed(seed)
+    f_batches = _Cycler(len(forget), min(batch_size, len(forget)), rng)
+    r_batches = _Cycler(len(retain), batch_size, rng) if use_retain else None
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / max(1, warmup_steps)))
+    model.train()
+    log, start = [], time.perf_counter()
+    for step in tqdm(range(steps), desc=desc, unit="step"):
+        idx = f_batches.next()
+        fb = {k: v.to(device) for k, v in collate([forget[i] for i in idx], pad).items()}
+        f_loss = method.forget_loss(model, fb, ref[idx] if ref is not None else None)
+        loss = gamma * f_loss
+        r_loss = torch.tensor(float("nan"))
+        if use_retain:
+            rb = {k: v.to(device) for k, v in collate([retain[i] for i in r_batches.next()], pad).items()}
+            r_loss = answer_nll(model, rb)
+            loss = loss + alpha * r_loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        opt.zero_grad(set_to_none=True)
+        log.append({"step": step_offset + step + 1, "loss": loss.item(), "forget_loss": f_loss.item(),
+                    "retain_loss": r_loss.item(), "lr": sched.get_last_lr()[0],
+                    "seconds": time.perf_counter() - start})
+    model.eval()
+    return log

@@ -1,0 +1,44 @@
+"""The unlearn stage: one ``unlearn.<name>`` run from the full model to a saved folder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from leakk.errors import ParamsError
+from leakk.finetune import training_pairs
+from leakk.modeling import load_model, pick_device, save_model
+from leakk.unlearn.loop import unlearn_loop
+from leakk.unlearn.methods import METHODS, make_method
+
+#: keys of an unlearn run that are loop settings, not method constructor arguments
+LOOP_KEYS = ("steps", "lr", "batch_size", "alpha", "gamma", "warmup_steps", "weight_decay")
+
+
+def split_run_params(run: dict[str, Any]) -> tuple[str, dict[str, Any], dict[str, Any]]:
+    """(method name, method kwargs, loop kwargs) from one ``unlearn.runs.<name>`` entry."""
+    run = dict(run)
+    method = run.pop("method")
+    loop = {k: run.pop(k) for k in LOOP_KEYS if k in run}
+    return method, run, loop
+
+
+def run_unlearning(data: pl.DataFrame, start_model: str | Path, out: str | Path, *, name: str,
+                   run: dict[str, Any], template: str, seed: int, device: str = "auto") -> None:
+    """Unlearn the forget split from ``start_model``; save an HF folder + ``train_log.parquet``."""
+    method_name, method_kw, loop_kw = split_run_params(run)
+    method = make_method(method_name, **method_kw)
+    forget = training_pairs(data.filter(pl.col("split") == "forget"))
+    retain = training_pairs(data.filter(pl.col("split") == "retain"))
+    if not forget:
+        raise ParamsError("data: the forget split is empty; nothing to unlearn")
+    dev = pick_device(device)
+    model, tokenizer = load_model(start_model, dev)
+    log = unlearn_loop(model, tokenizer, method, forget, retain, template=template, seed=seed,
+                       device=dev, desc=f"unlearn {name}", **loop_kw)
+    save_model(model, tokenizer, out,
+               extra={"train_log.parquet": lambda p: pl.DataFrame(log).write_parquet(p)})
+
+

@@ -1,0 +1,42 @@
+"""Shared fixtures: a micro configuration of the whole pipeline, small enough for seconds."""
+
+from __future__ import annotations
+
+import copy
+import os
+from pathlib import Path
+
+import pytest
+import yaml
+
+os.environ.setdefault("TQDM_DISABLE", "1")
+ROOT = Path(__file__).resolve().parents[1]
+
+MICRO = {
+    "seed": 0,
+    "device": "cpu",
+    "prompt_template": "Question: {question} Answer:",
+    "data": {"benchmark": "synthetic",
+             "synthetic": {"authors": 10, "qa_per_author": 3, "forget_fraction": 0.2, "phrasings": 3}},
+    "model": {"base": None, "vocab_size": 200,
+              "arch": {"n_layer": 1, "n_embd": 32, "n_head": 2, "n_positions": 48}},
+    "finetune": {"epochs": 3, "lr": 5e-3, "batch_size": 16},
+    "unlearn": {"ga": {"method": "ga", "steps": 2, "lr": 1e-4, "batch_size": 8},
+                "npo": {"method": "npo", "steps": 2, "lr": 1e-4, "batch_size": 8, "alpha": 1.0}},
+    "rule": {"rule_npo": {"base": "npo", "rounds": 2, "n": 4, "steps": 2, "judge": "rougeL", "seed": 99}},
+    "sample": {"n": 4, "max_new_tokens": 12, "seed": 5, "batch_rows": 16,
+               "decodings": [{"temperature": 1.0, "top_p": 1.0}]},
+    # a low ROUGE threshold so that the micro model's completions do "leak"
+    "judge": {"fact": {}, "rougeL": {"threshold": 0.3}},
+    "estimate": {"ks": [1, 2, 4], "bootstrap": 50},
+}
+
+
+@pytest.fixture
+def micro_params() -> dict:
+    return copy.deepcopy(MICRO)
+
+
+def write_params(path: Path, params: dict) -> Path:
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+    return path

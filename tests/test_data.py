@@ -1,0 +1,59 @@
+"""The synthetic benchmark: deterministic, on contract, paraphrases held out as designed."""
+
+from __future__ import annotations
+
+import polars as pl
+import pytest
+
+from leakk.data.synthetic import RELATIONS, generate
+from leakk.errors import ParamsError
+from leakk.io import check_contract
+
+
+def test_deterministic_and_on_contract():
+    a, b = generate(20, 5, seed=3), generate(20, 5, seed=3)
+    assert a.equals(b)
+    assert not a.equals(generate(20, 5, seed=4))
+    check_contract(a, "data")
+    assert a.height == 100 and a["qid"].n_unique() == 100
+
+
+def test_splits_and_groups():
+    df = generate(50, 4, forget_fraction=0.1)
+    forget = df.filter(pl.col("split") == "forget")
+    assert forget["group"].n_unique() == 5
+    # a group (author) is entirely in one split
+    assert df.group_by("group").agg(pl.col("split").n_unique())["split"].max() == 1
+
+
+def test_tofu_size_works():
+    df = generate(200, 20)
+    assert df.height == 4000 and df.filter(pl.col("split") == "forget").height == 400
+
+
+def test_facts_unique_and_in_answers():
+    df = generate(100, 12)
+    assert df["fact"].n_unique() == df.height
+    assert all(f in a for f, a in zip(df["fact"], df["answer"]))
+
+
+def test_heldout_phrasing_seen_with_other_authors():
+    df = generate(40, 6, phrasings=4)
+    for row in df.iter_rows(named=True):
+        assert row["paraphrased_question"] not in row["train_questions"]
+        assert len(row["train_questions"]) == 3
+    # every relation's held-out template is trained on for some other author
+    for rel in RELATIONS[:6]:
+        sub = df.filter(pl.col("relation") == rel.name)
+        for row in sub.iter_rows(named=True):
+            held = row["paraphrased_question"].replace(row["author"], "{name}")
+            others = sub.filter(pl.col("author") != row["author"])
+            assert any(held in [q.replace(a, "{name}") for q in qs]
+                       for a, qs in zip(others["author"], others["train_questions"]))
+
+
+@pytest.mark.parametrize("kw, key", [({"qa_per_author": 21}, "qa_per_author"), ({"phrasings": 5}, "phrasings"),
+                                     ({"forget_fraction": 0.001}, "forget_fraction")])
+def test_bad_sizes(kw, key):
+    with pytest.raises(ParamsError, match=key):
+        generate(20, **{"qa_per_author": 3, **kw})

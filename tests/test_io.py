@@ -1,0 +1,37 @@
+"""Atomic writes: a failure midway leaves neither a partial file nor a temp file."""
+
+from __future__ import annotations
+
+import polars as pl
+import pytest
+
+from leakk.errors import ArtifactError
+from leakk.io import atomic_path, read_parquet, write_parquet
+
+
+def test_atomic_file_failure_leaves_nothing(tmp_path):
+    target = tmp_path / "x.parquet"
+    with pytest.raises(RuntimeError):
+        with atomic_path(target) as tmp:
+            tmp.write_bytes(b"partial")
+            raise RuntimeError("killed")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_atomic_dir_replaces_whole(tmp_path):
+    target = tmp_path / "model"
+    with atomic_path(target, is_dir=True) as tmp:
+        (tmp / "a").write_text("1")
+    with pytest.raises(RuntimeError):
+        with atomic_path(target, is_dir=True) as tmp:
+            (tmp / "b").write_text("2")
+            raise RuntimeError
+    assert [p.name for p in target.iterdir()] == ["a"]
+    assert [p.name for p in tmp_path.iterdir()] == ["model"]
+
+
+def test_contract_enforced(tmp_path):
+    with pytest.raises(ArtifactError, match="missing required samples columns"):
+        write_parquet(pl.DataFrame({"qid": ["a"]}), tmp_path / "s.parquet", "samples")
+    with pytest.raises(ArtifactError, match="no such artifact"):
+        read_parquet(tmp_path / "nope.parquet")

@@ -1,0 +1,86 @@
+"""RULE: leaked-pair selection, early stop, and the forget set holding only judged leaks."""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+import pytest
+
+from conftest import MICRO
+from leakk.config import validate_params
+from leakk.data.synthetic import generate
+from leakk.finetune import finetune
+from leakk.judges import Judge, register_judge
+from leakk.rule import LEAKED_SCHEMA, run_round, select_leaked
+
+QUESTIONS = pl.DataFrame({"qid": ["a", "b"], "prompt_question": ["Qa?", "Qb?"]})
+
+
+def test_select_leaked_only_true_and_deduplicated():
+    judged = pl.DataFrame({
+        "qid": ["a", "a", "a", "b", "b", "b"],
+        "sample_idx": [0, 1, 2, 0, 1, 2],
+        "text": ["x", "x", "y", "z", "w", "v"],
+        "leaked": [True, True, False, None, True, True],
+    })
+    known = pl.DataFrame({"qid": ["b"], "question": ["Qb?"], "completion": ["v"], "round": [1]}, schema=LEAKED_SCHEMA)
+    new = select_leaked(judged, QUESTIONS, known, round_idx=2)
+    assert new.select("qid", "question", "completion").rows() == [("a", "Qa?", "x"), ("b", "Qb?", "w")]
+    assert new["round"].to_list() == [2, 2]
+
+
+@register_judge("never_leaks")
+class NeverLeaks(Judge):
+    def score_batch(self, completions, references, facts):
+        return np.zeros(len(completions)), np.array([False] * len(completions), dtype=object)
+
+
+@register_judge("leaks_if_long")
+class LeaksIfLong(Judge):
+    """Marks completions with ≥ 4 words leaked: some are, some aren't."""
+
+    def score_batch(self, completions, references, facts):
+        flags = [len(c.split()) >= 4 for c in completions]
+        return np.array(flags, dtype=float), np.array(flags, dtype=object)
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory):
+    root = tmp_path_factory.mktemp("rule")
+    p = validate_params(MICRO)
+    data = generate(**p["data"]["synthetic"], seed=0)
+    finetune(data, root / "model", splits=["forget", "retain"], model_params=p["model"],
+             train_params=p["finetune"], template=p["prompt_template"], seed=0)
+    return root, data
+
+
+def _params(judge):
+    p = dict(MICRO, judge={"fact": {}, judge: {}})
+    p["rule"] = {"rule_npo": dict(MICRO["rule"]["rule_npo"], judge=judge)}
+    return validate_params(p)
+
+
+def test_round_without_leaks_stops_early(base, tmp_path):
+    root, data = base
+    p = _params("never_leaks")
+    run_round(data, p, name="rule_npo", round_idx=1, prev_dir=root / "model", out_dir=tmp_path / "r1")
+    log = pl.read_parquet(tmp_path / "r1/round.parquet")
+    assert log["stopped"][0] and not log["trained"][0] and log["new_leaked"][0] == 0
+    assert (tmp_path / "r1/model/model.safetensors").read_bytes() == (root / "model/model.safetensors").read_bytes()
+    run_round(data, p, name="rule_npo", round_idx=2, prev_dir=tmp_path / "r1", out_dir=tmp_path / "r2")
+    assert pl.read_parquet(tmp_path / "r2/round.parquet")["stopped"][0]
+
+
+def test_forget_set_holds_only_judged_leaks(base, tmp_path):
+    root, data = base
+    p = _params("leaks_if_long")
+    run_round(data, p, name="rule_npo", round_idx=1, prev_dir=root / "model", out_dir=tmp_path / "r1")
+    leaked = pl.read_parquet(tmp_path / "r1/leaked.parquet")
+    log = pl.read_parquet(tmp_path / "r1/round.parquet")
+    assert leaked.height == log["new_leaked"][0] > 0
+    assert all(len(c.split()) >= 4 for c in leaked["completion"])
+    assert log["trained"][0] and not log["stopped"][0]
+    assert log["train_seed"][0] != p["sample"]["seed"]
+    n_pairs = sum(len(q) for q in data.filter(pl.col("split") == "forget")["train_questions"])
+    assert log["forget_size"][0] == n_pairs + leaked.height
+    assert (tmp_path / "r1/model/model.safetensors").read_bytes() != (root / "model/model.safetensors").read_bytes()

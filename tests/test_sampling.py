@@ -1,0 +1,145 @@
+"""The sampler: exact draws, HF-equivalent top-p, reproducible per (seed, qid, sample_idx)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
+from transformers.generation.logits_process import TopPLogitsWarper
+
+from leakk.sampling.decoding import GREEDY, Decoding
+from leakk.sampling.hf import _plan_batches, next_tokens, sample_hf
+from leakk.sampling.rng import _mix_np, _mix_t, gumbel, keys_tensor, row_keys
+
+
+def test_decoding_names_roundtrip():
+    for d in (Decoding(1.0, 1.0), Decoding(0.8, 0.8), Decoding(0.2, 1.0), GREEDY):
+        assert Decoding.from_name(d.name) == d
+    assert Decoding(1, 1).name == "t1.0_p1.0"
+
+
+def test_torch_hash_is_bit_identical_to_numpy():
+    x = np.random.default_rng(0).integers(0, 2**63, size=1000, dtype=np.uint64) * np.uint64(2) + np.uint64(1)
+    ours = _mix_t(torch.from_numpy(x.view(np.int64))).numpy().view(np.uint64)
+    assert np.array_equal(ours, _mix_np(x))
+
+
+def test_gumbel_depends_only_on_seed_qid_idx_and_is_gumbel():
+    k1 = keys_tensor(row_keys(7, ["a", "b", "c"], np.array([0, 1, 2])), "cpu")
+    k2 = keys_tensor(row_keys(7, ["c", "a"], np.array([2, 0])), "cpu")
+    idx = torch.arange(5).expand(3, -1)
+    g1, g2 = gumbel(k1, 3, 0, idx), gumbel(k2, 3, 0, idx[:2])
+    assert torch.equal(g1[2], g2[0]) and torch.equal(g1[0], g2[1])
+    assert not torch.equal(gumbel(k1, 4, 0, idx), g1) and not torch.equal(gumbel(k1, 3, 1, idx), g1)
+    big = gumbel(keys_tensor(row_keys(1, ["q"] * 2000, np.arange(2000)), "cpu"), 0, 0,
+                 torch.arange(100).expand(2000, -1)).double().ravel()
+    assert abs(big.mean().item() - 0.5772) < 0.01 and abs(big.var().item() - np.pi**2 / 6) < 0.03
+
+
+@pytest.mark.parametrize("temperature, top_p", [(1.0, 1.0), (0.7, 1.0), (1.0, 0.8), (0.8, 0.5)])
+def test_next_tokens_matches_target_distribution(temperature, top_p):
+    torch.manual_seed(0)
+    logits = torch.randn(1, 12) * 2
+    dec = Decoding(temperature, top_p)
+    # target: HF's temperature + top-p warpers, then softmax
+    warped = TopPLogitsWarper(top_p)(None, logits / temperature) if top_p < 1 else logits / temperature
+    target = torch.softmax(warped, -1)[0].double().numpy()
+    draws = 40000
+    keys = keys_tensor(row_keys(3, ["q"] * draws, np.arange(draws)), "cpu")
+    toks = next_tokens(logits.expand(draws, -1), dec, keys, step=0).numpy()
+    freq = np.bincount(toks, minlength=12) / draws
+    assert np.all(freq[target == 0] == 0), "sampled a token top-p removed"
+    se = np.sqrt(target * (1 - target) / draws)
+    assert np.all(np.abs(freq - target) <= 5 * se + 1e-9)
+
+
+def test_next_tokens_large_vocab_blocks():
+    """Two-level draw over a vocabulary that is not a multiple of the block size."""
+    torch.manual_seed(1)
+    logits = torch.randn(1, 1003) * 3
+    draws = 20000
+    keys = keys_tensor(row_keys(9, ["q"] * draws, np.arange(draws)), "cpu")
+    toks = next_tokens(logits.expand(draws, -1), Decoding(1.0, 1.0), keys, step=2).numpy()
+    target = torch.softmax(logits, -1)[0].double().numpy()
+    top = np.argsort(-target)[:5]
+    freq = np.bincount(toks, minlength=1003) / draws
+    se = np.sqrt(target[top] * (1 - target[top]) / draws)
+    assert toks.max() < 1003 and np.all(np.abs(freq[top] - target[top]) <= 5 * se)
+
+
+def test_plan_batches_cover_each_sample_once():
+    batches = _plan_batches([5, 9, 3], n=10, max_rows=8)
+    seen = [(q, s + i) for b in batches for q, s, c in b for i in range(c)]
+    assert sorted(seen) == [(q, s) for q in range(3) for s in range(10)]
+    assert all(sum(c for _, _, c in b) <= 8 for b in batches)
+
+
+@pytest.fixture(scope="module")
+def tiny_lm():
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    vocab = {w: i for i, w in enumerate(["<pad>", "<eos>", "<unk>"] + [f"w{i}" for i in range(29)])}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="<eos>", unk_token="<unk>")
+    torch.manual_seed(0)
+    model = GPT2LMHeadModel(GPT2Config(vocab_size=32, n_layer=2, n_embd=32, n_head=2, n_positions=64,
+                                       eos_token_id=1, pad_token_id=0, bos_token_id=1)).eval()
+    with torch.no_grad():  # make EOS likely so sequences finish at different lengths
+        model.lm_head.weight[1] += 0.3
+    return model, tokenizer
+
+
+def _prompts():
+    rng = np.random.default_rng(0)
+    return [f"q{i}" for i in range(6)], [list(rng.integers(3, 32, size=rng.integers(2, 9))) for _ in range(6)]
+
+
+def test_sampler_independent_of_batching(tiny_lm):
+    model, tokenizer = tiny_lm
+    qids, prompts = _prompts()
+    dec = Decoding(1.0, 1.0)
+    a = sample_hf(model, tokenizer, qids, prompts, dec, 8, 20, seed=1, batch_rows=48, progress=False)
+    b = sample_hf(model, tokenizer, qids, prompts, dec, 8, 20, seed=1, batch_rows=5, progress=False)
+    key = lambda c: (c.qid, c.sample_idx)  # noqa: E731
+    a, b = sorted(a, key=key), sorted(b, key=key)
+    same = np.mean([x.token_ids == y.token_ids for x, y in zip(a, b)])
+    assert same >= 0.95
+    assert {c.finish_reason for c in a} == {"stop", "length"}
+    assert all(c.token_ids[-1] == 1 for c in a if c.finish_reason == "stop")
+    assert all(len(c.token_ids) == 20 for c in a if c.finish_reason == "length")
+
+
+def test_greedy_matches_hf_generate(tiny_lm):
+    model, tokenizer = tiny_lm
+    qids, prompts = _prompts()
+    ours = sample_hf(model, tokenizer, qids, prompts, GREEDY, 1, 15, seed=0, batch_rows=4, progress=False)
+    by_q = {c.qid: c.token_ids for c in ours}
+    for q, p in zip(qids, prompts):
+        out = model.generate(torch.tensor([p]), max_new_tokens=15, do_sample=False, eos_token_id=1, pad_token_id=0)
+        ref = out[0, len(p):].tolist()
+        ref = ref[: ref.index(1) + 1] if 1 in ref else ref
+        assert by_q[q] == ref
+
+
+def test_sampler_matches_per_question_reference(tiny_lm):
+    """Left padding, KV expansion and early drop change nothing: each sampled row equals
+    the same draws replayed one sequence at a time without a cache."""
+    model, tokenizer = tiny_lm
+    qids, prompts = _prompts()
+    dec = Decoding(0.9, 0.9)
+    ours = sample_hf(model, tokenizer, qids, prompts, dec, 3, 10, seed=4, batch_rows=7, progress=False)
+    for c in ours[:9]:
+        p = prompts[qids.index(c.qid)]
+        key = keys_tensor(row_keys(4, [c.qid], np.array([c.sample_idx])), "cpu")
+        seq, out = list(p), []
+        for t in range(10):
+            with torch.no_grad():
+                logits = model(torch.tensor([seq])).logits[:, -1]
+            tok = next_tokens(logits, dec, key, t).item()
+            out.append(tok)
+            seq.append(tok)
+            if tok == 1:
+                break
+        assert c.token_ids == out
