@@ -33,8 +33,12 @@ def run(tmp_path_factory):
                   "--out", f"results/models/{name}")
         leakk("rule", "--data", data, "--name", "rule_npo", "--model-dir", "results/models/npo",
               "--out", "results/rule/rule_npo")
-        leakk("rule-report", "--name", "rule_npo", "results/rule/rule_npo/round_1", "results/rule/rule_npo/round_2",
-              "--out-log", "results/rule/rule_npo/rounds.parquet", "--out-figure", "results/figures/rule_npo_rounds.png")
+        rounds = ["results/rule/rule_npo/round_1", "results/rule/rule_npo/round_2"]
+        leakk("rule-eval", "--data", data, "results/models/npo", *rounds, "--out-dir", "results/rule_eval/rule_npo")
+        leakk("rule-report", "--rounds", *rounds, "--evals",
+              *[f"results/rule_eval/rule_npo/round_{r}.parquet" for r in range(3)],
+              "--out-log", "results/rule_eval/rule_npo/rounds.parquet",
+              "--out-figure", "results/figures/rule_npo_rounds.png")
         dirs = {"full": "results/models/full", "retrain": "results/models/retrain", "ga": "results/models/ga",
                 "npo": "results/models/npo", "rule_npo": "results/rule/rule_npo/round_2/model"}
         for model, folder in dirs.items():
@@ -93,8 +97,8 @@ def test_figures(run):
 
 
 def test_rule_rounds(run):
-    log = pl.read_parquet(run / "rule/rule_npo/rounds.parquet")
-    assert log["round"].to_list() == [1, 2]
+    log = pl.read_parquet(run / "rule_eval/rule_npo/rounds.parquet")
+    assert log["round"].to_list() == [0, 1, 2]  # round 0 = the base model, evaluation only
     assert {"new_leaked", "forget_size", "eval_leak_at_1", "eval_leak_at_4", "retain_accuracy", "stopped"} <= set(log.columns)
     leaked = pl.read_parquet(run / "rule/rule_npo/round_2/leaked.parquet")
     assert leaked.height == log["leaked_total"][-1]

@@ -116,8 +116,11 @@ def _cross_field(p: dict[str, Any], src: str) -> None:
             if key not in p["model"]:
                 _fail(src, f"model.{key}", "required when model.base is null (rule: required)")
         limit = p["model"]["arch"].get("n_positions", 1024)
-        if p["sample"]["max_new_tokens"] >= limit:
-            _fail(src, "sample.max_new_tokens", f"must be < model.arch.n_positions={limit}")
+        lengths = {"sample.max_new_tokens": p["sample"]["max_new_tokens"]}
+        lengths.update({f"rule.{k}.max_new_tokens": r["max_new_tokens"] for k, r in (p.get("rule") or {}).items()})
+        for key, value in lengths.items():
+            if value >= limit:
+                _fail(src, key, f"{value} must be < model.arch.n_positions={limit} (rule: fits the model)")
     if p["prompt_template"] != "chat" and "{question}" not in p["prompt_template"]:
         _fail(src, "prompt_template", 'must contain "{question}" or be "chat"')
 

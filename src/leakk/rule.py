@@ -38,14 +38,15 @@ def _questions(data: pl.DataFrame, split: str, column: str) -> pl.DataFrame:
 
 
 def _sample_frame(model, tokenizer, questions: pl.DataFrame, decoding, n: int, seed: int,
-                  max_new_tokens: int, params: dict[str, Any], desc: str) -> pl.DataFrame:
+                  max_new_tokens: int, params: dict[str, Any], desc: str,
+                  key: str = "sample.max_new_tokens") -> pl.DataFrame:
     """The package's HF sampler on an in-memory model (no second sampling code path)."""
     from leakk.sampling.hf_backend import sample_model
 
     rows = sample_model(model, tokenizer, questions["qid"].to_list(), questions["prompt_question"].to_list(),
                         decoding, n=n, max_new_tokens=max_new_tokens, seed=seed,
                         template=params["prompt_template"], batch_rows=params["sample"].get("batch_rows", "auto"),
-                        desc=desc)
+                        desc=desc, key=key)
     return pl.DataFrame(rows, schema=["qid", "sample_idx", "text", "n_tokens", "finish_reason"], orient="row")
 
 
@@ -119,7 +120,8 @@ def run_round(data: pl.DataFrame, params: dict[str, Any], *, name: str, round_id
     new = pl.DataFrame(schema=LEAKED_SCHEMA)
     if not stopped:
         samples = _sample_frame(model, tokenizer, forget_q, Decoding(**cfg["decoding"]), cfg["n"], seed,
-                                cfg["max_new_tokens"], params, desc=f"{name} round {round_idx}: sample")
+                                cfg["max_new_tokens"], params, desc=f"{name} round {round_idx}: sample",
+                                key=f"rule.{name}.max_new_tokens")
         judged = judge_samples(samples, data, judges, progress=False).join(
             samples.select("qid", "sample_idx", "text"), on=["qid", "sample_idx"], how="left")
         row.update({f"entry_{k}": v for k, v in _leak_stats(judged, [1, cfg["n"]]).items()})

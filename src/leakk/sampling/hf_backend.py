@@ -16,13 +16,14 @@ def max_positions(model) -> int | None:
 
 
 def sample_model(model, tokenizer, qids, questions, decoding: Decoding, *, n, max_new_tokens, seed,
-                 template, batch_rows="auto", progress=True, desc="sample"):
-    """Sample from an in-memory model (RULE calls this between training rounds)."""
+                 template, batch_rows="auto", progress=True, desc="sample", key="sample.max_new_tokens"):
+    """Sample from an in-memory model (RULE calls this between training rounds); ``key``
+    names the parameter that set ``max_new_tokens``, for the error message."""
     prompts = [encode_prompt(q, tokenizer, template) for q in questions]
     limit = max_positions(model)
     if limit and prompts and max(map(len, prompts)) + max_new_tokens > limit:
         raise ParamsError(
-            f"sample.max_new_tokens={max_new_tokens}: prompt ({max(map(len, prompts))} tokens) + "
+            f"{key}={max_new_tokens}: prompt ({max(map(len, prompts))} tokens) + "
             f"max_new_tokens exceeds the model's {limit} positions")
     done = sample_hf(model, tokenizer, qids, prompts, decoding, n, max_new_tokens, seed,
                      batch_rows=batch_rows, progress=progress, desc=desc)
