@@ -103,12 +103,17 @@ def main() -> None:
     ap.add_argument("--batch-rows", default="auto")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--skip-reference", action="store_true")
+    ap.add_argument("--no-prealloc", action="store_true", help="leakk with HF's concatenating KV cache (A/B)")
     ap.add_argument("--reference-questions", type=int, default=None,
                     help="run the reference on only the first R questions (its samples/s does not depend on "
                          "the number of questions: it works one question at a time); default: all")
     ap.add_argument("--json", default=None, help="also write the results here")
     args = ap.parse_args()
     torch.manual_seed(0)
+    if args.no_prealloc:
+        import leakk.sampling.hf as hf
+
+        hf.PREALLOCATE = False
     device = torch.device(args.device)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     decoding = Decoding(args.temperature, args.top_p)
