@@ -2,8 +2,11 @@
 # Rules only wire `leakk <stage>` CLI calls; the logic lives in src/leakk.
 import sys
 
+import yaml
+
 from leakk.config import decoding_names, model_names, validate_params
 from leakk.errors import ParamsError
+from leakk.rule import utility_judge
 
 
 configfile: "params.yaml"
@@ -14,11 +17,16 @@ try:
     P = validate_params(config, "params.yaml")
 except ParamsError as err:
     sys.exit(f"leakk: error: {err}")
+# Every job reads params.yaml itself, so overrides (--config, another --configfile) that
+# the jobs would not see are refused rather than silently ignored.
+if config != yaml.safe_load(open("params.yaml")):
+    sys.exit("leakk: error: the config differs from params.yaml; edit params.yaml instead of overriding it")
 
 MODELS = model_names(P)
 DECODINGS = decoding_names(P)
 RULES = P.get("rule") or {}
 JUDGES = list(P["judge"])
+UTILITY_JUDGE = utility_judge(P)
 LEAKK = "leakk --params params.yaml"
 
 

@@ -7,6 +7,7 @@ rule finetune:
         which="full|retrain",
     params:
         seed=P["seed"],
+        device=P["device"],
         model=P["model"],
         finetune=P["finetune"],
         template=lambda w: P["prompt_template"],  # a function: "{question}" is no wildcard

@@ -15,7 +15,8 @@ rule rule_round:
     output:
         directory("results/rule/{name}/round_{round}"),
     params:
-        rule=lambda w: RULES[w.name],
+        rule=lambda w: {k: v for k, v in RULES[w.name].items() if k != "rounds"},  # more rounds keep these
+        device=P["device"],
         base=lambda w: P["unlearn"][RULES[w.name]["base"]],
         judge=lambda w: P["judge"][RULES[w.name]["judge"]],
         template=lambda w: P["prompt_template"],  # a function: "{question}" is no wildcard
@@ -38,9 +39,10 @@ rule rule_eval:
     output:
         "results/rule_eval/{name}/round_{round}.parquet",
     params:
-        sample=P["sample"],
-        judge=P["judge"],
-        estimate=P["estimate"],
+        sample=SAMPLE_KEYS,
+        judges=lambda w: {j: P["judge"][j] for j in {P["estimate"]["headline_judge"], UTILITY_JUDGE}},
+        headline=[P["estimate"]["headline_judge"], P["estimate"]["headline_decoding"]],
+        device=P["device"],
         template=lambda w: P["prompt_template"],
     threads: 1
     resources:

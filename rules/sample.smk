@@ -22,7 +22,8 @@ if SHARDS == 1:
             "results/samples/{model}/{decoding}.parquet",
         params:
             model_dir=model_dir,
-            sample=P["sample"],
+            sample=SAMPLE_KEYS,
+            device=P["device"],
             template=lambda w: P["prompt_template"],  # a function: "{question}" is no wildcard
         threads: 1
         resources:
@@ -44,7 +45,8 @@ else:
             temp("results/samples/{model}/{decoding}.shard{shard}.parquet"),
         params:
             model_dir=model_dir,
-            sample=P["sample"],
+            sample=SAMPLE_KEYS,
+            device=P["device"],
             template=lambda w: P["prompt_template"],  # a function: "{question}" is no wildcard
         threads: 1
         resources:

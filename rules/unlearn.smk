@@ -8,6 +8,7 @@ rule unlearn:
         method="|".join(map(re.escape, P["unlearn"])),
     params:
         seed=P["seed"],
+        device=P["device"],
         run=lambda w: P["unlearn"][w.method],
         template=lambda w: P["prompt_template"],  # a function: "{question}" is no wildcard
     threads: 1

@@ -25,6 +25,16 @@ def test_torch_hash_is_bit_identical_to_numpy():
     assert np.array_equal(ours, _mix_np(x))
 
 
+def test_gumbel_noise_is_always_finite():
+    import leakk.sampling.rng as rng
+
+    # the largest 23-bit draw stays strictly below 1 in float32, so -log(-log(u)) is finite
+    top = (torch.tensor([2**23 - 1], dtype=torch.int64).float() + 0.5) * (1.0 / (1 << 23))
+    assert top.item() < 1.0 and torch.isfinite(-torch.log(-torch.log(top))).all()
+    keys = keys_tensor(row_keys(0, ["q"] * 512, np.arange(512)), "cpu")
+    assert torch.isfinite(rng.gumbel(keys, 0, 0, torch.arange(4096).expand(512, -1))).all()
+
+
 def test_gumbel_depends_only_on_seed_qid_idx_and_is_gumbel():
     k1 = keys_tensor(row_keys(7, ["a", "b", "c"], np.array([0, 1, 2])), "cpu")
     k2 = keys_tensor(row_keys(7, ["c", "a"], np.array([2, 0])), "cpu")

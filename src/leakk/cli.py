@@ -72,7 +72,8 @@ def _sample(args, params):
     names = decoding_names(params) if args.decoding == "all" else [args.decoding]
     for dec in _decodings(params, names):
         out = Path(args.out) / f"{dec.name}.parquet" if args.decoding == "all" else Path(args.out)
-        frame = run_sampling(args.model_dir, data, dec, model_name=args.model, params=params["sample"],
+        frame = run_sampling(args.model_dir, data, dec, model_name=args.model,
+                             params=dict(params["sample"], device=params["device"]),
                              template=params["prompt_template"], shard=args.shard, shards=args.shards)
         write_parquet(frame, out, "samples")
 

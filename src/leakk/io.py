@@ -54,6 +54,10 @@ def atomic_path(path: str | os.PathLike, *, is_dir: bool = False) -> Iterator[Pa
         tmp = Path(name)
     try:
         yield tmp
+        _umask = os.umask(0)
+        os.umask(_umask)
+        # mkstemp/mkdtemp create owner-only paths; give the artifact the usual permissions
+        os.chmod(tmp, (0o777 if is_dir else 0o666) & ~_umask)
         if is_dir:
             if path.exists():
                 shutil.rmtree(path)

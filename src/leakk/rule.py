@@ -62,12 +62,35 @@ def select_leaked(judged: pl.DataFrame, questions: pl.DataFrame, known: pl.DataF
     return new.sort("qid", "completion")
 
 
-def _leak_stats(judged: pl.DataFrame, ks: list[int]) -> dict[str, float]:
+def _leak_stats(judged: pl.DataFrame, ks: list[int]) -> dict[str, float | None]:
+    """Mean leak@k over questions with ≥ k valid judgments (as the leak table does); None
+    when no question has enough (a judge that failed everywhere)."""
     from leakk.estimate import leak_at_k
 
     per_q = judged.group_by("qid").agg(n=pl.col("leaked").is_not_null().sum(), c=pl.col("leaked").fill_null(False).sum())
-    n, c = per_q["n"].to_numpy(), per_q["c"].to_numpy()
-    return {f"leak_at_{k}": float(np.mean(leak_at_k(n, c, k))) for k in ks}
+    out: dict[str, float | None] = {}
+    for k in ks:
+        ok = per_q.filter(pl.col("n") >= k)
+        out[f"leak_at_{k}"] = float(np.mean(leak_at_k(ok["n"].to_numpy(), ok["c"].to_numpy(), k))) if ok.height else None
+    return out
+
+
+def utility_judge(params: dict[str, Any]) -> str:
+    """The judge that scores retain-set greedy answers: ``fact`` where configured (ground
+    truth on the synthetic benchmark), else the headline judge."""
+    return "fact" if "fact" in params["judge"] else params["estimate"]["headline_judge"]
+
+
+def round_fingerprint(params: dict[str, Any], name: str) -> str:
+    """A hash of everything a round's training reads (not ``rounds``: adding rounds keeps
+    the finished ones), so a resumed run never mixes rounds trained with other params."""
+    import hashlib
+    import json
+
+    cfg = {k: v for k, v in params["rule"][name].items() if k != "rounds"}
+    key = {"rule": cfg, "base": params["unlearn"][cfg["base"]], "judge": params["judge"][cfg["judge"]],
+           "prompt": params["prompt_template"], "seed": params["seed"]}
+    return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def _link_model(src: Path, dst: Path) -> None:
@@ -116,6 +139,7 @@ def run_round(data: pl.DataFrame, params: dict[str, Any], *, name: str, round_id
     judges = {cfg["judge"]: params["judge"][cfg["judge"]]}
     seed = cfg["seed"] + 1000 * round_idx
     row: dict[str, Any] = {"model": name, "round": round_idx, "train_seed": seed, "new_leaked": 0,
+                           "leaked_samples": 0, "fingerprint": round_fingerprint(params, name),
                            "entry_leak_at_1": None, f"entry_leak_at_{cfg['n']}": None}
     new = pl.DataFrame(schema=LEAKED_SCHEMA)
     if not stopped:
@@ -127,7 +151,9 @@ def run_round(data: pl.DataFrame, params: dict[str, Any], *, name: str, round_id
         row.update({f"entry_{k}": v for k, v in _leak_stats(judged, [1, cfg["n"]]).items()})
         new = select_leaked(judged, forget_q, known, round_idx)
         row["new_leaked"] = new.height
-        stopped = new.height == 0 and cfg["early_stop"]
+        row["leaked_samples"] = int(judged["leaked"].fill_null(False).sum())
+        # stop when the judge finds no leak at all (re-finding known pairs is still a leak)
+        stopped = row["leaked_samples"] == 0 and cfg["early_stop"]
     leaked = pl.concat([known, new]) if new.height else known
     forget_pairs = training_pairs(data.filter(pl.col("split") == "forget")) if cfg["forget_set"] == "augmented" else []
     forget_pairs += list(leaked.select("question", "completion").iter_rows())
@@ -177,20 +203,35 @@ def evaluate_round(data: pl.DataFrame, params: dict[str, Any], *, round_idx: int
         judge_samples(samples, data, {judge: params["judge"][judge]}, progress=False), [1, ev["n"]]).items()})
     greedy = _sample_frame(model, tokenizer, _questions(data, "retain", ev["question_column"]), GREEDY, 1,
                            ev["seed"], ev["max_new_tokens"], params, desc=f"retain round {round_idx}")
-    acc = judge_samples(greedy, data, {"fact": None}, progress=False)["leaked"]
-    row["retain_accuracy"] = float(acc.cast(pl.Float64).mean())
+    util = utility_judge(params)
+    acc = judge_samples(greedy, data, {util: params["judge"][util]}, progress=False)["leaked"].cast(pl.Float64).mean()
+    row["retain_accuracy"] = None if acc is None else float(acc)
     write_parquet(pl.DataFrame([row]), out)
+
+
+def _finished(round_dir: Path, fingerprint: str) -> bool:
+    log = round_dir / "round.parquet"
+    if not log.is_file():
+        return False
+    frame = read_parquet(log)
+    return "fingerprint" in frame.columns and frame["fingerprint"][0] == fingerprint
 
 
 def run_all_rounds(data: pl.DataFrame, params: dict[str, Any], *, name: str, base_model: str | os.PathLike,
                    out_root: str | os.PathLike) -> None:
-    """Every round of ``rule.<name>`` under ``out_root/round_<r>``; finished rounds are kept,
-    so an interrupted run resumes at the first unfinished round (DVC runs RULE this way)."""
+    """Every round of ``rule.<name>`` under ``out_root/round_<r>``. A finished round trained
+    with the same parameters (same fingerprint) is kept, so an interrupted ``leakk rule``
+    resumes at the first unfinished round; a round with another fingerprint, and every
+    round after it, is trained again. (DVC removes a stage's outputs before running it,
+    so under ``dvc repro`` every round runs.)"""
     out_root = Path(out_root)
     prev: Path = Path(base_model)
+    fingerprint = round_fingerprint(params, name)
+    stale = False
     for r in range(1, params["rule"][name]["rounds"] + 1):
         out = out_root / f"round_{r}"
-        if not (out / "round.parquet").is_file():
+        stale = stale or not _finished(out, fingerprint)
+        if stale:
             run_round(data, params, name=name, round_idx=r, prev_dir=prev, out_dir=out)
         prev = out
 

@@ -14,7 +14,7 @@ import polars as pl
 
 from leakk.config import decoding_names, model_names
 from leakk.errors import ArtifactError
-from leakk.io import read_parquet, write_parquet, write_text
+from leakk.io import atomic_path, read_parquet, write_parquet, write_text
 
 
 def judge_file(samples_path: str | os.PathLike, data: pl.DataFrame, params: dict[str, Any],
@@ -49,21 +49,20 @@ def estimate(judgments_dir: str | os.PathLike, data: pl.DataFrame, params: dict[
     frame = collect_judgments(judgments_dir, data, params)
     forget = frame.filter(pl.col("split") == "forget")
     leak = leak_table(forget, est["ks"], n_boot=est["bootstrap"], ci=est["ci"], seed=est["seed"])
+    from leakk.rule import utility_judge
+
     utility = utility_table(frame.filter((pl.col("split") == "retain") & (pl.col("decoding") == "greedy")
-                                         & (pl.col("judge") == "fact")))
+                                         & (pl.col("judge") == utility_judge(params))))
     out_dir = Path(out_dir)
     write_parquet(leak, out_dir / "leak_at_k.parquet", "leak_table")
-    with_path = out_dir / "leak_at_k.csv"
-    from leakk.io import atomic_path
-
-    with atomic_path(with_path) as tmp:
-        leak.write_csv(tmp)
-    with atomic_path(out_dir / "utility.csv") as tmp:
-        utility.write_csv(tmp)
+    for frame, name in ((leak, "leak_at_k.csv"), (utility, "utility.csv")):
+        with atomic_path(out_dir / name) as tmp:
+            frame.write_csv(tmp)
     summary = summary_markdown(leak, utility, judge=est["headline_judge"],
                                headline_decoding=est["headline_decoding"])
     header = (f"# leak@k summary\n\nn = {params['sample']['n']} samples per forget question, "
-              f"{est['ci']:.0%} CIs; retain accuracy = greedy fact match on retain questions.\n\n")
+              f"{est['ci']:.0%} CIs; retain accuracy = greedy answers to retain questions judged by "
+              f"`{utility_judge(params)}`.\n\n")
     write_text(header + summary + "\n", out_dir / "summary.md")
     return header + summary
 

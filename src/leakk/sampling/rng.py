@@ -67,7 +67,9 @@ def gumbel(keys: torch.Tensor, step: int, stream: int, index: torch.Tensor) -> t
     ``index`` (B, M) within ``stream`` (so two uses in one step never share draws)."""
     counter = (step * 0x10001 + stream) * 0x1000003  # distinct per (step, stream)
     x = _mix_t(keys.unsqueeze(-1) + _signed((counter * _GOLDEN) & _MASK) + index * _signed(_M2))
-    u = (_srl(x, 40).float() + 0.5) * (1.0 / (1 << 24))  # in (0, 1), 24 random bits
+    # 23 random bits: (m + 0.5)·2⁻²³ is exact in float32 and strictly inside (0, 1), so the
+    # noise is always finite (with 24 bits the top value rounds to 1.0 and gives +inf)
+    u = (_srl(x, 41).float() + 0.5) * (1.0 / (1 << 23))
     return -torch.log(-torch.log(u))
 
 
