@@ -19,7 +19,7 @@ from transformers import get_cosine_schedule_with_warmup
 
 from leakk.errors import ParamsError
 from leakk.modeling import build_gpt2, build_tokenizer, load_model, pick_device, save_model
-from leakk.prompting import answer_nll, collate, encode_example, prompt_text
+from leakk.prompting import answer_nll, collate, encode_example
 
 
 def training_pairs(data: pl.DataFrame) -> list[tuple[str, str]]:
@@ -104,5 +104,3 @@ def finetune(
     save_model(model, tokenizer, out,
                extra={"train_log.parquet": lambda p: pl.DataFrame(log).write_parquet(p)})
 
-
-__all__ = ["finetune", "train_loop", "training_pairs", "prompt_text"]

@@ -7,13 +7,11 @@ place, so a stage killed midway never leaves a partial Parquet (or model folder)
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import polars as pl
 
@@ -95,8 +93,3 @@ def write_text(text: str, path: str | os.PathLike) -> None:
     """Write a text file atomically."""
     with atomic_path(path) as tmp:
         tmp.write_text(text)
-
-
-def write_json(obj: Any, path: str | os.PathLike) -> None:
-    """Write JSON atomically (sorted keys, so identical content gives identical bytes)."""
-    write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n", path)

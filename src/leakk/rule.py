@@ -28,13 +28,9 @@ import polars as pl
 
 from leakk.errors import ArtifactError
 from leakk.io import atomic_path, read_parquet, write_parquet
+from leakk.sampling.stage import questions_for
 
 LEAKED_SCHEMA = {"qid": pl.String, "question": pl.String, "completion": pl.String, "round": pl.Int64}
-
-
-def _questions(data: pl.DataFrame, split: str, column: str) -> pl.DataFrame:
-    col = column if column in data.columns else "question"
-    return data.filter(pl.col("split") == split).select("qid", pl.col(col).alias("prompt_question")).sort("qid")
 
 
 def _sample_frame(model, tokenizer, questions: pl.DataFrame, decoding, n: int, seed: int,
@@ -135,7 +131,7 @@ def run_round(data: pl.DataFrame, params: dict[str, Any], *, name: str, round_id
     model_dir, known, stopped = _prev_state(Path(prev_dir), round_idx)
     dev = pick_device(params["device"])
     model, tokenizer = load_model(model_dir, dev)
-    forget_q = _questions(data, "forget", cfg["question_column"])
+    forget_q = questions_for(data, ["forget"], cfg["question_column"])
     judges = {cfg["judge"]: params["judge"][cfg["judge"]]}
     seed = cfg["seed"] + 1000 * round_idx
     row: dict[str, Any] = {"model": name, "round": round_idx, "train_seed": seed, "new_leaked": 0,
@@ -195,13 +191,13 @@ def evaluate_round(data: pl.DataFrame, params: dict[str, Any], *, round_idx: int
     model, tokenizer = load_model(round_model_dir(round_dir), pick_device(params["device"]))
     ev, est = params["sample"], params["estimate"]
     judge = est["headline_judge"]
-    forget_q = _questions(data, "forget", ev["question_column"])
+    forget_q = questions_for(data, ["forget"], ev["question_column"])
     samples = _sample_frame(model, tokenizer, forget_q, Decoding.from_name(est["headline_decoding"]), ev["n"],
                             ev["seed"], ev["max_new_tokens"], params, desc=f"evaluate round {round_idx}")
     row = {"round": round_idx, "eval_judge": judge, "eval_decoding": est["headline_decoding"]}
     row.update({f"eval_{k}": v for k, v in _leak_stats(
         judge_samples(samples, data, {judge: params["judge"][judge]}, progress=False), [1, ev["n"]]).items()})
-    greedy = _sample_frame(model, tokenizer, _questions(data, "retain", ev["question_column"]), GREEDY, 1,
+    greedy = _sample_frame(model, tokenizer, questions_for(data, ["retain"], ev["question_column"]), GREEDY, 1,
                            ev["seed"], ev["max_new_tokens"], params, desc=f"retain round {round_idx}")
     util = utility_judge(params)
     acc = judge_samples(greedy, data, {util: params["judge"][util]}, progress=False)["leaked"].cast(pl.Float64).mean()

@@ -20,12 +20,17 @@ def shard_questions(data: pl.DataFrame, shard: int, shards: int) -> pl.DataFrame
     return data.slice(bounds[shard], bounds[shard + 1] - bounds[shard])
 
 
-def sample_questions(data: pl.DataFrame, decoding: Decoding, question_column: str) -> pl.DataFrame:
-    """Forget questions for every decoding; greedy adds the retain questions (utility)."""
-    splits = ["forget", "retain"] if decoding.greedy else ["forget"]
+def questions_for(data: pl.DataFrame, splits: list[str], question_column: str) -> pl.DataFrame:
+    """``qid, split, prompt_question`` of the given splits, sorted by qid; the prompt is
+    ``question_column`` where the benchmark has it (e.g. TOFU's paraphrases), else ``question``."""
     col = question_column if question_column in data.columns else "question"
     return data.filter(pl.col("split").is_in(splits)).select(
-        "qid", "split", pl.col(col).alias("prompt_question"))
+        "qid", "split", pl.col(col).alias("prompt_question")).sort("qid")
+
+
+def sample_questions(data: pl.DataFrame, decoding: Decoding, question_column: str) -> pl.DataFrame:
+    """Forget questions for every decoding; greedy adds the retain questions (utility)."""
+    return questions_for(data, ["forget", "retain"] if decoding.greedy else ["forget"], question_column)
 
 
 def run_sampling(model_dir: str, data: pl.DataFrame, decoding: Decoding, *, model_name: str,
