@@ -4,9 +4,8 @@ import sys
 
 import yaml
 
-from leakk.config import decoding_names, model_names, validate_params
+from leakk.config import decoding_names, model_names, utility_judge, validate_params
 from leakk.errors import ParamsError
-from leakk.rule import utility_judge
 
 
 configfile: "params.yaml"

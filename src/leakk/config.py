@@ -147,3 +147,9 @@ def decoding_names(p: dict[str, Any]) -> list[str]:
     from leakk.sampling.decoding import Decoding
 
     return ["greedy", *(Decoding(d["temperature"], d["top_p"]).name for d in p["sample"]["decodings"])]
+
+
+def utility_judge(p: dict[str, Any]) -> str:
+    """The judge that scores retain-set greedy answers: ``fact`` where configured (ground
+    truth on the synthetic benchmark), else the headline judge."""
+    return "fact" if "fact" in p["judge"] else p["estimate"]["headline_judge"]

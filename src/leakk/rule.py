@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from leakk.config import utility_judge
 from leakk.errors import ArtifactError
 from leakk.io import atomic_path, read_parquet, write_parquet
 from leakk.sampling.stage import questions_for
@@ -69,12 +70,6 @@ def _leak_stats(judged: pl.DataFrame, ks: list[int]) -> dict[str, float | None]:
         ok = per_q.filter(pl.col("n") >= k)
         out[f"leak_at_{k}"] = float(np.mean(leak_at_k(ok["n"].to_numpy(), ok["c"].to_numpy(), k))) if ok.height else None
     return out
-
-
-def utility_judge(params: dict[str, Any]) -> str:
-    """The judge that scores retain-set greedy answers: ``fact`` where configured (ground
-    truth on the synthetic benchmark), else the headline judge."""
-    return "fact" if "fact" in params["judge"] else params["estimate"]["headline_judge"]
 
 
 def round_fingerprint(params: dict[str, Any], name: str) -> str:

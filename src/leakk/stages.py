@@ -12,7 +12,7 @@ from typing import Any
 
 import polars as pl
 
-from leakk.config import decoding_names, model_names
+from leakk.config import decoding_names, model_names, utility_judge
 from leakk.errors import ArtifactError
 from leakk.io import atomic_path, read_parquet, write_parquet, write_text
 
@@ -49,10 +49,9 @@ def estimate(judgments_dir: str | os.PathLike, data: pl.DataFrame, params: dict[
     frame = collect_judgments(judgments_dir, data, params)
     forget = frame.filter(pl.col("split") == "forget")
     leak = leak_table(forget, est["ks"], n_boot=est["bootstrap"], ci=est["ci"], seed=est["seed"])
-    from leakk.rule import utility_judge
-
+    util_judge = utility_judge(params)
     utility = utility_table(frame.filter((pl.col("split") == "retain") & (pl.col("decoding") == "greedy")
-                                         & (pl.col("judge") == utility_judge(params))))
+                                         & (pl.col("judge") == util_judge)))
     out_dir = Path(out_dir)
     write_parquet(leak, out_dir / "leak_at_k.parquet", "leak_table")
     for frame, name in ((leak, "leak_at_k.csv"), (utility, "utility.csv")):
@@ -62,7 +61,7 @@ def estimate(judgments_dir: str | os.PathLike, data: pl.DataFrame, params: dict[
                                headline_decoding=est["headline_decoding"])
     header = (f"# leak@k summary\n\nn = {params['sample']['n']} samples per forget question, "
               f"{est['ci']:.0%} CIs; retain accuracy = greedy answers to retain questions judged by "
-              f"`{utility_judge(params)}`.\n\n")
+              f"`{util_judge}`.\n\n")
     write_text(header + summary + "\n", out_dir / "summary.md")
     return header + summary
 

@@ -62,7 +62,6 @@ class PreallocatedKV:
 
     def __init__(self, cache, extra_tokens: int, rows: torch.Tensor):
         """Take over ``cache``, expanded to ``rows`` (prompt index of each sequence)."""
-        self.cache = cache
         self.state = []
         for layer in cache.layers:
             keys, values = layer.keys, layer.values
@@ -99,7 +98,8 @@ class PreallocatedKV:
         return update
 
     def select(self, rows: torch.Tensor) -> None:
-        """Keep only ``rows`` (copying the live tokens into right-sized buffers)."""
+        """Keep only ``rows``: copy their live tokens into new buffers (same token capacity,
+        fewer rows), so the dropped rows' memory is freed."""
         for st in self.state:
             for name in ("k", "v"):
                 buf = st[name]
@@ -249,7 +249,10 @@ def _run_batch(model, prompts: list[list[int]], units, qids: list[str], decoding
             break
         if pending.sum() >= COMPACT_FRACTION * len(alive):
             keep = (~pending).nonzero().squeeze(-1)
-            kv.select(keep) if kv is not None else cache.batch_select_indices(keep)
+            if kv is not None:
+                kv.select(keep)
+            else:
+                cache.batch_select_indices(keep)
             alive, tok, mask = alive[keep], tok[keep], mask[keep]
             pending = torch.zeros(len(alive), dtype=torch.bool, device=device)
         mask = torch.cat([mask, mask.new_ones((len(alive), 1))], dim=1)
