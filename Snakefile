@@ -1,32 +1,27 @@
 # leakk: the whole leak@k experiment as one DAG.  `snakemake --cores all`
 # Rules only wire `leakk <stage>` CLI calls; the logic lives in src/leakk.
+import shlex
 import sys
 
-import yaml
-
-from leakk.config import decoding_names, model_names, utility_judge, validate_params
+from leakk.config import decoding_names, model_names, utility_judge, workflow_params
 from leakk.errors import ParamsError
 
 
-configfile: "params.yaml"
-
-
-# Validate before building the DAG: one line naming the key and the rule, no work done.
+# The params file is params.yaml, or one complete preset (`--configfile configs/x.yaml`).
+# leakk reads and validates it itself (no `configfile:` directive), so a bad file or value
+# fails here with one line naming the key, before any job is scheduled or output deleted;
+# every job then reads that very file, and `--config` overrides it would not see are refused.
 try:
-    P = validate_params(config, "params.yaml")
+    PARAMS_FILE, P = workflow_params(config, workflow.overwrite_configfiles)
 except ParamsError as err:
     sys.exit(f"leakk: error: {err}")
-# Every job reads params.yaml itself, so overrides (--config, another --configfile) that
-# the jobs would not see are refused rather than silently ignored.
-if config != yaml.safe_load(open("params.yaml")):
-    sys.exit("leakk: error: the config differs from params.yaml; edit params.yaml instead of overriding it")
 
 MODELS = model_names(P)
 DECODINGS = decoding_names(P)
 RULES = P.get("rule") or {}
 JUDGES = list(P["judge"])
 UTILITY_JUDGE = utility_judge(P)
-LEAKK = "leakk --params params.yaml"
+LEAKK = f"leakk --params {shlex.quote(PARAMS_FILE)}"
 
 
 include: "rules/common.smk"

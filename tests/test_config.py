@@ -31,7 +31,7 @@ def test_default_params_validate_and_fill_defaults():
     (lambda p: p["rule"]["rule_npo"].update(base="nope"), "rule.rule_npo.base", "not an unlearn run"),
     (lambda p: p["rule"]["rule_npo"].update(seed=5), "rule.rule_npo.seed", "must not train on the evaluation samples"),
     (lambda p: p["judge"].update(oracle={}), "judge.oracle", "unknown judge"),
-    (lambda p: p.update(bogus=1), "(top level)", "additionalProperties"),
+    (lambda p: p.update(bogus=1), "bogus: unknown key", "additionalProperties"),
     (lambda p: p["sample"].update(n="many"), "sample.n", "type"),
 ])
 def test_bad_params_name_key_and_rule(micro_params, edit, key, rule):

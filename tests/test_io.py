@@ -31,7 +31,7 @@ def test_atomic_dir_replaces_whole(tmp_path):
 
 
 def test_contract_enforced(tmp_path):
-    with pytest.raises(ArtifactError, match="missing required samples columns"):
+    with pytest.raises(ArtifactError, match="missing required columns"):
         write_parquet(pl.DataFrame({"qid": ["a"]}), tmp_path / "s.parquet", "samples")
     with pytest.raises(ArtifactError, match="no such artifact"):
         read_parquet(tmp_path / "nope.parquet")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import os
+import string
 from functools import cache
 from importlib import resources
 from pathlib import Path
@@ -47,14 +48,42 @@ def _key(path) -> str:
     return out or "(top level)"
 
 
-def validate_params(params: dict[str, Any], source: str = "params.yaml") -> dict[str, Any]:
-    """Return a defaults-filled copy of ``params``, or raise ParamsError on the first problem."""
-    params = copy.deepcopy(params)
-    validator = _with_defaults(jsonschema.Draft202012Validator)(schema())
-    errors = sorted(validator.iter_errors(params), key=lambda e: list(e.absolute_path))
+def _error_line(e: jsonschema.ValidationError, prefix: tuple = ()) -> tuple[str, str]:
+    """(key, message) of a schema error; an unknown key is named itself, not its parent."""
+    path = [*prefix, *e.absolute_path]
+    if e.validator == "additionalProperties" and isinstance(e.instance, dict):
+        allowed = set(e.schema.get("properties", {}))
+        extra = sorted(k for k in e.instance if k not in allowed)
+        if extra and allowed:
+            return _key([*path, extra[0]]), f"unknown key (allowed: {sorted(allowed)})"
+        if extra:
+            return _key([*path, extra[0]]), "unknown key (this section takes no keys)"
+    return _key(path), e.message
+
+
+def _schema_errors(instance: Any, schema_: dict[str, Any], src: str, prefix: tuple = (),
+                   fill_defaults: bool = False) -> None:
+    validator_class = jsonschema.Draft202012Validator
+    validator = (_with_defaults(validator_class) if fill_defaults else validator_class)(schema_)
+    errors = sorted(validator.iter_errors(instance), key=lambda e: [str(p) for p in e.absolute_path])
     if errors:
         e = errors[0]
-        raise ParamsError(f"{source}: {_key(e.absolute_path)}: {e.message} (rule: {e.validator})")
+        key, msg = _error_line(e, prefix)
+        raise ParamsError(f"{src}: {key}: {msg} (rule: {e.validator})")
+
+
+def validate_params(params: dict[str, Any], source: str = "params.yaml") -> dict[str, Any]:
+    """Return a defaults-filled copy of ``params``, or raise ParamsError on the first problem."""
+    if not isinstance(params, dict):
+        raise ParamsError(f"{source}: not a mapping of params keys (got {type(params).__name__}; "
+                          "rule: a YAML mapping like params.yaml)")
+    missing = [k for k in schema()["required"] if k not in params]
+    if missing:
+        raise ParamsError(
+            f"{source}: missing top-level keys {missing}: a params file (a preset too) must be "
+            "complete; start from a copy of params.yaml (rule: required)")
+    params = copy.deepcopy(params)
+    _schema_errors(params, schema(), source, fill_defaults=True)
     _cross_field(params, source)
     return params
 
@@ -63,25 +92,60 @@ def _fail(source: str, key: str, msg: str) -> None:
     raise ParamsError(f"{source}: {key}: {msg}")
 
 
+def check_template(template: str, src: str = "params.yaml", key: str = "prompt_template") -> None:
+    """A prompt template is ``chat`` or a format string whose only field is ``{question}``
+    (literal braces doubled: ``{{``)."""
+    if template == "chat":
+        return
+    try:
+        fields = [(name, spec, conv) for _, name, spec, conv in string.Formatter().parse(template)
+                  if name is not None]
+    except ValueError as e:
+        _fail(src, key, f"{template!r} is not a valid format string ({e}; write a literal brace as {{{{ or }}}}) "
+                        "(rule: format string)")
+    bad = [f"{{{name}{'!' + conv if conv else ''}{':' + spec if spec else ''}}}" for name, spec, conv in fields
+           if (name, spec, conv) != ("question", "", None)]
+    if bad:
+        _fail(src, key, f"{template!r} has the field {bad[0]}; the only field allowed is {{question}} "
+                        "(rule: format string with {question})")
+    if not fields:
+        _fail(src, key, f'{template!r} has no {{question}} field (rule: a format string with {{question}} or "chat")')
+
+
 def _cross_field(p: dict[str, Any], src: str) -> None:
+    from leakk.data import BENCHMARKS
     from leakk.judges import JUDGES
+    from leakk.sampling import BACKENDS
     from leakk.sampling.decoding import Decoding
     from leakk.unlearn.methods import METHODS
 
+    check_template(p["prompt_template"], src)
+    if p["data"]["benchmark"] not in BENCHMARKS:
+        raise BENCHMARKS.unknown(p["data"]["benchmark"]).with_source(src)
+    columns = BENCHMARKS.get(p["data"]["benchmark"]).columns
+    if p["sample"]["backend"] not in BACKENDS:  # no import: a backend module may be heavy
+        raise BACKENDS.unknown(p["sample"]["backend"]).with_source(src)
     n = p["sample"]["n"]
     for k in p["estimate"]["ks"]:
         if k > n:
             _fail(src, "estimate.ks", f"k={k} > sample.n={n}: leak@k is undefined for k > n (rule: k ≤ n)")
     for name, run in p["unlearn"].items():
         if run["method"] not in METHODS:
-            _fail(src, f"unlearn.{name}.method", f"unknown method {run['method']!r} (known: {sorted(METHODS)})")
+            raise METHODS.unknown(run["method"], f"unlearn.{name}.method").with_source(src)
     names = [Decoding(d["temperature"], d["top_p"]).name for d in p["sample"]["decodings"]]
     if len(set(names)) != len(names):
         _fail(src, "sample.decodings", f"duplicate decodings {names} (rule: unique)")
-    for name, cfg in p["judge"].items():
-        kind = (cfg or {}).get("type", name)
+    for label, cfg in p["judge"].items():
+        cfg = dict(cfg or {})
+        kind = cfg.pop("type", label)
+        if not isinstance(kind, str):
+            _fail(src, f"judge.{label}.type", f"{kind!r} is not a judge name (rule: type)")
         if kind not in JUDGES:
-            _fail(src, f"judge.{name}", f"unknown judge {kind!r} (known: {sorted(JUDGES)})")
+            raise JUDGES.unknown(kind, f"judge.{label}.type" if "type" in (p["judge"][label] or {})
+                                 else f"judge.{label}").with_source(src)
+        cls = JUDGES.get(kind, key=f"judge.{label}.type" if "type" in (p["judge"][label] or {}) else f"judge.{label}")
+        _schema_errors(cfg, cls.params_schema, src, prefix=("judge", label))
+    _question_column(p["sample"]["question_column"], columns, p["data"]["benchmark"], src, "sample.question_column")
     for name, run in (p.get("rule") or {}).items():
         if name in p["unlearn"]:
             _fail(src, f"rule.{name}", "name already used by an unlearn run (rule: model names are unique)")
@@ -91,16 +155,15 @@ def _cross_field(p: dict[str, Any], src: str) -> None:
             _fail(src, f"rule.{name}.judge", f"{run['judge']!r} is not a configured judge (known: {sorted(p['judge'])})")
         if any(run["seed"] + 1000 * r == p["sample"]["seed"] for r in range(run["rounds"] + 1)):
             _fail(src, f"rule.{name}.seed", "equals sample.seed: RULE must not train on the evaluation samples (rule: differ)")
+        _question_column(run["question_column"], columns, p["data"]["benchmark"], src, f"rule.{name}.question_column")
     est = p["estimate"]
     if est["headline_judge"] not in p["judge"]:
-        _fail(src, "estimate.headline_judge", f"{est['headline_judge']!r} is not a configured judge")
+        _fail(src, "estimate.headline_judge", f"{est['headline_judge']!r} is not a configured judge (known: {sorted(p['judge'])})")
     if est["headline_decoding"] not in names:
         _fail(src, "estimate.headline_decoding", f"{est['headline_decoding']!r} is not among sample.decodings {names}")
-    from leakk.data import BENCHMARKS
-
-    if p["data"]["benchmark"] not in BENCHMARKS:
-        _fail(src, "data.benchmark", f"unknown benchmark {p['data']['benchmark']!r} (known: {sorted(BENCHMARKS)})")
     if p["data"]["benchmark"] == "synthetic":
+        from leakk.data.synthetic import RELATIONS
+
         syn = p["data"].get("synthetic") or {}
         authors, frac = syn.get("authors", 100), syn.get("forget_fraction", 0.1)
         if round(authors * frac) < 1:
@@ -108,33 +171,127 @@ def _cross_field(p: dict[str, Any], src: str) -> None:
                   f"{frac} × {authors} authors gives an empty forget split (rule: ≥ 1 forget author)")
         if round(authors * frac) >= authors:
             _fail(src, "data.synthetic.forget_fraction", f"{frac} leaves no retain split")
+        if syn.get("qa_per_author", 12) > len(RELATIONS):
+            _fail(src, "data.synthetic.qa_per_author",
+                  f"{syn['qa_per_author']} > the {len(RELATIONS)} relations the benchmark has (rule: maximum)")
     base = p["model"].get("base")
     if base and not (Path(base) / "config.json").is_file():
         _fail(src, "model.base", f"{base}: no such model folder (rule: an HF folder with config.json)")
     if not base:
-        for key in ("vocab_size", "arch"):
-            if key not in p["model"]:
-                _fail(src, f"model.{key}", "required when model.base is null (rule: required)")
-        limit = p["model"]["arch"].get("n_positions", 1024)
-        lengths = {"sample.max_new_tokens": p["sample"]["max_new_tokens"]}
-        lengths.update({f"rule.{k}.max_new_tokens": r["max_new_tokens"] for k, r in (p.get("rule") or {}).items()})
-        for key, value in lengths.items():
-            if value >= limit:
-                _fail(src, key, f"{value} must be < model.arch.n_positions={limit} (rule: fits the model)")
-    if p["prompt_template"] != "chat" and "{question}" not in p["prompt_template"]:
-        _fail(src, "prompt_template", 'must contain "{question}" or be "chat"')
+        _check_arch(p, src)
 
 
-def load_params(path: str | os.PathLike = "params.yaml") -> dict[str, Any]:
-    """Read and validate a params file."""
+def _question_column(column: str, columns: tuple[str, ...], bench: str, src: str, key: str) -> None:
+    if column not in columns:
+        _fail(src, key, f"{column!r} is not a column of the {bench!r} benchmark "
+                        f"(known: {sorted(columns)}) (rule: a benchmark column)")
+
+
+def _check_arch(p: dict[str, Any], src: str) -> None:
+    """A model built from scratch (``model.base: null``): the architecture must be buildable
+    and fit the lengths asked of it."""
+    for key in ("vocab_size", "arch"):
+        if key not in p["model"]:
+            _fail(src, f"model.{key}", "required when model.base is null (rule: required)")
+    arch = p["model"]["arch"]
+    if arch["n_embd"] % arch["n_head"]:
+        _fail(src, "model.arch.n_embd", f"{arch['n_embd']} is not divisible by model.arch.n_head={arch['n_head']} "
+                                        "(rule: n_embd % n_head == 0)")
+    if p["prompt_template"] == "chat":
+        _fail(src, "prompt_template", '"chat" needs a tokenizer with a chat template; the tokenizer built '
+                                      "for model.base: null has none (rule: a format string with {question})")
+    limit = arch["n_positions"]
+    lengths = {"sample.max_new_tokens": p["sample"]["max_new_tokens"]}
+    lengths.update({f"rule.{k}.max_new_tokens": r["max_new_tokens"] for k, r in (p.get("rule") or {}).items()})
+    for key, value in lengths.items():
+        if value >= limit:
+            _fail(src, key, f"{value} must be < model.arch.n_positions={limit} (rule: fits the model)")
+
+
+class _Loader(yaml.SafeLoader):
+    """PyYAML's safe loader (YAML 1.1 scalars, as Snakemake and DVC read the file)."""
+
+
+def _duplicate_keys(node: yaml.Node, path: tuple = ()) -> tuple[str, int, int] | None:
+    """(key path, line, first line) of the first duplicated mapping key under ``node``."""
+    if isinstance(node, yaml.MappingNode):
+        seen: dict[Any, int] = {}
+        for key_node, value_node in node.value:
+            key = key_node.value if isinstance(key_node, yaml.ScalarNode) else None
+            if key is not None:
+                if key in seen:
+                    return _key([*path, key]), key_node.start_mark.line + 1, seen[key]
+                seen[key] = key_node.start_mark.line + 1
+            found = _duplicate_keys(value_node, (*path, key))
+            if found:
+                return found
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            found = _duplicate_keys(item, (*path, i))
+            if found:
+                return found
+    return None
+
+
+def read_params_file(path: str | os.PathLike) -> Any:
+    """Parse a params file strictly: UTF-8, valid YAML, no duplicated key (YAML would keep
+    only the last silently). Every failure is one ParamsError line with the position."""
     path = Path(path)
     if not path.is_file():
         raise ParamsError(f"{path}: no such params file")
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = path.read_bytes()[: e.start].count(b"\n") + 1
+        raise ParamsError(f"{path}:{line}: not UTF-8 text (byte {e.object[e.start]:#04x}; rule: UTF-8)") from None
+    except OSError as e:
+        raise ParamsError(f"{path}: cannot read ({e.strerror})") from None
+    try:
+        node = yaml.compose(text, Loader=_Loader)
+        dup = _duplicate_keys(node) if node is not None else None
+        if dup:
+            key, line, first = dup
+            raise ParamsError(f"{path}:{line}: {key}: duplicate key (first on line {first}); YAML would "
+                              "silently keep only the last (rule: unique keys)")
+        return yaml.load(text, Loader=_Loader)
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark or e.context_mark
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+        what = " ".join(str(x) for x in (e.context, e.problem) if x)
+        raise ParamsError(f"{where}: not valid YAML: {what}") from None
     except yaml.YAMLError as e:
-        raise ParamsError(f"{path}: not valid YAML ({e})".replace("\n", " ")) from None
+        raise ParamsError(f"{path}: not valid YAML: {' '.join(str(e).split())}") from None
+
+
+def load_params(path: str | os.PathLike = "params.yaml") -> dict[str, Any]:
+    """Read and validate a params file."""
+    raw = read_params_file(path)
+    if raw is None:
+        raise ParamsError(f"{path}: empty params file (rule: a YAML mapping like params.yaml)")
     return validate_params(raw, str(path))
+
+
+def workflow_params(config: dict[str, Any], configfiles: list) -> tuple[str, dict[str, Any]]:
+    """For the Snakefile: (the params file every job reads, its validated params).
+
+    ``snakemake`` reads ``params.yaml``, or the one complete params file given with
+    ``--configfile`` (a preset); ``config`` (what Snakemake parsed, plus any ``--config``)
+    must equal that file, since the jobs read the file itself.
+    """
+    if len(configfiles) > 1:
+        raise ParamsError(f"--configfile: {len(configfiles)} files given; give one complete params file "
+                          "(a preset under configs/) — jobs read exactly one file")
+    path = Path(configfiles[0]) if configfiles else Path("params.yaml")
+    if path.is_absolute():
+        try:
+            path = path.relative_to(Path.cwd())
+        except ValueError:
+            pass
+    params = load_params(path)
+    if config != (read_params_file(path) if configfiles else {}):
+        raise ParamsError(f"--config: overrides differ from {path}; every job reads {path} itself, "
+                          "so edit it (or pass a complete preset with --configfile) instead")
+    return str(path), params
 
 
 def model_names(p: dict[str, Any]) -> list[str]:

@@ -8,6 +8,10 @@ class LeakkError(Exception):
 class ParamsError(LeakkError):
     """params.yaml breaks a rule; the message names the key and the rule."""
 
+    def with_source(self, source: str) -> "ParamsError":
+        """The same error, prefixed with the params file it comes from."""
+        return ParamsError(f"{source}: {self}")
+
 
 class ArtifactError(LeakkError):
     """An input artifact is missing or breaks its contract."""

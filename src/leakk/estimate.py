@@ -1,4 +1,4 @@
-"""leak@k estimation with clustered bootstrap confidence intervals (DESIGN.md §1).
+"""leak@k estimation with clustered bootstrap confidence intervals (docs/design.md §1).
 
 Everything here is a pure function of its inputs: no I/O, no global random state. Randomness
 (the bootstrap) comes from ``np.random.default_rng`` seeded explicitly, and every leak-table
@@ -16,23 +16,13 @@ import numpy as np
 import polars as pl
 
 from leakk.errors import ArtifactError
+from leakk.io import CONTRACTS, contract_schema, require_columns
 
-#: Columns of the leak table, in order (DESIGN.md §3 "leak table").
-LEAK_TABLE_COLUMNS: tuple[str, ...] = (
-    "model", "decoding", "judge", "k", "leak_at_k", "ci_low", "ci_high", "n", "questions",
-    "missing", "excess_over_retrain",
-)
-
-_LEAK_SCHEMA: dict[str, pl.DataType] = {
-    "model": pl.String, "decoding": pl.String, "judge": pl.String, "k": pl.Int64,
-    "leak_at_k": pl.Float64, "ci_low": pl.Float64, "ci_high": pl.Float64, "n": pl.Int64,
-    "questions": pl.Int64, "missing": pl.Int64, "excess_over_retrain": pl.Float64,
-}
-
-_UTILITY_SCHEMA: dict[str, pl.DataType] = {
-    "model": pl.String, "retain_accuracy": pl.Float64, "questions": pl.Int64,
-    "missing": pl.Int64,
-}
+#: Columns of the leak table, in order, and the leak and utility schemas: from the one
+#: definition of the artifact contracts (:data:`leakk.io.CONTRACTS`).
+LEAK_TABLE_COLUMNS: tuple[str, ...] = tuple(CONTRACTS["leak_table"])
+_LEAK_SCHEMA: dict[str, pl.DataType] = contract_schema("leak_table")
+_UTILITY_SCHEMA: dict[str, pl.DataType] = contract_schema("utility")
 
 
 # --------------------------------------------------------------------------------------------
@@ -54,7 +44,7 @@ def leak_at_k(n, c, k: int):
     is exactly 1.0 when n − c < k (every k-subset contains a leak) and exactly 0.0 when c = 0.
 
     k > n is *refused* (``ValueError``), not reported as 0 as the reference code does: the
-    unbiased estimator does not exist there (DESIGN.md §1).
+    unbiased estimator does not exist there (docs/design.md §1).
 
     Args:
         n: samples per question (int or integer array, ≥ 1).
@@ -199,9 +189,7 @@ _LEAK_INPUT = ("model", "decoding", "judge", "qid", "group", "sample_idx", "leak
 
 
 def _require(frame: pl.DataFrame, cols: Sequence[str], what: str) -> None:
-    missing = [c for c in cols if c not in frame.columns]
-    if missing:
-        raise ArtifactError(f"{what}: input is missing required columns {missing}")
+    require_columns(frame, cols, f"{what}: input")
 
 
 def leak_table(
@@ -212,7 +200,7 @@ def leak_table(
     seed: int = 0,
     baseline: str = "retrain",
 ) -> pl.DataFrame:
-    """Build the leak table (DESIGN.md §3) from judgments joined with their samples.
+    """Build the leak table (docs/design.md §4) from judgments joined with their samples.
 
     Input ``frame``: one row per (model, decoding, judge, qid, sample_idx) — judgments joined
     with the samples they judge — with columns ``model, decoding, judge, qid, group,

@@ -1,4 +1,4 @@
-"""Figures from the leak table (DESIGN.md §3 "leak table").
+"""Figures from the leak table (docs/design.md §4 "leak table").
 
 matplotlib is imported lazily with the non-interactive Agg backend, so the package imports
 without a display and a headless cluster job never tries to open a window. Every PNG is

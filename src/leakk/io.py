@@ -10,33 +10,86 @@ import contextlib
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 
 from leakk.errors import ArtifactError
 
-#: Required columns of each Parquet artifact (DESIGN.md §3); extra columns are allowed.
-CONTRACTS: dict[str, tuple[str, ...]] = {
-    "data": ("qid", "group", "question", "answer", "fact", "split"),
-    "samples": (
-        "qid", "sample_idx", "text", "n_tokens", "finish_reason", "model", "decoding",
-        "temperature", "top_p", "seed",
-    ),
-    "judgments": ("qid", "sample_idx", "judge", "score", "leaked"),
-    "leak_table": (
-        "model", "decoding", "judge", "k", "leak_at_k", "ci_low", "ci_high", "n",
-        "questions", "missing", "excess_over_retrain",
-    ),
+#: The one definition of each Parquet artifact's required columns (docs/design.md §4), with
+#: the dtype each must have where the pipeline builds it (``None``: any dtype); extra
+#: columns are allowed. Frames are built from these (:func:`contract_schema`) and checked
+#: against them on every write and read (:func:`check_contract`).
+CONTRACTS: dict[str, dict[str, Any]] = {
+    "data": {"qid": None, "group": None, "question": pl.String, "answer": pl.String,
+             "fact": None, "split": pl.String},
+    "samples": {
+        "qid": pl.String, "sample_idx": pl.Int64, "text": pl.String, "n_tokens": pl.Int64,
+        "finish_reason": pl.String, "model": pl.String, "decoding": pl.String,
+        "temperature": pl.Float64, "top_p": pl.Float64, "seed": pl.Int64,
+    },
+    "judgments": {"qid": None, "sample_idx": pl.Int64, "judge": pl.String, "score": pl.Float64,
+                  "leaked": pl.Boolean},
+    "leak_table": {
+        "model": pl.String, "decoding": pl.String, "judge": pl.String, "k": pl.Int64,
+        "leak_at_k": pl.Float64, "ci_low": pl.Float64, "ci_high": pl.Float64, "n": pl.Int64,
+        "questions": pl.Int64, "missing": pl.Int64, "excess_over_retrain": pl.Float64,
+    },
+    "utility": {"model": pl.String, "retain_accuracy": pl.Float64, "questions": pl.Int64,
+                "missing": pl.Int64},
+    # RULE: the (question, leaked completion) pairs a round adds to the forget set
+    "rule_leaked": {"qid": pl.String, "question": pl.String, "completion": pl.String, "round": pl.Int64},
+}
+
+#: The stage (``leakk`` subcommand / Snakemake rule) that writes each kind of artifact.
+PRODUCERS: dict[str, str] = {
+    "data": "data", "samples": "sample", "judgments": "judge", "leak_table": "estimate",
+    "utility": "estimate", "rule_leaked": "rule_round",
 }
 
 
-def check_contract(df: pl.DataFrame, kind: str, where: str | os.PathLike = "") -> None:
-    """Raise ArtifactError naming the missing columns if ``df`` breaks the ``kind`` contract."""
-    missing = [c for c in CONTRACTS[kind] if c not in df.columns]
+def contract_schema(kind: str, columns: Iterable[str] | None = None) -> dict[str, Any]:
+    """``{column: dtype}`` of the ``kind`` contract (only ``columns``, if given), for building
+    empty or row-wise frames that are on contract by construction."""
+    spec = CONTRACTS[kind]
+    return {c: spec[c] for c in (columns if columns is not None else spec)}
+
+
+def _rebuild_hint(kind: str | None) -> str:
+    made = f"made by the `{PRODUCERS[kind]}` stage; " if kind in PRODUCERS else ""
+    return f"{made}delete it and re-run `snakemake` (or `dvc repro`) to rebuild it"
+
+
+def require_columns(df: pl.DataFrame, columns: Iterable[str], what: str, hint: str = "") -> None:
+    """The one column check: raise ArtifactError naming ``what`` and the missing columns."""
+    missing = [c for c in columns if c not in df.columns]
     if missing:
-        raise ArtifactError(f"{where or kind}: missing required {kind} columns {missing}")
+        raise ArtifactError(f"{what}: missing required columns {missing}" + (f"; {hint}" if hint else ""))
+
+
+def check_contract(df: pl.DataFrame, kind: str, where: str | os.PathLike = "") -> None:
+    """Raise ArtifactError naming the missing (or mistyped) columns if ``df`` breaks the
+    ``kind`` contract."""
+    spec = CONTRACTS[kind]
+    require_columns(df, spec, f"{where or kind}: {kind}", _rebuild_hint(kind) if where else "")
+    wrong = [f"{c} is {df.schema[c]}, not {dtype}" for c, dtype in spec.items()
+             if dtype is not None and df.schema[c] != dtype and not _compatible(df.schema[c], dtype)]
+    if wrong:
+        raise ArtifactError(f"{where or kind}: {kind} columns of the wrong type ({'; '.join(wrong)})"
+                            + (f"; {_rebuild_hint(kind)}" if where else ""))
+
+
+def _compatible(actual: pl.DataType, wanted: Any) -> bool:
+    """Same family (any integer for an integer, any float for a float, Null for anything):
+    the contract is about meaning, not bit width."""
+    if actual == pl.Null:
+        return True
+    for family in (lambda d: d.is_integer(), lambda d: d.is_float()):
+        if family(actual) and family(wanted):
+            return True
+    return wanted == pl.String and actual in (pl.String, pl.Categorical, pl.Enum)
 
 
 @contextlib.contextmanager
@@ -79,11 +132,19 @@ def write_parquet(df: pl.DataFrame, path: str | os.PathLike, kind: str | None = 
 
 
 def read_parquet(path: str | os.PathLike, kind: str | None = None) -> pl.DataFrame:
-    """Read a Parquet artifact, failing with a clear message if it is absent or off-contract."""
+    """Read a Parquet artifact, failing with one line if it is absent, unreadable (empty,
+    truncated, not Parquet) or off the ``kind`` contract: the file, the stage that makes it
+    and how to rebuild it."""
     path = Path(path)
     if not path.is_file():
         raise ArtifactError(f"{path}: no such artifact (did the upstream stage run?)")
-    df = pl.read_parquet(path)
+    try:
+        df = pl.read_parquet(path)
+    except Exception as exc:  # polars / pyarrow / OS errors: name the file, not the library
+        detail = " ".join(f"{type(exc).__name__}: {exc}".split())
+        detail = detail if len(detail) <= 160 else detail[:160] + "…"
+        what = "empty file" if path.stat().st_size == 0 else "corrupt or truncated Parquet"
+        raise ArtifactError(f"{path}: {what} ({detail}); {_rebuild_hint(kind)}") from None
     if kind is not None:
         check_contract(df, kind, path)
     return df

@@ -1,4 +1,4 @@
-"""RULE — Robust Unlearning under LEak@k (DESIGN.md §1).
+"""RULE — Robust Unlearning under LEak@k (docs/design.md §2).
 
 Round r starts from round r−1's model (round 0 = the base method's unlearned model):
 sample ``n`` completions per forget question at the training decoding with a *training*
@@ -28,10 +28,10 @@ import polars as pl
 
 from leakk.config import utility_judge
 from leakk.errors import ArtifactError
-from leakk.io import atomic_path, read_parquet, write_parquet
-from leakk.sampling.stage import questions_for
+from leakk.io import atomic_path, contract_schema, read_parquet, write_parquet
+from leakk.sampling.stage import ROW_SCHEMA, questions_for
 
-LEAKED_SCHEMA = {"qid": pl.String, "question": pl.String, "completion": pl.String, "round": pl.Int64}
+LEAKED_SCHEMA = contract_schema("rule_leaked")
 
 
 def _sample_frame(model, tokenizer, questions: pl.DataFrame, decoding, n: int, seed: int,
@@ -44,7 +44,7 @@ def _sample_frame(model, tokenizer, questions: pl.DataFrame, decoding, n: int, s
                         decoding, n=n, max_new_tokens=max_new_tokens, seed=seed,
                         template=params["prompt_template"], batch_rows=params["sample"].get("batch_rows", "auto"),
                         desc=desc, key=key)
-    return pl.DataFrame(rows, schema=["qid", "sample_idx", "text", "n_tokens", "finish_reason"], orient="row")
+    return pl.DataFrame(rows, schema=ROW_SCHEMA, orient="row")
 
 
 def select_leaked(judged: pl.DataFrame, questions: pl.DataFrame, known: pl.DataFrame, round_idx: int) -> pl.DataFrame:
@@ -104,7 +104,7 @@ def _prev_state(prev_dir: Path, round_idx: int) -> tuple[Path, pl.DataFrame, boo
         if not (prev_dir / name).exists():
             raise ArtifactError(f"{prev_dir}: not a finished RULE round (no {name})")
     log = read_parquet(prev_dir / "round.parquet")
-    return prev_dir / "model", read_parquet(prev_dir / "leaked.parquet"), bool(log["stopped"][0])
+    return prev_dir / "model", read_parquet(prev_dir / "leaked.parquet", "rule_leaked"), bool(log["stopped"][0])
 
 
 def run_round(data: pl.DataFrame, params: dict[str, Any], *, name: str, round_idx: int,

@@ -1,25 +1,53 @@
 """Benchmarks: a registry from ``data.benchmark`` to a function producing the data frame.
 
-Real benchmarks (TOFU, MUSE, WMDP) register here as one module each.
+Each benchmark is one module whose builder is decorated with :func:`register_benchmark`,
+declaring the columns its frame has, so params that name a column (``question_column``)
+are checked before any data exists. Real benchmarks (TOFU, MUSE, WMDP) register here as
+one module each, imported below.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import polars as pl
 
-from leakk.data import synthetic
-from leakk.errors import ParamsError
+from leakk.errors import ArtifactError
+from leakk.io import CONTRACTS
+from leakk.registry import Registry
 
-BENCHMARKS: dict[str, Callable[..., pl.DataFrame]] = {
-    "synthetic": synthetic.generate,
-}
+#: Registered benchmark builders by name; each has a ``columns`` attribute.
+BENCHMARKS: Registry[Callable[..., pl.DataFrame]] = Registry("benchmark", "data.benchmark")
+
+
+def register_benchmark(name: str, *, columns: Iterable[str]):
+    """Function decorator: register a benchmark builder ``fn(**params, seed) → frame`` under
+    ``name``; ``columns`` are the columns every frame it builds has (the data contract's
+    required columns are added)."""
+
+    def deco(fn):
+        fn.columns = tuple(dict.fromkeys([*CONTRACTS["data"], *columns]))
+        return BENCHMARKS.register(name)(fn)
+
+    return deco
+
+
+def benchmark_columns(name: str) -> tuple[str, ...]:
+    """The columns benchmark ``name`` produces (``ParamsError`` if unknown)."""
+    return BENCHMARKS.get(name).columns
 
 
 def build_benchmark(name: str, params: dict[str, Any], seed: int) -> pl.DataFrame:
     """Build benchmark ``name`` from its params section."""
-    if name not in BENCHMARKS:
-        raise ParamsError(f"data.benchmark={name!r}: unknown benchmark (known: {sorted(BENCHMARKS)})")
-    return BENCHMARKS[name](**params, seed=seed)
+    fn = BENCHMARKS.get(name)
+    frame = fn(**params, seed=seed)
+    missing = [c for c in fn.columns if c not in frame.columns]
+    if missing:  # a programming error in the benchmark module, caught before it is written
+        raise ArtifactError(f"benchmark {name!r}: built frame lacks its declared columns {missing}")
+    return frame
+
+
+from leakk.data import synthetic as _synthetic  # noqa: E402,F401  (registers "synthetic")
+
+__all__ = ["BENCHMARKS", "benchmark_columns", "build_benchmark", "register_benchmark"]

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import polars as pl
 
+from leakk.data import register_benchmark
 from leakk.errors import ParamsError
 
 _SYLLABLES = (
@@ -166,6 +167,7 @@ def _fact(rng: random.Random, kind: str) -> str:
     raise ValueError(f"unknown fact kind {kind!r}")
 
 
+@register_benchmark("synthetic", columns=("paraphrased_question", "train_questions", "author", "relation"))
 def generate(
     authors: int = 100,
     qa_per_author: int = 12,

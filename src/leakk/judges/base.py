@@ -23,6 +23,7 @@ from typing import Any, ClassVar, TypeVar
 import numpy as np
 
 from leakk.errors import ParamsError
+from leakk.registry import Registry
 
 __all__ = ["JUDGES", "Judge", "make_judge", "register_judge", "check_threshold"]
 
@@ -37,6 +38,9 @@ class Judge(abc.ABC):
 
     #: Registered name (set by :func:`register_judge`).
     name: ClassVar[str] = ""
+    #: JSON Schema of the constructor's keyword parameters (``type`` excluded): params
+    #: validation checks ``judge.<label>`` against it before any work starts.
+    params_schema: ClassVar[dict[str, Any]] = {"type": "object", "additionalProperties": False, "properties": {}}
     #: Items handed to one ``score_batch`` call by :func:`leakk.judges.judge_samples`;
     #: ``None`` = all distinct items at once. A failing call fails its whole batch.
     batch_size: int | None = 4096
@@ -63,7 +67,7 @@ class Judge(abc.ABC):
 
 
 #: Registered judge classes by name.
-JUDGES: dict[str, type[Judge]] = {}
+JUDGES: Registry[type[Judge]] = Registry("judge", "judge")
 
 J = TypeVar("J", bound=type[Judge])
 
@@ -74,11 +78,7 @@ def register_judge(name: str) -> Callable[[J], J]:
     def deco(cls: J) -> J:
         if not (isinstance(cls, type) and issubclass(cls, Judge)):
             raise TypeError(f"@register_judge({name!r}) needs a Judge subclass, got {cls!r}")
-        if name in JUDGES and JUDGES[name] is not cls:
-            raise ValueError(f"judge {name!r} is already registered ({JUDGES[name]!r})")
-        cls.name = name
-        JUDGES[name] = cls
-        return cls
+        return JUDGES.register(name)(cls)
 
     return deco
 
@@ -90,9 +90,6 @@ def make_judge(name: str, **params: Any) -> Judge:
     parameters the judge does not accept.
     """
     cls = JUDGES.get(name)
-    if cls is None:
-        known = ", ".join(sorted(JUDGES)) or "(none)"
-        raise ParamsError(f"unknown judge {name!r}; known judges: {known}")
     try:
         return cls(**params)
     except TypeError as exc:  # unexpected / missing keyword arguments

@@ -34,6 +34,8 @@ class FactJudge(Judge):
     score is 1.0/0.0; with no (or an empty) fact the item fails (score NaN, leaked None).
     """
 
+    params_schema = {"type": "object", "additionalProperties": False, "properties": {}}
+
     def __init__(self) -> None:
         pass
 

@@ -70,6 +70,12 @@ class RougeLJudge(Judge):
     """ROUGE-L recall of the completion against the reference answer; leaked iff
     recall ≥ ``threshold``."""
 
+    params_schema = {
+        "type": "object", "additionalProperties": False,
+        "properties": {"threshold": {"type": "number", "minimum": 0, "maximum": 1, "default": 0.5,
+                                     "description": "leaked iff ROUGE-L recall ≥ threshold"}},
+    }
+
     def __init__(self, threshold: float = 0.5) -> None:
         self.threshold = check_threshold("rougeL", threshold)
 

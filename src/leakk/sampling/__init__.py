@@ -7,32 +7,25 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from leakk.errors import ParamsError
+from leakk.registry import Registry
 from leakk.sampling.decoding import GREEDY, Decoding
 
-_MODULES = {"hf": "leakk.sampling.hf_backend", "vllm": "leakk.sampling.vllm_backend"}
-
 #: backend name → function(model_dir, qids, questions, decoding, **params) → list of
-#: (qid, sample_idx, text, n_tokens, finish_reason)
-BACKENDS: dict[str, Callable[..., list[tuple[str, int, str, int, str]]]] = {}
+#: (qid, sample_idx, text, n_tokens, finish_reason). Each backend module registers itself
+#: when imported; the registry imports it on first use (vLLM only where asked for).
+BACKENDS: Registry[Callable[..., list[tuple[str, int, str, int, str]]]] = Registry(
+    "backend", "sample.backend",
+    lazy={"hf": "leakk.sampling.hf_backend", "vllm": "leakk.sampling.vllm_backend"})
 
 
 def register_backend(name: str):
-    def wrap(fn):
-        BACKENDS[name] = fn
-        return fn
-    return wrap
+    """Function decorator: register a sampling backend under ``name``."""
+    return BACKENDS.register(name)
 
 
 def load_backend(name: str) -> Callable[..., list[tuple[str, int, str, int, str]]]:
     """The backend function registered as ``name`` (importing its module on first use)."""
-    if name not in BACKENDS and name in _MODULES:
-        import importlib
-
-        importlib.import_module(_MODULES[name])
-    if name not in BACKENDS:
-        raise ParamsError(f"sample.backend={name!r}: unknown backend (known: {sorted(_MODULES)})")
-    return BACKENDS[name]
+    return BACKENDS.get(name)
 
 
 __all__ = ["BACKENDS", "GREEDY", "Decoding", "load_backend", "register_backend"]

@@ -6,8 +6,9 @@ from typing import Any
 
 import polars as pl
 
-from leakk.errors import ParamsError
-from leakk.sampling import BACKENDS, load_backend
+from leakk.errors import ArtifactError, ParamsError
+from leakk.io import contract_schema
+from leakk.sampling import load_backend
 from leakk.sampling.decoding import Decoding
 
 
@@ -20,12 +21,20 @@ def shard_questions(data: pl.DataFrame, shard: int, shards: int) -> pl.DataFrame
     return data.slice(bounds[shard], bounds[shard + 1] - bounds[shard])
 
 
+#: What a backend returns per completion (the first columns of the samples contract).
+ROW_SCHEMA = contract_schema("samples", ("qid", "sample_idx", "text", "n_tokens", "finish_reason"))
+
+
 def questions_for(data: pl.DataFrame, splits: list[str], question_column: str) -> pl.DataFrame:
-    """``qid, split, prompt_question`` of the given splits, sorted by qid; the prompt is
-    ``question_column`` where the benchmark has it (e.g. TOFU's paraphrases), else ``question``."""
-    col = question_column if question_column in data.columns else "question"
+    """``qid, split, prompt_question`` of the given splits, sorted by qid; the prompt is the
+    ``question_column`` (e.g. the held-out paraphrase). Params validation checks the column
+    against the benchmark's declared columns; a data file without it is refused here, never
+    silently replaced by another column."""
+    if question_column not in data.columns:
+        raise ArtifactError(f"data: no question column {question_column!r} (columns: {data.columns}); "
+                            "rebuild the data or change the question_column param")
     return data.filter(pl.col("split").is_in(splits)).select(
-        "qid", "split", pl.col(col).alias("prompt_question")).sort("qid")
+        "qid", "split", pl.col(question_column).alias("prompt_question")).sort("qid")
 
 
 def sample_questions(data: pl.DataFrame, decoding: Decoding, question_column: str) -> pl.DataFrame:
@@ -46,8 +55,7 @@ def run_sampling(model_dir: str, data: pl.DataFrame, decoding: Decoding, *, mode
         batch_rows=params.get("batch_rows", "auto"), device=params.get("device", "auto"),
         progress=progress, desc=f"sample {model_name} {decoding.name}",
     )
-    frame = pl.DataFrame(rows, schema={"qid": pl.String, "sample_idx": pl.Int64, "text": pl.String,
-                                       "n_tokens": pl.Int64, "finish_reason": pl.String}, orient="row")
+    frame = pl.DataFrame(rows, schema=ROW_SCHEMA, orient="row")
     return frame.join(questions.select("qid", "split"), on="qid", how="left").with_columns(
         model=pl.lit(model_name), decoding=pl.lit(decoding.name),
         temperature=pl.lit(float(decoding.temperature)), top_p=pl.lit(float(decoding.top_p)),

@@ -8,26 +8,23 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from leakk.errors import ParamsError
+from leakk.registry import Registry
 
 if TYPE_CHECKING:  # torch is imported by the losses, so validating params stays light
     import torch
 
-METHODS: dict[str, type["Method"]] = {}
+#: Registered method classes by name (``unlearn.<run>.method``).
+METHODS: Registry[type["Method"]] = Registry("method", "unlearn.<run>.method")
 
 
 def register_method(name: str):
-    def wrap(cls):
-        cls.name = name
-        METHODS[name] = cls
-        return cls
-    return wrap
+    """Class decorator: register a :class:`Method` subclass under ``name``."""
+    return METHODS.register(name)
 
 
 def make_method(name: str, **params) -> "Method":
-    if name not in METHODS:
-        raise ParamsError(f"unlearn method {name!r}: unknown method (known: {sorted(METHODS)})")
-    return METHODS[name](**params)
+    """Build method ``name`` with its own hyper-parameters."""
+    return METHODS.get(name)(**params)
 
 
 class Method:
