@@ -1,4 +1,4 @@
-"""``leakk <stage>``: one subcommand per pipeline stage (Snakemake and DVC call these).
+"""The ``leakk`` command: one subcommand per pipeline stage (Snakemake and DVC call these).
 
 Heavy libraries are imported inside each command, so light stages start fast. Expected
 failures (bad params, missing artifacts) print one line and exit with status 2.
@@ -156,74 +156,118 @@ def _validate(args, params):
     print(f"{args.params}: ok")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="leakk", description=__doc__.splitlines()[0])
-    parser.add_argument("--params", default="params.yaml", help="experiment parameters (default: params.yaml)")
-    parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
-    parser.add_argument("-v", "--verbose", action="store_true")
-    sub = parser.add_subparsers(dest="command", required=True)
+DESCRIPTION = """\
+leakk: measure leak@k (does an unlearned LLM leak forgotten facts when sampled k times?)
+and run RULE. One subcommand per pipeline stage; Snakemake (Snakefile) and DVC (dvc.yaml)
+call these. Every command first reads and validates the params file: a bad value fails
+with one line naming the file, the key and the rule, and exit status 2, before any work."""
 
-    def cmd(name, fn, help_):
-        p = sub.add_parser(name, help=help_)
+EPILOG = "Run `leakk <command> --help` for a command's inputs and outputs. Docs: README.md, docs/design.md."
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from leakk import __version__
+
+    parser = argparse.ArgumentParser(prog="leakk", description=DESCRIPTION, epilog=EPILOG,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"leakk {__version__}")
+    parser.add_argument("--params", default="params.yaml", metavar="FILE",
+                        help="experiment parameters: params.yaml or a complete preset (default: params.yaml)")
+    parser.add_argument("--threads", type=int, default=None, metavar="N",
+                        help="CPU threads for torch (default: torch's choice)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log INFO messages too")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", title="commands")
+
+    def cmd(name, fn, help_, description=""):
+        p = sub.add_parser(name, help=help_, description=f"{help_[0].upper()}{help_[1:]}. {description}".strip(),
+                           epilog=EPILOG)
         p.set_defaults(fn=fn)
         return p
 
-    p = cmd("validate", _validate, "validate params.yaml and exit")
-    p = cmd("data", _data, "generate/prepare the benchmark Parquet")
-    p.add_argument("--out", required=True)
-    p = cmd("finetune", _finetune, "train the full target (all QA) or retrain baseline (retain only)")
-    p.add_argument("--data", required=True)
-    p.add_argument("--which", choices=["full", "retrain"], required=True)
-    p.add_argument("--out", required=True)
-    p = cmd("unlearn", _unlearn, "run one unlearn.<name> method from the full model")
-    p.add_argument("--data", required=True)
-    p.add_argument("--name", required=True)
-    p.add_argument("--model-dir", required=True, help="the model to unlearn from (the full model)")
-    p.add_argument("--out", required=True)
-    p = cmd("sample", _sample, "sample completions for forget (and, greedy, retain) questions")
-    p.add_argument("--data", required=True)
-    p.add_argument("--model", required=True, help="model name written into the samples")
-    p.add_argument("--model-dir", required=True)
+    def data_arg(p):
+        p.add_argument("--data", required=True, metavar="PARQUET",
+                       help="the benchmark Parquet written by `leakk data`")
+
+    p = cmd("validate", _validate, "validate the params file and exit",
+            "Prints '<file>: ok', or one line naming the first bad key and the rule it breaks.")
+    p = cmd("data", _data, "build the benchmark Parquet",
+            "Generates (synthetic) or prepares the data.benchmark named in params: one row per QA with "
+            "qid, group, question, answer, fact, split and the benchmark's own columns.")
+    p.add_argument("--out", required=True, metavar="PARQUET", help="where to write the benchmark")
+    p = cmd("finetune", _finetune, "train the full target model or the retrain baseline",
+            "full trains on every QA (forget + retain), retrain on the retain split only; writes an HF "
+            "folder (safetensors, tokenizer) with train_log.parquet. Reads seed, device, model, finetune, "
+            "prompt_template.")
+    data_arg(p)
+    p.add_argument("--which", choices=["full", "retrain"], required=True, help="which model to train")
+    p.add_argument("--out", required=True, metavar="DIR", help="the model folder to write")
+    p = cmd("unlearn", _unlearn, "run one unlearn.<name> method from the full model",
+            "Applies the run's method (ga, graddiff, npo, …) for its steps; writes an HF folder with "
+            "train_log.parquet (per-step forget and retain losses).")
+    data_arg(p)
+    p.add_argument("--name", required=True, help="the unlearn.<name> entry of the params file")
+    p.add_argument("--model-dir", required=True, metavar="DIR", help="the model to unlearn from (the full model)")
+    p.add_argument("--out", required=True, metavar="DIR", help="the model folder to write")
+    p = cmd("sample", _sample, "sample completions of the forget (and, greedy, retain) questions",
+            "n completions per forget question for a sampled decoding, one per question (forget and "
+            "retain) for greedy; each completion depends only on (sample.seed, qid, sample_idx). "
+            "Writes the samples Parquet contract.")
+    data_arg(p)
+    p.add_argument("--model", required=True, help="model name written into the samples (full, ga, …)")
+    p.add_argument("--model-dir", required=True, metavar="DIR", help="the HF model folder to sample from")
     p.add_argument("--decoding", required=True, help="a decoding name (greedy, t1.0_p1.0, …) or 'all'")
-    p.add_argument("--shard", type=int, default=0)
-    p.add_argument("--shards", type=int, default=1)
-    p.add_argument("--out", required=True, help="a Parquet file, or a folder with --decoding all")
-    p = cmd("merge", _merge, "merge sample shards into one Parquet")
-    p.add_argument("shards_in", nargs="+")
-    p.add_argument("--out", required=True)
-    p = cmd("judge", _judge, "judge samples (a file, or a folder of files) with every configured judge")
-    p.add_argument("--data", required=True)
-    p.add_argument("--samples", required=True)
-    p.add_argument("--out", required=True)
-    p = cmd("estimate", _estimate, "leak@k table with CIs, utility table and summary")
-    p.add_argument("--data", required=True)
-    p.add_argument("--judgments", required=True, help="folder of <model>/<decoding>.parquet judgments")
-    p.add_argument("--out-dir", required=True)
-    p = cmd("figures", _figures, "leak@k and greedy-vs-sampled figures")
-    p.add_argument("--leak", required=True)
+    p.add_argument("--shard", type=int, default=0, help="this job's shard index (default: 0)")
+    p.add_argument("--shards", type=int, default=1, help="number of shards the questions are split into (default: 1)")
+    p.add_argument("--out", required=True, metavar="PATH", help="a Parquet file, or a folder with --decoding all")
+    p = cmd("merge", _merge, "merge sample shards into one Parquet",
+            "Concatenates shard files (sorted by qid, sample_idx); the result equals an unsharded run.")
+    p.add_argument("shards_in", nargs="+", metavar="SHARD", help="shard Parquet files")
+    p.add_argument("--out", required=True, metavar="PARQUET", help="the merged samples file")
+    p = cmd("judge", _judge, "judge samples with every configured judge",
+            "Scores each distinct completion once per judge; writes the judgments contract (leaked null "
+            "= the judge failed, never 'not leaked').")
+    data_arg(p)
+    p.add_argument("--samples", required=True, metavar="PATH", help="a samples Parquet, or a folder of them")
+    p.add_argument("--out", required=True, metavar="PATH", help="the judgments Parquet (a folder for a folder)")
+    p = cmd("estimate", _estimate, "build the leak@k table with CIs, the utility table and the summary",
+            "Unbiased leak@k per (model, decoding, judge, k) with cluster-bootstrap CIs and the excess over "
+            "retrain; writes leak_at_k.parquet/.csv, utility.csv and summary.md, and prints the summary.")
+    data_arg(p)
+    p.add_argument("--judgments", required=True, metavar="DIR", help="folder of <model>/<decoding>.parquet judgments")
+    p.add_argument("--out-dir", required=True, metavar="DIR", help="where the tables and summary go")
+    p = cmd("figures", _figures, "draw the leak@k and greedy-vs-sampled figures",
+            "One leak@k-vs-k figure per judge (CI bands, a panel per decoding) and the greedy-vs-sampled bars.")
+    p.add_argument("--leak", required=True, metavar="PARQUET", help="the leak table (leak_at_k.parquet)")
     p.add_argument("--judge", help="only this judge's figures (default: every configured judge)")
-    p.add_argument("--out-dir", required=True)
-    p = cmd("rule-round", _rule_round, "one RULE round: sample, judge, add leaks, unlearn")
-    p.add_argument("--data", required=True)
-    p.add_argument("--name", required=True)
-    p.add_argument("--round", type=int, required=True)
-    p.add_argument("--prev", required=True, help="previous round folder (round 0: the base model folder)")
-    p.add_argument("--out", required=True)
-    p = cmd("rule", _rule, "all RULE rounds of one rule.<name> (resumes finished rounds)")
-    p.add_argument("--data", required=True)
-    p.add_argument("--name", required=True)
-    p.add_argument("--model-dir", required=True, help="the base method's unlearned model")
-    p.add_argument("--out", required=True)
-    p = cmd("rule-eval", _rule_eval, "evaluate RULE rounds' models with the evaluation seed")
-    p.add_argument("--data", required=True)
-    p.add_argument("rounds", nargs="+", help="round folders in order (round 0: the base model folder)")
-    p.add_argument("--first-round", type=int, default=0, help="round index of the first folder")
-    p.add_argument("--out-dir", required=True, help="writes round_<r>.parquet here")
-    p = cmd("rule-report", _rule_report, "RULE round log Parquet and trajectory figure")
-    p.add_argument("--rounds", nargs="+", required=True, help="round folders 1..R")
-    p.add_argument("--evals", nargs="+", required=True, help="round evaluations 0..R")
-    p.add_argument("--out-log", required=True)
-    p.add_argument("--out-figure", required=True)
+    p.add_argument("--out-dir", required=True, metavar="DIR", help="where the PNGs go")
+    p = cmd("rule-round", _rule_round, "run one RULE round: sample, judge, add leaks, unlearn",
+            "Samples the current model with the round's training seed, adds new leaked pairs to the "
+            "forget set and continues the base method's loss; writes the round folder.")
+    data_arg(p)
+    p.add_argument("--name", required=True, help="the rule.<name> entry of the params file")
+    p.add_argument("--round", type=int, required=True, help="the round index (1, 2, …)")
+    p.add_argument("--prev", required=True, metavar="DIR", help="previous round folder (round 1: the base model folder)")
+    p.add_argument("--out", required=True, metavar="DIR", help="the round folder to write")
+    p = cmd("rule", _rule, "run all RULE rounds of one rule.<name> (resumes finished rounds)",
+            "The DVC form of rule-round: every round in one command; a round finished with the same "
+            "parameters is kept.")
+    data_arg(p)
+    p.add_argument("--name", required=True, help="the rule.<name> entry of the params file")
+    p.add_argument("--model-dir", required=True, metavar="DIR", help="the base method's unlearned model")
+    p.add_argument("--out", required=True, metavar="DIR", help="folder for round_<r> subfolders")
+    p = cmd("rule-eval", _rule_eval, "evaluate RULE rounds' models with the evaluation seed",
+            "leak@1 and leak@n at the headline decoding with sample.seed (never a training seed) and greedy "
+            "retain accuracy, per round.")
+    data_arg(p)
+    p.add_argument("rounds", nargs="+", metavar="ROUND", help="round folders in order (round 0: the base model folder)")
+    p.add_argument("--first-round", type=int, default=0, help="round index of the first folder (default: 0)")
+    p.add_argument("--out-dir", required=True, metavar="DIR", help="writes round_<r>.parquet here")
+    p = cmd("rule-report", _rule_report, "write the RULE round log and trajectory figure",
+            "Joins each round's training log with its evaluation into one Parquet and plots the trajectory.")
+    p.add_argument("--rounds", nargs="+", required=True, metavar="DIR", help="round folders 1..R")
+    p.add_argument("--evals", nargs="+", required=True, metavar="PARQUET", help="round evaluations 0..R")
+    p.add_argument("--out-log", required=True, metavar="PARQUET", help="the round log to write")
+    p.add_argument("--out-figure", required=True, metavar="PNG", help="the trajectory figure to write")
     return parser
 
 

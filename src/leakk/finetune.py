@@ -14,7 +14,7 @@ from typing import Any
 
 import polars as pl
 import torch
-from tqdm.auto import tqdm
+from leakk.progress import tqdm
 from transformers import get_cosine_schedule_with_warmup
 
 from leakk.errors import ParamsError

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 from transformers import (
     AutoModelForCausalLM,
@@ -78,14 +79,25 @@ def load_model(
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerFast]:
     """Load a causal LM and its tokenizer from a local folder (safetensors only)."""
     path = check_model_dir(path)
-    tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+        model = AutoModelForCausalLM.from_pretrained(
+            path, use_safetensors=True, trust_remote_code=trust_remote_code,
+            **({"dtype": dtype} if dtype is not None else {}),
+        )
+    except (SafetensorError, OSError, ValueError, RuntimeError, KeyError, TypeError, AttributeError) as exc:
+        # a truncated safetensors file, a broken config.json or tokenizer: name the folder
+        raise ArtifactError(_corrupt_model(path, exc)) from None
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    model = AutoModelForCausalLM.from_pretrained(
-        path, use_safetensors=True, trust_remote_code=trust_remote_code,
-        **({"dtype": dtype} if dtype is not None else {}),
-    )
     return model.to(device), tokenizer
+
+
+def _corrupt_model(path: Path, exc: BaseException) -> str:
+    detail = " ".join(f"{type(exc).__name__}: {exc}".split())
+    detail = detail if len(detail) <= 160 else detail[:160] + "…"
+    return (f"{path}: corrupt or incomplete model folder ({detail}); made by the finetune, unlearn "
+            "or rule_round stage: delete the folder and re-run `snakemake` (or `dvc repro`) to rebuild it")
 
 
 def save_model(model: PreTrainedModel, tokenizer, path: str | os.PathLike, extra: dict | None = None) -> None:

@@ -7,7 +7,7 @@ import time
 from typing import Any
 
 import torch
-from tqdm.auto import tqdm
+from leakk.progress import tqdm
 
 from leakk.prompting import answer_logprob, answer_nll, collate, encode_example
 from leakk.unlearn.methods import Method
