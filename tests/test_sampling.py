@@ -190,3 +190,41 @@ def test_vllm_backend_matches_contract(tmp_path, tiny_lm):
     rows = load_backend("vllm")(str(tmp_path), ["q0", "q1"], ["w3 w4", "w5"], Decoding(1.0, 1.0), n=3,
                                 max_new_tokens=5, seed=0, template="{question}", progress=False)
     assert sorted((q, i) for q, i, *_ in rows) == [(q, i) for q in ("q0", "q1") for i in range(3)]
+
+
+@pytest.mark.parametrize("force", ["version", "switch"])
+def test_preallocated_cache_fallback_is_loud_and_identical(tiny_lm, monkeypatch, caplog, force):
+    """An untested transformers (or preallocation off) uses HF's own cache: a warning, once,
+    and exactly the same greedy and sampled tokens as the preallocated path."""
+    import leakk.sampling.hf as hf
+
+    model, tokenizer = tiny_lm
+    qids, prompts = _prompts()
+    run = lambda dec: sample_hf(model, tokenizer, qids, prompts, dec, 3, 12, seed=2, batch_rows=7,  # noqa: E731
+                                progress=False)
+    fast = {d: run(d) for d in (GREEDY, Decoding(1.0, 1.0))}
+    monkeypatch.setattr(hf, "_warned", set())
+    if force == "version":
+        monkeypatch.setattr(hf, "TESTED_TRANSFORMERS", ("0.1", "0.2"))
+    else:
+        monkeypatch.setattr(hf.PreallocatedKV, "__init__", lambda *a, **k: pytest.fail("not a fallback"))
+        monkeypatch.setattr(hf.PreallocatedKV, "unsupported", staticmethod(lambda cache: "forced by the test"))
+    with caplog.at_level("WARNING", logger="leakk.sampling.hf"):
+        slow = {d: run(d) for d in fast}
+    for d in fast:
+        assert [(c.qid, c.sample_idx, c.token_ids, c.finish_reason) for c in slow[d]] == \
+               [(c.qid, c.sample_idx, c.token_ids, c.finish_reason) for c in fast[d]]
+    warnings = [r for r in caplog.records if "own KV cache" in r.getMessage()]
+    assert len(warnings) == 1, caplog.text
+
+
+def test_preallocated_cache_used_on_the_tested_transformers(tiny_lm, monkeypatch):
+    import leakk.sampling.hf as hf
+
+    model, tokenizer = tiny_lm
+    made = []
+    real = hf.PreallocatedKV.__init__
+    monkeypatch.setattr(hf.PreallocatedKV, "__init__", lambda self, *a, **k: (made.append(1), real(self, *a, **k))[1])
+    qids, prompts = _prompts()
+    sample_hf(model, tokenizer, qids, prompts, GREEDY, 1, 5, seed=0, batch_rows=8, progress=False)
+    assert made

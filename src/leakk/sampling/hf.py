@@ -13,6 +13,7 @@ sample_idx), not on how the work was batched or sharded.
 from __future__ import annotations
 
 import inspect
+import logging
 import math
 import os
 from dataclasses import dataclass
@@ -29,6 +30,20 @@ from leakk.sampling.rng import gumbel, keys_tensor, row_keys
 COMPACT_FRACTION = 0.25
 #: grow the KV cache in preallocated buffers (see PreallocatedKV); False = HF's own cache
 PREALLOCATE = True
+#: transformers versions [low, high) whose DynamicCache internals PreallocatedKV was tested
+#: against (keep equal to the bound in pyproject.toml); outside it, HF's own cache is used
+TESTED_TRANSFORMERS = ("4.56", "5.25")
+
+log = logging.getLogger(__name__)
+_warned: set[str] = set()
+
+
+def _fallback(reason: str) -> None:
+    """Say once per reason that the sampler uses HF's own cache (correct, slower)."""
+    if reason not in _warned:
+        _warned.add(reason)
+        log.warning("sampler: %s; using transformers' own KV cache instead of PreallocatedKV "
+                    "(same results, slower)", reason)
 
 
 @dataclass
@@ -56,8 +71,9 @@ class PreallocatedKV:
     completion of L tokens copies O(L²) cache (measured: a fifth of the tiny model's CPU
     sampling time). Here each layer's keys/values live in a buffer with room for every
     token still to come; a step writes one slice and the layer sees a view. Dropping rows
-    copies only the live part. Caches without per-layer ``keys``/``values`` (other cache
-    types, older transformers) are left alone and use HF's own path.
+    copies only the live part. This relies on transformers internals, so it is used only
+    where :meth:`unsupported` finds none of its assumptions broken, and checked after every
+    step (:meth:`intact`); anything else falls back to HF's own cache with a warning, once.
     """
 
     def __init__(self, cache, extra_tokens: int, rows: torch.Tensor):
@@ -76,11 +92,39 @@ class PreallocatedKV:
             self.state.append(st)
 
     @staticmethod
-    def supports(cache) -> bool:
+    def unsupported(cache) -> str | None:
+        """Why ``cache`` cannot be taken over (None: it can): a transformers version outside
+        :data:`TESTED_TRANSFORMERS`, or layers that are not plain ``DynamicLayer`` objects with 4-d
+        keys (sliding-window, quantised, static and linear-attention layers keep their own
+        update rules, which PreallocatedKV would bypass)."""
+        import transformers
+        from packaging.version import Version
+
+        low, high = map(Version, TESTED_TRANSFORMERS)
+        if not low <= Version(transformers.__version__) < high:
+            return (f"transformers {transformers.__version__} is outside the tested range "
+                    f"[{TESTED_TRANSFORMERS[0]}, {TESTED_TRANSFORMERS[1]})")
+        try:
+            from transformers.cache_utils import DynamicLayer
+        except ImportError:
+            return "transformers.cache_utils has no DynamicLayer"
         layers = getattr(cache, "layers", None)
-        return bool(layers) and all(
-            isinstance(getattr(layer, "keys", None), torch.Tensor) and getattr(layer, "keys").dim() == 4
-            for layer in layers)
+        if not layers:
+            return f"{type(cache).__name__} has no per-layer cache"
+        for layer in layers:
+            if type(layer) is not DynamicLayer:
+                return f"cache layer {type(layer).__name__} is not a DynamicLayer"
+            keys = getattr(layer, "keys", None)
+            if not (isinstance(keys, torch.Tensor) and keys.dim() == 4):
+                return "cache layer keys are not 4-d tensors"
+        return None
+
+    def intact(self) -> bool:
+        """Whether every layer still holds this object's views, i.e. the model called the
+        layers' ``update`` (checked after each step: a transformers that bypassed it would
+        otherwise leave the buffers stale)."""
+        return all(st["layer"].keys.shape[-2] == st["len"] and st["layer"].keys.data_ptr() == st["k"].data_ptr()
+                   for st in self.state)
 
     @staticmethod
     def _publish(st) -> None:
@@ -221,9 +265,12 @@ def _run_batch(model, prompts: list[list[int]], units, qids: list[str], decoding
     sample_idx = np.concatenate([np.arange(s, s + c) for _, s, c in units])
     row_qids = [qids[uq[i]] for i in src]
     src_t = torch.as_tensor(src, device=device)
-    if PREALLOCATE and PreallocatedKV.supports(cache):
+    reason = PreallocatedKV.unsupported(cache) if PREALLOCATE else "preallocation is off"
+    if reason is None:
         kv = PreallocatedKV(cache, max_new_tokens, rows=src_t)
     else:
+        if PREALLOCATE:
+            _fallback(reason)
         kv = None
         cache.batch_select_indices(src_t)
     logits = out.logits[:, -1].index_select(0, src_t)
@@ -260,6 +307,11 @@ def _run_batch(model, prompts: list[list[int]], units, qids: list[str], decoding
                     position_ids=mask.sum(-1, keepdim=True) - 1, use_cache=True, **{cache_arg: cache})
         cache = _cache_of(out)
         logits = out.logits[:, -1]
+        if kv is not None and not kv.intact():
+            # the model did not grow the cache through layer.update: its cache holds the
+            # right tensors (grown from the views), so continue with it, never with stale buffers
+            _fallback("the model bypassed the cache layers' update")
+            kv = None
 
     tokens, length, stopped = tokens.cpu(), length.cpu().tolist(), stopped.cpu().tolist()
     return [
