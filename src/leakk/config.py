@@ -58,6 +58,8 @@ def _error_line(e: jsonschema.ValidationError, prefix: tuple = ()) -> tuple[str,
             return _key([*path, extra[0]]), f"unknown key (allowed: {sorted(allowed)})"
         if extra:
             return _key([*path, extra[0]]), "unknown key (this section takes no keys)"
+    if e.validator == "pattern" and isinstance(e.schema, dict) and e.schema.get("description"):
+        return _key(path), f"{e.instance!r} is not one of: {e.schema['description']}"
     return _key(path), e.message
 
 
@@ -257,7 +259,10 @@ def read_params_file(path: str | os.PathLike) -> Any:
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
         where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
-        what = " ".join(str(x) for x in (e.context, e.problem) if x)
+        ctx = e.context or ""
+        if e.context and e.context_mark and e.problem_mark and e.context_mark.line != e.problem_mark.line:
+            ctx += f" (from line {e.context_mark.line + 1}, column {e.context_mark.column + 1})"
+        what = "; ".join(str(x) for x in (ctx, e.problem) if x)
         raise ParamsError(f"{where}: not valid YAML: {what}") from None
     except yaml.YAMLError as e:
         raise ParamsError(f"{path}: not valid YAML: {' '.join(str(e).split())}") from None

@@ -14,11 +14,11 @@ from typing import Any
 
 import polars as pl
 import torch
-from leakk.progress import tqdm
 from transformers import get_cosine_schedule_with_warmup
 
 from leakk.errors import ParamsError
-from leakk.modeling import build_gpt2, build_tokenizer, load_model, pick_device, save_model
+from leakk.modeling import build_gpt2, build_tokenizer, load_model, max_positions, pick_device, save_model
+from leakk.progress import tqdm
 from leakk.prompting import answer_nll, collate, encode_example
 
 
@@ -51,6 +51,11 @@ def train_loop(
 ) -> list[dict[str, Any]]:
     """Plain SFT on answer tokens; returns a per-step log."""
     examples = [encode_example(q, a, tokenizer, template) for q, a in pairs]
+    limit = max_positions(model)
+    longest = max((len(ids) for ids, _ in examples), default=0)
+    if limit and longest > limit:
+        raise ParamsError(f"model: the longest training example has {longest} tokens, more than the model's "
+                          f"{limit} positions (raise model.arch.n_positions, or use a shorter prompt_template)")
     steps_per_epoch = math.ceil(len(examples) / batch_size)
     total = max(1, round(epochs * steps_per_epoch))
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)

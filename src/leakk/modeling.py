@@ -113,6 +113,12 @@ def save_model(model: PreTrainedModel, tokenizer, path: str | os.PathLike, extra
             write(tmp / name)
 
 
+def max_positions(model) -> int | None:
+    """The most tokens (prompt + completion) the model can attend to, where its config says."""
+    cfg = model.config.get_text_config()
+    return getattr(cfg, "max_position_embeddings", None) or getattr(cfg, "n_positions", None)
+
+
 def pick_device(requested: str = "auto") -> torch.device:
     """``auto`` → CUDA if available, else CPU."""
     if requested == "auto":

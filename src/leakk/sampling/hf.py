@@ -20,8 +20,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from leakk.progress import tqdm
 
+from leakk.progress import tqdm
 from leakk.sampling.decoding import Decoding
 from leakk.sampling.rng import gumbel, keys_tensor, row_keys
 

@@ -3,16 +3,11 @@
 from __future__ import annotations
 
 from leakk.errors import ParamsError
-from leakk.modeling import load_model, pick_device
+from leakk.modeling import load_model, max_positions, pick_device
 from leakk.prompting import encode_prompt
 from leakk.sampling import register_backend
 from leakk.sampling.decoding import Decoding
 from leakk.sampling.hf import sample_hf
-
-
-def max_positions(model) -> int | None:
-    cfg = model.config.get_text_config()
-    return getattr(cfg, "max_position_embeddings", None) or getattr(cfg, "n_positions", None)
 
 
 def sample_model(model, tokenizer, qids, questions, decoding: Decoding, *, n, max_new_tokens, seed,

@@ -7,8 +7,8 @@ import time
 from typing import Any
 
 import torch
-from leakk.progress import tqdm
 
+from leakk.progress import tqdm
 from leakk.prompting import answer_logprob, answer_nll, collate, encode_example
 from leakk.unlearn.methods import Method
 
