@@ -306,3 +306,28 @@ def test_snakemake_refuses_bad_params_and_keeps_results(finished_micro, case, ma
         _write(root / "params.yaml", GOOD)
     again = snakemake(root, "-n", "--cores", "2")
     assert again.returncode == 0 and "Nothing to be done" in again.stdout + again.stderr
+
+
+def test_readme_layout_matches_the_tree():
+    """Every path the README's layout names exists, and every tracked top-level entry and
+    package module is named there."""
+    import re
+
+    tracked = subprocess.run(["git", "ls-files"], capture_output=True, text=True, cwd=ROOT).stdout.split()
+    if not tracked:
+        pytest.skip("not a git checkout")
+    text = (ROOT / "README.md").read_text()
+    block = text.split("Layout (", 1)[1].split("\n\n", 2)[1]
+    named = set(re.findall(r"[\w./-]+", block))
+    for entry in named:
+        if entry.endswith("/") or re.search(r"\.(py|md|yaml|toml)$", entry) or entry in ("Snakefile", "Makefile"):
+            if entry.startswith("configs/"):
+                continue  # presets: present where a preset is added
+            stem = entry.rstrip("/")
+            assert any(p == stem or p.startswith(stem + "/") or p.endswith("/" + stem) or f"/{stem}/" in p
+                       for p in tracked), f"README layout names {entry}, which is not in the tree"
+    top = {p.split("/")[0] + ("/" if "/" in p else "") for p in tracked if not p.startswith(".")}
+    modules = {p.split("/")[2] + ("/" if p.count("/") > 2 else "") for p in tracked
+               if p.startswith("src/leakk/") and not p.endswith(("__init__.py", "py.typed"))}
+    missing = sorted(e for e in top | modules if not any(n == e.rstrip("/") or n.startswith(e) for n in named))
+    assert not missing, f"README layout does not mention {missing}"
