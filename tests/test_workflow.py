@@ -38,7 +38,12 @@ def test_snakemake_micro_dag(tmp_path):
     first = snakemake(tmp_path)
     assert first.returncode == 0, first.stderr[-3000:]
     results = tmp_path / "results"
-    assert "| model |" in first.stdout + first.stderr  # the summary is printed at the end
+    console = first.stdout + first.stderr
+    assert "| model |" in console  # the summary is printed at the end
+    # the workflow profile (profiles/default) is in effect: shell commands are printed
+    assert "leakk --params params.yaml --threads 1 sample" in console
+    # sampling progress reaches the console, not only results/logs/*.log
+    assert "sample full t1.0_p1.0: done" in console
     leak = pl.read_parquet(results / "leak_at_k.parquet")
     assert set(leak["model"]) == {"full", "retrain", "ga", "npo", "rule_npo"}
     assert (results / "figures" / "rule_npo_rounds.png").is_file()

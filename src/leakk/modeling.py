@@ -23,7 +23,7 @@ from transformers import (
     PreTrainedTokenizerFast,
 )
 
-from leakk.errors import ArtifactError
+from leakk.errors import ArtifactError, ParamsError
 from leakk.io import atomic_path
 
 SPECIAL_TOKENS = {"pad_token": "<pad>", "eos_token": "<eos>", "bos_token": "<bos>", "unk_token": "<unk>"}
@@ -120,10 +120,20 @@ def max_positions(model) -> int | None:
 
 
 def pick_device(requested: str = "auto") -> torch.device:
-    """``auto`` → CUDA if available, else CPU."""
+    """``auto`` → CUDA if available, else CPU; a device this machine lacks is one
+    ``ParamsError`` line (not a CUDA traceback midway through a stage)."""
     if requested == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(requested)
+    try:
+        dev = torch.device(requested)
+    except RuntimeError:
+        raise ParamsError(f"device: {requested!r} is not a torch device (auto | cpu | cuda | cuda:N | mps)") from None
+    if dev.type == "cuda" and (not torch.cuda.is_available() or (dev.index or 0) >= torch.cuda.device_count()):
+        raise ParamsError(f"device: {requested!r}: this machine has {torch.cuda.device_count()} usable CUDA "
+                          "device(s) (use auto or cpu)")
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        raise ParamsError(f"device: {requested!r}: MPS is not available on this machine (use auto or cpu)")
+    return dev
 
 
 def set_threads(threads: int | None) -> None:

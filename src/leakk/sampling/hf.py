@@ -326,6 +326,8 @@ def sample_hf(model, tokenizer, qids: list[str], prompts: list[list[int]], decod
               progress: bool = True, desc: str = "sample") -> list[Completion]:
     """``n`` completions (1 if greedy) of each prompt; ``prompts`` are token-id lists."""
     n = 1 if decoding.greedy else n
+    if not prompts:  # an empty shard
+        return []
     device = next(model.parameters()).device
     if batch_rows == "auto":
         batch_rows = auto_batch_rows(model, max(map(len, prompts)) + max_new_tokens, device)
