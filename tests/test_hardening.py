@@ -331,3 +331,58 @@ def test_readme_layout_matches_the_tree():
                if p.startswith("src/leakk/") and not p.endswith(("__init__.py", "py.typed"))}
     missing = sorted(e for e in top | modules if not any(n == e.rstrip("/") or n.startswith(e) for n in named))
     assert not missing, f"README layout does not mention {missing}"
+
+
+# ---------------------------------------------------------------- one registry pattern
+
+
+def test_four_registries_one_pattern_one_error():
+    import re
+
+    from leakk.data import BENCHMARKS
+    from leakk.judges import JUDGES
+    from leakk.registry import Registry
+    from leakk.sampling import BACKENDS
+    from leakk.unlearn.methods import METHODS
+
+    for reg, known in ((BENCHMARKS, "synthetic"), (METHODS, "npo"), (JUDGES, "rougeL"), (BACKENDS, "hf")):
+        assert isinstance(reg, Registry) and known in reg and known in reg.names() and known in list(reg)
+        with pytest.raises(ParamsError) as err:
+            reg.get("no_such_thing")
+        assert re.fullmatch(rf"{re.escape(reg.key)}: unknown {reg.kind} 'no_such_thing' \(known: \[.*\]\)",
+                            str(err.value)), str(err.value)
+
+
+def test_registering_twice_is_refused_and_names_are_set():
+    from leakk.registry import Registry
+
+    reg = Registry("thing", "things")
+
+    @reg.register("a")
+    class A:
+        pass
+
+    assert A.name == "a" and reg.get("a") is A
+    with pytest.raises(ValueError, match="already registered"):
+        reg.register("a")(type("B", (), {}))
+
+
+def test_every_judge_declares_a_closed_params_schema_matching_its_constructor():
+    """Interface: ``params_schema`` describes exactly the constructor's keyword parameters."""
+    import inspect
+
+    from leakk.judges import JUDGES
+
+    for name in JUDGES:
+        cls = JUDGES.get(name)
+        schema = cls.params_schema
+        assert schema["type"] == "object" and schema["additionalProperties"] is False, name
+        kwargs = {p for p in inspect.signature(cls.__init__).parameters if p != "self"}
+        assert set(schema.get("properties", {})) == kwargs, name
+
+
+def test_benchmark_declares_the_columns_it_builds():
+    from leakk.data import BENCHMARKS, build_benchmark
+
+    frame = build_benchmark("synthetic", MICRO["data"]["synthetic"], 0)
+    assert set(BENCHMARKS.get("synthetic").columns) == set(frame.columns)
