@@ -35,3 +35,15 @@ def test_contract_enforced(tmp_path):
         write_parquet(pl.DataFrame({"qid": ["a"]}), tmp_path / "s.parquet", "samples")
     with pytest.raises(ArtifactError, match="no such artifact"):
         read_parquet(tmp_path / "nope.parquet")
+
+
+def test_folder_artifact_files_get_usual_permissions(tmp_path):
+    import os
+
+    target = tmp_path / "model"
+    with atomic_path(target, is_dir=True) as tmp:
+        (tmp / "weights").write_bytes(b"w")
+        os.chmod(tmp / "weights", 0o600)  # as safetensors' writer leaves it
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (target / "weights").stat().st_mode & 0o777 == 0o666 & ~umask

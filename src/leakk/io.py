@@ -107,8 +107,13 @@ def atomic_path(path: str | os.PathLike, *, is_dir: bool = False) -> Iterator[Pa
         yield tmp
         _umask = os.umask(0)
         os.umask(_umask)
-        # mkstemp/mkdtemp create owner-only paths; give the artifact the usual permissions
+        # mkstemp/mkdtemp (and safetensors' writer) create owner-only paths; give the
+        # artifact, and everything in a folder artifact, the usual permissions
         os.chmod(tmp, (0o777 if is_dir else 0o666) & ~_umask)
+        if is_dir:
+            for sub in tmp.rglob("*"):
+                if not sub.is_symlink():
+                    os.chmod(sub, (0o777 if sub.is_dir() else 0o666) & ~_umask)
         if is_dir:
             if path.exists():
                 shutil.rmtree(path)
