@@ -14,8 +14,6 @@ from functools import lru_cache
 
 import numpy as np
 from rapidfuzz.distance import LCSseq
-from rouge_score import tokenize as _rs_tokenize
-from rouge_score.tokenizers import DefaultTokenizer
 
 from leakk.judges.base import Judge, check_threshold, register_judge
 
@@ -26,19 +24,32 @@ class _MemoStemmer:
     """The Porter stemmer ``rouge_score`` uses (``use_stemmer=True``), memoised per word."""
 
     def __init__(self) -> None:
+        from rouge_score.tokenizers import DefaultTokenizer
+
         # The very stemmer object rouge_score's DefaultTokenizer builds for itself.
         self._stemmer = DefaultTokenizer(use_stemmer=True)._stemmer
         self.stem = lru_cache(maxsize=1 << 18)(self._stemmer.stem)
 
 
-_STEMMER = _MemoStemmer()
+# rouge_score imports nltk (seconds): built on first use, so that importing the judges
+# (params validation, every `leakk` command, the Snakefile) stays fast
+_STEMMER: _MemoStemmer | None = None
 _VOCAB: dict[str, int] = {}
+
+
+def _stemmer() -> _MemoStemmer:
+    global _STEMMER
+    if _STEMMER is None:
+        _STEMMER = _MemoStemmer()
+    return _STEMMER
 
 
 @lru_cache(maxsize=1 << 16)
 def rouge_tokens(text: str) -> tuple[str, ...]:
     """``rouge_score`` DefaultTokenizer(use_stemmer=True) tokens of ``text``."""
-    return tuple(_rs_tokenize.tokenize(text, _STEMMER))
+    from rouge_score import tokenize as _rs_tokenize
+
+    return tuple(_rs_tokenize.tokenize(text, _stemmer()))
 
 
 @lru_cache(maxsize=1 << 16)
@@ -52,7 +63,8 @@ def clear_caches() -> None:
     """Drop the memoised tokenisations and stems (benchmarks; bounded memory anyway)."""
     rouge_tokens.cache_clear()
     _token_ids.cache_clear()
-    _STEMMER.stem.cache_clear()
+    if _STEMMER is not None:
+        _STEMMER.stem.cache_clear()
     _VOCAB.clear()
 
 
