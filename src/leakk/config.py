@@ -139,14 +139,15 @@ def _cross_field(p: dict[str, Any], src: str) -> None:
         _fail(src, "sample.decodings", f"duplicate decodings {names} (rule: unique)")
     for label, cfg in p["judge"].items():
         cfg = dict(cfg or {})
+        key = f"judge.{label}.type" if "type" in cfg else f"judge.{label}"
         kind = cfg.pop("type", label)
         if not isinstance(kind, str):
-            _fail(src, f"judge.{label}.type", f"{kind!r} is not a judge name (rule: type)")
+            _fail(src, key, f"{kind!r} is not a judge name (rule: type)")
         if kind not in JUDGES:
-            raise JUDGES.unknown(kind, f"judge.{label}.type" if "type" in (p["judge"][label] or {})
-                                 else f"judge.{label}").with_source(src)
-        cls = JUDGES.get(kind, key=f"judge.{label}.type" if "type" in (p["judge"][label] or {}) else f"judge.{label}")
-        _schema_errors(cfg, cls.params_schema, src, prefix=("judge", label))
+            raise JUDGES.unknown(kind, key).with_source(src)
+        # the judge class's own schema of its constructor keywords (no defaults filled in:
+        # the rules declare these params, and filling them would re-run finished judging)
+        _schema_errors(cfg, JUDGES.get(kind).params_schema, src, prefix=("judge", label))
     _question_column(p["sample"]["question_column"], columns, p["data"]["benchmark"], src, "sample.question_column")
     for name, run in (p.get("rule") or {}).items():
         if name in p["unlearn"]:
