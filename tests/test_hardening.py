@@ -304,8 +304,15 @@ def test_snakemake_refuses_bad_params_and_keeps_results(finished_micro, case, ma
         assert _tree(root / "results") == before
     finally:
         _write(root / "params.yaml", GOOD)
+
+
+@pytest.mark.slow
+def test_finished_tree_is_still_complete_after_the_corpus(finished_micro):
+    """After every bad edit was refused, the good params still find nothing to do."""
+    root, before = finished_micro
     again = snakemake(root, "-n", "--cores", "2")
     assert again.returncode == 0 and "Nothing to be done" in again.stdout + again.stderr
+    assert _tree(root / "results") == before
 
 
 def test_readme_layout_matches_the_tree():
