@@ -57,9 +57,22 @@ def contract_schema(kind: str, columns: Iterable[str] | None = None) -> dict[str
     return {c: spec[c] for c in (columns if columns is not None else spec)}
 
 
-def _rebuild_hint(kind: str | None) -> str:
-    made = f"made by the `{PRODUCERS[kind]}` stage; " if kind in PRODUCERS else ""
+def _rebuild_hint(kind: str | None, stage: str | None = None) -> str:
+    stage = stage or PRODUCERS.get(kind or "")
+    made = f"made by the `{stage}` stage; " if stage else ""
     return f"{made}delete it and re-run `snakemake` (or `dvc repro`) to rebuild it"
+
+
+def one_line(exc: BaseException, limit: int = 160) -> str:
+    """``Type: message`` of a library exception on one short line (for ArtifactError texts)."""
+    text = " ".join(f"{type(exc).__name__}: {exc}".split())
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
+def corrupt_folder(path: str | os.PathLike, exc: BaseException, stages: str) -> ArtifactError:
+    """The error for a folder artifact (a model) that exists but cannot be loaded."""
+    return ArtifactError(f"{path}: corrupt or incomplete folder ({one_line(exc)}); "
+                         f"{_rebuild_hint(None, stages).replace('delete it', 'delete the folder')}")
 
 
 def require_columns(df: pl.DataFrame, columns: Iterable[str], what: str, hint: str = "") -> None:
@@ -146,10 +159,8 @@ def read_parquet(path: str | os.PathLike, kind: str | None = None) -> pl.DataFra
     try:
         df = pl.read_parquet(path)
     except Exception as exc:  # polars / pyarrow / OS errors: name the file, not the library
-        detail = " ".join(f"{type(exc).__name__}: {exc}".split())
-        detail = detail if len(detail) <= 160 else detail[:160] + "…"
         what = "empty file" if path.stat().st_size == 0 else "corrupt or truncated Parquet"
-        raise ArtifactError(f"{path}: {what} ({detail}); {_rebuild_hint(kind)}") from None
+        raise ArtifactError(f"{path}: {what} ({one_line(exc)}); {_rebuild_hint(kind)}") from None
     if kind is not None:
         check_contract(df, kind, path)
     return df

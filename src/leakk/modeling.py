@@ -24,7 +24,7 @@ from transformers import (
 )
 
 from leakk.errors import ArtifactError, ParamsError
-from leakk.io import atomic_path
+from leakk.io import atomic_path, corrupt_folder
 
 SPECIAL_TOKENS = {"pad_token": "<pad>", "eos_token": "<eos>", "bos_token": "<bos>", "unk_token": "<unk>"}
 
@@ -87,17 +87,10 @@ def load_model(
         )
     except (SafetensorError, OSError, ValueError, RuntimeError, KeyError, TypeError, AttributeError) as exc:
         # a truncated safetensors file, a broken config.json or tokenizer: name the folder
-        raise ArtifactError(_corrupt_model(path, exc)) from None
+        raise corrupt_folder(path, exc, "finetune, unlearn or rule_round") from None
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return model.to(device), tokenizer
-
-
-def _corrupt_model(path: Path, exc: BaseException) -> str:
-    detail = " ".join(f"{type(exc).__name__}: {exc}".split())
-    detail = detail if len(detail) <= 160 else detail[:160] + "…"
-    return (f"{path}: corrupt or incomplete model folder ({detail}); made by the finetune, unlearn "
-            "or rule_round stage: delete the folder and re-run `snakemake` (or `dvc repro`) to rebuild it")
 
 
 def save_model(model: PreTrainedModel, tokenizer, path: str | os.PathLike, extra: dict | None = None) -> None:
