@@ -57,10 +57,11 @@ def contract_schema(kind: str, columns: Iterable[str] | None = None) -> dict[str
     return {c: spec[c] for c in (columns if columns is not None else spec)}
 
 
-def _rebuild_hint(kind: str | None, stage: str | None = None) -> str:
-    stage = stage or PRODUCERS.get(kind or "")
-    made = f"made by the `{stage}` stage; " if stage else ""
-    return f"{made}delete it and re-run `snakemake` (or `dvc repro`) to rebuild it"
+def _rebuild_hint(kind: str | None, stages: tuple[str, ...] = (), what: str = "it") -> str:
+    stages = stages or ((PRODUCERS[kind],) if kind in PRODUCERS else ())
+    names = " or ".join(f"`{s}`" for s in stages)
+    made = f"made by the {names} stage; " if stages else ""
+    return f"{made}delete {what} and re-run `snakemake` (or `dvc repro`) to rebuild it"
 
 
 def one_line(exc: BaseException, limit: int = 160) -> str:
@@ -69,10 +70,10 @@ def one_line(exc: BaseException, limit: int = 160) -> str:
     return text if len(text) <= limit else text[:limit] + "…"
 
 
-def corrupt_folder(path: str | os.PathLike, exc: BaseException, stages: str) -> ArtifactError:
+def corrupt_folder(path: str | os.PathLike, exc: BaseException, stages: tuple[str, ...]) -> ArtifactError:
     """The error for a folder artifact (a model) that exists but cannot be loaded."""
     return ArtifactError(f"{path}: corrupt or incomplete folder ({one_line(exc)}); "
-                         f"{_rebuild_hint(None, stages).replace('delete it', 'delete the folder')}")
+                         f"{_rebuild_hint(None, stages, 'the folder')}")
 
 
 def require_columns(df: pl.DataFrame, columns: Iterable[str], what: str, hint: str = "") -> None:

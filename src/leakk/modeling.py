@@ -87,7 +87,7 @@ def load_model(
         )
     except (SafetensorError, OSError, ValueError, RuntimeError, KeyError, TypeError, AttributeError) as exc:
         # a truncated safetensors file, a broken config.json or tokenizer: name the folder
-        raise corrupt_folder(path, exc, "finetune, unlearn or rule_round") from None
+        raise corrupt_folder(path, exc, ("finetune", "unlearn", "rule_round")) from None
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return model.to(device), tokenizer
