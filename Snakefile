@@ -15,6 +15,7 @@ try:
     PARAMS_FILE, P = workflow_params(config, workflow.overwrite_configfiles)
 except ParamsError as err:
     sys.exit(f"leakk: error: {err}")
+config.update(P)  # the validated params, defaults filled in (rules read P)
 
 MODELS = model_names(P)
 DECODINGS = decoding_names(P)
