@@ -113,10 +113,10 @@ def test_good_micro_params_validate(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("case, make, key", BAD, ids=[c for c, _, _ in BAD])
-def test_leakk_validate_refuses_bad_params(tmp_path, capsys, case, make, key):
+def test_leakk_validate_refuses_bad_params(tmp_path, monkeypatch, capsys, case, make, key):
     """``leakk validate``: exit 2, nothing raised (no traceback), exactly one line naming the key."""
     _write(tmp_path / "params.yaml", make())
-    os.chdir(tmp_path)  # messages name the file as given: params.yaml
+    monkeypatch.chdir(tmp_path)  # messages name the file as given: params.yaml
     assert main(["--params", "params.yaml", "validate"]) == 2
     out, err = capsys.readouterr()
     lines = err.strip().splitlines()
