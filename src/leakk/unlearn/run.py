@@ -11,7 +11,7 @@ from leakk.errors import ParamsError
 from leakk.finetune import training_pairs
 from leakk.modeling import load_model, pick_device, save_model
 from leakk.unlearn.loop import unlearn_loop
-from leakk.unlearn.methods import METHODS, make_method
+from leakk.unlearn.methods import make_method
 
 #: keys of an unlearn run that are loop settings, not method constructor arguments
 LOOP_KEYS = ("steps", "lr", "batch_size", "alpha", "gamma", "warmup_steps", "weight_decay")
