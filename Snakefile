@@ -4,8 +4,9 @@ import sys
 
 import yaml
 
-from leakk.config import decoding_names, model_names, utility_judge, validate_params
+from leakk.config import decoding_names, model_names, validate_params
 from leakk.errors import ParamsError
+from leakk.pipeline import stage_params, stage_resources
 
 
 configfile: "params.yaml"
@@ -25,7 +26,6 @@ MODELS = model_names(P)
 DECODINGS = decoding_names(P)
 RULES = P.get("rule") or {}
 JUDGES = list(P["judge"])
-UTILITY_JUDGE = utility_judge(P)
 LEAKK = "leakk --params params.yaml"
 
 
@@ -53,6 +53,10 @@ rule all:
 
 
 onsuccess:
+    # A full run leaves every output fresh: record it in dvc.lock so `dvc status` knows it.
+    if {job.rule.name for job in workflow.dag.targetjobs} == {"all"} and Path(".dvc").is_dir():
+        shell(f"{LEAKK} dvc-record > results/logs/dvc_record.log 2>&1 || echo 'leakk: dvc-record failed "
+              "(results/logs/dvc_record.log); dvc status does not know this run' >&2")
     summary = Path("results/summary.md")
     if summary.exists():
         print("\n" + summary.read_text())

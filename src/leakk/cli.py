@@ -153,7 +153,18 @@ def _rule_report(args, params):
 
 
 def _validate(args, params):
+    if args.stamp:
+        from leakk.io import write_text
+
+        write_text("ok\n", args.stamp)  # constant: a stage that depends on it re-runs only on failure
     print(f"{args.params}: ok")
+
+
+def _dvc_record(args, params):
+    from leakk.dvc_record import record
+
+    for line in record(args.repo):
+        print(line)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -169,6 +180,9 @@ def build_parser() -> argparse.ArgumentParser:
         return p
 
     p = cmd("validate", _validate, "validate params.yaml and exit")
+    p.add_argument("--stamp", help="also write this file on success (DVC's first stage)")
+    p = cmd("dvc-record", _dvc_record, "record finished results in dvc.lock and the DVC cache (no re-run)")
+    p.add_argument("--repo", default=".", help="the DVC repository root (default: .)")
     p = cmd("data", _data, "generate/prepare the benchmark Parquet")
     p.add_argument("--out", required=True)
     p = cmd("finetune", _finetune, "train the full target (all QA) or retrain baseline (retain only)")
