@@ -47,6 +47,13 @@ SlurmdPort=16818
 NodeName=$host CPUs=$cpus RealMemory=$mem_mb State=UNKNOWN
 PartitionName=main Nodes=ALL Default=YES MaxTime=INFINITE State=UP
 CONF
+# job steps (srun inside a job) look for the config in the default place, so link it there
+mkdir -p /etc/slurm
+if [ ! -e /etc/slurm/slurm.conf ] || [ "$(readlink /etc/slurm/slurm.conf)" = "$root/slurm.conf" ]; then
+  ln -sfn "$root/slurm.conf" /etc/slurm/slurm.conf
+else
+  echo "warning: /etc/slurm/slurm.conf exists and is not ours; job steps may not find this cluster" >&2
+fi
 export SLURM_CONF=$root/slurm.conf
 /usr/sbin/slurmctld -f "$SLURM_CONF"
 /usr/sbin/slurmd -f "$SLURM_CONF"

@@ -10,3 +10,5 @@ for name in slurmd slurmctld munged; do
   kill -9 "$pid" 2>/dev/null || true
 done
 rm -f "$root"/run/*.pid
+[ "$(readlink /etc/slurm/slurm.conf 2>/dev/null)" = "$root/slurm.conf" ] && rm -f /etc/slurm/slurm.conf
+exit 0

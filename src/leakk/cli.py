@@ -247,7 +247,9 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(levelname)s %(name)s: %(message)s")
     try:
         from leakk.config import load_params
+        from leakk.lifeline import watch_parent_engine
 
+        watch_parent_engine()
         params = load_params(args.params)
         if args.threads:
             from leakk.modeling import set_threads
