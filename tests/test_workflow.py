@@ -108,7 +108,7 @@ def test_dvc_continues_from_a_snakemake_run(tmp_path):
     bad = run(f"{BIN}/dvc", "exp", "run", "-S", "sample.n=2")  # k = 4 > n: invalid
     assert bad.returncode != 0 and "estimate.ks" in bad.stdout + bad.stderr
     after = _tree(tmp_path)
-    assert all(after.get(path) == data for path, data in before.items()), "an output was removed or changed"
+    assert [path for path, data in before.items() if after.get(path) != data] == [], "outputs removed or changed"
     run("git", "checkout", "params.yaml")
 
     edited = yaml.safe_load((tmp_path / "params.yaml").read_text())
