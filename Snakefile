@@ -3,8 +3,9 @@
 import shlex
 import sys
 
-from leakk.config import decoding_names, model_names, utility_judge, workflow_params
+from leakk.config import decoding_names, model_names, workflow_params
 from leakk.errors import ParamsError
+from leakk.pipeline import stage_params, stage_resources
 
 
 # The params file is params.yaml, or one complete preset (`--configfile configs/x.yaml`).
@@ -21,7 +22,6 @@ MODELS = model_names(P)
 DECODINGS = decoding_names(P)
 RULES = P.get("rule") or {}
 JUDGES = list(P["judge"])
-UTILITY_JUDGE = utility_judge(P)
 LEAKK = f"leakk --params {shlex.quote(PARAMS_FILE)}"
 
 
@@ -49,6 +49,12 @@ rule all:
 
 
 onsuccess:
+    # A full run leaves every output fresh: record it in dvc.lock so `dvc status` knows it
+    # (dvc.yaml reads params.yaml, so a run of another params file is not DVC's to record).
+    full_run = {job.rule.name for job in workflow.dag.targetjobs} == {"all"}
+    if full_run and PARAMS_FILE == "params.yaml" and Path(".dvc").is_dir():
+        shell(f"{LEAKK} dvc-record > results/logs/dvc_record.log 2>&1 || echo 'leakk: dvc-record failed "
+              "(results/logs/dvc_record.log); dvc status does not know this run' >&2")
     summary = Path("results/summary.md")
     if summary.exists():
         print("\n" + summary.read_text())

@@ -11,10 +11,6 @@ wildcard_constraints:
     round=r"\d+",
 
 
-# what a sampling job reads (not `decodings`, which is the wildcard, nor `shards`)
-SAMPLE_KEYS = {k: v for k, v in P["sample"].items() if k not in ("decodings", "shards")}
-
-
 def last_round_dir(name):
     return f"results/rule/{name}/round_{RULES[name]['rounds']}"
 

@@ -2,8 +2,9 @@ rule data:
     output:
         "results/data/benchmark.parquet",
     params:
-        seed=P["seed"],
-        data=P["data"],
+        reads=lambda w: stage_params(P, "data"),
+    resources:
+        **stage_resources(P, "data"),
     benchmark:
         "results/benchmarks/data.tsv"
     log:

@@ -8,7 +8,9 @@ rule estimate:
         utility="results/utility.csv",
         summary="results/summary.md",
     params:
-        estimate=P["estimate"],
+        reads=lambda w: stage_params(P, "estimate"),
+    resources:
+        **stage_resources(P, "estimate"),
     benchmark:
         "results/benchmarks/estimate.tsv"
     log:

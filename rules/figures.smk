@@ -5,7 +5,9 @@ rule figures:
         "results/figures/leak_at_k_{judge}.png",
         "results/figures/greedy_vs_sampled_{judge}.png",
     params:
-        estimate=P["estimate"],
+        reads=lambda w: stage_params(P, "figures"),
+    resources:
+        **stage_resources(P, "figures"),
     benchmark:
         "results/benchmarks/figures/{judge}.tsv"
     log:

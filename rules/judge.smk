@@ -5,7 +5,9 @@ rule judge:
     output:
         "results/judgments/{model}/{decoding}.parquet",
     params:
-        judge=P["judge"],
+        reads=lambda w: stage_params(P, "judge"),
+    resources:
+        **stage_resources(P, "judge"),
     benchmark:
         "results/benchmarks/judge/{model}_{decoding}.tsv"
     log:

@@ -6,14 +6,10 @@ rule finetune:
     wildcard_constraints:
         which="full|retrain",
     params:
-        seed=P["seed"],
-        device=P["device"],
-        model=P["model"],
-        finetune=P["finetune"],
-        template=lambda w: P["prompt_template"],  # a function: "{question}" is no wildcard
+        reads=lambda w: stage_params(P, "finetune"),  # a function: "{question}" is no wildcard
     threads: 1
     resources:
-        gpu=1,
+        **stage_resources(P, "finetune"),
     benchmark:
         "results/benchmarks/finetune/{which}.tsv"
     log:

@@ -15,14 +15,10 @@ rule rule_round:
     output:
         directory("results/rule/{name}/round_{round}"),
     params:
-        rule=lambda w: {k: v for k, v in RULES[w.name].items() if k != "rounds"},  # more rounds keep these
-        device=P["device"],
-        base=lambda w: P["unlearn"][RULES[w.name]["base"]],
-        judge=lambda w: P["judge"][RULES[w.name]["judge"]],
-        template=lambda w: P["prompt_template"],  # a function: "{question}" is no wildcard
+        reads=lambda w: stage_params(P, "rule_round", name=w.name),  # not `rounds`: more rounds keep these
     threads: 1
     resources:
-        gpu=1,
+        **stage_resources(P, "rule_round"),
     benchmark:
         "results/benchmarks/rule_round/{name}_{round}.tsv"
     log:
@@ -39,14 +35,10 @@ rule rule_eval:
     output:
         "results/rule_eval/{name}/round_{round}.parquet",
     params:
-        sample=SAMPLE_KEYS,
-        judges=lambda w: {j: P["judge"][j] for j in {P["estimate"]["headline_judge"], UTILITY_JUDGE}},
-        headline=[P["estimate"]["headline_judge"], P["estimate"]["headline_decoding"]],
-        device=P["device"],
-        template=lambda w: P["prompt_template"],
+        reads=lambda w: stage_params(P, "rule_eval"),
     threads: 1
     resources:
-        gpu=1,
+        **stage_resources(P, "rule_eval"),
     benchmark:
         "results/benchmarks/rule_eval/{name}_{round}.tsv"
     log:
@@ -64,6 +56,8 @@ rule rule_report:
     output:
         log="results/rule_eval/{name}/rounds.parquet",
         figure="results/figures/{name}_rounds.png",
+    resources:
+        **stage_resources(P, "rule_report"),
     benchmark:
         "results/benchmarks/rule_report/{name}.tsv"
     log:

@@ -22,12 +22,10 @@ if SHARDS == 1:
             "results/samples/{model}/{decoding}.parquet",
         params:
             model_dir=model_dir,
-            sample=SAMPLE_KEYS,
-            device=P["device"],
-            template=lambda w: P["prompt_template"],  # a function: "{question}" is no wildcard
+            reads=lambda w: stage_params(P, "sample"),  # a function: "{question}" is no wildcard
         threads: 1
         resources:
-            gpu=1,
+            **stage_resources(P, "sample"),
         benchmark:
             "results/benchmarks/sample/{model}_{decoding}.tsv"
         log:
@@ -45,12 +43,10 @@ else:
             temp("results/samples/{model}/{decoding}.shard{shard}.parquet"),
         params:
             model_dir=model_dir,
-            sample=SAMPLE_KEYS,
-            device=P["device"],
-            template=lambda w: P["prompt_template"],  # a function: "{question}" is no wildcard
+            reads=lambda w: stage_params(P, "sample"),  # a function: "{question}" is no wildcard
         threads: 1
         resources:
-            gpu=1,
+            **stage_resources(P, "sample"),
         benchmark:
             "results/benchmarks/sample/{model}_{decoding}_{shard}.tsv"
         log:
@@ -66,6 +62,8 @@ else:
             ),
         output:
             "results/samples/{model}/{decoding}.parquet",
+        resources:
+            **stage_resources(P, "merge_samples"),
         benchmark:
             "results/benchmarks/merge_samples/{model}_{decoding}.tsv"
         log:

@@ -7,13 +7,10 @@ rule unlearn:
     wildcard_constraints:
         method="|".join(map(re.escape, P["unlearn"])),
     params:
-        seed=P["seed"],
-        device=P["device"],
-        run=lambda w: P["unlearn"][w.method],
-        template=lambda w: P["prompt_template"],  # a function: "{question}" is no wildcard
+        reads=lambda w: stage_params(P, "unlearn", name=w.method),
     threads: 1
     resources:
-        gpu=1,
+        **stage_resources(P, "unlearn"),
     benchmark:
         "results/benchmarks/unlearn/{method}.tsv"
     log:

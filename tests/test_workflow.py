@@ -81,3 +81,56 @@ def test_dvc_repro_micro(tmp_path):
     assert stages and all(s.split("@")[0] in {"sample_base", "sample_unlearn", "sample_rule", "judge",
                                               "judge_unlearn", "judge_rule", "estimate", "figures", "rule_eval"}
                           for s in stages), stages
+
+
+def _tree(root: Path) -> dict[str, bytes]:
+    """Every file under results/ (not logs, not Snakemake's benchmarks), by relative path."""
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted((root / "results").rglob("*"))
+            if p.is_file() and not {"logs", "benchmarks"} & set(p.relative_to(root).parts)}
+
+
+@pytest.mark.slow
+def test_dvc_continues_from_a_snakemake_run(tmp_path):
+    """A finished Snakemake run is recorded in dvc.lock: `dvc status` is clean, an invalid
+    `dvc exp run -S` fails before any output is removed, a sampling edit re-runs only sampling
+    and what follows, and one more RULE round trains only that round."""
+    for name in ("dvc.yaml", ".dvcignore"):
+        shutil.copy(ROOT / name, tmp_path / name)
+    write_params(tmp_path / "params.yaml", MICRO)
+    run = lambda *a: subprocess.run(a, capture_output=True, text=True, env=ENV, cwd=tmp_path)  # noqa: E731
+    assert run("git", "init", "-q").returncode == 0
+    assert run(f"{BIN}/dvc", "init", "-q").returncode == 0
+    shutil.copy(ROOT / ".dvc" / "config", tmp_path / ".dvc" / "config")
+    built = snakemake(tmp_path)
+    assert built.returncode == 0, built.stderr[-3000:]
+    status = run(f"{BIN}/dvc", "status")
+    assert "up to date" in status.stdout, status.stdout[-3000:]
+    assert "Nothing to be done" in snakemake(tmp_path, "-n").stdout  # recording touched no mtime
+
+    for cmd in (("git", "add", "-A"), ("git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "run")):
+        assert run(*cmd).returncode == 0
+    before = _tree(tmp_path)
+    bad = run(f"{BIN}/dvc", "exp", "run", "-S", "sample.n=2")  # k = 4 > n: invalid
+    assert bad.returncode != 0 and "estimate.ks" in bad.stdout + bad.stderr
+    after = _tree(tmp_path)
+    assert [path for path, data in before.items() if after.get(path) != data] == [], "outputs removed or changed"
+    run("git", "checkout", "params.yaml")
+
+    edited = yaml.safe_load((tmp_path / "params.yaml").read_text())
+    edited["sample"]["max_new_tokens"] = 10
+    write_params(tmp_path / "params.yaml", edited)
+    rerun = run(f"{BIN}/dvc", "repro")
+    assert rerun.returncode == 0, rerun.stdout[-3000:]
+    stages = {s.split("@")[0] for s in re.findall(r"Running stage '([\w@.-]+)'", rerun.stdout)}
+    assert "sample_base" in stages and stages <= {"validate", "sample_base", "sample_unlearn", "sample_rule",
+                                                  "judge", "judge_unlearn", "judge_rule", "estimate", "figures",
+                                                  "rule_eval"}, stages
+
+    rounds = tmp_path / "results/rule/rule_npo"
+    finished = {p: p.read_bytes() for p in rounds.rglob("*") if p.is_file()}
+    edited["rule"]["rule_npo"]["rounds"] += 1
+    write_params(tmp_path / "params.yaml", edited)
+    more = run(f"{BIN}/dvc", "repro", "rule@rule_npo")
+    assert more.returncode == 0, more.stdout[-3000:]
+    assert all(p.read_bytes() == b for p, b in finished.items()), "a finished round was retrained"
+    assert (rounds / "round_3" / "round.parquet").is_file()

@@ -153,7 +153,18 @@ def _rule_report(args, params):
 
 
 def _validate(args, params):
+    if args.stamp:
+        from leakk.io import write_text
+
+        write_text("ok\n", args.stamp)  # constant: a stage that depends on it re-runs only on failure
     print(f"{args.params}: ok")
+
+
+def _dvc_record(args, params):
+    from leakk.dvc_record import record
+
+    for line in record(args.repo):
+        print(line)
 
 
 DESCRIPTION = """\
@@ -190,6 +201,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = cmd("validate", _validate, "validate the params file and exit",
             "Prints '<file>: ok', or one line naming the first bad key and the rule it breaks.")
+    p.add_argument("--stamp", metavar="FILE", help="also write this file on success (DVC's first stage)")
+    p = cmd("dvc-record", _dvc_record, "record finished results in dvc.lock and the DVC cache",
+            "What `dvc commit --force` does for every dvc.yaml stage whose outputs all exist: no re-run. "
+            "The Snakefile calls it after a full successful run, so `dvc status` knows what Snakemake built.")
+    p.add_argument("--repo", default=".", metavar="DIR", help="the DVC repository root (default: .)")
     p = cmd("data", _data, "build the benchmark Parquet",
             "Generates (synthetic) or prepares the data.benchmark named in params: one row per QA with "
             "qid, group, question, answer, fact, split and the benchmark's own columns.")
@@ -277,7 +293,9 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(levelname)s %(name)s: %(message)s")
     try:
         from leakk.config import load_params
+        from leakk.lifeline import watch_parent_engine
 
+        watch_parent_engine()
         params = load_params(args.params)
         if args.threads:
             from leakk.modeling import set_threads

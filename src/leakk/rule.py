@@ -20,6 +20,7 @@ on the very samples it trained against.
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -91,8 +92,6 @@ def _link_model(src: Path, dst: Path) -> None:
         try:
             os.link(f, dst / f.name)
         except OSError:
-            import shutil
-
             shutil.copy2(f, dst / f.name)
 
 
@@ -214,17 +213,22 @@ def run_all_rounds(data: pl.DataFrame, params: dict[str, Any], *, name: str, bas
     with the same parameters (same fingerprint) is kept, so an interrupted ``leakk rule``
     resumes at the first unfinished round; a round with another fingerprint, and every
     round after it, is trained again. (DVC removes a stage's outputs before running it,
-    so under ``dvc repro`` every round runs.)"""
+    so ``dvc.yaml`` marks this stage's output ``persist``.) Rounds beyond ``rounds`` are removed."""
     out_root = Path(out_root)
     prev: Path = Path(base_model)
     fingerprint = round_fingerprint(params, name)
+    rounds = params["rule"][name]["rounds"]
     stale = False
-    for r in range(1, params["rule"][name]["rounds"] + 1):
+    for r in range(1, rounds + 1):
         out = out_root / f"round_{r}"
         stale = stale or not _finished(out, fingerprint)
         if stale:
             run_round(data, params, name=name, round_idx=r, prev_dir=prev, out_dir=out)
         prev = out
+    # fewer rounds than last time: the later rounds are no longer part of this run
+    for extra in out_root.glob("round_*"):
+        if extra.name.removeprefix("round_").isdigit() and int(extra.name.removeprefix("round_")) > rounds:
+            shutil.rmtree(extra)
 
 
 def report(round_dirs: list[Path], eval_files: list[Path], out_log: str | os.PathLike,
