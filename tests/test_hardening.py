@@ -192,6 +192,8 @@ def artifacts(tmp_path_factory):
     leak = pl.DataFrame({c: [v] for c, v in zip(CONTRACTS["leak_table"],
                                                  ["ga", "greedy", "fact", 1, 0.5, 0.4, 0.6, 1, 6, 0, 0.1])})
     write_parquet(leak, root / "leak_at_k.parquet", "leak_table")
+    write_parquet(pl.DataFrame({"round": [1], "stopped": [False]}), root / "rule/r/round_1/round.parquet")
+    write_parquet(pl.DataFrame({"round": [0, 1]}), root / "rule_eval/r/round_0.parquet")
     return root
 
 
@@ -212,11 +214,19 @@ def _stage_argv(stage: str, run: Path) -> tuple[list[str], Path]:
                       "--out-dir", str(run / "x")], run / "judgments/full/greedy.parquet"),
         "figures": (["figures", "--leak", str(run / "leak_at_k.parquet"), "--out-dir", str(run / "x")],
                     run / "leak_at_k.parquet"),
+        "rule-round": (["rule-round", "--data", str(data), "--name", "rule_npo", "--round", "1", "--prev",
+                        str(run / "models/ga"), "--out", str(run / "x")], run / "models/ga/model.safetensors"),
+        "rule-eval": (["rule-eval", "--data", str(data), str(run / "models/ga"), "--out-dir", str(run / "x")],
+                      run / "models/ga/model.safetensors"),
+        "rule-report": (["rule-report", "--rounds", str(run / "rule/r/round_1"), "--evals",
+                         str(run / "rule_eval/r/round_0.parquet"), "--out-log", str(run / "x.parquet"),
+                         "--out-figure", str(run / "x.png")], run / "rule/r/round_1/round.parquet"),
     }[stage]
 
 
 @pytest.mark.parametrize("how", ["truncated", "empty"])
-@pytest.mark.parametrize("stage", ["finetune", "unlearn", "sample", "merge", "judge", "estimate", "figures"])
+@pytest.mark.parametrize("stage", ["finetune", "unlearn", "sample", "merge", "judge", "estimate", "figures",
+                                   "rule-round", "rule-eval", "rule-report"])
 def test_stage_boundary_corrupt_input_one_line(tmp_path, capsys, artifacts, stage, how):
     """Each stage fed a truncated or empty upstream artifact fails with one line naming it
     (a model folder for its weights) and how to rebuild it; nothing is written."""
