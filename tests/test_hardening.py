@@ -132,7 +132,7 @@ def test_validate_cli_process_one_line(tmp_path):
     assert proc.returncode == 2 and proc.stdout == ""
     assert proc.stderr.strip().splitlines() == [
         "leakk validate: error: params.yaml: device: 'gpu' is not one of: auto | cpu | cuda | cuda:N | mps "
-        "(required: DVC tracks it) (rule: pattern)"]
+        "(rule: pattern)"]
 
 
 def test_duplicate_key_names_both_lines(tmp_path):
@@ -403,3 +403,10 @@ def test_benchmark_declares_the_columns_it_builds():
 
     frame = build_benchmark("synthetic", MICRO["data"]["synthetic"], 0)
     assert set(BENCHMARKS.get("synthetic").columns) == set(frame.columns)
+
+
+def test_params_option_after_the_command(tmp_path, monkeypatch, capsys):
+    _write(tmp_path / "preset.yaml", GOOD)
+    monkeypatch.chdir(tmp_path)
+    assert main(["validate", "--params", "preset.yaml"]) == 0
+    assert capsys.readouterr().out.strip() == "preset.yaml: ok"

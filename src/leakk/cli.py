@@ -182,6 +182,8 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_, description=f"{help_[0].upper()}{help_[1:]}. {description}".strip(),
                            epilog=EPILOG)
         p.set_defaults(fn=fn)
+        # also accepted after the command (`leakk validate --params configs/x.yaml`)
+        p.add_argument("--params", default=argparse.SUPPRESS, metavar="FILE", help="as the global --params")
         return p
 
     def data_arg(p):
