@@ -87,6 +87,7 @@ BAD = [
     ("headline_decoding", _set("estimate", "headline_decoding", "t0.5_p0.5"), "estimate.headline_decoding"),
     ("unknown_top_level", _set("bogus", 1), "bogus"),
     ("missing_section", _edit(lambda p: p.pop("judge")), "judge"),
+    ("misspelt_section", _text(lambda t: t.replace("\nsample:", "\nsampel:")), "sampel: unknown key (did you mean 'sample'?"),
     ("duplicate_key", _text(lambda t: t.replace("unlearn:\n", "unlearn:\n  npo: {method: ga, steps: 1, lr: 0.1, "
                                                 "batch_size: 1}\n", 1)), "unlearn.npo"),
     ("duplicate_top_level", _text(lambda t: t + "seed: 3\n"), "seed"),
