@@ -415,3 +415,12 @@ def test_params_option_after_the_command(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     assert main(["validate", "--params", "preset.yaml"]) == 0
     assert capsys.readouterr().out.strip() == "preset.yaml: ok"
+
+
+def test_unwritable_output_is_one_line(tmp_path, capsys):
+    """An OS error (here: the output folder is a file) is one line, not a traceback."""
+    params = write_params(tmp_path / "params.yaml", MICRO)
+    (tmp_path / "blocker").write_text("a file, not a folder")
+    assert main(["--params", str(params), "data", "--out", str(tmp_path / "blocker/data.parquet")]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("leakk data: error: ") and "blocker" in err[0], err

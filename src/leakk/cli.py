@@ -289,6 +289,13 @@ def main(argv: list[str] | None = None) -> int:
     except LeakkError as e:
         print(f"leakk {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:  # disk full, no permission, a path that vanished: one line (-v: traceback)
+        if args.verbose:
+            raise
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"leakk {args.command}: error: {where}{e.strerror or e} (rerun with -v for a traceback)",
+              file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print(f"leakk {args.command}: interrupted", file=sys.stderr)
         return 130
