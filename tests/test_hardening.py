@@ -87,6 +87,7 @@ BAD = [
     ("headline_decoding", _set("estimate", "headline_decoding", "t0.5_p0.5"), "estimate.headline_decoding"),
     ("unknown_top_level", _set("bogus", 1), "bogus"),
     ("missing_section", _edit(lambda p: p.pop("judge")), "judge"),
+    ("misspelt_section", _text(lambda t: t.replace("\nsample:", "\nsampel:")), "sampel: unknown key (did you mean 'sample'?"),
     ("duplicate_key", _text(lambda t: t.replace("unlearn:\n", "unlearn:\n  npo: {method: ga, steps: 1, lr: 0.1, "
                                                 "batch_size: 1}\n", 1)), "unlearn.npo"),
     ("duplicate_top_level", _text(lambda t: t + "seed: 3\n"), "seed"),
@@ -132,7 +133,7 @@ def test_validate_cli_process_one_line(tmp_path):
     assert proc.returncode == 2 and proc.stdout == ""
     assert proc.stderr.strip().splitlines() == [
         "leakk validate: error: params.yaml: device: 'gpu' is not one of: auto | cpu | cuda | cuda:N | mps "
-        "(required: DVC tracks it) (rule: pattern)"]
+        "(rule: pattern)"]
 
 
 def test_duplicate_key_names_both_lines(tmp_path):
@@ -192,6 +193,8 @@ def artifacts(tmp_path_factory):
     leak = pl.DataFrame({c: [v] for c, v in zip(CONTRACTS["leak_table"],
                                                  ["ga", "greedy", "fact", 1, 0.5, 0.4, 0.6, 1, 6, 0, 0.1])})
     write_parquet(leak, root / "leak_at_k.parquet", "leak_table")
+    write_parquet(pl.DataFrame({"round": [1], "stopped": [False]}), root / "rule/r/round_1/round.parquet")
+    write_parquet(pl.DataFrame({"round": [0, 1]}), root / "rule_eval/r/round_0.parquet")
     return root
 
 
@@ -212,11 +215,19 @@ def _stage_argv(stage: str, run: Path) -> tuple[list[str], Path]:
                       "--out-dir", str(run / "x")], run / "judgments/full/greedy.parquet"),
         "figures": (["figures", "--leak", str(run / "leak_at_k.parquet"), "--out-dir", str(run / "x")],
                     run / "leak_at_k.parquet"),
+        "rule-round": (["rule-round", "--data", str(data), "--name", "rule_npo", "--round", "1", "--prev",
+                        str(run / "models/ga"), "--out", str(run / "x")], run / "models/ga/model.safetensors"),
+        "rule-eval": (["rule-eval", "--data", str(data), str(run / "models/ga"), "--out-dir", str(run / "x")],
+                      run / "models/ga/model.safetensors"),
+        "rule-report": (["rule-report", "--rounds", str(run / "rule/r/round_1"), "--evals",
+                         str(run / "rule_eval/r/round_0.parquet"), "--out-log", str(run / "x.parquet"),
+                         "--out-figure", str(run / "x.png")], run / "rule/r/round_1/round.parquet"),
     }[stage]
 
 
 @pytest.mark.parametrize("how", ["truncated", "empty"])
-@pytest.mark.parametrize("stage", ["finetune", "unlearn", "sample", "merge", "judge", "estimate", "figures"])
+@pytest.mark.parametrize("stage", ["finetune", "unlearn", "sample", "merge", "judge", "estimate", "figures",
+                                   "rule-round", "rule-eval", "rule-report"])
 def test_stage_boundary_corrupt_input_one_line(tmp_path, capsys, artifacts, stage, how):
     """Each stage fed a truncated or empty upstream artifact fails with one line naming it
     (a model folder for its weights) and how to rebuild it; nothing is written."""
@@ -384,8 +395,12 @@ def test_every_judge_declares_a_closed_params_schema_matching_its_constructor():
         cls = JUDGES.get(name)
         schema = cls.params_schema
         assert schema["type"] == "object" and schema["additionalProperties"] is False, name
-        kwargs = {p for p in inspect.signature(cls.__init__).parameters if p != "self"}
-        assert set(schema.get("properties", {})) == kwargs, name
+        params = [p for p in inspect.signature(cls.__init__).parameters.values() if p.name != "self"]
+        named = {p.name for p in params if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}
+        required = {p.name for p in params if p.default is p.empty and p.name in named}
+        props = set(schema.get("properties", {}))
+        assert props <= named or any(p.kind is p.VAR_KEYWORD for p in params), (name, props - named)
+        assert required <= props, (name, required - props)  # a value the params file must be able to give
 
 
 def test_benchmark_declares_the_columns_it_builds():
@@ -393,3 +408,19 @@ def test_benchmark_declares_the_columns_it_builds():
 
     frame = build_benchmark("synthetic", MICRO["data"]["synthetic"], 0)
     assert set(BENCHMARKS.get("synthetic").columns) == set(frame.columns)
+
+
+def test_params_option_after_the_command(tmp_path, monkeypatch, capsys):
+    _write(tmp_path / "preset.yaml", GOOD)
+    monkeypatch.chdir(tmp_path)
+    assert main(["validate", "--params", "preset.yaml"]) == 0
+    assert capsys.readouterr().out.strip() == "preset.yaml: ok"
+
+
+def test_unwritable_output_is_one_line(tmp_path, capsys):
+    """An OS error (here: the output folder is a file) is one line, not a traceback."""
+    params = write_params(tmp_path / "params.yaml", MICRO)
+    (tmp_path / "blocker").write_text("a file, not a folder")
+    assert main(["--params", str(params), "data", "--out", str(tmp_path / "blocker/data.parquet")]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("leakk data: error: ") and "blocker" in err[0], err

@@ -47,3 +47,20 @@ def test_folder_artifact_files_get_usual_permissions(tmp_path):
     umask = os.umask(0)
     os.umask(umask)
     assert (target / "weights").stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+def test_contract_entry_may_be_a_tuple_of_columns(tmp_path, monkeypatch):
+    from leakk import io
+
+    monkeypatch.setitem(io.CONTRACTS, "extra", ("a", "b"))
+    write_parquet(pl.DataFrame({"a": [1], "b": ["x"]}), tmp_path / "e.parquet", "extra")
+    with pytest.raises(ArtifactError, match=r"missing required columns \['b'\]"):
+        write_parquet(pl.DataFrame({"a": [1]}), tmp_path / "f.parquet", "extra")
+
+
+def test_contract_checks_dtype_families(tmp_path):
+    ok = pl.DataFrame({"qid": ["q"], "sample_idx": pl.Series([0], dtype=pl.Int32), "judge": ["f"],
+                       "score": pl.Series([1.0], dtype=pl.Float32), "leaked": [None]})
+    write_parquet(ok, tmp_path / "j.parquet", "judgments")  # Int32/Float32/Null are fine
+    with pytest.raises(ArtifactError, match="score is String"):
+        write_parquet(ok.with_columns(score=pl.lit("high")), tmp_path / "k.parquet", "judgments")

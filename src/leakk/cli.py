@@ -193,6 +193,8 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_, description=f"{help_[0].upper()}{help_[1:]}. {description}".strip(),
                            epilog=EPILOG)
         p.set_defaults(fn=fn)
+        # also accepted after the command (`leakk validate --params configs/x.yaml`)
+        p.add_argument("--params", default=argparse.SUPPRESS, metavar="FILE", help="as the global --params")
         return p
 
     def data_arg(p):
@@ -305,6 +307,13 @@ def main(argv: list[str] | None = None) -> int:
     except LeakkError as e:
         print(f"leakk {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:  # disk full, no permission, a path that vanished: one line (-v: traceback)
+        if args.verbose:
+            raise
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"leakk {args.command}: error: {where}{e.strerror or e} (rerun with -v for a traceback)",
+              file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print(f"leakk {args.command}: interrupted", file=sys.stderr)
         return 130

@@ -55,12 +55,20 @@ def _error_line(e: jsonschema.ValidationError, prefix: tuple = ()) -> tuple[str,
         allowed = set(e.schema.get("properties", {}))
         extra = sorted(k for k in e.instance if k not in allowed)
         if extra and allowed:
-            return _key([*path, extra[0]]), f"unknown key (allowed: {sorted(allowed)})"
+            return _key([*path, extra[0]]), _unknown_key(extra[0], allowed)
         if extra:
             return _key([*path, extra[0]]), "unknown key (this section takes no keys)"
     if e.validator == "pattern" and isinstance(e.schema, dict) and e.schema.get("description"):
         return _key(path), f"{e.instance!r} is not one of: {e.schema['description']}"
     return _key(path), e.message
+
+
+def _unknown_key(key: Any, allowed: set[str]) -> str:
+    import difflib
+
+    close = difflib.get_close_matches(str(key), sorted(allowed), n=1)
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    return f"unknown key ({hint}allowed: {sorted(allowed)})"
 
 
 def _schema_errors(instance: Any, schema_: dict[str, Any], src: str, prefix: tuple = (),
@@ -80,6 +88,10 @@ def validate_params(params: dict[str, Any], source: str = "params.yaml") -> dict
         raise ParamsError(f"{source}: not a mapping of params keys (got {type(params).__name__}; "
                           "rule: a YAML mapping like params.yaml)")
     missing = [k for k in schema()["required"] if k not in params]
+    unknown = [k for k in params if k not in schema()["properties"]]
+    if missing and unknown:  # most likely a misspelt section name
+        raise ParamsError(f"{source}: {unknown[0]}: {_unknown_key(unknown[0], set(schema()['properties']))} "
+                          "(rule: additionalProperties)")
     if missing:
         raise ParamsError(
             f"{source}: missing top-level keys {missing}: a params file (a preset too) must be "

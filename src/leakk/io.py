@@ -22,7 +22,7 @@ from leakk.errors import ArtifactError
 #: the dtype each must have where the pipeline builds it (``None``: any dtype); extra
 #: columns are allowed. Frames are built from these (:func:`contract_schema`) and checked
 #: against them on every write and read (:func:`check_contract`).
-CONTRACTS: dict[str, dict[str, Any]] = {
+CONTRACTS: dict[str, dict[str, Any] | tuple[str, ...]] = {
     "data": {"qid": None, "group": None, "question": pl.String, "answer": pl.String,
              "fact": None, "split": pl.String},
     "samples": {
@@ -50,10 +50,17 @@ PRODUCERS: dict[str, str] = {
 }
 
 
+def _spec(kind: str) -> dict[str, Any]:
+    """``{column: dtype or None}`` of ``kind``; an entry may also be a plain tuple of column
+    names (no dtypes checked)."""
+    spec = CONTRACTS[kind]
+    return dict(spec) if isinstance(spec, dict) else dict.fromkeys(spec)
+
+
 def contract_schema(kind: str, columns: Iterable[str] | None = None) -> dict[str, Any]:
     """``{column: dtype}`` of the ``kind`` contract (only ``columns``, if given), for building
     empty or row-wise frames that are on contract by construction."""
-    spec = CONTRACTS[kind]
+    spec = _spec(kind)
     return {c: spec[c] for c in (columns if columns is not None else spec)}
 
 
@@ -86,7 +93,7 @@ def require_columns(df: pl.DataFrame, columns: Iterable[str], what: str, hint: s
 def check_contract(df: pl.DataFrame, kind: str, where: str | os.PathLike = "") -> None:
     """Raise ArtifactError naming the missing (or mistyped) columns if ``df`` breaks the
     ``kind`` contract."""
-    spec = CONTRACTS[kind]
+    spec = _spec(kind)
     require_columns(df, spec, f"{where or kind}: {kind}", _rebuild_hint(kind) if where else "")
     wrong = [f"{c} is {df.schema[c]}, not {dtype}" for c, dtype in spec.items()
              if dtype is not None and df.schema[c] != dtype and not _compatible(df.schema[c], dtype)]
