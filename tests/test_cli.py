@@ -44,7 +44,9 @@ def run(tmp_path_factory):
         for model, folder in dirs.items():
             leakk("sample", "--data", data, "--model", model, "--model-dir", folder, "--decoding", "all",
                   "--out", f"results/samples/{model}")
-            leakk("judge", "--data", data, "--samples", f"results/samples/{model}", "--out", f"results/judgments/{model}")
+            for judge in MICRO["judge"]:
+                leakk("judge", "--data", data, "--samples", f"results/samples/{model}", "--judge", judge,
+                      "--out", f"results/judgments/{model}/{judge}")
         leakk("estimate", "--data", data, "--judgments", "results/judgments", "--out-dir", "results")
         leakk("figures", "--leak", "results/leak_at_k.parquet", "--out-dir", "results/figures")
     finally:
@@ -74,9 +76,10 @@ def test_samples_contract_and_sizes(run):
 
 
 def test_judgments_contract(run):
-    j = read_parquet(run / "judgments/full/t1.0_p1.0.parquet", "judgments")
-    assert set(j["judge"]) == {"fact", "rougeL"}
-    assert j.height == 2 * read_parquet(run / "samples/full/t1.0_p1.0.parquet").height
+    for judge in ("fact", "rougeL"):  # one file per judge: results/judgments/<model>/<judge>/<decoding>.parquet
+        j = read_parquet(run / f"judgments/full/{judge}/t1.0_p1.0.parquet", "judgments")
+        assert set(j["judge"]) == {judge}
+        assert j.height == read_parquet(run / "samples/full/t1.0_p1.0.parquet").height
 
 
 def test_leak_table(run):

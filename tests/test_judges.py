@@ -231,7 +231,7 @@ class _Boom(Judge):
     def __init__(self, fail_on: str = "") -> None:
         self.fail_on = fail_on
 
-    def score_batch(self, completions, references, facts):
+    def score_batch(self, completions, references, facts, questions=None):
         if not self.fail_on or self.fail_on in completions:
             raise RuntimeError("endpoint down; api_key=sk-SECRETSECRET123")
         n = len(completions)
@@ -272,7 +272,7 @@ def test_partially_failing_judge_only_nulls_its_batch(boom):
 
 def test_judge_returning_garbage_is_failure():
     class Garbage(Judge):
-        def score_batch(self, completions, references, facts):
+        def score_batch(self, completions, references, facts, questions=None):
             return np.zeros(len(completions) - 1), [False] * (len(completions) - 1)
 
     samples, data = _frames()

@@ -92,11 +92,16 @@ def _judge(args, params):
 
     data = _read_data(args.data)
     src = Path(args.samples)
-    if src.is_dir():
-        for path in sorted(src.glob("*.parquet")):
-            judge_file(path, data, params, Path(args.out) / path.name)
+    if src.is_dir():  # <model>/ of samples → <out>/<decoding>.parquet (the judge's folder)
+        paths = sorted(src.glob("*.parquet"))
+        if not paths:
+            from leakk.errors import ArtifactError
+
+            raise ArtifactError(f"{src}: no samples Parquet files")
+        for path in paths:
+            judge_file(path, data, params, args.judge, Path(args.out) / path.name)
     else:
-        judge_file(src, data, params, args.out)
+        judge_file(src, data, params, args.judge, args.out)
 
 
 def _estimate(args, params):
@@ -191,13 +196,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = cmd("merge", _merge, "merge sample shards into one Parquet")
     p.add_argument("shards_in", nargs="+")
     p.add_argument("--out", required=True)
-    p = cmd("judge", _judge, "judge samples (a file, or a folder of files) with every configured judge")
+    p = cmd("judge", _judge, "judge samples (a file, or a folder of files) with one configured judge")
     p.add_argument("--data", required=True)
-    p.add_argument("--samples", required=True)
-    p.add_argument("--out", required=True)
+    p.add_argument("--samples", required=True, help="a samples Parquet, or a folder of them")
+    p.add_argument("--judge", required=True, help="the judge's label in params.yaml (judge.<label>)")
+    p.add_argument("--out", required=True,
+                   help="a Parquet file, or (with a samples folder) a folder for <decoding>.parquet")
     p = cmd("estimate", _estimate, "leak@k table with CIs, utility table and summary")
     p.add_argument("--data", required=True)
-    p.add_argument("--judgments", required=True, help="folder of <model>/<decoding>.parquet judgments")
+    p.add_argument("--judgments", required=True, help="the judgments folder (<model>/<judge>/<decoding>.parquet)")
     p.add_argument("--out-dir", required=True)
     p = cmd("figures", _figures, "leak@k and greedy-vs-sampled figures")
     p.add_argument("--leak", required=True)
