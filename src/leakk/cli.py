@@ -110,6 +110,13 @@ def _estimate(args, params):
     print(estimate(args.judgments, _read_data(args.data), params, args.out_dir))
 
 
+def _calibrate(args, params):
+    from leakk.calibrate import write_calibration
+
+    table = write_calibration(args.judgments, _read_data(args.data), params, args.out_dir, args.figure)
+    print(f"calibration: {table.height} rows (judge × model × decoding) against fact")
+
+
 def _figures(args, params):
     from leakk.stages import figures
 
@@ -206,6 +213,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True)
     p.add_argument("--judgments", required=True, help="the judgments folder (<model>/<judge>/<decoding>.parquet)")
     p.add_argument("--out-dir", required=True)
+    p = cmd("calibrate", _calibrate, "every judge's precision/recall/F1 and leak@k against fact (ground truth)")
+    p.add_argument("--data", required=True)
+    p.add_argument("--judgments", required=True, help="the judgments folder")
+    p.add_argument("--out-dir", required=True, help="writes calibration.parquet and calibration.csv here")
+    p.add_argument("--figure", required=True, help="the calibration figure (PNG)")
     p = cmd("figures", _figures, "leak@k and greedy-vs-sampled figures")
     p.add_argument("--leak", required=True)
     p.add_argument("--judge", help="only this judge's figures (default: every configured judge)")

@@ -29,6 +29,11 @@ CONTRACTS: dict[str, tuple[str, ...]] = {
         "model", "decoding", "judge", "k", "leak_at_k", "ci_low", "ci_high", "n",
         "questions", "missing", "excess_over_retrain",
     ),
+    # judge vs fact (ground truth) per (judge, model, decoding): leakk.calibrate
+    "calibration": (
+        "judge", "model", "decoding", "items", "tp", "fp", "fn", "tn", "precision", "recall", "f1",
+        "false_positive_rate", "k", "leak_at_k", "leak_at_k_fact",
+    ),
 }
 
 
