@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import logging
 import re
 from collections.abc import Mapping
@@ -100,6 +101,16 @@ def _check_result(result: Any, n: int) -> tuple[np.ndarray, np.ndarray]:
     return scores, leaked
 
 
+def _takes_questions(judge: Judge) -> bool:
+    """Whether ``judge.score_batch`` accepts the questions (judges written before the
+    interface gained them take ``(completions, references, facts)`` only)."""
+    try:
+        params = list(inspect.signature(judge.score_batch).parameters.values())
+    except (TypeError, ValueError):  # pragma: no cover - builtins
+        return True
+    return len(params) >= 4 or any(p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) for p in params)
+
+
 def _run_judge(
     label: str,
     judge: Judge,
@@ -115,17 +126,17 @@ def _run_judge(
     # Null completions (a generation that produced no record) cannot be judged.
     todo = [i for i, t in enumerate(texts) if t is not None]
     bs = judge.batch_size or max(len(todo), 1)
+    with_questions = _takes_questions(judge)
     failed = 0
     with tqdm(total=len(todo), desc=f"judge {label}", unit="pair",
               disable=True if progress is False else None, leave=False) as bar:
         for start in range(0, len(todo), bs):
             idx = todo[start:start + bs]
             try:
-                s, lk = _check_result(
-                    judge.score_batch([texts[i] for i in idx], [refs[i] for i in idx],
-                                      [facts[i] for i in idx], [questions[i] for i in idx]),
-                    len(idx),
-                )
+                args = [[texts[i] for i in idx], [refs[i] for i in idx], [facts[i] for i in idx]]
+                if with_questions:
+                    args.append([questions[i] for i in idx])
+                s, lk = _check_result(judge.score_batch(*args), len(idx))
             except Exception as exc:  # a failed batch is recorded as "unknown", never False
                 failed += len(idx)
                 log.warning(
