@@ -1,6 +1,14 @@
 # One job per (model, decoding, judge): a job's params are only its own judge's entry, so
 # editing one judge (a ROUGE threshold) re-runs that judge's files and what reads them,
 # never another judge (e.g. a paid LLM judge).
+def judge_gpus(wildcards):
+    """1 for judges that run a model on the device (nli, embedding), else 0."""
+    from leakk.judges import JUDGES
+
+    entry = P["judge"][wildcards.judge] or {}
+    return int(JUDGES[entry.get("type", wildcards.judge)].uses_device)
+
+
 rule judge:
     input:
         data="results/data/benchmark.parquet",
@@ -9,6 +17,8 @@ rule judge:
         "results/judgments/{model}/{judge}/{decoding}.parquet",
     params:
         judge=lambda w: P["judge"][w.judge],
+    resources:
+        gpu=judge_gpus,
     benchmark:
         "results/benchmarks/judge/{model}_{judge}_{decoding}.tsv"
     log:

@@ -301,3 +301,26 @@ def test_params_schemas_match_constructors():
         assert schema["type"] == "object" and schema["additionalProperties"] is False
         kw = set(inspect.signature(cls.__init__).parameters) - {"self"}
         assert set(schema["properties"]) == kw, name
+
+
+def test_params_schemas_accept_defaults_and_refuse_a_key_in_params(monkeypatch):
+    import jsonschema
+
+    from leakk.judges import JUDGES
+    from leakk.judges.base import STAGE_KEYS
+
+    monkeypatch.setenv("LEAKK_TEST_KEY", "sk-should-never-be-echoed-123")
+    for name, entry in (("nli", {"rouge_gate": 0.1, "revision": None, "device": "cuda:0"}),
+                        ("embedding", {"threshold": 0.7, "batch_size": 8}),
+                        ("llm", {"model": "m", "base_url": "http://localhost:8000/v1", "api_key_env": "K"})):
+        schema = JUDGES[name].params_schema
+        jsonschema.validate(entry, schema)
+        with_stage = dict(schema, properties={**schema["properties"], **STAGE_KEYS})
+        jsonschema.validate({**entry, "type": name, "max_missing": 0.1}, with_stage)
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate({"model": "m", "api_key": "sk-x"}, JUDGES["llm"].params_schema)
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate({}, JUDGES["llm"].params_schema)  # model is required
+    with pytest.raises(ParamsError) as exc:
+        make_judge("llm", model="m", api_key="sk-should-never-be-echoed-123")
+    assert "sk-should" not in str(exc.value)

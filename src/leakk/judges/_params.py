@@ -32,6 +32,7 @@ def check_int(judge: str, key: str, value: Any, lo: int = 1, hi: int | None = No
 
 
 def check_number(judge: str, key: str, value: Any, lo: float, hi: float) -> float:
+    # (NaN fails the range test)
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not lo <= value <= hi:
         raise ParamsError(f"judge {judge!r}: {key} must be a number in [{lo}, {hi}], got {value!r}")
     return float(value)

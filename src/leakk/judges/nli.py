@@ -22,10 +22,11 @@ from leakk.judges._params import (
     REVISION_SCHEMA,
     check_device,
     check_int,
+    check_number,
     check_str,
     is_blank,
 )
-from leakk.judges.base import Judge, check_threshold, register_judge
+from leakk.judges.base import Judge, register_judge
 from leakk.judges.rouge import rouge_l_recall
 
 __all__ = ["NLIJudge", "DEFAULT_NLI_MODEL", "entailment_index"]
@@ -69,7 +70,7 @@ class NLIJudge(Judge):
                  batch_size: int = 32, max_length: int = 512, device: str = "auto") -> None:
         self.model_id = check_str("nli", "model", model)
         self.revision = check_str("nli", "revision", revision, nullable=True)
-        self.rouge_gate = check_threshold("nli", rouge_gate)
+        self.rouge_gate = check_number("nli", "rouge_gate", rouge_gate, 0.0, 1.0)
         self.model_batch = check_int("nli", "batch_size", batch_size)
         self.max_length = check_int("nli", "max_length", max_length, lo=8)
         self.device_name = check_device("nli", device)
