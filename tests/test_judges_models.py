@@ -324,3 +324,18 @@ def test_params_schemas_accept_defaults_and_refuse_a_key_in_params(monkeypatch):
     with pytest.raises(ParamsError) as exc:
         make_judge("llm", model="m", api_key="sk-should-never-be-echoed-123")
     assert "sk-should" not in str(exc.value)
+
+
+@pytest.mark.gpu
+def test_model_judges_on_cuda_match_cpu(nli_models, st_model):
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA device")
+    comps, refs, facts = pairs()
+    makers = (lambda d: make_judge("nli", model=nli_models["random"], rouge_gate=0.0, device=d),
+              lambda d: make_judge("embedding", model=st_model, threshold=0.5, device=d))
+    for make in makers:
+        s_cpu, l_cpu = make("cpu").score_batch(comps, refs, facts)
+        s_gpu, l_gpu = make("cuda").score_batch(comps, refs, facts)
+        # TF32/cuBLAS kernels differ from CPU fp32 in the last bits: scores agree to 1e-3
+        np.testing.assert_allclose(s_cpu, s_gpu, rtol=0, atol=1e-3)
+        assert list(l_cpu) == list(l_gpu)
