@@ -44,9 +44,7 @@ def run(tmp_path_factory):
         for model, folder in dirs.items():
             leakk("sample", "--data", data, "--model", model, "--model-dir", folder, "--decoding", "all",
                   "--out", f"results/samples/{model}")
-            for judge in MICRO["judge"]:
-                leakk("judge", "--data", data, "--samples", f"results/samples/{model}", "--judge", judge,
-                      "--out", f"results/judgments/{model}/{judge}")
+            leakk("judge", "--data", data, "--samples", f"results/samples/{model}", "--out", f"results/judgments/{model}")
         leakk("estimate", "--data", data, "--judgments", "results/judgments", "--out-dir", "results")
         leakk("figures", "--leak", "results/leak_at_k.parquet", "--out-dir", "results/figures")
     finally:

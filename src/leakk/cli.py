@@ -88,20 +88,25 @@ def _merge(args, params):
 
 
 def _judge(args, params):
+    from leakk.errors import ArtifactError, ParamsError
     from leakk.stages import judge_file
 
     data = _read_data(args.data)
     src = Path(args.samples)
-    if src.is_dir():  # <model>/ of samples → <out>/<decoding>.parquet (the judge's folder)
-        paths = sorted(src.glob("*.parquet"))
-        if not paths:
-            from leakk.errors import ArtifactError
-
-            raise ArtifactError(f"{src}: no samples Parquet files")
-        for path in paths:
-            judge_file(path, data, params, args.judge, Path(args.out) / path.name)
-    else:
+    if not src.is_dir():
+        if args.judge is None:
+            raise ParamsError("--judge is required with a samples file (one file per judge)")
         judge_file(src, data, params, args.judge, args.out)
+        return
+    paths = sorted(src.glob("*.parquet"))
+    if not paths:
+        raise ArtifactError(f"{src}: no samples Parquet files")
+    # a folder of <decoding>.parquet: --judge L writes <out>/<decoding>.parquet (that judge's
+    # folder); without --judge, every configured judge writes <out>/<judge>/<decoding>.parquet
+    for label in [args.judge] if args.judge else list(params["judge"]):
+        out = Path(args.out) if args.judge else Path(args.out) / label
+        for path in paths:
+            judge_file(path, data, params, label, out / path.name)
 
 
 def _estimate(args, params):
@@ -203,10 +208,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = cmd("merge", _merge, "merge sample shards into one Parquet")
     p.add_argument("shards_in", nargs="+")
     p.add_argument("--out", required=True)
-    p = cmd("judge", _judge, "judge samples (a file, or a folder of files) with one configured judge")
+    p = cmd("judge", _judge, "judge samples (a file, or a folder of files): one file per judge")
     p.add_argument("--data", required=True)
     p.add_argument("--samples", required=True, help="a samples Parquet, or a folder of them")
-    p.add_argument("--judge", required=True, help="the judge's label in params.yaml (judge.<label>)")
+    p.add_argument("--judge", help="the judge's label in params.yaml (judge.<label>); without it (samples "
+                                   "folder only) every configured judge, into <out>/<judge>/")
     p.add_argument("--out", required=True,
                    help="a Parquet file, or (with a samples folder) a folder for <decoding>.parquet")
     p = cmd("estimate", _estimate, "leak@k table with CIs, utility table and summary")
