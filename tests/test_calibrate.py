@@ -99,3 +99,32 @@ def test_write_calibration_stage(tmp_path):
     empty = write_calibration(tmp_path / "j", data.with_columns(fact=pl.lit(None, pl.String)), params,
                               tmp_path / "nofact", tmp_path / "nofact.png")
     assert empty.is_empty() and (tmp_path / "nofact/calibration.parquet").is_file()
+
+
+def test_collect_judgments_reads_whichever_judges_exist(tmp_path, caplog):
+    from leakk.errors import ArtifactError
+    from leakk.io import write_parquet
+    from leakk.stages import collect_judgments, judgment_path
+
+    frame = make_frame()
+    data = pl.DataFrame({"qid": [f"q{i}" for i in range(5)] + [f"r{i}" for i in range(5)],
+                         "group": [f"g{i % 2}" for i in range(10)], "question": "?", "answer": "a", "fact": "f",
+                         "split": ["forget"] * 5 + ["retain"] * 5})
+    params = {"sample": {"decodings": [{"temperature": 1.0, "top_p": 1.0}]}, "unlearn": {}, "rule": {},
+              "judge": {"fact": {}, "rougeL": {}, "llm": {"model": "m"}}}
+    with pytest.raises(ArtifactError, match="no judgments"):
+        collect_judgments(tmp_path, data, params)
+    for (model, judge), part in frame.group_by(["model", "judge"]):
+        write_parquet(part.drop("model", "decoding"), judgment_path(tmp_path, model, "t1.0_p1.0", judge), "judgments")
+    with caplog.at_level("WARNING"):
+        got = collect_judgments(tmp_path, data, params)
+    assert "absent" in caplog.text  # llm (and greedy) files were never written
+    assert got.height == frame.height and set(got["judge"]) == {"fact", "rougeL"}
+    assert {"model", "decoding", "judge", "qid", "sample_idx", "score", "leaked", "split", "group"} <= set(got.columns)
+    key = ["model", "decoding", "judge", "qid", "sample_idx"]
+    assert got.select(*key, "leaked").sort(key).equals(frame.select(*key, "leaked").sort(key))
+    # a file holding another judge's rows is refused, not silently relabelled
+    write_parquet(frame.filter(pl.col("judge") == "fact").drop("model", "decoding"),
+                  judgment_path(tmp_path, "full", "t1.0_p1.0", "llm"), "judgments")
+    with pytest.raises(ArtifactError, match="holds judge"):
+        collect_judgments(tmp_path, data, params)
