@@ -33,6 +33,7 @@ include: "rules/rule.smk"
 include: "rules/sample.smk"
 include: "rules/judge.smk"
 include: "rules/estimate.smk"
+include: "rules/calibrate.smk"
 include: "rules/figures.smk"
 
 
@@ -44,6 +45,7 @@ rule all:
         "results/utility.csv",
         "results/summary.md",
         figure_files(),
+        calibration_files(),
         expand("results/rule_eval/{name}/rounds.parquet", name=RULES),
         expand("results/figures/{name}_rounds.png", name=RULES),
 

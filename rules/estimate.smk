@@ -1,7 +1,8 @@
 rule estimate:
     input:
         data="results/data/benchmark.parquet",
-        judgments=expand("results/judgments/{model}/{decoding}.parquet", model=MODELS, decoding=DECODINGS),
+        judgments=expand("results/judgments/{model}/{judge}/{decoding}.parquet", model=MODELS, judge=JUDGES,
+                         decoding=DECODINGS),
     output:
         table="results/leak_at_k.parquet",
         csv="results/leak_at_k.csv",

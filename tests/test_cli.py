@@ -74,9 +74,10 @@ def test_samples_contract_and_sizes(run):
 
 
 def test_judgments_contract(run):
-    j = read_parquet(run / "judgments/full/t1.0_p1.0.parquet", "judgments")
-    assert set(j["judge"]) == {"fact", "rougeL"}
-    assert j.height == 2 * read_parquet(run / "samples/full/t1.0_p1.0.parquet").height
+    for judge in ("fact", "rougeL"):  # one file per judge: results/judgments/<model>/<judge>/<decoding>.parquet
+        j = read_parquet(run / f"judgments/full/{judge}/t1.0_p1.0.parquet", "judgments")
+        assert set(j["judge"]) == {judge}
+        assert j.height == read_parquet(run / "samples/full/t1.0_p1.0.parquet").height
 
 
 def test_leak_table(run):

@@ -231,7 +231,7 @@ class _Boom(Judge):
     def __init__(self, fail_on: str = "") -> None:
         self.fail_on = fail_on
 
-    def score_batch(self, completions, references, facts):
+    def score_batch(self, completions, references, facts, questions=None):
         if not self.fail_on or self.fail_on in completions:
             raise RuntimeError("endpoint down; api_key=sk-SECRETSECRET123")
         n = len(completions)
@@ -272,7 +272,7 @@ def test_partially_failing_judge_only_nulls_its_batch(boom):
 
 def test_judge_returning_garbage_is_failure():
     class Garbage(Judge):
-        def score_batch(self, completions, references, facts):
+        def score_batch(self, completions, references, facts):  # the pre-question interface
             return np.zeros(len(completions) - 1), [False] * (len(completions) - 1)
 
     samples, data = _frames()
@@ -302,3 +302,38 @@ def test_empty_samples():
     out = judge_samples(samples.head(0), data, {"rougeL": {}, "fact": {}}, progress=False)
     assert out.height == 0
     assert out.schema["score"] == pl.Float64 and out.schema["leaked"] == pl.Boolean
+
+
+def test_judges_get_the_question():
+    seen = []
+
+    class Spy(Judge):
+        def score_batch(self, completions, references, facts, questions=None):
+            seen.extend(zip(completions, questions))
+            return np.zeros(len(completions)), np.array([False] * len(completions), dtype=object)
+
+    samples, data = _frames()
+    data = data.with_columns(question=pl.format("question {}?", pl.col("qid")))
+    judge_samples(samples.head(40), data, {"spy": Spy()}, progress=False)
+    assert seen and all(q == f"question {qid}?" for (_, q), qid in
+                        zip(seen, samples.head(40).unique(["qid", "text"], maintain_order=True)["qid"]))
+
+
+def test_max_missing(boom):
+    from leakk.judges.run import JudgeFailedError, check_missing, judge_spec
+
+    samples, data = _frames()
+    out = judge_samples(samples, data, {"_boom_test": {"fail_on": "I do not know."}}, progress=False)
+    frac = out["leaked"].null_count() / out.height
+    assert 0 < frac < 1
+    check_missing(out, "x", frac)
+    with pytest.raises(JudgeFailedError, match="max_missing") as exc:
+        check_missing(out, "x", frac - 1e-9)
+    assert "\n" not in str(exc.value)
+    assert judge_spec("r", {"type": "rougeL", "threshold": 0.2, "max_missing": 0.3}) == ("rougeL", {"threshold": 0.2}, 0.3)
+    assert judge_spec("fact", None) == ("fact", {}, 0.05)
+    for bad in (-0.1, 1.5, "x", True):
+        with pytest.raises(ParamsError):
+            judge_spec("r", {"max_missing": bad})
+    # the stage keys never reach the constructor
+    assert judge_samples(samples, data, {"rougeL": {"max_missing": 0.0}}, progress=False).height == samples.height

@@ -18,7 +18,24 @@ from conftest import MICRO, ROOT, write_params
 
 BIN = str(Path(sys.executable).parent)
 ENV = {**os.environ, "PATH": BIN + os.pathsep + os.environ.get("PATH", ""), "TQDM_DISABLE": "1"}
-DOWNSTREAM_OF_SAMPLING = {"sample", "judge", "estimate", "figures", "rule_eval", "rule_report", "all"}
+DOWNSTREAM_OF_SAMPLING = {"sample", "judge", "estimate", "calibrate", "figures", "rule_eval", "rule_report", "all"}
+
+
+def planned_judge_jobs(proc: subprocess.CompletedProcess) -> set[tuple[str, str, str]]:
+    """(model, judge, decoding) of every judge job in a dry run."""
+    return set(re.findall(r"output: results/judgments/([\w.]+)/([\w.]+)/([\w.]+)\.parquet", proc.stdout))
+
+
+def assert_only_rougel_rejudged(plan: subprocess.CompletedProcess) -> None:
+    """After a rougeL threshold edit: every rougeL judge job, and no other judge's — except
+    for rule_npo, whose RULE rounds judge with rougeL, so its model and samples change."""
+    jobs = planned_judge_jobs(plan)
+    assert {j for _, j, _ in jobs} == {"rougeL", "fact"}, plan.stdout
+    assert {(m, d) for m, j, d in jobs if j == "rougeL"} == {(m, d) for m in ("full", "retrain", "ga", "npo", "rule_npo")
+                                                            for d in ("greedy", "t1.0_p1.0")}
+    assert {m for m, j, _ in jobs if j != "rougeL"} == {"rule_npo"}, plan.stdout
+    assert planned_rules(plan) <= {"judge", "estimate", "calibrate", "figures", "all",
+                                   "rule_round", "rule_eval", "rule_report", "sample"}, plan.stdout
 
 
 def snakemake(workdir: Path, *args: str) -> subprocess.CompletedProcess:
@@ -58,6 +75,14 @@ def test_snakemake_micro_dag(tmp_path):
     rules = planned_rules(plan)
     assert "sample" in rules and rules <= DOWNSTREAM_OF_SAMPLING, plan.stdout
 
+    # one file per judge: a rougeL threshold edit re-runs rougeL's judge jobs only
+    write_params(tmp_path / "params.yaml", dict(MICRO, judge=dict(MICRO["judge"], rougeL={"threshold": 0.4})))
+    plan = snakemake(tmp_path, "-n")
+    assert plan.returncode == 0, plan.stderr[-2000:]
+    assert_only_rougel_rejudged(plan)
+    assert "calibrate" in planned_rules(plan)
+    assert (results / "calibration.parquet").is_file() and (results / "figures/calibration.png").is_file()
+
 
 @pytest.mark.slow
 def test_dvc_repro_micro(tmp_path):
@@ -78,10 +103,22 @@ def test_dvc_repro_micro(tmp_path):
     rerun = run(f"{BIN}/dvc", "repro")
     assert rerun.returncode == 0, rerun.stdout[-3000:]
     stages = set(re.findall(r"Running stage '([\w@.-]+)'", rerun.stdout))
-    assert stages and all(s.split("@")[0] in {"sample_base", "sample_unlearn", "sample_rule", "judge",
-                                              "judge_unlearn", "judge_rule", "estimate", "figures", "rule_eval"}
+    assert stages and all(s.split("@")[0] in {"validate", "sample_base", "sample_unlearn", "sample_rule", "judge",
+                                              "judge_unlearn", "judge_rule", "estimate", "calibrate", "figures",
+                                              "rule_eval"}
                           for s in stages), stages
 
+    # one stage per (model, judge): a rougeL threshold edit touches only rougeL's judge stages
+    # (+ estimate/calibrate, which read the judge section, and rule_npo, whose RULE judge is rougeL)
+    edited["judge"]["rougeL"] = {"threshold": 0.4}
+    write_params(tmp_path / "params.yaml", edited)
+    status = run(f"{BIN}/dvc", "status")
+    changed = set(re.findall(r"^([\w@.-]+):$", status.stdout, re.M))
+    judges = {s for s in changed if s.startswith("judge")}
+    assert judges == {f"{st}@{m}-rougeL" for st, m in (("judge", "full"), ("judge", "retrain"),
+                                                        ("judge_unlearn", "ga"), ("judge_unlearn", "npo"),
+                                                        ("judge_rule", "rule_npo"))}, status.stdout
+    assert changed - judges <= {"validate", "estimate", "calibrate", "rule@rule_npo", "rule_eval@rule_npo"}, status.stdout
 
 def _tree(root: Path) -> dict[str, bytes]:
     """Every file under results/ (not logs, not Snakemake's benchmarks), by relative path."""
@@ -123,8 +160,8 @@ def test_dvc_continues_from_a_snakemake_run(tmp_path):
     assert rerun.returncode == 0, rerun.stdout[-3000:]
     stages = {s.split("@")[0] for s in re.findall(r"Running stage '([\w@.-]+)'", rerun.stdout)}
     assert "sample_base" in stages and stages <= {"validate", "sample_base", "sample_unlearn", "sample_rule",
-                                                  "judge", "judge_unlearn", "judge_rule", "estimate", "figures",
-                                                  "rule_eval"}, stages
+                                                  "judge", "judge_unlearn", "judge_rule", "estimate", "calibrate",
+                                                  "figures", "rule_eval"}, stages
 
     rounds = tmp_path / "results/rule/rule_npo"
     finished = {p: p.read_bytes() for p in rounds.rglob("*") if p.is_file()}

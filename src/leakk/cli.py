@@ -88,21 +88,38 @@ def _merge(args, params):
 
 
 def _judge(args, params):
+    from leakk.errors import ArtifactError, ParamsError
     from leakk.stages import judge_file
 
     data = _read_data(args.data)
     src = Path(args.samples)
-    if src.is_dir():
-        for path in sorted(src.glob("*.parquet")):
-            judge_file(path, data, params, Path(args.out) / path.name)
-    else:
-        judge_file(src, data, params, args.out)
+    if not src.is_dir():
+        if args.judge is None:
+            raise ParamsError("--judge is required with a samples file (one file per judge)")
+        judge_file(src, data, params, args.judge, args.out)
+        return
+    paths = sorted(src.glob("*.parquet"))
+    if not paths:
+        raise ArtifactError(f"{src}: no samples Parquet files")
+    # a folder of <decoding>.parquet: --judge L writes <out>/<decoding>.parquet (that judge's
+    # folder); without --judge, every configured judge writes <out>/<judge>/<decoding>.parquet
+    for label in [args.judge] if args.judge else list(params["judge"]):
+        out = Path(args.out) if args.judge else Path(args.out) / label
+        for path in paths:
+            judge_file(path, data, params, label, out / path.name)
 
 
 def _estimate(args, params):
     from leakk.stages import estimate
 
     print(estimate(args.judgments, _read_data(args.data), params, args.out_dir))
+
+
+def _calibrate(args, params):
+    from leakk.calibrate import write_calibration
+
+    table = write_calibration(args.judgments, _read_data(args.data), params, args.out_dir, args.figure)
+    print(f"calibration: {table.height} rows (judge × model × decoding) against fact")
 
 
 def _figures(args, params):
@@ -241,18 +258,28 @@ def build_parser() -> argparse.ArgumentParser:
             "Concatenates shard files (sorted by qid, sample_idx); the result equals an unsharded run.")
     p.add_argument("shards_in", nargs="+", metavar="SHARD", help="shard Parquet files")
     p.add_argument("--out", required=True, metavar="PARQUET", help="the merged samples file")
-    p = cmd("judge", _judge, "judge samples with every configured judge",
-            "Scores each distinct completion once per judge; writes the judgments contract (leaked null "
-            "= the judge failed, never 'not leaked').")
+    p = cmd("judge", _judge, "judge samples with one configured judge (one file per judge)",
+            "Scores each distinct completion once; writes the judgments contract (leaked null = the judge "
+            "failed, never 'not leaked'); fails with one line when more than judge.<label>.max_missing failed.")
     data_arg(p)
     p.add_argument("--samples", required=True, metavar="PATH", help="a samples Parquet, or a folder of them")
-    p.add_argument("--out", required=True, metavar="PATH", help="the judgments Parquet (a folder for a folder)")
+    p.add_argument("--judge", help="the judge's label in params (judge.<label>); without it (samples folder "
+                                   "only) every configured judge, into <out>/<judge>/")
+    p.add_argument("--out", required=True, metavar="PATH",
+                   help="a Parquet file, or (with a samples folder) a folder for <decoding>.parquet")
     p = cmd("estimate", _estimate, "build the leak@k table with CIs, the utility table and the summary",
             "Unbiased leak@k per (model, decoding, judge, k) with cluster-bootstrap CIs and the excess over "
             "retrain; writes leak_at_k.parquet/.csv, utility.csv and summary.md, and prints the summary.")
     data_arg(p)
-    p.add_argument("--judgments", required=True, metavar="DIR", help="folder of <model>/<decoding>.parquet judgments")
+    p.add_argument("--judgments", required=True, metavar="DIR",
+                   help="the judgments folder (<model>/<judge>/<decoding>.parquet)")
     p.add_argument("--out-dir", required=True, metavar="DIR", help="where the tables and summary go")
+    p = cmd("calibrate", _calibrate, "every judge's precision/recall/F1 and leak@k against fact (ground truth)",
+            "Per (judge, model, decoding) against the fact judge; an empty table when there is no fact judge.")
+    data_arg(p)
+    p.add_argument("--judgments", required=True, metavar="DIR", help="the judgments folder")
+    p.add_argument("--out-dir", required=True, metavar="DIR", help="writes calibration.parquet and calibration.csv here")
+    p.add_argument("--figure", required=True, metavar="PNG", help="the calibration figure")
     p = cmd("figures", _figures, "draw the leak@k and greedy-vs-sampled figures",
             "One leak@k-vs-k figure per judge (CI bands, a panel per decoding) and the greedy-vs-sampled bars.")
     p.add_argument("--leak", required=True, metavar="PARQUET", help="the leak table (leak_at_k.parquet)")

@@ -129,6 +129,7 @@ def check_template(template: str, src: str = "params.yaml", key: str = "prompt_t
 def _cross_field(p: dict[str, Any], src: str) -> None:
     from leakk.data import BENCHMARKS
     from leakk.judges import JUDGES
+    from leakk.judges.base import label_schema
     from leakk.sampling import BACKENDS
     from leakk.sampling.decoding import Decoding
     from leakk.unlearn.methods import METHODS
@@ -159,7 +160,7 @@ def _cross_field(p: dict[str, Any], src: str) -> None:
             raise JUDGES.unknown(kind, key).with_source(src)
         # the judge class's own schema of its constructor keywords (no defaults filled in:
         # the rules declare these params, and filling them would re-run finished judging)
-        _schema_errors(cfg, JUDGES.get(kind).params_schema, src, prefix=("judge", label))
+        _schema_errors(cfg, label_schema(JUDGES.get(kind)), src, prefix=("judge", label))
     _question_column(p["sample"]["question_column"], columns, p["data"]["benchmark"], src, "sample.question_column")
     for name, run in (p.get("rule") or {}).items():
         if name in p["unlearn"]:

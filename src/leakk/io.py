@@ -41,12 +41,18 @@ CONTRACTS: dict[str, dict[str, Any] | tuple[str, ...]] = {
                 "missing": pl.Int64},
     # RULE: the (question, leaked completion) pairs a round adds to the forget set
     "rule_leaked": {"qid": pl.String, "question": pl.String, "completion": pl.String, "round": pl.Int64},
+    # judge vs fact (ground truth) per (judge, model, decoding): leakk.calibrate
+    "calibration": {
+        "judge": pl.String, "model": pl.String, "decoding": pl.String, "items": None, "tp": None,
+        "fp": None, "fn": None, "tn": None, "precision": pl.Float64, "recall": pl.Float64, "f1": pl.Float64,
+        "false_positive_rate": pl.Float64, "k": None, "leak_at_k": pl.Float64, "leak_at_k_fact": pl.Float64,
+    },
 }
 
 #: The stage (``leakk`` subcommand / Snakemake rule) that writes each kind of artifact.
 PRODUCERS: dict[str, str] = {
     "data": "data", "samples": "sample", "judgments": "judge", "leak_table": "estimate",
-    "utility": "estimate", "rule_leaked": "rule_round",
+    "utility": "estimate", "rule_leaked": "rule_round", "calibration": "calibrate",
 }
 
 

@@ -36,8 +36,9 @@ class Stage:
     #: keys of a ``reads`` entry that a Snakemake job does not depend on
     #: (``rule.{name}.rounds``: more rounds keep the finished ones)
     ignores: tuple[str, ...] = ()
-    #: runs a model, so it asks for a GPU when params put it on one
-    model: bool = False
+    #: runs a model, so it asks for a GPU when params put it on one ("judge": when the job's
+    #: judge runs a model, e.g. nli or embedding)
+    model: bool | str = False
     mem_mb: int = 2000
     runtime: int = 30  # minutes, for cluster schedulers
     dvc: tuple[str, ...] = field(default=())  # the dvc.yaml stage names that run it
@@ -62,8 +63,9 @@ STAGES: dict[str, Stage] = {
                     per_job=("sample.decodings", "sample.shards"), model=True, mem_mb=8000, runtime=240,
                     dvc=("sample_base", "sample_unlearn", "sample_rule")),
     "merge_samples": Stage((), dvc=()),
-    "judge": Stage(("judge",), dvc=("judge", "judge_unlearn", "judge_rule")),
+    "judge": Stage(("judge.{judge}",), model="judge", dvc=("judge", "judge_unlearn", "judge_rule")),
     "estimate": Stage(("estimate", "sample.n", "sample.decodings", "judge"), dvc=("estimate",)),
+    "calibrate": Stage(("estimate.ks", "estimate.headline_decoding", "judge"), dvc=("calibrate",)),
     "figures": Stage(("estimate",), dvc=("figures",)),
 }
 
@@ -145,9 +147,23 @@ def gpu_requested(device: str) -> int:
     return int(device == "auto" and shutil.which("nvidia-smi") is not None)
 
 
-def stage_resources(params: dict[str, Any], stage: str) -> dict[str, int]:
+def judge_uses_device(params: dict[str, Any], label: str) -> bool:
+    """Whether judge ``label`` runs a model on the device (nli, embedding; not fact, rougeL, llm)."""
+    from leakk.judges import JUDGES
+
+    entry = params["judge"][label] or {}
+    return bool(JUDGES.get(entry.get("type", label)).uses_device)
+
+
+def stage_resources(params: dict[str, Any], stage: str) -> dict[str, Any]:
     """Scheduler resources of ``stage``'s jobs: memory, runtime and, for model stages on a GPU,
-    ``gpu: 1`` (the SLURM executor turns it into ``--gpus=1``)."""
+    ``gpu: 1`` (the SLURM executor turns it into ``--gpus=1``); for the judge stage a function
+    of the job's ``{judge}`` wildcard."""
     spec = STAGES[stage]
-    return {"mem_mb": spec.mem_mb, "runtime": spec.runtime,
-            "gpu": gpu_requested(params["device"]) if spec.model else 0}
+    gpu: Any = gpu_requested(params["device"]) if spec.model else 0
+    if spec.model == "judge":
+        on_gpu = gpu
+
+        def gpu(wildcards) -> int:  # noqa: F811 - per job: does this job's judge run a model?
+            return on_gpu * judge_uses_device(params, wildcards.judge)
+    return {"mem_mb": spec.mem_mb, "runtime": spec.runtime, "gpu": gpu}

@@ -136,7 +136,7 @@ def run_round(data: pl.DataFrame, params: dict[str, Any], *, name: str, round_id
         samples = _sample_frame(model, tokenizer, forget_q, Decoding(**cfg["decoding"]), cfg["n"], seed,
                                 cfg["max_new_tokens"], params, desc=f"{name} round {round_idx}: sample",
                                 key=f"rule.{name}.max_new_tokens")
-        judged = judge_samples(samples, data, judges, progress=False).join(
+        judged = judge_samples(samples, data, judges, progress=False, device=params["device"]).join(
             samples.select("qid", "sample_idx", "text"), on=["qid", "sample_idx"], how="left")
         row.update({f"entry_{k}": v for k, v in _leak_stats(judged, [1, cfg["n"]]).items()})
         new = select_leaked(judged, forget_q, known, round_idx)
@@ -190,11 +190,12 @@ def evaluate_round(data: pl.DataFrame, params: dict[str, Any], *, round_idx: int
                             ev["seed"], ev["max_new_tokens"], params, desc=f"evaluate round {round_idx}")
     row = {"round": round_idx, "eval_judge": judge, "eval_decoding": est["headline_decoding"]}
     row.update({f"eval_{k}": v for k, v in _leak_stats(
-        judge_samples(samples, data, {judge: params["judge"][judge]}, progress=False), [1, ev["n"]]).items()})
+        judge_samples(samples, data, {judge: params["judge"][judge]}, progress=False, device=params["device"]), [1, ev["n"]]).items()})
     greedy = _sample_frame(model, tokenizer, questions_for(data, ["retain"], ev["question_column"]), GREEDY, 1,
                            ev["seed"], ev["max_new_tokens"], params, desc=f"retain round {round_idx}")
     util = utility_judge(params)
-    acc = judge_samples(greedy, data, {util: params["judge"][util]}, progress=False)["leaked"].cast(pl.Float64).mean()
+    acc = judge_samples(greedy, data, {util: params["judge"][util]}, progress=False,
+                         device=params["device"])["leaked"].cast(pl.Float64).mean()
     row["retain_accuracy"] = None if acc is None else float(acc)
     write_parquet(pl.DataFrame([row]), out)
 

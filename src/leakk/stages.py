@@ -17,23 +17,58 @@ from leakk.errors import ArtifactError
 from leakk.io import atomic_path, read_parquet, write_parquet, write_text
 
 
-def judge_file(samples_path: str | os.PathLike, data: pl.DataFrame, params: dict[str, Any],
-               out: str | os.PathLike) -> None:
-    """Judge one samples Parquet with every configured judge."""
-    from leakk.judges import judge_samples
+def judgment_path(judgments_dir: str | os.PathLike, model: str, decoding: str, judge: str) -> Path:
+    """Where one (model, decoding, judge)'s judgments live: one file per judge, in a folder
+    per (model, judge) so that DVC can track each judge's files as one stage output."""
+    return Path(judgments_dir) / model / judge / f"{decoding}.parquet"
 
+
+def judge_file(samples_path: str | os.PathLike, data: pl.DataFrame, params: dict[str, Any],
+               label: str, out: str | os.PathLike) -> None:
+    """Judge one samples Parquet with the judge ``judge.<label>``; fail (writing nothing)
+    when more than its ``max_missing`` fraction of judgments failed."""
+    from leakk.errors import ParamsError
+    from leakk.judges import judge_samples
+    from leakk.judges.run import check_missing, judge_spec
+
+    if label not in params["judge"]:
+        raise ParamsError(f"judge.{label}: no such judge (known: {sorted(params['judge'])})")
+    _, _, max_missing = judge_spec(label, params["judge"][label])
     samples = read_parquet(samples_path, "samples")
-    write_parquet(judge_samples(samples, data, params["judge"]), out, "judgments")
+    judged = judge_samples(samples, data, {label: params["judge"][label]}, device=params["device"])
+    check_missing(judged, label, max_missing, where=str(samples_path))
+    write_parquet(judged, out, "judgments")
 
 
 def collect_judgments(judgments_dir: str | os.PathLike, data: pl.DataFrame, params: dict[str, Any]) -> pl.DataFrame:
-    """All (model, decoding) judgments of the experiment, with each question's group."""
+    """All judgments of the experiment, with each question's group: a long frame with
+    ``model, decoding, judge, qid, sample_idx, score, leaked, split, group``.
+
+    Reads, for every configured model, decoding and judge, the judge's file where it exists
+    (:func:`judgment_path`); a configured judge without files is left out with a warning.
+    """
+    import logging
+
     frames = []
+    absent: list[str] = []
     for model in model_names(params):
-        for decoding in decoding_names(params):
-            path = Path(judgments_dir) / model / f"{decoding}.parquet"
-            frames.append(read_parquet(path, "judgments").with_columns(
-                model=pl.lit(model), decoding=pl.lit(decoding)))
+        for judge in params["judge"]:
+            for decoding in decoding_names(params):
+                path = judgment_path(judgments_dir, model, decoding, judge)
+                if not path.is_file():
+                    absent.append(str(path))
+                    continue
+                frame = read_parquet(path, "judgments")
+                if frame.height and set(frame["judge"].unique().to_list()) != {judge}:
+                    raise ArtifactError(f"{path}: holds judge(s) {sorted(frame['judge'].unique().to_list())}, "
+                                        f"not {judge!r}")
+                frames.append(frame.with_columns(model=pl.lit(model), decoding=pl.lit(decoding),
+                                                 judge=pl.lit(judge)))
+    if not frames:
+        raise ArtifactError(f"{judgments_dir}: no judgments of the configured models, decodings and judges "
+                            "(did the judge stage run?)")
+    if absent:
+        logging.getLogger(__name__).warning("%d configured judgment file(s) absent, e.g. %s", len(absent), absent[0])
     frame = pl.concat(frames, how="diagonal_relaxed")
     if "split" not in frame.columns:
         raise ArtifactError(f"{judgments_dir}: judgments lack the split column")

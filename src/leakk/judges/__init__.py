@@ -7,6 +7,9 @@ embedding, LLM endpoint) is one module imported here that keeps heavy imports la
 from leakk.judges.base import JUDGES, Judge, check_threshold, make_judge, register_judge
 from leakk.judges import fact as _fact  # noqa: F401  (registers "fact")
 from leakk.judges import rouge as _rouge  # noqa: F401  (registers "rougeL")
+from leakk.judges import nli as _nli  # noqa: F401  (registers "nli"; torch/transformers load lazily)
+from leakk.judges import embedding as _embedding  # noqa: F401  (registers "embedding")
+from leakk.judges import llm as _llm  # noqa: F401  (registers "llm"; openai loads lazily)
 from leakk.judges.fact import FactJudge, fact_in_text, normalize_text
 from leakk.judges.rouge import RougeLJudge, clear_caches, rouge_l_recall, rouge_tokens
 from leakk.judges.run import build_judges, judge_samples

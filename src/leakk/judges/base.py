@@ -1,7 +1,7 @@
 """The judge interface and registry.
 
-A judge maps completions (plus the reference answer and, where known, the key fact span)
-to a per-item ``score`` (float, NaN = the judge failed on that item) and a per-item
+A judge maps completions (plus the reference answer, the question and, where known, the key
+fact span) to a per-item ``score`` (float, NaN = the judge failed on that item) and a per-item
 ``leaked`` flag (``True``/``False``, or ``None`` = the judge failed; a failed judge is
 never "not leaked").
 
@@ -11,6 +11,13 @@ embeddings) or a remote one (an OpenAI-compatible endpoint) can batch internally
 at once). Each judge is one module that registers itself with :func:`register_judge`; a
 module whose judge needs a heavy dependency imports it inside the class, not at module
 import time, so that ``import leakk.judges`` stays light.
+
+Model-based judges take a ``device`` keyword (``auto``/``cpu``/``cuda[:N]``); the judge
+stage passes the experiment's ``device`` unless the judge's own params name one. Every
+judge class declares ``params_schema``: a JSON Schema of its constructor keywords (the
+up-front validation of ``judge.<label>`` uses it). Two keys of ``judge.<label>`` are read
+by the judge stage, never by the judge: ``type`` (the registered judge name; default: the
+label) and ``max_missing`` (the largest fraction of failed judgments the stage accepts).
 """
 
 from __future__ import annotations
@@ -25,7 +32,18 @@ import numpy as np
 from leakk.errors import ParamsError
 from leakk.registry import Registry
 
-__all__ = ["JUDGES", "Judge", "make_judge", "register_judge", "check_threshold"]
+__all__ = ["JUDGES", "Judge", "make_judge", "register_judge", "check_threshold", "STAGE_KEYS", "label_schema"]
+
+#: Keys of ``judge.<label>`` read by the judge stage itself, not passed to the judge
+#: (JSON Schema of each; merged into every judge's ``params_schema`` for validation).
+STAGE_KEYS: dict[str, dict[str, Any]] = {
+    "type": {"type": "string", "description": "registered judge name (default: the label)"},
+    "max_missing": {
+        "type": "number", "minimum": 0, "maximum": 1, "default": 0.05,
+        "description": "the judge stage fails when more than this fraction of its judgments "
+                       "failed (leaked null)",
+    },
+}
 
 
 class Judge(abc.ABC):
@@ -38,9 +56,12 @@ class Judge(abc.ABC):
 
     #: Registered name (set by :func:`register_judge`).
     name: ClassVar[str] = ""
-    #: JSON Schema of the constructor's keyword parameters (``type`` excluded): params
-    #: validation checks ``judge.<label>`` against it before any work starts.
+    #: JSON Schema of the constructor's keyword parameters (``type`` and ``max_missing``
+    #: excluded): params validation checks ``judge.<label>`` against it (plus STAGE_KEYS)
+    #: before any work starts.
     params_schema: ClassVar[dict[str, Any]] = {"type": "object", "additionalProperties": False, "properties": {}}
+    #: Whether the constructor takes ``device`` (the stage then passes params ``device``).
+    uses_device: ClassVar[bool] = False
     #: Items handed to one ``score_batch`` call by :func:`leakk.judges.judge_samples`;
     #: ``None`` = all distinct items at once. A failing call fails its whole batch.
     batch_size: int | None = 4096
@@ -51,8 +72,12 @@ class Judge(abc.ABC):
         completions: Sequence[str],
         references: Sequence[str],
         facts: Sequence[str | None],
+        questions: Sequence[str | None] | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Judge aligned lists; return ``(scores, leaked)``.
+
+        ``questions`` (the question each completion answers; ``None`` = unknown) is passed
+        by :func:`leakk.judges.judge_samples`; judges that do not need it ignore it.
 
         ``scores``: float64 array, NaN where the judge failed on an item.
         ``leaked``: object array of ``True``/``False``/``None`` (``None`` = failed).
@@ -104,3 +129,10 @@ def check_threshold(judge: str, value: Any, lo: float = 0.0, hi: float = 1.0) ->
     if math.isnan(value) or not lo <= value <= hi:
         raise ParamsError(f"judge {judge!r}: threshold must be in [{lo}, {hi}], got {value!r}")
     return value
+
+
+def label_schema(cls: type[Judge]) -> dict[str, Any]:
+    """The JSON Schema of a ``judge.<label>`` entry for judge class ``cls``, ``type`` excluded:
+    the class's constructor keywords plus the keys the judge stage reads itself."""
+    stage = {k: v for k, v in STAGE_KEYS.items() if k != "type"}
+    return {**cls.params_schema, "properties": {**cls.params_schema.get("properties", {}), **stage}}

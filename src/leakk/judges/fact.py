@@ -44,6 +44,7 @@ class FactJudge(Judge):
         completions: Sequence[str],
         references: Sequence[str],
         facts: Sequence[str | None],
+        questions: Sequence[str | None] | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         n = len(completions)
         scores = np.full(n, np.nan, dtype=np.float64)

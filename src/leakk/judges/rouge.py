@@ -96,6 +96,7 @@ class RougeLJudge(Judge):
         completions: Sequence[str],
         references: Sequence[str],
         facts: Sequence[str | None],
+        questions: Sequence[str | None] | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         n = len(completions)
         if len(references) != n:

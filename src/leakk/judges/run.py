@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import logging
 import re
 from collections.abc import Mapping
@@ -11,10 +12,15 @@ import numpy as np
 import polars as pl
 from tqdm.auto import tqdm
 
-from leakk.errors import ArtifactError, ParamsError
-from leakk.judges.base import Judge, make_judge
+from leakk.errors import ArtifactError, LeakkError, ParamsError
+from leakk.judges.base import JUDGES, STAGE_KEYS, Judge, make_judge
 
-__all__ = ["judge_samples", "build_judges", "PASS_THROUGH"]
+__all__ = ["judge_samples", "build_judges", "judge_spec", "check_missing", "missing_fraction",
+           "JudgeFailedError", "PASS_THROUGH"]
+
+
+class JudgeFailedError(LeakkError):
+    """Too many judgments failed (more than the judge's ``max_missing``)."""
 
 log = logging.getLogger(__name__)
 
@@ -32,17 +38,48 @@ def _redact(msg: str, limit: int = 300) -> str:
     return msg if len(msg) <= limit else msg[:limit] + "…"
 
 
-def build_judges(judges: Mapping[str, Mapping[str, Any] | None]) -> dict[str, Judge]:
+def judge_spec(label: str, params: Mapping[str, Any] | None) -> tuple[str, dict[str, Any], float]:
+    """Split ``judge.<label>`` into (judge type, constructor params, max_missing)."""
+    params = dict(params or {})
+    kind = str(params.pop("type", label))
+    max_missing = params.pop("max_missing", STAGE_KEYS["max_missing"]["default"])
+    if isinstance(max_missing, bool) or not isinstance(max_missing, (int, float)) \
+            or not 0 <= max_missing <= 1:
+        raise ParamsError(f"judge.{label}.max_missing: {max_missing!r} is not a fraction in [0, 1]")
+    return kind, params, float(max_missing)
+
+
+def build_judges(judges: Mapping[str, Mapping[str, Any] | None],
+                 device: str | None = None) -> dict[str, Judge]:
     """Instantiate ``{label: params}``. The judge type is ``params["type"]`` if given,
-    else the label itself, so one judge can appear twice (e.g. two thresholds)."""
+    else the label itself, so one judge can appear twice (e.g. two thresholds).
+    ``device`` is passed to judges that take one unless their params name their own."""
     if not judges:
         raise ParamsError("judges: at least one judge is required")
     out: dict[str, Judge] = {}
     for label, params in judges.items():
-        params = dict(params or {})
-        kind = params.pop("type", label)
-        out[str(label)] = make_judge(kind, **params)
+        kind, kw, _ = judge_spec(str(label), params)
+        cls = JUDGES.get(kind)
+        if device is not None and cls is not None and cls.uses_device:
+            kw.setdefault("device", device)
+        out[str(label)] = make_judge(kind, **kw)
     return out
+
+
+def missing_fraction(judgments: pl.DataFrame) -> float:
+    """Fraction of judgments with ``leaked`` null (0 for an empty table)."""
+    return judgments["leaked"].null_count() / judgments.height if judgments.height else 0.0
+
+
+def check_missing(judgments: pl.DataFrame, label: str, max_missing: float, where: str = "") -> None:
+    """Raise :class:`JudgeFailedError` when more than ``max_missing`` of the judgments failed."""
+    frac = missing_fraction(judgments)
+    if frac > max_missing:
+        n = judgments["leaked"].null_count()
+        raise JudgeFailedError(
+            f"{where + ': ' if where else ''}judge {label!r} failed on {n} of {judgments.height} "
+            f"judgments ({frac:.1%} > judge.{label}.max_missing = {max_missing:g}); "
+            "see the warnings above, fix the judge and re-run")
 
 
 def _check_result(result: Any, n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -64,12 +101,23 @@ def _check_result(result: Any, n: int) -> tuple[np.ndarray, np.ndarray]:
     return scores, leaked
 
 
+def _takes_questions(judge: Judge) -> bool:
+    """Whether ``judge.score_batch`` accepts the questions (judges written before the
+    interface gained them take ``(completions, references, facts)`` only)."""
+    try:
+        params = list(inspect.signature(judge.score_batch).parameters.values())
+    except (TypeError, ValueError):  # pragma: no cover - builtins
+        return True
+    return len(params) >= 4 or any(p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) for p in params)
+
+
 def _run_judge(
     label: str,
     judge: Judge,
     texts: list[str | None],
     refs: list[str],
     facts: list[str | None],
+    questions: list[str | None],
     progress: bool | None,
 ) -> tuple[np.ndarray, np.ndarray, int]:
     n = len(texts)
@@ -78,17 +126,17 @@ def _run_judge(
     # Null completions (a generation that produced no record) cannot be judged.
     todo = [i for i, t in enumerate(texts) if t is not None]
     bs = judge.batch_size or max(len(todo), 1)
+    with_questions = _takes_questions(judge)
     failed = 0
     with tqdm(total=len(todo), desc=f"judge {label}", unit="pair",
               disable=True if progress is False else None, leave=False) as bar:
         for start in range(0, len(todo), bs):
             idx = todo[start:start + bs]
             try:
-                s, lk = _check_result(
-                    judge.score_batch([texts[i] for i in idx], [refs[i] for i in idx],
-                                      [facts[i] for i in idx]),
-                    len(idx),
-                )
+                args = [[texts[i] for i in idx], [refs[i] for i in idx], [facts[i] for i in idx]]
+                if with_questions:
+                    args.append([questions[i] for i in idx])
+                s, lk = _check_result(judge.score_batch(*args), len(idx))
             except Exception as exc:  # a failed batch is recorded as "unknown", never False
                 failed += len(idx)
                 log.warning(
@@ -110,15 +158,18 @@ def judge_samples(
     *,
     dedup: bool = True,
     progress: bool | None = None,
+    device: str | None = None,
 ) -> pl.DataFrame:
     """Judge every sample with every judge; return the judgments table (long format).
 
-    ``samples`` needs ``qid, sample_idx, text``; ``data`` needs ``qid, answer, fact``.
+    ``samples`` needs ``qid, sample_idx, text``; ``data`` needs ``qid, answer, fact`` (and
+    passes ``question`` to the judges where it has one).
     ``judges`` maps a label to the judge's params (``{"rougeL": {"threshold": 0.5}}``,
     ``{"rouge_lo": {"type": "rougeL", "threshold": 0.1}}``) or to a built ``Judge``.
     Each distinct ``(qid, text)`` is judged once per judge and broadcast back
     (``dedup=False`` judges every row; same result). A batch on which a judge raises is
-    recorded as ``score=NaN, leaked=null`` with a warning.
+    recorded as ``score=NaN, leaked=null`` with a warning. ``device`` goes to the judges
+    that take one (unless their params name their own); the caller checks ``max_missing``.
 
     Output columns: ``qid, sample_idx, judge, score (Float64), leaked (Boolean)`` plus
     ``model, decoding, split`` when the samples (or, for ``split``, the data) have them;
@@ -135,7 +186,7 @@ def judge_samples(
     if judges and all(isinstance(j, Judge) for j in judges.values()):
         built: dict[str, Judge] = dict(judges)  # type: ignore[arg-type]
     else:
-        built = build_judges(judges)  # type: ignore[arg-type]
+        built = build_judges(judges, device=device)  # type: ignore[arg-type]
 
     ref_of = dict(zip(data["qid"].to_list(), data["answer"].to_list()))
     fact_of = dict(zip(data["qid"].to_list(), data["fact"].to_list()))
@@ -168,6 +219,11 @@ def judge_samples(
         bad = sorted({q for q in pair_qids if ref_of[q] is None}, key=str)
         raise ArtifactError(f"data: null answer for qid(s) {bad[:5]}")
     facts = [fact_of[q] for q in pair_qids]
+    if "question" in data.columns:
+        question_of = dict(zip(data["qid"].to_list(), data["question"].to_list()))
+        questions = [question_of[q] for q in pair_qids]
+    else:
+        questions = [None] * len(pair_qids)
 
     base = samples.select("qid", "sample_idx",
                           *[c for c in PASS_THROUGH if c in samples.columns])
@@ -180,7 +236,7 @@ def judge_samples(
     parts = []
     try:
         for label, judge in built.items():
-            s, lk, failed = _run_judge(label, judge, pair_texts, refs, facts, progress)
+            s, lk, failed = _run_judge(label, judge, pair_texts, refs, facts, questions, progress)
             if failed:
                 log.warning("judge %s: %d of %d distinct items failed (leaked=null)",
                             label, failed, len(pair_texts))

@@ -1,0 +1,98 @@
+"""CS: cosine similarity of sentence embeddings (sentence-transformers).
+
+score = cosine(embedding(completion), embedding(reference answer)); leaked iff ≥
+``threshold``. Blank completions state nothing: score 0, not leaked, never embedded.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+import numpy as np
+
+from leakk.errors import ParamsError
+from leakk.judges._params import (
+    DEVICE_SCHEMA,
+    REVISION_SCHEMA,
+    check_device,
+    check_int,
+    check_str,
+    is_blank,
+)
+from leakk.judges.base import Judge, check_threshold, register_judge
+
+__all__ = ["EmbeddingJudge", "DEFAULT_EMBEDDING_MODEL"]
+
+DEFAULT_EMBEDDING_MODEL = "sentence-transformers/paraphrase-MiniLM-L6-v2"
+
+
+@register_judge("embedding")
+class EmbeddingJudge(Judge):
+    """Cosine similarity between completion and reference embeddings ≥ ``threshold``."""
+
+    uses_device: ClassVar[bool] = True
+    params_schema: ClassVar[dict[str, Any]] = {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {
+            "model": {"type": "string", "minLength": 1, "default": DEFAULT_EMBEDDING_MODEL,
+                      "description": "hub id or local folder of a sentence-transformers model"},
+            "revision": REVISION_SCHEMA,
+            "threshold": {"type": "number", "minimum": -1, "maximum": 1, "default": 0.7,
+                          "description": "leaked iff cosine similarity ≥ this (the paper gives none; "
+                                         "calibrate it against fact)"},
+            "batch_size": {"type": "integer", "minimum": 1, "default": 64, "description": "texts per forward pass"},
+            "device": DEVICE_SCHEMA,
+        },
+    }
+
+    def __init__(self, model: str = DEFAULT_EMBEDDING_MODEL, revision: str | None = None,
+                 threshold: float = 0.7, batch_size: int = 64, device: str = "auto") -> None:
+        self.model_id = check_str("embedding", "model", model)
+        self.revision = check_str("embedding", "revision", revision, nullable=True)
+        self.threshold = check_threshold("embedding", threshold, lo=-1.0)
+        self.model_batch = check_int("embedding", "batch_size", batch_size)
+        self.device_name = check_device("embedding", device)
+        from sentence_transformers import SentenceTransformer
+
+        from leakk.modeling import pick_device
+
+        try:
+            self.model = SentenceTransformer(self.model_id, device=str(pick_device(self.device_name)),
+                                             revision=self.revision)
+        except (OSError, ValueError) as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ParamsError(f"judge 'embedding': cannot load model {self.model_id!r}: {first}") from None
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        """Unit-norm float64 embeddings, ``batch_size`` texts at a time."""
+        emb = self.model.encode(list(texts), batch_size=self.model_batch, convert_to_numpy=True,
+                                normalize_embeddings=True, show_progress_bar=False)
+        return np.asarray(emb, dtype=np.float64)
+
+    def score_batch(
+        self,
+        completions: Sequence[str],
+        references: Sequence[str],
+        facts: Sequence[str | None],
+        questions: Sequence[str | None] | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        n = len(completions)
+        if len(references) != n:
+            raise ValueError(f"{n} completions but {len(references)} references")
+        scores = np.zeros(n, dtype=np.float64)
+        leaked = np.full(n, False, dtype=object)
+        idx = [i for i, c in enumerate(completions) if not is_blank(c)]
+        if idx:
+            refs = sorted({references[i] for i in idx})
+            ref_emb = dict(zip(refs, self.embed(refs)))
+            comp = self.embed([completions[i] for i in idx])
+            for j, i in enumerate(idx):
+                s = float(np.clip(comp[j] @ ref_emb[references[i]], -1.0, 1.0))
+                scores[i] = s
+                leaked[i] = s >= self.threshold
+        return scores, leaked
+
+    def close(self) -> None:
+        self.model = None
