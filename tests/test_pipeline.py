@@ -3,6 +3,8 @@ it, and the Snakemake jobs take their params from it."""
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 import yaml
 
@@ -66,4 +68,12 @@ def test_snakemake_jobs_read_the_declared_keys():
 def test_gpu_only_where_params_put_a_model_on_one(device, gpu):
     p = validate_params(dict(MICRO, device=device))
     assert stage_resources(p, "sample")["gpu"] == gpu == gpu_requested(device)
-    assert stage_resources(p, "judge")["gpu"] == 0
+    assert stage_resources(p, "data")["gpu"] == 0
+    judge_gpu = stage_resources(p, "judge")["gpu"]  # per job: only judges that run a model
+    assert judge_gpu(SimpleNamespace(judge="rougeL")) == 0 and judge_gpu(SimpleNamespace(judge="fact")) == 0
+
+
+def test_model_judges_ask_for_the_gpu():
+    p = validate_params(dict(MICRO, device="cuda", judge={**MICRO["judge"], "es": {"type": "nli"}}))
+    judge_gpu = stage_resources(p, "judge")["gpu"]
+    assert judge_gpu(SimpleNamespace(judge="es")) == 1 and judge_gpu(SimpleNamespace(judge="fact")) == 0
