@@ -189,7 +189,7 @@ def artifacts(tmp_path_factory):
     write_parquet(samples, root / "samples/ga/greedy.parquet", "samples")
     judged = samples.select("qid", "sample_idx", "split", judge=pl.lit("fact"), score=pl.lit(1.0),
                             leaked=pl.lit(True))
-    write_parquet(judged, root / "judgments/full/greedy.parquet", "judgments")
+    write_parquet(judged, root / "judgments/full/fact/greedy.parquet", "judgments")
     leak = pl.DataFrame({c: [v] for c, v in zip(CONTRACTS["leak_table"],
                                                  ["ga", "greedy", "fact", 1, 0.5, 0.4, 0.6, 1, 6, 0, 0.1])})
     write_parquet(leak, root / "leak_at_k.parquet", "leak_table")
@@ -210,9 +210,9 @@ def _stage_argv(stage: str, run: Path) -> tuple[list[str], Path]:
         "merge": (["merge", str(run / "samples/ga/greedy.parquet"), "--out", str(run / "x.parquet")],
                   run / "samples/ga/greedy.parquet"),
         "judge": (["judge", "--data", str(data), "--samples", str(run / "samples/ga/greedy.parquet"),
-                   "--out", str(run / "x.parquet")], run / "samples/ga/greedy.parquet"),
+                   "--judge", "fact", "--out", str(run / "x.parquet")], run / "samples/ga/greedy.parquet"),
         "estimate": (["estimate", "--data", str(data), "--judgments", str(run / "judgments"),
-                      "--out-dir", str(run / "x")], run / "judgments/full/greedy.parquet"),
+                      "--out-dir", str(run / "x")], run / "judgments/full/fact/greedy.parquet"),
         "figures": (["figures", "--leak", str(run / "leak_at_k.parquet"), "--out-dir", str(run / "x")],
                     run / "leak_at_k.parquet"),
         "rule-round": (["rule-round", "--data", str(data), "--name", "rule_npo", "--round", "1", "--prev",
