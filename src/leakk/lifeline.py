@@ -57,6 +57,8 @@ def watch_parent_engine(interval: float = 1.0) -> threading.Thread | None:
     """Under DVC, interrupt the main thread once the engine (or a shell between) has exited."""
     if "DVC_STAGE" not in os.environ or not Path("/proc/self/stat").exists():
         return None
+    if os.getppid() == 1:  # the engine died before we got here: we are already orphaned
+        raise KeyboardInterrupt
     chain = ancestors_to_engine()
     if not chain:
         return None
