@@ -9,6 +9,7 @@ from leakk.errors import ParamsError
 
 
 configfile: "params.yaml"
+report: "report/workflow.rst"
 
 
 # Validate before building the DAG: one line naming the key and the rule, no work done.
@@ -38,6 +39,7 @@ include: "rules/sample.smk"
 include: "rules/judge.smk"
 include: "rules/estimate.smk"
 include: "rules/figures.smk"
+include: "rules/trust.smk"
 
 
 rule all:
@@ -50,6 +52,7 @@ rule all:
         figure_files(),
         expand("results/rule_eval/{name}/rounds.parquet", name=RULES),
         expand("results/figures/{name}_rounds.png", name=RULES),
+        trust_files(),
 
 
 onsuccess:

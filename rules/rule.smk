@@ -63,7 +63,8 @@ rule rule_report:
                                r=range(RULES[w.name]["rounds"] + 1)),
     output:
         log="results/rule_eval/{name}/rounds.parquet",
-        figure="results/figures/{name}_rounds.png",
+        figure=report("results/figures/{name}_rounds.png", caption="../report/rule_rounds.rst",
+                      category="5. RULE"),
     benchmark:
         "results/benchmarks/rule_report/{name}.tsv"
     log:

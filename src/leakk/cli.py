@@ -224,6 +224,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--evals", nargs="+", required=True, help="round evaluations 0..R")
     p.add_argument("--out-log", required=True)
     p.add_argument("--out-figure", required=True)
+    from leakk.trust_stages import add_commands
+
+    add_commands(sub)  # bounds, bounds-table, reliability
     return parser
 
 

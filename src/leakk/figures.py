@@ -186,3 +186,114 @@ def plot_rule_trajectory(log: pl.DataFrame, out_path: str | os.PathLike) -> None
     name = log.filter(pl.col("model").is_not_null())["model"]
     ax.set_title(f"{name[0] if len(name) else 'RULE'}: leak and retain accuracy over rounds")
     _save(fig, out_path)
+
+
+def _facet_grid(plt, count: int, width: float = 3.6, height: float = 3.0, max_cols: int = 4):
+    ncols = min(max_cols, count)
+    nrows = -(-count // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(width * ncols, height * nrows), sharey=True,
+                             squeeze=False)
+    for ax in list(axes.flat)[count:]:
+        ax.set_visible(False)
+    return fig, axes
+
+
+def plot_bound_vs_sampled(table: pl.DataFrame, judge: str, decoding: str, out_path: str | os.PathLike) -> None:
+    """One panel per model: the exact lower bound 1 − (1 − p)^k (line, k up to 10⁴, log x)
+    beside the sampled leak@k with its CI (points and bars, k ≤ n only).
+
+    Reading it: the sampled points must sit on or above the line (within their CI); where
+    the line climbs beyond the last sampled k, leak@k is guaranteed to climb at least as
+    much. The dotted vertical line marks n, the samples per question.
+    """
+    import numpy as np
+
+    plt = _pyplot()
+    sub = table.filter((pl.col("decoding") == decoding)
+                       & (pl.col("judge").is_null() | (pl.col("judge") == judge)))
+    if sub.is_empty():
+        raise ArtifactError(f"bound table has no rows for decoding {decoding!r}, judge {judge!r}")
+    models = _model_order(sub["model"].to_list())
+    fig, axes = _facet_grid(plt, len(models))
+    for ax, m in zip(axes.flat, models):
+        rows = sub.filter(pl.col("model") == m).sort("k")
+        ax.plot(rows["k"].to_numpy(), rows["bound"].to_numpy(), "-", color="black", lw=1.4,
+                label="exact lower bound 1−(1−p)^k")
+        got = rows.filter(pl.col("leak_at_k").is_not_null())
+        if got.height:
+            v = got["leak_at_k"].to_numpy()
+            err = np.vstack([np.clip(v - got["ci_low"].to_numpy(), 0, None),
+                             np.clip(got["ci_high"].to_numpy() - v, 0, None)])
+            ax.errorbar(got["k"].to_numpy(), v, yerr=err, fmt="o", ms=4, color="tab:red",
+                        capsize=2, label=f"sampled leak@k ({judge}) with CI")
+            ax.axvline(int(got["k"].max()), color="grey", ls=":", lw=1)
+        ax.set_xscale("log")
+        ax.set_ylim(-0.03, 1.03)
+        ax.set_title(m)
+        ax.set_xlabel("k (samples)")
+        ax.grid(True, alpha=0.3)
+    for ax in axes[:, 0]:
+        ax.set_ylabel("P(at least one leak in k)")
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=2, frameon=False)
+    fig.suptitle(f"Exact bound vs sampled leak@k — decoding {decoding}", y=1.08)
+    fig.tight_layout()
+    _save(fig, out_path)
+
+
+#: per-question leak-rate bins for plot_leak_rate_distribution: (label, low, high], 0 and 1 exact
+RATE_BINS = (("never (c = 0)", None, 0.0), ("rare (≤ 10%)", 0.0, 0.1), ("sometimes (10–50%)", 0.1, 0.5),
+             ("often (50–99%)", 0.5, 1.0), ("always (c = n)", 1.0, None))
+
+
+def leak_rate_shares(counts: pl.DataFrame) -> dict[str, list[float]]:
+    """Share of questions in each RATE_BINS bin of c/n (one list per model, bins in order)."""
+    out = {}
+    for m in _model_order(counts["model"].to_list()):
+        rate = counts.filter(pl.col("model") == m).select((pl.col("c") / pl.col("n")).alias("r"))["r"].to_numpy()
+        shares = []
+        for _, lo, hi in RATE_BINS:
+            if lo is None:
+                hit = rate == 0
+            elif hi is None:
+                hit = rate == 1
+            else:
+                hit = (rate > lo) & (rate <= hi) & (rate < 1)
+            shares.append(float(hit.mean()) if len(rate) else 0.0)
+        out[m] = shares
+    return out
+
+
+def plot_leak_rate_distribution(counts: pl.DataFrame, judge: str, decoding: str,
+                                out_path: str | os.PathLike) -> None:
+    """How questions leak, per model: the share of forget questions whose per-sample leak
+    rate c/n is 0, rare, sometimes, often or always (stacked horizontal bars, labelled).
+
+    Reading it: a model with many "rare" questions looks forgotten under greedy decoding
+    yet leaks at large k; "never" is what unlearning should achieve.
+    """
+    plt = _pyplot()
+    sub = counts.filter((pl.col("judge") == judge) & (pl.col("decoding") == decoding))
+    if sub.is_empty():
+        raise ArtifactError(f"no per-question counts for judge {judge!r}, decoding {decoding!r}")
+    shares = leak_rate_shares(sub)
+    models = list(shares)
+    colors = ["#f0f0f0", "#fdd49e", "#fc8d59", "#d7301f", "#7f0000"]
+    fig, ax = plt.subplots(figsize=(8, 0.5 * len(models) + 1.6))
+    left = [0.0] * len(models)
+    for b, ((label, _, _), color) in enumerate(zip(RATE_BINS, colors)):
+        width = [shares[m][b] for m in models]
+        bars = ax.barh(models, width, left=left, color=color, edgecolor="black", linewidth=0.5, label=label)
+        for rect, w in zip(bars, width):
+            if w >= 0.06:
+                ax.text(rect.get_x() + w / 2, rect.get_y() + rect.get_height() / 2, f"{w:.0%}",
+                        ha="center", va="center", fontsize=7, color="white" if b >= 3 else "black")
+        left = [l + w for l, w in zip(left, width)]
+    ax.invert_yaxis()
+    ax.set_xlim(0, 1)
+    ax.set_xlabel(f"share of forget questions ({judge} judge, {decoding})")
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.25 if len(models) > 3 else -0.4),
+              ncol=len(RATE_BINS), frameon=False, fontsize=7)
+    ax.set_title("Per-question leak rate c/n")
+    fig.tight_layout()
+    _save(fig, out_path)

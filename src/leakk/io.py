@@ -29,6 +29,15 @@ CONTRACTS: dict[str, tuple[str, ...]] = {
         "model", "decoding", "judge", "k", "leak_at_k", "ci_low", "ci_high", "n",
         "questions", "missing", "excess_over_retrain",
     ),
+    # exact probability that one completion begins with the answer (leakk.bounds)
+    "bounds": (
+        "model", "decoding", "qid", "group", "answer_tokens", "log_p", "p", "fact_token_index",
+        "fact_token_rank", "fact_token_prob",
+    ),
+    "bound_table": (
+        "model", "decoding", "judge", "k", "bound", "questions", "leak_at_k", "ci_low", "ci_high",
+        "consistent",
+    ),
 }
 
 
