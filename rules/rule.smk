@@ -42,6 +42,7 @@ rule rule_eval:
         sample=SAMPLE_KEYS,
         judges=lambda w: {j: P["judge"][j] for j in {P["estimate"]["headline_judge"], UTILITY_JUDGE}},
         headline=[P["estimate"]["headline_judge"], P["estimate"]["headline_decoding"]],
+        ci={k: P["estimate"][k] for k in ("bootstrap", "ci", "seed", "ci_method")},
         device=P["device"],
         template=lambda w: P["prompt_template"],
     threads: 1
