@@ -90,6 +90,30 @@ rule report_tables:
         "--reliability {input.reliability} --out {output} 2> {log}"
 
 
+# The T × top-p heatmap only where sample.decodings form a grid (configs/decoding_grid.yaml).
+from leakk.figures import decoding_grid
+
+HAS_GRID = decoding_grid(DECODINGS) is not None
+
+if HAS_GRID:
+
+    rule decoding_heatmap:
+        input:
+            "results/leak_at_k.parquet",
+        output:
+            report("results/figures/decoding_heatmap_{judge}.png", caption="../report/decoding_heatmap.rst",
+                   category="4. leak@k", subcategory="{judge}"),
+        params:
+            k=max(P["estimate"]["ks"]),
+        log:
+            "results/logs/decoding_heatmap_{judge}.log",
+        shell:
+            "{LEAKK} heatmap --leak {input} --judge {wildcards.judge} --k {params.k} --out {output} 2> {log}"
+
+
 def trust_files():
-    return ["results/bounds.parquet", "results/guarantees.csv", "results/extrapolation.csv",
-            "results/metrics.json", "results/leak_curve.csv", "results/tables.html"]
+    files = ["results/bounds.parquet", "results/guarantees.csv", "results/extrapolation.csv",
+             "results/metrics.json", "results/leak_curve.csv", "results/tables.html"]
+    if HAS_GRID:
+        files += expand("results/figures/decoding_heatmap_{judge}.png", judge=JUDGES)
+    return files

@@ -207,3 +207,62 @@ def test_leak_rate_shares_and_figure(captured, tmp_path):
     (fig,) = captured
     widths = [p.get_width() for p in fig.axes[0].patches]
     assert widths == pytest.approx([0.2] * 5)
+
+
+def _grid_leak():
+    from leakk.sampling.decoding import Decoding
+
+    rows = []
+    for mi, m in enumerate(["full", "retrain", "npo"]):
+        rows.append(dict(model=m, decoding="greedy", judge="fact", k=1, leak_at_k=0.0, ci_low=0.0, ci_high=0.0))
+        for t in (0.2, 0.8, 1.0):
+            for p in (0.2, 0.8, 1.0):
+                for k in (1, 8):
+                    v = 0.0 if m == "retrain" else round(min(1.0, t * p * k / 8 / (mi + 1)), 4)
+                    rows.append(dict(model=m, decoding=Decoding(t, p).name, judge="fact", k=k, leak_at_k=v,
+                                     ci_low=v, ci_high=v))
+    return pl.DataFrame(rows).with_columns(n=pl.lit(8), questions=pl.lit(10), missing=pl.lit(0),
+                                           excess_over_retrain=pl.lit(None, pl.Float64))
+
+
+def test_decoding_heatmap_cells_equal_the_leak_table(captured, tmp_path):
+    from leakk.figures import plot_decoding_heatmap
+
+    plot_decoding_heatmap(_grid_leak(), "fact", 8, tmp_path / "h.png")
+    (fig,) = captured
+    panels = [ax for ax in fig.axes if ax.images]
+    assert [ax.get_title() for ax in panels] == ["full (greedy 0.00)", "retrain (greedy 0.00)", "npo (greedy 0.00)"]
+    cells = panels[0].images[0].get_array()
+    # rows: T = 0.2, 0.8, 1.0; columns: top-p = 0.2, 0.8, 1.0; leak@8 = T·p for full
+    np.testing.assert_allclose(cells, [[0.04, 0.16, 0.2], [0.16, 0.64, 0.8], [0.2, 0.8, 1.0]])
+    assert [t.get_text() for t in panels[0].texts][:3] == ["0.04", "0.16", "0.20"]
+    np.testing.assert_allclose(panels[1].images[0].get_array(), np.zeros((3, 3)))
+    # k is selectable
+    plot_decoding_heatmap(_grid_leak(), "fact", 1, tmp_path / "h1.png")
+    np.testing.assert_allclose([ax for ax in captured[1].axes if ax.images][0].images[0].get_array()[2, 2], 1 / 8)
+
+
+def test_decoding_grid_detection():
+    from leakk.figures import decoding_grid
+
+    assert decoding_grid(["greedy", "t1.0_p1.0", "t0.8_p0.8"]) is None
+    assert decoding_grid(["greedy", "t1.0_p1.0", "t1.0_p0.8", "t0.8_p1.0"]) is None  # a corner missing
+    assert decoding_grid(["t1.0_p1.0", "t1.0_p0.8", "t0.8_p1.0", "t0.8_p0.8"]) == ([0.8, 1.0], [0.8, 1.0])
+    with pytest.raises(ArtifactError, match="grid"):
+        from leakk.figures import plot_decoding_heatmap
+
+        plot_decoding_heatmap(_grid_leak().filter(pl.col("decoding") != "t0.2_p0.2"), "fact", 8, "x.png")
+
+
+def test_decoding_grid_preset_is_a_complete_valid_params_file():
+    from pathlib import Path
+
+    from leakk.config import decoding_names, load_params
+    from leakk.figures import decoding_grid
+
+    root = Path(__file__).resolve().parents[1]
+    p = load_params(root / "configs" / "decoding_grid.yaml")
+    assert decoding_grid(decoding_names(p)) == ([0.2, 0.8, 1.0], [0.2, 0.8, 1.0])
+    assert decoding_names(p)[0] == "greedy"
+    base = load_params(root / "params.yaml")
+    assert {k: v for k, v in p.items() if k != "sample"} == {k: v for k, v in base.items() if k != "sample"}

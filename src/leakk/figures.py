@@ -378,3 +378,71 @@ def plot_leak_rate_distribution(counts: pl.DataFrame, judge: str, decoding: str,
     ax.set_title("Per-question leak rate c/n")
     fig.tight_layout()
     _save(fig, out_path)
+
+
+def decoding_grid(decodings) -> tuple[list[float], list[float]] | None:
+    """(temperatures, top_ps) if the sampled decoding names form a full T × top-p grid of at
+    least 2 × 2, else None (the heatmap needs a grid)."""
+    from leakk.sampling.decoding import Decoding
+
+    decs = [Decoding.from_name(d) for d in decodings if d != GREEDY]
+    temps = sorted({d.temperature for d in decs})
+    tops = sorted({d.top_p for d in decs})
+    if len(temps) < 2 or len(tops) < 2:
+        return None
+    have = {(d.temperature, d.top_p) for d in decs}
+    if any((t, p) not in have for t in temps for p in tops):
+        return None
+    return temps, tops
+
+
+def plot_decoding_heatmap(leak: pl.DataFrame, judge: str, k: int, out_path: str | os.PathLike,
+                          greedy: str = GREEDY) -> None:
+    """leak@k over temperature (rows) × top-p (columns), one panel per model, every cell
+    labelled with its value; the model's greedy leak is in the panel title.
+
+    Reading it: leak grows towards the bottom-right (hotter, wider nucleus); a model that is
+    only "forgotten" at the top-left (near-greedy) is not forgotten.
+    """
+    import numpy as np
+
+    plt = _pyplot()
+    sub = _judge_rows(leak, judge)
+    grid = decoding_grid(sub["decoding"].unique().to_list())
+    if grid is None:
+        raise ArtifactError("the leak table's decodings do not form a temperature × top-p grid")
+    temps, tops = grid
+    at_k = sub.filter(pl.col("k") == k)
+    if at_k.filter(pl.col("decoding") != greedy).is_empty():
+        raise ArtifactError(f"no sampled rows at k={k} for judge {judge!r}")
+    models = _model_order(sub["model"].to_list())
+    fig, axes = _facet_grid(plt, len(models), width=3.3, height=3.0)
+    from leakk.sampling.decoding import Decoding
+
+    image = None
+    for ax, m in zip(axes.flat, models):
+        cells = np.full((len(temps), len(tops)), np.nan)
+        for r in at_k.filter(pl.col("model") == m).iter_rows(named=True):
+            if r["decoding"] == greedy:
+                continue
+            d = Decoding.from_name(r["decoding"])
+            cells[temps.index(d.temperature), tops.index(d.top_p)] = r["leak_at_k"]
+        image = ax.imshow(cells, vmin=0, vmax=1, cmap="magma_r", origin="upper", aspect="auto")
+        for i in range(len(temps)):
+            for j in range(len(tops)):
+                v = cells[i, j]
+                ax.text(j, i, "n/a" if np.isnan(v) else f"{v:.2f}", ha="center", va="center", fontsize=8,
+                        color="white" if (not np.isnan(v) and v > 0.55) else "black")
+        g = sub.filter((pl.col("model") == m) & (pl.col("decoding") == greedy) & (pl.col("k") == 1))
+        title = m + (f" (greedy {g['leak_at_k'][0]:.2f})" if g.height else "")
+        ax.set_title(title, fontsize=9)
+        ax.set_xticks(range(len(tops)), [f"{p:g}" for p in tops])
+        ax.set_yticks(range(len(temps)), [f"{t:g}" for t in temps])
+        ax.set_xlabel("top-p")
+    for ax in axes[:, 0]:
+        ax.set_ylabel("temperature")
+    fig.suptitle(f"leak@{k} over temperature × top-p — judge: {judge}")
+    fig.tight_layout()
+    if image is not None:
+        fig.colorbar(image, ax=list(axes.flat), shrink=0.8, label=f"leak@{k}")
+    _save(fig, out_path)

@@ -180,6 +180,14 @@ def _reliability(args, params):
     dvc_files(args.leak, params, args.out_dir)
 
 
+def _heatmap(args, params):
+    from leakk.figures import plot_decoding_heatmap
+
+    leak = read_parquet(args.leak, "leak_table")
+    k = args.k or int(leak.filter(pl.col("decoding") != "greedy")["k"].max())
+    plot_decoding_heatmap(leak, args.judge or params["estimate"]["headline_judge"], k, args.out)
+
+
 def _report_tables(args, params):
     from leakk.report import write_tables_page
 
@@ -216,4 +224,10 @@ def add_commands(sub) -> None:
     p.add_argument("--bounds", required=True, help="bounds.csv")
     p.add_argument("--check", required=True, help="bounds_check.csv")
     p.add_argument("--reliability", required=True, help="reliability.md")
+    p.add_argument("--out", required=True)
+    p = sub.add_parser("heatmap", help="leak@k over the temperature x top-p grid, per model")
+    p.set_defaults(fn=_heatmap)
+    p.add_argument("--leak", required=True)
+    p.add_argument("--judge", help="default: estimate.headline_judge")
+    p.add_argument("--k", type=int, help="default: the largest sampled k")
     p.add_argument("--out", required=True)
