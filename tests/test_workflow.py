@@ -18,7 +18,9 @@ from conftest import MICRO, ROOT, write_params
 
 BIN = str(Path(sys.executable).parent)
 ENV = {**os.environ, "PATH": BIN + os.pathsep + os.environ.get("PATH", ""), "TQDM_DISABLE": "1"}
-DOWNSTREAM_OF_SAMPLING = {"sample", "judge", "estimate", "figures", "rule_eval", "rule_report", "all"}
+DOWNSTREAM_OF_SAMPLING = {"sample", "judge", "estimate", "figures", "rule_eval", "rule_report", "all",
+                          # bounds read sample.max_new_tokens (an answer longer than it cannot be produced)
+                          "bounds", "bounds_table", "reliability", "report_tables"}
 
 
 def snakemake(workdir: Path, *args: str) -> subprocess.CompletedProcess:
@@ -43,6 +45,11 @@ def test_snakemake_micro_dag(tmp_path):
     assert set(leak["model"]) == {"full", "retrain", "ga", "npo", "rule_npo"}
     assert (results / "figures" / "rule_npo_rounds.png").is_file()
     assert pl.read_parquet(results / "rule_eval/rule_npo/rounds.parquet")["round"].to_list() == [0, 1, 2]
+    bounds = pl.read_parquet(results / "bounds.parquet")
+    assert set(bounds["model"]) == {"full", "retrain", "ga", "npo", "rule_npo"} and bounds["k"].max() == 10_000
+    assert (results / "tables.html").read_text().count("<table") >= 4
+    for name in ("bound_vs_sampled", "leak_rate_distribution"):
+        assert (results / "figures" / f"{name}.png").is_file()
 
     again = snakemake(tmp_path, "-n")
     assert again.returncode == 0 and "Nothing to be done" in again.stdout + again.stderr
