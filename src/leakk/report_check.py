@@ -101,13 +101,13 @@ def parse_status(dom: str) -> dict[str, tuple[int, int] | int]:
     return {"images": (int(m.group(1)), int(m.group(2))), "tables": int(m.group(3)), "rows": int(m.group(4))}
 
 
-def blank_fraction(png: Path) -> float:
-    """Fraction of (near-)white pixels of a screenshot."""
+def inked_pixels(png: Path) -> int:
+    """Number of pixels of a screenshot that are not (near-)white."""
     import matplotlib.image as mpimg
     import numpy as np
 
     img = mpimg.imread(png)[..., :3]
-    return float(np.mean(np.all(img > 0.97, axis=-1)))
+    return int(np.sum(~np.all(img > 0.97, axis=-1)))
 
 
 def check(report: Path, figures_dir: Path | None, out_dir: Path, binary: str | None = None,
@@ -156,7 +156,7 @@ def check(report: Path, figures_dir: Path | None, out_dir: Path, binary: str | N
         path = out_dir / shot
         if not path.is_file():
             problems.append(f"no screenshot {shot}")
-        elif blank_fraction(path) > 0.995:
+        elif inked_pixels(path) < 500:
             problems.append(f"screenshot {shot} is blank")
     (out_dir / "status.json").write_text(json.dumps({"status": status, "problems": problems}, indent=2))
     return problems
