@@ -99,7 +99,7 @@ def test_report_renders_in_headless_chromium(tmp_path):
     _, results = _fake_report(tmp_path)
     results["results/figures/a.png"]["data_uri"] = f"data:image/png;base64,{png}"
     report = tmp_path / "report.html"
-    report.write_text("<html><body><div>Tables leak</div><script id=\"results\">\n var results = "
+    report.write_text("<html><body><h1 style=\"font-size:90px\">Tables leak</h1><script id=\"results\">\n var results = "
                       + json.dumps(results) + ";\n </script></body></html>")
     problems = check(report, None, tmp_path / "shots", min_tables=1)
     assert problems == []
