@@ -37,6 +37,7 @@ rule bounds_table:
         table="results/bounds.parquet",
         csv="results/bounds.csv",
         check="results/bounds_check.csv",
+        why="results/why_leaks.csv",
         figure=report("results/figures/bound_vs_sampled.png", caption="../report/bound_vs_sampled.rst",
                       category="2. Exact bound"),
     params:
@@ -80,6 +81,7 @@ rule report_tables:
         summary="results/summary.md",
         bounds="results/bounds.csv",
         check="results/bounds_check.csv",
+        why="results/why_leaks.csv",
         reliability="results/reliability.md",
     output:
         report("results/tables.html", caption="../report/tables.rst", category="1. Tables"),
@@ -87,7 +89,7 @@ rule report_tables:
         "results/logs/report_tables.log",
     shell:
         "{LEAKK} report-tables --summary {input.summary} --bounds {input.bounds} --check {input.check} "
-        "--reliability {input.reliability} --out {output} 2> {log}"
+        "--reliability {input.reliability} --why {input.why} --out {output} 2> {log}"
 
 
 # The T × top-p heatmap only where sample.decodings form a grid (configs/decoding_grid.yaml).

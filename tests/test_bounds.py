@@ -216,3 +216,15 @@ def test_bound_table_flags_and_ks():
     assert row[1]["bound"] == pytest.approx(0.25) and row[1]["consistent"] is True
     assert row[2]["bound"] == pytest.approx(0.375) and row[2]["consistent"] is False  # 0.375 > 0.3
     assert row[4]["consistent"] is None and row[10_000]["bound"] == pytest.approx(0.5)
+
+
+def test_why_leaks_table_hand_computed():
+    from leakk.bounds import why_leaks_table
+
+    per_q = pl.DataFrame({
+        "model": ["npo"] * 4, "decoding": ["greedy", "greedy", "t1.0_p1.0", "t1.0_p1.0"],
+        "qid": ["a", "b", "a", "b"], "p": [0.0, 1.0, 0.2, 0.6],
+        "fact_token_rank": [3, 1, 3, 1], "fact_token_prob": [0.1, 0.7, 0.1, 0.7]})
+    row = why_leaks_table(per_q, "t1.0_p1.0").row(0, named=True)
+    assert row == {"model": "npo", "questions": 2, "fact_rank_median": 2.0, "fact_not_argmax": 0.5,
+                   "fact_prob_mean": pytest.approx(0.4), "p_greedy_mean": 0.5, "p_t1.0_p1.0_mean": pytest.approx(0.4)}

@@ -219,3 +219,30 @@ def starts_with_check(bounds: pl.DataFrame, samples: pl.DataFrame, data: pl.Data
     return {"samples": int(n.sum()), "starts_with": int(observed), "expected": expected,
             "empirical_rate": observed / n.sum() if n.sum() else None,
             "exact_rate": expected / n.sum() if n.sum() else None, "z": z}
+
+
+def why_leaks_table(per_q: pl.DataFrame, decoding: str) -> pl.DataFrame:
+    """Per model: where the answer's first fact token stands under the model (untempered),
+    and the exact p at greedy and at ``decoding``.
+
+    ``fact_not_argmax`` = share of questions whose fact token is not the most likely token
+    (greedy decoding cannot produce the fact there, sampling can); ``fact_rank_median`` and
+    ``fact_prob_mean`` describe the mass greedy decoding hides.
+    """
+    from leakk.estimate import model_order
+
+    rows = []
+    for m in model_order(per_q["model"].to_list()):
+        part = per_q.filter(pl.col("model") == m)
+        one = part.filter(pl.col("decoding") == part["decoding"][0]).drop_nulls("fact_token_rank")
+        greedy = part.filter(pl.col("decoding") == "greedy")["p"]
+        sampled = part.filter(pl.col("decoding") == decoding)["p"]
+        rows.append({
+            "model": m, "questions": one.height,
+            "fact_rank_median": float(one["fact_token_rank"].median()) if one.height else None,
+            "fact_not_argmax": float((one["fact_token_rank"] > 1).mean()) if one.height else None,
+            "fact_prob_mean": float(one["fact_token_prob"].mean()) if one.height else None,
+            "p_greedy_mean": float(greedy.mean()) if greedy.len() else None,
+            f"p_{decoding}_mean": float(sampled.mean()) if sampled.len() else None,
+        })
+    return pl.DataFrame(rows)

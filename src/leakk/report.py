@@ -116,9 +116,14 @@ def bounds_markdown(bounds: pl.DataFrame, judge: str, decoding: str,
 
 
 def tables_page(summary_md: str, bounds: pl.DataFrame, check: pl.DataFrame, reliability_md: str,
-                judge: str, decoding: str) -> str:
+                judge: str, decoding: str, why: pl.DataFrame | None = None) -> str:
     """The whole tables page as one HTML document."""
-    parts = [summary_md, bounds_markdown(bounds, judge, decoding),
+    why_md = [] if why is None or why.is_empty() else [
+        "## Why it leaks: the answer's first fact token under each model", "",
+        "Rank and probability of the true fact token (untempered model), the share of questions where "
+        "it is not the argmax (greedy cannot say it, sampling can), and the exact p of beginning with the "
+        "answer at greedy and at the headline decoding.", "", frame_to_markdown(why), ""]
+    parts = [summary_md, bounds_markdown(bounds, judge, decoding), *why_md,
              "## Exact p vs sampling: completions that begin with the answer", "",
              "Observed count vs Σ n·p (z = (observed − expected)/sd; other tokenisations can only add, "
              "so z ≥ 0 is expected, |z| ≲ 2 when they are rare).", "",
@@ -129,7 +134,11 @@ def tables_page(summary_md: str, bounds: pl.DataFrame, check: pl.DataFrame, reli
 
 
 def write_tables_page(summary: str | os.PathLike, bounds: str | os.PathLike, check: str | os.PathLike,
-                      reliability: str | os.PathLike, out: str | os.PathLike, judge: str, decoding: str) -> None:
-    check_frame = pl.read_csv(check) if Path(check).stat().st_size else pl.DataFrame()
-    write_text(tables_page(Path(summary).read_text(), pl.read_csv(bounds), check_frame,
-                           Path(reliability).read_text(), judge, decoding), out)
+                      reliability: str | os.PathLike, out: str | os.PathLike, judge: str, decoding: str,
+                      why: str | os.PathLike | None = None) -> None:
+    def csv(path):
+        return pl.read_csv(path) if path and Path(path).stat().st_size else pl.DataFrame()
+
+    page = tables_page(Path(summary).read_text(), pl.read_csv(bounds), csv(check),
+                                         Path(reliability).read_text(), judge, decoding, why=csv(why))
+    write_text(page, out)

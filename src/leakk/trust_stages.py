@@ -56,8 +56,8 @@ def bounds(data: pl.DataFrame, params: dict[str, Any], *, model_name: str, model
 def bounds_table(data: pl.DataFrame, params: dict[str, Any], *, bound_files: list[str],
                  leak_path: str | os.PathLike, samples_dir: str | os.PathLike,
                  out_dir: str | os.PathLike) -> pl.DataFrame:
-    """results/bounds.parquet + .csv, bounds_check.csv and figures/bound_vs_sampled.png."""
-    from leakk.bounds import bound_table, starts_with_check
+    """results/bounds.parquet + .csv, bounds_check.csv, why_leaks.csv and figures/bound_vs_sampled.png."""
+    from leakk.bounds import bound_table, starts_with_check, why_leaks_table
     from leakk.figures import plot_bound_vs_sampled
 
     per_q = pl.concat([read_parquet(f, "bounds") for f in bound_files])
@@ -75,6 +75,7 @@ def bounds_table(data: pl.DataFrame, params: dict[str, Any], *, bound_files: lis
     _write_csv(table, out_dir / "bounds.csv")
     _write_csv(pl.DataFrame(checks), out_dir / "bounds_check.csv")
     est = params["estimate"]
+    _write_csv(why_leaks_table(per_q, est["headline_decoding"]), out_dir / "why_leaks.csv")
     plot_bound_vs_sampled(table, est["headline_judge"], est["headline_decoding"],
                           out_dir / "figures" / "bound_vs_sampled.png")
     return table
@@ -193,7 +194,7 @@ def _report_tables(args, params):
 
     est = params["estimate"]
     write_tables_page(args.summary, args.bounds, args.check, args.reliability, args.out,
-                      est["headline_judge"], est["headline_decoding"])
+                      est["headline_judge"], est["headline_decoding"], why=args.why)
 
 
 def add_commands(sub) -> None:
@@ -224,6 +225,7 @@ def add_commands(sub) -> None:
     p.add_argument("--bounds", required=True, help="bounds.csv")
     p.add_argument("--check", required=True, help="bounds_check.csv")
     p.add_argument("--reliability", required=True, help="reliability.md")
+    p.add_argument("--why", help="why_leaks.csv")
     p.add_argument("--out", required=True)
     p = sub.add_parser("heatmap", help="leak@k over the temperature x top-p grid, per model")
     p.set_defaults(fn=_heatmap)
