@@ -80,7 +80,8 @@ def test_betabinom_logpmf_equals_scipy(n, data, a, b):
 
 
 def test_model_leak_at_k_equals_monte_carlo_expectation():
-    fit = fit_betabinom(np.full(4, 10), np.array([0, 1, 3, 10]))
+    fit = fit_betabinom(np.full(4, 10), np.array([0, 1, 3, 10]), family="zi-betabinom")
+    assert fit.pi > 0
     rng = np.random.default_rng(3)
     q = np.where(rng.random(400_000) < fit.pi, 0.0, rng.beta(fit.a, fit.b, 400_000))
     for k in (1, 7, 64, 640):
@@ -95,7 +96,7 @@ def _simulate(rng, questions, n, a, b, pi):
 def test_fit_recovers_parameters_and_extrapolates():
     rng = np.random.default_rng(4)
     q, c = _simulate(rng, 3000, 64, 0.4, 3.0, 0.5)
-    fit = fit_betabinom(np.full(3000, 64), c)
+    fit = fit_betabinom(np.full(3000, 64), c, family="aic")
     assert fit.family == "zi-betabinom"
     assert fit.pi == pytest.approx(0.5, abs=0.05)
     assert fit.a == pytest.approx(0.4, rel=0.25) and fit.b == pytest.approx(3.0, rel=0.4)
@@ -151,5 +152,36 @@ def test_holdout_check_uses_the_first_quarter_of_samples():
     counts = per_question_counts(frame, max_sample_idx=16)
     assert counts["n"].max() == 16
     fit = fit_betabinom(counts["n"].to_numpy(), counts["c"].to_numpy())
-    assert got["predicted_leak_at_n"] == pytest.approx(float(fit.leak_at_k(64)))
-    assert abs(got["error"]) < 0.15  # a correctly specified model, 60 questions
+    want = fit.posterior_leak_at_k(counts["n"].to_numpy(), counts["c"].to_numpy(), 64).mean()
+    assert got["predicted_leak_at_n"] == pytest.approx(float(want))
+    assert abs(got["error"]) < 4 * got["noise_sd"] + 0.02
+
+
+@pytest.mark.parametrize("family", ["betabinom", "zi-betabinom"])
+def test_posterior_leak_at_k_equals_monte_carlo_conditional(family):
+    """E[1 − (1 − q)^k | c of n] by simulation: draw q from the fitted prior, c ~ Bin(n, q),
+    and average 1 − (1 − q)^k over the draws that produced each c."""
+    from leakk.extrapolate import BetaBinomFit
+
+    fit = BetaBinomFit(family, 0.4, 2.5, 0.3 if family == "zi-betabinom" else 0.0, 0.0, 0.0)
+    rng = np.random.default_rng(8)
+    m = 2_000_000
+    q = np.where(rng.random(m) < fit.pi, 0.0, rng.beta(fit.a, fit.b, m))
+    c = rng.binomial(16, q)
+    for cv in (0, 1, 5):
+        sel = q[c == cv]
+        mc = np.mean(1 - (1 - sel) ** 64)
+        se = np.std(1 - (1 - sel) ** 64) / np.sqrt(sel.size)
+        assert fit.posterior_leak_at_k(16, cv, 64) == pytest.approx(mc, abs=4 * se + 1e-4)
+
+
+def test_fit_families_and_unknown_family():
+    rng = np.random.default_rng(9)
+    _, c = _simulate(rng, 200, 16, 0.5, 2.0, 0.4)
+    n = np.full(200, 16)
+    assert fit_betabinom(n, c).family == "betabinom"
+    assert fit_betabinom(n, c, family="zi-betabinom").family == "zi-betabinom"
+    aic = fit_betabinom(n, c, family="aic")
+    assert aic.aic == min(fit_betabinom(n, c).aic, fit_betabinom(n, c, family="zi-betabinom").aic)
+    with pytest.raises(ValueError, match="family"):
+        fit_betabinom(n, c, family="nope")
