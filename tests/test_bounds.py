@@ -209,13 +209,33 @@ def test_bound_is_below_true_leak_for_simulated_bernoulli_completions(p, extra, 
 def test_bound_table_flags_and_ks():
     per_q = pl.DataFrame({"model": ["m"] * 2, "decoding": ["d"] * 2, "qid": ["a", "b"], "p": [0.5, 0.0]})
     leak = pl.DataFrame({"model": ["m", "m"], "decoding": ["d", "d"], "judge": ["j", "j"], "k": [1, 2],
-                         "leak_at_k": [0.3, 0.2], "ci_low": [0.2, 0.1], "ci_high": [0.4, 0.3]})
+                         "leak_at_k": [0.1, 0.2], "ci_low": [0.05, 0.1], "ci_high": [0.4, 0.3],
+                         "n": [100, 100], "questions": [100, 100]})
     t = bound_table(per_q, leak)
     assert t["k"].max() == 10_000 and set(BOUND_KS) == set(t["k"].to_list())
     row = {r["k"]: r for r in t.iter_rows(named=True)}
+    # pooled: 1000 leaks in 10 000 samples; exact upper bound on the per-sample rate
+    from scipy import stats
+
+    u = stats.beta.ppf(0.95, 1001, 9000)
+    assert row[1]["upper_exact"] == pytest.approx(u) and row[2]["upper_exact"] == pytest.approx(1 - (1 - u) ** 2)
     assert row[1]["bound"] == pytest.approx(0.25) and row[1]["consistent"] is True
-    assert row[2]["bound"] == pytest.approx(0.375) and row[2]["consistent"] is False  # 0.375 > 0.3
+    assert row[2]["bound"] == pytest.approx(0.375) and row[2]["consistent"] is False  # 0.375 > 0.3, > 0.2
     assert row[4]["consistent"] is None and row[10_000]["bound"] == pytest.approx(0.5)
+
+
+def test_bound_table_zero_leaks_use_the_exact_upper_bound():
+    """No leak in 64·60 samples: the bootstrap CI is [0, 0], but a bound of 0.02 at k = 64 is
+    still consistent with the data (the exact upper bound on leak@64 is ~0.05)."""
+    per_q = pl.DataFrame({"model": ["m"] * 60, "decoding": ["d"] * 60, "qid": [f"q{i}" for i in range(60)],
+                          "p": [0.0003] * 60})
+    leak = pl.DataFrame({"model": ["m"] * 2, "decoding": ["d"] * 2, "judge": ["j"] * 2, "k": [1, 64],
+                         "leak_at_k": [0.0, 0.0], "ci_low": [0.0, 0.0], "ci_high": [0.0, 0.0],
+                         "n": [64, 64], "questions": [60, 60]})
+    row = bound_table(per_q, leak).filter(pl.col("k") == 64).row(0, named=True)
+    assert row["bound"] == pytest.approx(1 - (1 - 0.0003) ** 64)
+    assert row["upper_exact"] == pytest.approx(1 - 0.05 ** (64 / 3840), rel=1e-9)
+    assert row["consistent"] is True
 
 
 def test_why_leaks_table_hand_computed():

@@ -172,8 +172,10 @@ def bound_table(bounds: pl.DataFrame, leak: pl.DataFrame | None = None,
     """Per (model, decoding[, judge], k): the mean lower bound over questions, beside the
     sampled leak@k and its CI where the leak table has that k (k ≤ n).
 
-    ``consistent`` = bound ≤ ci_high (null where nothing was sampled at that k): the bound
-    is a lower bound on the truth, so a sampled CI entirely below it would be a bug.
+    ``upper_exact``: an exact 95% upper confidence bound on leak@k from the pooled leak count
+    (:func:`_exact_upper`). ``consistent`` = bound ≤ max(ci_high, upper_exact) (null where
+    nothing was sampled at that k): the bound is a lower bound on the truth, so a sampled
+    leak@k confidently below it would be a bug.
     """
     rows = []
     for (model, decoding), part in bounds.group_by(["model", "decoding"], maintain_order=True):
@@ -186,16 +188,46 @@ def bound_table(bounds: pl.DataFrame, leak: pl.DataFrame | None = None,
     if leak is None or leak.is_empty():
         return table.with_columns(judge=pl.lit(None, pl.String), leak_at_k=pl.lit(None, pl.Float64),
                                   ci_low=pl.lit(None, pl.Float64), ci_high=pl.lit(None, pl.Float64),
+                                  upper_exact=pl.lit(None, pl.Float64),
                                   consistent=pl.lit(None, pl.Boolean)).sort("model", "decoding", "k")
     judges = leak.select("judge").unique().sort("judge")
     sampled = leak.select("model", "decoding", "judge", "k", "leak_at_k", "ci_low", "ci_high")
+    exact = _exact_upper(leak)
     return (
         table.join(judges, how="cross")
         .join(sampled, on=["model", "decoding", "judge", "k"], how="left")
+        .join(exact, on=["model", "decoding", "judge"], how="left")
+        .with_columns(upper_exact=pl.when(pl.col("ci_high").is_null()).then(None)
+                      .otherwise(-(pl.col("k").cast(pl.Float64) * (-pl.col("_u")).log1p()).exp() + 1.0))
         .with_columns(consistent=pl.when(pl.col("ci_high").is_null()).then(None)
-                      .otherwise(pl.col("bound") <= pl.col("ci_high") + 1e-12))
+                      .otherwise(pl.col("bound") <= pl.max_horizontal("ci_high", "upper_exact") + 1e-12))
+        .drop("_u")
         .sort("model", "decoding", "judge", "k")
     )
+
+
+def _exact_upper(leak: pl.DataFrame, confidence: float = 0.95) -> pl.DataFrame:
+    """Per (model, decoding, judge): U = one-sided Clopper–Pearson upper bound on the pooled
+    per-sample leak rate (leak@1 · n · questions leaks in n · questions samples).
+
+    1 − (1 − U)^k is then an upper confidence bound on mean leak@k: 1 − (1 − q)^k is concave,
+    so the mean over questions is ≤ its value at the mean q (Jensen); and pooling samples of
+    questions with different q only makes few leaks *less* likely than for a binomial with
+    the same mean (Hoeffding 1956), so the binomial CP bound stays conservative. This is the
+    interval to compare with where the clustered bootstrap degenerates — with no leak at all
+    it returns [0, 0], which is no confidence interval.
+    """
+    from leakk.guarantees import cp_upper
+
+    at1 = leak.filter((pl.col("k") == 1) & pl.col("leak_at_k").is_not_null() & (pl.col("questions") > 0))
+    rows = []
+    for r in at1.iter_rows(named=True):
+        total = int(r["n"]) * int(r["questions"])
+        leaked = min(total, int(round(r["leak_at_k"] * total)))
+        rows.append({"model": r["model"], "decoding": r["decoding"], "judge": r["judge"],
+                     "_u": float(cp_upper(leaked, total, confidence))})
+    return pl.DataFrame(rows, schema={"model": pl.String, "decoding": pl.String, "judge": pl.String,
+                                      "_u": pl.Float64})
 
 
 def starts_with_check(bounds: pl.DataFrame, samples: pl.DataFrame, data: pl.DataFrame) -> dict[str, Any]:

@@ -36,7 +36,7 @@ CONTRACTS: dict[str, tuple[str, ...]] = {
     ),
     "bound_table": (
         "model", "decoding", "judge", "k", "bound", "questions", "leak_at_k", "ci_low", "ci_high",
-        "consistent",
+        "upper_exact", "consistent",
     ),
 }
 
