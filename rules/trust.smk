@@ -11,7 +11,8 @@ rule bounds:
         "results/bounds/{model}.parquet",
     params:
         model_dir=model_dir,
-        sample=SAMPLE_KEYS,
+        # what the bound reads: not n, seed or backend (it samples nothing)
+        sample={k: P["sample"][k] for k in ("max_new_tokens", "question_column")},
         decodings=DECODINGS,
         device=P["device"],
         template=lambda w: P["prompt_template"],  # a function: "{question}" is no wildcard
