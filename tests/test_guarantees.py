@@ -185,3 +185,13 @@ def test_fit_families_and_unknown_family():
     assert aic.aic == min(fit_betabinom(n, c).aic, fit_betabinom(n, c, family="zi-betabinom").aic)
     with pytest.raises(ValueError, match="family"):
         fit_betabinom(n, c, family="nope")
+
+
+def test_extrapolation_without_any_leak_has_an_exact_upper_interval():
+    counts = pl.DataFrame({"model": ["m"] * 10, "decoding": ["d"] * 10, "judge": ["j"] * 10,
+                           "qid": [f"q{i}" for i in range(10)], "group": [f"g{i % 5}" for i in range(10)],
+                           "n": [64] * 10, "c": [0] * 10})
+    t = extrapolation_table(counts, n_boot=10)
+    assert (t["extrapolated_leak_at_k"] == 0).all() and (t["extrapolated_ci_low"] == 0).all()
+    u = 1 - 0.05 ** (1 / 640)
+    assert t["extrapolated_ci_high"].to_list() == pytest.approx([1 - (1 - u) ** k for k in (64, 128, 256, 640)])

@@ -208,6 +208,15 @@ def extrapolation_table(counts: pl.DataFrame, multiples: Sequence[float] = (1, 2
         ks = sorted({max(1, int(round(m * nominal))) for m in multiples})
         fit, point, lo, hi = predict(n, c, part["group"].to_numpy(), ks, n_boot=n_boot, ci=ci, seed=seed,
                                      family=family)
+        if fit.family == "none-leak":
+            # no leak at all: the fit (and every bootstrap refit) says 0 with no width, which
+            # is no interval. Use the exact one instead: a Clopper–Pearson upper bound U on
+            # the pooled per-sample rate gives leak@k ≤ 1 − (1 − U)^k (see
+            # leakk.bounds._exact_upper for why pooling and Jensen keep it valid).
+            from leakk.guarantees import cp_upper
+
+            u = float(cp_upper(0, int(n.sum()), ci))
+            hi = -np.expm1(np.asarray(ks, dtype=np.float64) * np.log1p(-u))
         for i, k in enumerate(ks):
             measured = float(leak_at_k(n, c, k).mean()) if k <= n.min() else None
             rows.append({"model": model, "decoding": decoding, "judge": judge, "k": k, "n": nominal,
