@@ -72,6 +72,9 @@ def test_dvc_repro_micro(tmp_path):
     first = run(f"{BIN}/dvc", "repro")
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
     assert pl.read_parquet(tmp_path / "results/leak_at_k.parquet").height > 0
+    assert pl.read_parquet(tmp_path / "results/bounds.parquet")["k"].max() == 10_000
+    metrics = run(f"{BIN}/dvc", "metrics", "show")
+    assert metrics.returncode == 0 and "leak_at_1" in metrics.stdout, metrics.stdout + metrics.stderr
     again = run(f"{BIN}/dvc", "repro")
     assert "Running stage" not in again.stdout
     edited = yaml.safe_load((tmp_path / "params.yaml").read_text())
@@ -81,5 +84,8 @@ def test_dvc_repro_micro(tmp_path):
     assert rerun.returncode == 0, rerun.stdout[-3000:]
     stages = set(re.findall(r"Running stage '([\w@.-]+)'", rerun.stdout))
     assert stages and all(s.split("@")[0] in {"sample_base", "sample_unlearn", "sample_rule", "judge",
-                                              "judge_unlearn", "judge_rule", "estimate", "figures", "rule_eval"}
+                                              "judge_unlearn", "judge_rule", "estimate", "figures", "rule_eval",
+                                              # the exact bound reads sample.max_new_tokens
+                                              "bounds", "bounds_unlearn", "bounds_rule", "bounds_table",
+                                              "reliability"}
                           for s in stages), stages
