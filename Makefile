@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 TORCH := torch==2.13.0
 CORES ?= all
 
-.PHONY: run test test-all install dvc-repro bench clean
+.PHONY: run test test-all install dvc-repro bench clean report-check
 
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +23,11 @@ install: $(VENV)/.installed
 ## run: install, then build the whole default pipeline and print the summary table
 run: install
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/snakemake --cores $(CORES)
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/snakemake --report results/report.html
+
+## report-check: render results/report.html in headless Chromium, screenshots in results/report_check
+report-check: install
+	$(BIN)/python -m leakk.report_check results/report.html --figures results/figures --out-dir results/report_check
 
 ## test: install, then run the default test suite (fast; slow end-to-end tests: make test-all)
 test: install

@@ -8,6 +8,9 @@ from leakk.errors import ParamsError
 from leakk.pipeline import stage_params, stage_resources
 
 
+report: "report/workflow.rst"
+
+
 # The params file is params.yaml, or one complete preset (`--configfile configs/x.yaml`).
 # leakk reads and validates it itself (no `configfile:` directive), so a bad file or value
 # fails here with one line naming the key, before any job is scheduled or output deleted;
@@ -35,6 +38,7 @@ include: "rules/judge.smk"
 include: "rules/estimate.smk"
 include: "rules/calibrate.smk"
 include: "rules/figures.smk"
+include: "rules/trust.smk"
 
 
 rule all:
@@ -48,6 +52,7 @@ rule all:
         calibration_files(),
         expand("results/rule_eval/{name}/rounds.parquet", name=RULES),
         expand("results/figures/{name}_rounds.png", name=RULES),
+        trust_files(),
 
 
 onsuccess:

@@ -2,8 +2,10 @@ rule figures:
     input:
         "results/leak_at_k.parquet",
     output:
-        "results/figures/leak_at_k_{judge}.png",
-        "results/figures/greedy_vs_sampled_{judge}.png",
+        report("results/figures/leak_at_k_{judge}.png", caption="../report/leak_at_k.rst",
+               category="4. leak@k", subcategory="{judge}"),
+        report("results/figures/greedy_vs_sampled_{judge}.png", caption="../report/greedy_vs_sampled.rst",
+               category="4. leak@k", subcategory="{judge}"),
     params:
         reads=lambda w: stage_params(P, "figures"),
     resources:

@@ -55,7 +55,8 @@ rule rule_report:
                                r=range(RULES[w.name]["rounds"] + 1)),
     output:
         log="results/rule_eval/{name}/rounds.parquet",
-        figure="results/figures/{name}_rounds.png",
+        figure=report("results/figures/{name}_rounds.png", caption="../report/rule_rounds.rst",
+                      category="5. RULE"),
     resources:
         **stage_resources(P, "rule_report"),
     benchmark:

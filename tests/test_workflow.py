@@ -18,7 +18,9 @@ from conftest import MICRO, ROOT, write_params
 
 BIN = str(Path(sys.executable).parent)
 ENV = {**os.environ, "PATH": BIN + os.pathsep + os.environ.get("PATH", ""), "TQDM_DISABLE": "1"}
-DOWNSTREAM_OF_SAMPLING = {"sample", "judge", "estimate", "calibrate", "figures", "rule_eval", "rule_report", "all"}
+DOWNSTREAM_OF_SAMPLING = {"sample", "judge", "estimate", "calibrate", "figures", "rule_eval", "rule_report", "all",
+                          # bounds read sample.max_new_tokens (an answer longer than it cannot be produced)
+                          "bounds", "bounds_table", "reliability", "report_tables"}
 
 
 def planned_judge_jobs(proc: subprocess.CompletedProcess) -> set[tuple[str, str, str]]:
@@ -34,7 +36,8 @@ def assert_only_rougel_rejudged(plan: subprocess.CompletedProcess) -> None:
     assert {(m, d) for m, j, d in jobs if j == "rougeL"} == {(m, d) for m in ("full", "retrain", "ga", "npo", "rule_npo")
                                                             for d in ("greedy", "t1.0_p1.0")}
     assert {m for m, j, _ in jobs if j != "rougeL"} == {"rule_npo"}, plan.stdout
-    assert planned_rules(plan) <= {"judge", "estimate", "calibrate", "figures", "all",
+    assert planned_rules(plan) <= {"judge", "estimate", "calibrate", "figures", "all", "bounds", "bounds_table",
+                                   "reliability", "report_tables",
                                    "rule_round", "rule_eval", "rule_report", "sample"}, plan.stdout
 
 
@@ -65,6 +68,11 @@ def test_snakemake_micro_dag(tmp_path):
     assert set(leak["model"]) == {"full", "retrain", "ga", "npo", "rule_npo"}
     assert (results / "figures" / "rule_npo_rounds.png").is_file()
     assert pl.read_parquet(results / "rule_eval/rule_npo/rounds.parquet")["round"].to_list() == [0, 1, 2]
+    bounds = pl.read_parquet(results / "bounds.parquet")
+    assert set(bounds["model"]) == {"full", "retrain", "ga", "npo", "rule_npo"} and bounds["k"].max() == 10_000
+    assert (results / "tables.html").read_text().count("<table") >= 4
+    for name in ("bound_vs_sampled", "leak_rate_distribution"):
+        assert (results / "figures" / f"{name}.png").is_file()
 
     again = snakemake(tmp_path, "-n")
     assert again.returncode == 0 and "Nothing to be done" in again.stdout + again.stderr
@@ -95,6 +103,9 @@ def test_dvc_repro_micro(tmp_path):
     first = run(f"{BIN}/dvc", "repro")
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
     assert pl.read_parquet(tmp_path / "results/leak_at_k.parquet").height > 0
+    assert pl.read_parquet(tmp_path / "results/bounds.parquet")["k"].max() == 10_000
+    metrics = run(f"{BIN}/dvc", "metrics", "show")
+    assert metrics.returncode == 0 and "leak_at_1" in metrics.stdout, metrics.stdout + metrics.stderr
     again = run(f"{BIN}/dvc", "repro")
     assert "Running stage" not in again.stdout
     edited = yaml.safe_load((tmp_path / "params.yaml").read_text())
@@ -105,7 +116,10 @@ def test_dvc_repro_micro(tmp_path):
     stages = set(re.findall(r"Running stage '([\w@.-]+)'", rerun.stdout))
     assert stages and all(s.split("@")[0] in {"validate", "sample_base", "sample_unlearn", "sample_rule", "judge",
                                               "judge_unlearn", "judge_rule", "estimate", "calibrate", "figures",
-                                              "rule_eval"}
+                                              "rule_eval",
+                                              # the exact bound reads sample.max_new_tokens
+                                              "bounds", "bounds_unlearn", "bounds_rule", "bounds_table",
+                                              "reliability"}
                           for s in stages), stages
 
     # one stage per (model, judge): a rougeL threshold edit touches only rougeL's judge stages
@@ -118,7 +132,8 @@ def test_dvc_repro_micro(tmp_path):
     assert judges == {f"{st}@{m}-rougeL" for st, m in (("judge", "full"), ("judge", "retrain"),
                                                         ("judge_unlearn", "ga"), ("judge_unlearn", "npo"),
                                                         ("judge_rule", "rule_npo"))}, status.stdout
-    assert changed - judges <= {"validate", "estimate", "calibrate", "rule@rule_npo", "rule_eval@rule_npo"}, status.stdout
+    assert changed - judges <= {"validate", "estimate", "calibrate", "rule@rule_npo", "rule_eval@rule_npo",
+                                "bounds_rule@rule_npo", "bounds_table", "reliability", "report_tables"}, status.stdout
 
 def _tree(root: Path) -> dict[str, bytes]:
     """Every file under results/ (not logs, not Snakemake's benchmarks), by relative path."""

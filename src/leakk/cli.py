@@ -313,6 +313,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--evals", nargs="+", required=True, metavar="PARQUET", help="round evaluations 0..R")
     p.add_argument("--out-log", required=True, metavar="PARQUET", help="the round log to write")
     p.add_argument("--out-figure", required=True, metavar="PNG", help="the trajectory figure to write")
+    from leakk.trust_stages import add_commands
+
+    add_commands(sub)  # bounds, bounds-table, reliability, report-tables, heatmap
     return parser
 
 

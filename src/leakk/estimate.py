@@ -118,10 +118,15 @@ def _log_no_leak(lo: np.ndarray, hi: np.ndarray, k: int) -> np.ndarray:
 # Clustered bootstrap
 # --------------------------------------------------------------------------------------------
 
+#: interval methods of :func:`cluster_bootstrap_ci`
+CI_METHODS = ("percentile", "t")
+
+
 def cluster_bootstrap_ci(
-    values, groups, n_boot: int = 1000, ci: float = 0.95, seed: int = 0
+    values, groups, n_boot: int = 1000, ci: float = 0.95, seed: int = 0,
+    method: str = "percentile",
 ) -> tuple[float, float]:
-    """Percentile CI for the mean of ``values``, resampling whole ``groups`` with replacement.
+    """CI for the mean of ``values``, resampling whole ``groups`` with replacement.
 
     Why clustered: questions about the same fictitious author share context, so their leak
     values are correlated; resampling questions independently would understate the
@@ -133,6 +138,20 @@ def cluster_bootstrap_ci(
 
     With one group every replicate is the full sample, so the CI collapses to the point
     estimate — an honest statement that clustered resampling cannot say more.
+
+    ``method``:
+
+    * ``"percentile"``: the replicates' α/2 and 1 − α/2 quantiles. Measured coverage of a
+      nominal 95% interval (tests/test_coverage.py, correlated groups of 10 questions):
+      ≈ 94% with 40 groups (400 questions) but ≈ 85% with 6 groups (60 questions, the
+      default miniature) — with few clusters the bootstrap distribution is too narrow.
+    * ``"t"``: small-cluster correction — point ± t_{G−1, 1−α/2} · SE, where
+      SE = the replicates' standard deviation · √(G/(G−1)). For equal group sizes this is
+      exactly the classical t-interval on the G group means (the bootstrap SD of a mean of
+      G draws is √((G−1)/G) times the usual standard error), which is what the small-G
+      undercoverage calls for; it reverts to the percentile interval's width as G grows.
+      Clipped to [min(values), max(values)], where the mean must lie. Measured: ≈ 94% at
+      6 groups and at 40.
 
     Args:
         values: per-question statistic (1-D, finite).
@@ -156,6 +175,8 @@ def cluster_bootstrap_ci(
         raise ValueError(f"ci={ci} must lie in (0, 1)")
     if n_boot < 1:
         raise ValueError(f"n_boot={n_boot} must be ≥ 1")
+    if method not in CI_METHODS:
+        raise ValueError(f"method={method!r} is not one of {CI_METHODS}")
     _, inv = np.unique(groups, return_inverse=True)
     inv = inv.ravel()
     n_groups = int(inv.max()) + 1
@@ -168,6 +189,13 @@ def cluster_bootstrap_ci(
     draws = rng.multinomial(n_groups, np.full(n_groups, 1.0 / n_groups), size=n_boot)
     means = (draws @ sums) / (draws @ sizes)
     alpha = (1.0 - ci) / 2.0
+    if method == "t":
+        from scipy import stats
+
+        point = float(sums.sum() / sizes.sum())
+        half = float(stats.t.ppf(1.0 - alpha, n_groups - 1)) * float(means.std(ddof=1)) * math.sqrt(
+            n_groups / (n_groups - 1)) if n_boot > 1 else 0.0
+        return max(point - half, float(values.min())), min(point + half, float(values.max()))
     low, high = np.quantile(means, [alpha, 1.0 - alpha])
     return float(low), float(high)
 
@@ -199,6 +227,7 @@ def leak_table(
     ci: float = 0.95,
     seed: int = 0,
     baseline: str = "retrain",
+    ci_method: str = "percentile",
 ) -> pl.DataFrame:
     """Build the leak table (docs/design.md §4) from judgments joined with their samples.
 
@@ -220,7 +249,8 @@ def leak_table(
       with null leak/CI and ``questions = 0`` so the failure stays visible.
     * ``leak_at_k`` = mean over the remaining questions of the unbiased per-question
       estimator; ``ci_low``/``ci_high`` = clustered bootstrap over ``group`` (``n_boot``
-      replicates, coverage ``ci``; seed derived from ``(seed, model, decoding, judge, k)``).
+      replicates, coverage ``ci``, interval ``ci_method``; seed derived from
+      ``(seed, model, decoding, judge, k)``).
     * ``n`` = nominal n; ``missing`` = total null judgments for that (model, decoding, judge).
     * ``excess_over_retrain`` = leak_at_k − the ``baseline`` model's leak_at_k at the same
       (decoding, judge, k); null when there is no such baseline row.
@@ -279,7 +309,7 @@ def leak_table(
                 row["leak_at_k"] = float(per_question.mean())
                 row["ci_low"], row["ci_high"] = cluster_bootstrap_ci(
                     per_question, grp[use], n_boot=n_boot, ci=ci,
-                    seed=_row_seed(seed, model, decoding, judge, k),
+                    seed=_row_seed(seed, model, decoding, judge, k), method=ci_method,
                 )
             rows.append(row)
 

@@ -47,12 +47,22 @@ CONTRACTS: dict[str, dict[str, Any] | tuple[str, ...]] = {
         "fp": None, "fn": None, "tn": None, "precision": pl.Float64, "recall": pl.Float64, "f1": pl.Float64,
         "false_positive_rate": pl.Float64, "k": None, "leak_at_k": pl.Float64, "leak_at_k_fact": pl.Float64,
     },
+    # exact probability that one completion begins with the answer (leakk.bounds)
+    "bounds": (
+        "model", "decoding", "qid", "group", "answer_tokens", "log_p", "p", "fact_token_index",
+        "fact_token_rank", "fact_token_prob",
+    ),
+    "bound_table": (
+        "model", "decoding", "judge", "k", "bound", "questions", "leak_at_k", "ci_low", "ci_high",
+        "upper_exact", "consistent",
+    ),
 }
 
 #: The stage (``leakk`` subcommand / Snakemake rule) that writes each kind of artifact.
 PRODUCERS: dict[str, str] = {
     "data": "data", "samples": "sample", "judgments": "judge", "leak_table": "estimate",
     "utility": "estimate", "rule_leaked": "rule_round", "calibration": "calibrate",
+    "bounds": "bounds", "bound_table": "bounds_table",
 }
 
 

@@ -56,7 +56,8 @@ STAGES: dict[str, Stage] = {
     "rule_round": Stage(("seed", "device", "prompt_template", "rule.{name}", "unlearn.{base}", "judge.{judge}"),
                         ignores=("rule.{name}.rounds",), model=True, mem_mb=8000, runtime=240, dvc=("rule",)),
     "rule_eval": Stage(("device", "prompt_template", *_SAMPLE, "judge.{headline_judge}", "judge.{utility_judge}",
-                        "estimate.headline_judge", "estimate.headline_decoding"),
+                        "estimate.headline_judge", "estimate.headline_decoding", "estimate.bootstrap",
+                        "estimate.ci", "estimate.seed", "estimate.ci_method"),
                        model=True, mem_mb=8000, runtime=120, dvc=("rule_eval",)),
     "rule_report": Stage((), dvc=()),  # DVC runs it inside the rule_eval stage
     "sample": Stage(("device", "prompt_template", *_SAMPLE, "sample.decodings", "sample.shards"),

@@ -60,16 +60,28 @@ def select_leaked(judged: pl.DataFrame, questions: pl.DataFrame, known: pl.DataF
     return new.sort("qid", "completion")
 
 
-def _leak_stats(judged: pl.DataFrame, ks: list[int]) -> dict[str, float | None]:
+def _leak_stats(judged: pl.DataFrame, ks: list[int], groups: pl.DataFrame | None = None,
+                est: dict[str, Any] | None = None) -> dict[str, float | None]:
     """Mean leak@k over questions with ≥ k valid judgments (as the leak table does); None
-    when no question has enough (a judge that failed everywhere)."""
-    from leakk.estimate import leak_at_k
+    when no question has enough (a judge that failed everywhere). With ``groups`` (qid,
+    group) and the ``estimate`` params, also ``leak_at_<k>_ci_low/high``: the leak table's
+    clustered bootstrap CI."""
+    from leakk.estimate import cluster_bootstrap_ci, leak_at_k
 
     per_q = judged.group_by("qid").agg(n=pl.col("leaked").is_not_null().sum(), c=pl.col("leaked").fill_null(False).sum())
+    if groups is not None:
+        per_q = per_q.join(groups.select("qid", "group"), on="qid", how="left").sort("qid")
     out: dict[str, float | None] = {}
     for k in ks:
         ok = per_q.filter(pl.col("n") >= k)
-        out[f"leak_at_{k}"] = float(np.mean(leak_at_k(ok["n"].to_numpy(), ok["c"].to_numpy(), k))) if ok.height else None
+        values = leak_at_k(ok["n"].to_numpy(), ok["c"].to_numpy(), k) if ok.height else None
+        out[f"leak_at_{k}"] = float(np.mean(values)) if ok.height else None
+        if groups is not None and est is not None:
+            lo = hi = None
+            if ok.height:
+                lo, hi = cluster_bootstrap_ci(np.atleast_1d(values), ok["group"].to_numpy(), n_boot=est["bootstrap"],
+                                              ci=est["ci"], seed=est["seed"], method=est.get("ci_method", "t"))
+            out[f"leak_at_{k}_ci_low"], out[f"leak_at_{k}_ci_high"] = lo, hi
     return out
 
 
@@ -190,7 +202,8 @@ def evaluate_round(data: pl.DataFrame, params: dict[str, Any], *, round_idx: int
                             ev["seed"], ev["max_new_tokens"], params, desc=f"evaluate round {round_idx}")
     row = {"round": round_idx, "eval_judge": judge, "eval_decoding": est["headline_decoding"]}
     row.update({f"eval_{k}": v for k, v in _leak_stats(
-        judge_samples(samples, data, {judge: params["judge"][judge]}, progress=False, device=params["device"]), [1, ev["n"]]).items()})
+        judge_samples(samples, data, {judge: params["judge"][judge]}, progress=False, device=params["device"]),
+        [1, ev["n"]], groups=data, est=est).items()})
     greedy = _sample_frame(model, tokenizer, questions_for(data, ["retain"], ev["question_column"]), GREEDY, 1,
                            ev["seed"], ev["max_new_tokens"], params, desc=f"retain round {round_idx}")
     util = utility_judge(params)

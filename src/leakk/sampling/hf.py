@@ -190,6 +190,20 @@ def auto_batch_rows(model, max_len: int, device: torch.device, fraction: float =
     return max(1, min(cpu_cap, int(free * fraction // per_row)))
 
 
+def nucleus_logprobs(logits: torch.Tensor, decoding: Decoding) -> torch.Tensor:
+    """Temperature-scaled log-probabilities (..., V) with the tokens outside the top-p nucleus
+    set to −inf (not renormalised): exactly what :func:`next_tokens` draws from, so
+    ``leakk.bounds`` computes the sampler's own distribution, not a re-implementation."""
+    logp = torch.log_softmax(logits.float() / decoding.temperature, dim=-1)
+    if decoding.top_p < 1.0:
+        sorted_lp, order = logp.sort(dim=-1, descending=True)
+        probs = sorted_lp.exp()
+        drop_sorted = (probs.cumsum(-1) - probs) >= decoding.top_p  # mass of more likely tokens
+        drop = torch.zeros_like(drop_sorted).scatter_(-1, order, drop_sorted)
+        logp = logp.masked_fill(drop, float("-inf"))
+    return logp
+
+
 def next_tokens(logits: torch.Tensor, decoding: Decoding, keys: torch.Tensor, step: int) -> torch.Tensor:
     """Pick one token per row of ``logits`` (B, V); ``keys`` (B,) are the rows' random keys.
 
@@ -203,13 +217,7 @@ def next_tokens(logits: torch.Tensor, decoding: Decoding, keys: torch.Tensor, st
     """
     if decoding.greedy:
         return logits.argmax(-1)
-    logp = torch.log_softmax(logits.float() / decoding.temperature, dim=-1)
-    if decoding.top_p < 1.0:
-        sorted_lp, order = logp.sort(dim=-1, descending=True)
-        probs = sorted_lp.exp()
-        drop_sorted = (probs.cumsum(-1) - probs) >= decoding.top_p  # mass of more likely tokens
-        drop = torch.zeros_like(drop_sorted).scatter_(-1, order, drop_sorted)
-        logp = logp.masked_fill(drop, float("-inf"))
+    logp = nucleus_logprobs(logits, decoding)
     rows, vocab = logp.shape
     block = max(1, math.isqrt(vocab - 1) + 1)
     blocks = -(-vocab // block)

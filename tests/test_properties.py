@@ -1,0 +1,62 @@
+"""Property-based tests (hypothesis) of the estimator and the bounds against brute force."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from leakk.bounds import bound_at_k
+from leakk.estimate import cluster_bootstrap_ci, leak_at_k
+
+
+@st.composite
+def small_nck(draw):
+    n = draw(st.integers(1, 10))
+    return n, draw(st.integers(0, n)), draw(st.integers(1, n))
+
+
+def _enumerate(n, c, k):
+    subsets = list(itertools.combinations(range(n), k))
+    return sum(any(i < c for i in s) for s in subsets) / len(subsets)
+
+
+@settings(max_examples=300, deadline=None)
+@given(small_nck())
+def test_estimator_equals_brute_force_and_is_monotone(args):
+    n, c, k = args
+    v = leak_at_k(n, c, k)
+    assert v == pytest.approx(_enumerate(n, c, k), abs=1e-12)
+    assert 0.0 <= v <= 1.0
+    if k < n:
+        assert leak_at_k(n, c, k + 1) >= v - 1e-12  # monotone in k
+    if c < n:
+        assert leak_at_k(n, c + 1, k) >= v - 1e-12  # and in c
+
+
+@settings(max_examples=100, deadline=None)
+@given(p=st.floats(0, 1), k=st.integers(1, 8))
+def test_bound_equals_enumeration_of_k_bernoulli_draws(p, k):
+    """P(at least one of k independent draws begins with the answer), by enumerating all 2^k
+    outcomes, equals 1 − (1 − p)^k."""
+    total = 0.0
+    for outcome in itertools.product((0, 1), repeat=k):
+        if any(outcome):
+            hits = sum(outcome)
+            total += p ** hits * (1 - p) ** (k - hits)
+    assert bound_at_k(p, k) == pytest.approx(total, abs=1e-12)
+
+
+@settings(max_examples=60, deadline=None)
+@given(values=st.lists(st.floats(0, 1), min_size=2, max_size=40), groups=st.integers(1, 8),
+       method=st.sampled_from(["percentile", "t"]))
+def test_ci_within_the_values_range_and_around_the_mean(values, groups, method):
+    values = np.asarray(values)
+    labels = np.arange(len(values)) % groups
+    lo, hi = cluster_bootstrap_ci(values, labels, n_boot=200, method=method)
+    assert values.min() - 1e-12 <= lo <= hi <= values.max() + 1e-12
+    if method == "t":  # symmetric about the point estimate unless clipped
+        assert lo <= values.mean() + 1e-12 and hi >= values.mean() - 1e-12
