@@ -11,14 +11,10 @@ rule bounds:
         "results/bounds/{model}.parquet",
     params:
         model_dir=model_dir,
-        # what the bound reads: not n, seed or backend (it samples nothing)
-        sample={k: P["sample"][k] for k in ("max_new_tokens", "question_column")},
-        decodings=DECODINGS,
-        device=P["device"],
-        template=lambda w: P["prompt_template"],  # a function: "{question}" is no wildcard
+        reads=lambda w: stage_params(P, "bounds"),  # not n, seed or backend: it samples nothing
     threads: 1
     resources:
-        gpu=1,
+        **stage_resources(P, "bounds"),
     benchmark:
         "results/benchmarks/bounds/{model}.tsv"
     log:
@@ -42,7 +38,9 @@ rule bounds_table:
         figure=report("results/figures/bound_vs_sampled.png", caption="../report/bound_vs_sampled.rst",
                       category="2. Exact bound"),
     params:
-        estimate=P["estimate"],
+        reads=lambda w: stage_params(P, "bounds_table"),
+    resources:
+        **stage_resources(P, "bounds_table"),
     benchmark:
         "results/benchmarks/bounds_table.tsv"
     log:
@@ -67,7 +65,9 @@ rule reliability:
         curve="results/leak_curve.csv",
         metrics="results/metrics.json",
     params:
-        estimate=P["estimate"],
+        reads=lambda w: stage_params(P, "reliability"),
+    resources:
+        **stage_resources(P, "reliability"),
     benchmark:
         "results/benchmarks/reliability.tsv"
     log:
@@ -86,6 +86,8 @@ rule report_tables:
         reliability="results/reliability.md",
     output:
         report("results/tables.html", caption="../report/tables.rst", category="1. Tables"),
+    resources:
+        **stage_resources(P, "report_tables"),
     log:
         "results/logs/report_tables.log",
     shell:
@@ -107,7 +109,10 @@ if HAS_GRID:
             report("results/figures/decoding_heatmap_{judge}.png", caption="../report/decoding_heatmap.rst",
                    category="4. leak@k", subcategory="{judge}"),
         params:
+            reads=lambda w: stage_params(P, "decoding_heatmap"),
             k=max(P["estimate"]["ks"]),
+        resources:
+            **stage_resources(P, "decoding_heatmap"),
         log:
             "results/logs/decoding_heatmap_{judge}.log",
         shell:

@@ -68,6 +68,14 @@ STAGES: dict[str, Stage] = {
     "estimate": Stage(("estimate", "sample.n", "sample.decodings", "judge"), dvc=("estimate",)),
     "calibrate": Stage(("estimate.ks", "estimate.headline_decoding", "judge"), dvc=("calibrate",)),
     "figures": Stage(("estimate",), dvc=("figures",)),
+    # numbers a reviewer trusts (rules/trust.smk)
+    "bounds": Stage(("device", "prompt_template", "sample.max_new_tokens", "sample.question_column",
+                     "sample.decodings"), model=True, mem_mb=8000, runtime=120,
+                    dvc=("bounds", "bounds_unlearn", "bounds_rule")),
+    "bounds_table": Stage(("estimate",), dvc=("bounds_table",)),
+    "reliability": Stage(("estimate", "sample.n", "sample.decodings", "judge"), dvc=("reliability",)),
+    "report_tables": Stage((), dvc=()),
+    "decoding_heatmap": Stage(("estimate.ks",), dvc=()),
 }
 
 
