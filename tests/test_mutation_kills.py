@@ -1,0 +1,267 @@
+"""Behavioural tests added to kill the non-equivalent mutants that survived ``make mutation``
+(issue 13; benchmarks/MUTATION.md). Each asserts a claim of the code it covers."""
+
+from __future__ import annotations
+
+import copy
+import math
+import shutil
+
+import numpy as np
+import polars as pl
+import pytest
+
+from conftest import MICRO
+from leakk.config import validate_params
+from leakk.data.synthetic import generate
+from leakk.errors import ArtifactError, ParamsError
+from leakk.finetune import finetune
+from leakk.io import read_parquet
+
+
+def _leak_at_k(n: int, c: int, k: int) -> float:
+    """1 − C(n−c, k)/C(n, k) with exact integer binomials."""
+    return 1.0 - math.comb(n - c, k) / math.comb(n, k)
+
+
+# ------------------------------------------------------------------------------------ RULE
+
+@pytest.fixture(scope="module")
+def rule_setup(tmp_path_factory):
+    """The micro model, and one RULE round of it (ROUGE-L threshold 0.1 makes a few of the
+    barely trained model's completions leak, so the round trains)."""
+    from leakk.rule import run_round
+
+    root = tmp_path_factory.mktemp("rule_kills")
+    p = validate_params(dict(MICRO, judge={"fact": {}, "rougeL": {"threshold": 0.1}}))
+    data = generate(**p["data"]["synthetic"], seed=0)
+    finetune(data, root / "model", splits=["forget", "retain"], model_params=p["model"],
+             train_params=p["finetune"], template=p["prompt_template"], seed=0)
+    run_round(data, p, name="rule_npo", round_idx=1, prev_dir=root / "model", out_dir=root / "round_1")
+    return root, data, p
+
+
+def _sample_judge(model_dir, data, p, questions, decoding, n, seed, judge):
+    """Sample with the package's sampler and judge: the reference for round statistics."""
+    from leakk.judges import judge_samples
+    from leakk.modeling import load_model
+    from leakk.sampling.hf_backend import sample_model
+
+    model, tok = load_model(model_dir)
+    rows = sample_model(model, tok, questions["qid"].to_list(), questions["prompt_question"].to_list(),
+                        decoding, n=n, max_new_tokens=p["sample"]["max_new_tokens"], seed=seed,
+                        template=p["prompt_template"], batch_rows=16, progress=False)
+    samples = pl.DataFrame(rows, schema=["qid", "sample_idx", "text", "n_tokens", "finish_reason"], orient="row")
+    return judge_samples(samples, data, {judge: p["judge"][judge]}, progress=False)
+
+
+def test_rule_round_log_and_leaked_pairs(rule_setup):
+    root, data, p = rule_setup
+    cfg = p["rule"]["rule_npo"]
+    log = read_parquet(root / "round_1/round.parquet")
+    leaked = read_parquet(root / "round_1/leaked.parquet")
+    assert log.height == 1
+    row = log.row(0, named=True)
+    assert row["model"] == "rule_npo" and row["round"] == 1
+    assert row["trained"] and not row["stopped"]
+    assert row["new_leaked"] == leaked.height == row["leaked_total"] > 0
+    assert row["leaked_samples"] >= row["new_leaked"]
+    assert leaked.columns == ["qid", "question", "completion", "round"]
+    assert leaked["round"].to_list() == [1] * leaked.height
+    assert leaked.sort("qid", "completion").equals(leaked)
+    # every leaked pair is a forget question, in the phrasing RULE sampled, with a completion
+    forget = data.filter(pl.col("split") == "forget")
+    phr = dict(zip(forget["qid"], forget[cfg["question_column"]]))
+    assert all(phr[q] == question for q, question in zip(leaked["qid"], leaked["question"]))
+    assert all(len(c) > 0 for c in leaked["completion"])
+    # the forget set is the forget split's training pairs plus the leaked pairs
+    n_pairs = sum(len(q) for q in forget["train_questions"])
+    assert row["forget_size"] == n_pairs + leaked.height
+    assert row["fingerprint"] == __import__("leakk.rule", fromlist=["x"]).round_fingerprint(p, "rule_npo")
+    model = root / "round_1/model"
+    assert (model / "model.safetensors").is_file() and (model / "tokenizer.json").is_file()
+    assert (model / "config.json").is_file()
+
+
+def test_rule_round_leaked_only_forget_set(rule_setup, tmp_path):
+    """forget_set: leaked trains on the leaked pairs alone."""
+    from leakk.rule import run_round
+
+    root, data, p = rule_setup
+    p = copy.deepcopy(p)
+    p["rule"]["rule_npo"]["forget_set"] = "leaked"
+    run_round(data, p, name="rule_npo", round_idx=1, prev_dir=root / "model", out_dir=tmp_path / "r1")
+    log = read_parquet(tmp_path / "r1/round.parquet")
+    assert log["forget_size"][0] == log["leaked_total"][0] == read_parquet(root / "round_1/round.parquet")["leaked_total"][0]
+
+
+def test_rule_round_2_continues_from_round_1(rule_setup, tmp_path):
+    """Round 2 starts from round 1's model and keeps its leaked pairs (cumulative)."""
+    from leakk.rule import run_round
+
+    root, data, p = rule_setup
+    run_round(data, p, name="rule_npo", round_idx=2, prev_dir=root / "round_1", out_dir=tmp_path / "r2")
+    first = read_parquet(root / "round_1/leaked.parquet")
+    second = read_parquet(tmp_path / "r2/leaked.parquet")
+    log = read_parquet(tmp_path / "r2/round.parquet")
+    assert second.head(first.height).equals(first)  # round 1's pairs first, unchanged
+    assert second.height == first.height + log["new_leaked"][0]
+    assert set(second["round"].to_list()) <= {1, 2}
+    assert log["leaked_total"][0] == second.height and log["round"][0] == 2
+    assert log["train_seed"][0] == p["rule"]["rule_npo"]["seed"] + 2000
+    # its entry statistics are those of round 1's model sampled with round 2's seed
+    cfg = p["rule"]["rule_npo"]
+    from leakk.sampling.decoding import Decoding
+    from leakk.sampling.stage import questions_for
+
+    judged = _sample_judge(root / "round_1/model", data, p, questions_for(data, ["forget"], cfg["question_column"]),
+                           Decoding(**cfg["decoding"]), cfg["n"], cfg["seed"] + 2000, cfg["judge"])
+    assert log["leaked_samples"][0] == judged["leaked"].sum()
+
+
+def test_rule_prev_state_refuses_unfinished_round(rule_setup, tmp_path):
+    from leakk.rule import run_round
+
+    root, data, p = rule_setup
+    for missing in ("model", "leaked.parquet", "round.parquet"):
+        broken = tmp_path / missing
+        shutil.copytree(root / "round_1", broken)
+        (shutil.rmtree if missing == "model" else lambda x: x.unlink())(broken / missing)
+        with pytest.raises(ArtifactError, match=f"not a finished RULE round \\(no {missing}\\)"):
+            run_round(data, p, name="rule_npo", round_idx=2, prev_dir=broken, out_dir=tmp_path / "out")
+        assert not (tmp_path / "out").exists()
+
+
+def test_rule_stopped_round_passes_model_and_pairs_through(rule_setup, tmp_path):
+    """After a stopped round, later rounds neither sample nor train: same model bytes, same
+    pairs, stopped stays true, statistics null."""
+    from leakk.rule import run_round
+
+    root, data, p = rule_setup
+    stopped = tmp_path / "stopped"
+    shutil.copytree(root / "round_1", stopped)
+    log = read_parquet(stopped / "round.parquet").with_columns(stopped=pl.lit(True))
+    log.write_parquet(stopped / "round.parquet")
+    run_round(data, p, name="rule_npo", round_idx=2, prev_dir=stopped, out_dir=tmp_path / "r2")
+    out = read_parquet(tmp_path / "r2/round.parquet").row(0, named=True)
+    assert out["stopped"] and not out["trained"]
+    assert out["new_leaked"] == 0 and out["leaked_samples"] == 0
+    assert out["entry_leak_at_1"] is None and out[f"entry_leak_at_{p['rule']['rule_npo']['n']}"] is None
+    assert read_parquet(tmp_path / "r2/leaked.parquet").equals(read_parquet(stopped / "leaked.parquet"))
+    assert (tmp_path / "r2/model/model.safetensors").read_bytes() == (stopped / "model/model.safetensors").read_bytes()
+    assert out["leaked_total"] == read_parquet(stopped / "leaked.parquet").height
+
+
+def test_rule_no_early_stop_keeps_training_on_known_pairs(rule_setup, tmp_path):
+    """early_stop false: a round whose judge finds nothing still trains on the pairs so far."""
+    from leakk.rule import run_round
+
+    root, data, p = rule_setup
+    p = copy.deepcopy(p)
+    p["judge"]["rougeL"]["threshold"] = 1.0  # nothing leaks
+    p["rule"]["rule_npo"]["early_stop"] = False
+    run_round(data, p, name="rule_npo", round_idx=2, prev_dir=root / "round_1", out_dir=tmp_path / "r2")
+    out = read_parquet(tmp_path / "r2/round.parquet").row(0, named=True)
+    assert out["leaked_samples"] == 0 and not out["stopped"] and out["trained"]
+    p["rule"]["rule_npo"]["early_stop"] = True
+    run_round(data, p, name="rule_npo", round_idx=2, prev_dir=root / "round_1", out_dir=tmp_path / "r2s")
+    out = read_parquet(tmp_path / "r2s/round.parquet").row(0, named=True)
+    assert out["stopped"] and not out["trained"]
+
+
+def test_rule_fingerprint_ignores_rounds_only():
+    from leakk.rule import round_fingerprint
+
+    p = validate_params(MICRO)
+    fp = round_fingerprint(p, "rule_npo")
+    assert len(fp) == 16 and int(fp, 16) >= 0
+    same = copy.deepcopy(p)
+    same["rule"]["rule_npo"]["rounds"] = 5
+    same["sample"]["n"] = 8  # evaluation sampling is not read by training
+    assert round_fingerprint(same, "rule_npo") == fp
+    edits = [("rule", "rule_npo", "steps", 3), ("unlearn", "npo", "lr", 1e-3), ("judge", "rougeL", "threshold", 0.2)]
+    for section, name, key, value in edits:
+        q = copy.deepcopy(p)
+        q[section][name][key] = value
+        assert round_fingerprint(q, "rule_npo") != fp, key
+    for key, value in (("prompt_template", "Q: {question} A:"), ("seed", 1)):
+        q = copy.deepcopy(p)
+        q[key] = value
+        assert round_fingerprint(q, "rule_npo") != fp, key
+
+
+def test_rule_run_all_rounds_resumes_and_retrains_stale(rule_setup, tmp_path, monkeypatch):
+    import leakk.rule as rule
+
+    root, data, p = rule_setup
+    calls = []
+    real = rule.run_round
+
+    def spy(*args, **kwargs):
+        calls.append(kwargs["round_idx"])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(rule, "run_round", spy)
+    out = tmp_path / "rule"
+    shutil.copytree(root / "round_1", out / "round_1")  # finished with these params
+    rule.run_all_rounds(data, p, name="rule_npo", base_model=root / "model", out_root=out)
+    assert calls == [2]  # round 1 kept, round 2 run from it
+    assert read_parquet(out / "round_2/round.parquet")["round"][0] == 2
+    calls.clear()
+    rule.run_all_rounds(data, p, name="rule_npo", base_model=root / "model", out_root=out)
+    assert calls == []  # everything finished
+    q = copy.deepcopy(p)
+    q["rule"]["rule_npo"]["steps"] = 1  # another fingerprint: every round again
+    calls.clear()
+    rule.run_all_rounds(data, q, name="rule_npo", base_model=root / "model", out_root=out)
+    assert calls == [1, 2]
+    # a round whose log lacks the fingerprint column is not finished
+    log = read_parquet(out / "round_2/round.parquet")
+    log.drop("fingerprint").write_parquet(out / "round_2/round.parquet")
+    calls.clear()
+    rule.run_all_rounds(data, q, name="rule_npo", base_model=root / "model", out_root=out)
+    assert calls == [2]
+
+
+def test_round_model_dir(rule_setup):
+    from leakk.rule import round_model_dir
+
+    root, _, _ = rule_setup
+    assert round_model_dir(root / "round_1") == root / "round_1/model"
+    assert round_model_dir(root / "model") == root / "model"
+    assert round_model_dir(str(root / "round_1")) == root / "round_1/model"
+
+
+def test_evaluate_round_and_report(rule_setup, tmp_path):
+    """Evaluation uses the *evaluation* seed and decoding: its leak@1/leak@n and retain
+    accuracy equal an independent recomputation; the report joins training and evaluation."""
+    from leakk.rule import evaluate_round, report
+    from leakk.sampling.decoding import GREEDY, Decoding
+    from leakk.sampling.stage import questions_for
+
+    root, data, p = rule_setup
+    ev = p["sample"]
+    evaluate_round(data, p, round_idx=0, round_dir=root / "model", out=tmp_path / "e0.parquet")
+    evaluate_round(data, p, round_idx=1, round_dir=root / "round_1", out=tmp_path / "e1.parquet")
+    for r, model_dir in ((0, root / "model"), (1, root / "round_1/model")):
+        row = read_parquet(tmp_path / f"e{r}.parquet").row(0, named=True)
+        assert row["round"] == r
+        assert row["eval_judge"] == p["estimate"]["headline_judge"] == "fact"
+        assert row["eval_decoding"] == p["estimate"]["headline_decoding"]
+        judged = _sample_judge(model_dir, data, p, questions_for(data, ["forget"], ev["question_column"]),
+                               Decoding.from_name(row["eval_decoding"]), ev["n"], ev["seed"], "fact")
+        counts = judged.group_by("qid").agg(c=pl.col("leaked").sum(), n=pl.len())
+        for k in (1, ev["n"]):
+            assert row[f"eval_leak_at_{k}"] == pytest.approx(
+                float(np.mean([_leak_at_k(ev["n"], c, k) for c in counts["c"]])), abs=1e-12)
+        retain = _sample_judge(model_dir, data, p, questions_for(data, ["retain"], ev["question_column"]),
+                               GREEDY, 1, ev["seed"], "fact")
+        assert row["retain_accuracy"] == pytest.approx(float(retain["leaked"].cast(pl.Float64).mean()), abs=1e-12)
+    log = report([root / "round_1"], [tmp_path / "e1.parquet", tmp_path / "e0.parquet"],
+                 tmp_path / "rounds.parquet", tmp_path / "rounds.png")
+    assert log["round"].to_list() == [0, 1]
+    assert log["train_seed"].to_list() == [None, p["rule"]["rule_npo"]["seed"] + 1000]
+    assert log["eval_leak_at_1"].to_list() == [read_parquet(tmp_path / f"e{r}.parquet")["eval_leak_at_1"][0]
+                                              for r in (0, 1)]
+    assert read_parquet(tmp_path / "rounds.parquet").equals(log)
+    assert (tmp_path / "rounds.png").stat().st_size > 0
