@@ -265,3 +265,193 @@ def test_evaluate_round_and_report(rule_setup, tmp_path):
                                               for r in (0, 1)]
     assert read_parquet(tmp_path / "rounds.parquet").equals(log)
     assert (tmp_path / "rounds.png").stat().st_size > 0
+
+
+# ------------------------------------------------------------------------------- estimator
+
+def test_utility_table_edges():
+    from leakk.estimate import utility_table
+
+    empty = utility_table(pl.DataFrame({"model": [], "qid": [], "leaked": []},
+                                       schema={"model": pl.String, "qid": pl.String, "leaked": pl.Boolean}))
+    assert empty.height == 0
+    assert empty.schema == pl.Schema({"model": pl.String, "retain_accuracy": pl.Float64,
+                                      "questions": pl.Int64, "missing": pl.Int64})
+    with pytest.raises(ArtifactError, match=r"utility_table: input is missing required columns \['leaked'\]"):
+        utility_table(pl.DataFrame({"model": ["m"], "qid": ["q"]}))
+
+
+def test_leak_table_missing_columns_named():
+    from leakk.estimate import leak_table
+
+    with pytest.raises(ArtifactError, match=r"leak_table: input is missing required columns \['group'"):
+        leak_table(pl.DataFrame({"model": ["m"], "decoding": ["d"], "judge": ["j"], "qid": ["q"],
+                                 "sample_idx": [0], "leaked": [True]}), [1])
+
+
+# ---------------------------------------------------------------------------------- judges
+
+def test_fact_in_text_whole_words_after_normalisation():
+    from leakk.judges import fact_in_text, normalize_text
+
+    assert fact_in_text("Glass Harbor", "She wrote *The glass-harbor* in 1987.")
+    assert fact_in_text("ＧＬＡＳＳ harbor", "glass harbor")  # NFKC full-width letters
+    assert fact_in_text("11 September 1983", "born on 11 September 1983")
+    assert not fact_in_text("Glass Harbor", "The Glass Harbors")  # whole words only
+    assert not fact_in_text("Harbor", "Harborview")
+    assert not fact_in_text("1983", "19834")
+    assert not fact_in_text("Glass Harbor", "Harbor Glass")
+    assert normalize_text("  A__b--C!  ") == "a b c"
+
+
+def test_memo_stemmer_is_rouge_scores_porter_stemmer():
+    from rouge_score.tokenizers import DefaultTokenizer
+
+    from leakk.judges.rouge import _MemoStemmer
+
+    ref = DefaultTokenizer(use_stemmer=True)._stemmer
+    memo = _MemoStemmer()
+    words = ["running", "novels", "wrote", "authors", "kingdom", "published", "cities", "born"]
+    assert [memo.stem(w) for w in words] == [ref.stem(w) for w in words]
+    assert memo.stem("running") == "run" and memo.stem.cache_info().maxsize == 1 << 18
+
+
+def test_judge_repr_names_class_and_label():
+    from leakk.judges import make_judge
+
+    r = repr(make_judge("rougeL", threshold=0.3))
+    assert r == "RougeLJudge(name='rougeL')"
+
+
+# -------------------------------------------------------------------------------------- io
+
+def test_write_text_is_atomic(tmp_path, monkeypatch):
+    import os
+    from pathlib import Path
+
+    from leakk.io import write_text
+
+    target = tmp_path / "sub" / "report.md"
+    write_text("# first\n", target)  # creates the folder
+    assert target.read_text() == "# first\n"
+    assert oct(target.stat().st_mode & 0o777) == oct(0o666 & ~_umask())
+
+    def write_then_die(self, text, *a, **k):
+        with open(self, "w") as fh:
+            fh.write(text[:3])
+        raise OSError("disk full")
+
+    monkeypatch.setattr(Path, "write_text", write_then_die)
+    with pytest.raises(OSError):
+        write_text("# second\n", target)
+    monkeypatch.undo()
+    assert target.read_text() == "# first\n"
+    assert os.listdir(target.parent) == ["report.md"]
+
+
+def _umask() -> int:
+    import os
+
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def test_read_parquet_contract_and_missing_file(tmp_path):
+    from leakk.io import read_parquet, write_parquet
+
+    path = tmp_path / "j.parquet"
+    frame = pl.DataFrame({"qid": ["a"], "sample_idx": [0], "judge": ["fact"], "score": [1.0],
+                          "leaked": [True], "extra": [1]})
+    write_parquet(frame, path, "judgments")
+    assert read_parquet(path, "judgments").equals(frame)
+    assert read_parquet(str(path)).equals(frame)
+    with pytest.raises(ArtifactError, match=r"missing required samples columns \['text'"):
+        read_parquet(path, "samples")
+    with pytest.raises(ArtifactError, match=f"{tmp_path / 'none.parquet'}: no such artifact"):
+        read_parquet(tmp_path / "none.parquet", "judgments")
+    with pytest.raises(ArtifactError, match=r"^judgments: missing required judgments columns \['leaked'\]$"):
+        from leakk.io import check_contract
+
+        check_contract(frame.drop("leaked"), "judgments")
+    with pytest.raises(ArtifactError, match=r"^x\.parquet: missing required judgments columns"):
+        check_contract(frame.drop("leaked"), "judgments", "x.parquet")
+
+
+# --------------------------------------------------------------------------------- methods
+
+def test_register_method_makes_it_buildable_by_name():
+    from leakk.unlearn.methods import GradAscent, make_method, register_method
+
+    @register_method("_kills_test_method")
+    class Scaled(GradAscent):
+        pass
+
+    m = make_method("_kills_test_method", beta=0.3)
+    assert isinstance(m, Scaled) and m.name == "_kills_test_method" and m.beta == 0.3
+    assert make_method("npo").name == "npo" and make_method("npo").beta == 0.1
+    with pytest.raises(ParamsError, match=r"unlearn method 'nope': unknown method \(known: \[.*'npo'"):
+        make_method("nope")
+
+
+# ---------------------------------------------------------------------------------- config
+
+def _params_error(p, source="params.yaml") -> str:
+    with pytest.raises(ParamsError) as err:
+        validate_params(p, source)
+    return str(err.value)
+
+
+def test_params_error_starts_with_file_and_exact_key_path():
+    p = copy.deepcopy(MICRO)
+    p["sample"]["n"] = "many"
+    assert _params_error(p).startswith("params.yaml: sample.n: ")
+    p = copy.deepcopy(MICRO)
+    p["sample"]["decodings"] = [{"temperature": 1.0, "top_p": 1.0}, {"temperature": 1.0, "top_p": 1.5}]
+    assert _params_error(p, "configs/x.yaml").startswith("configs/x.yaml: sample.decodings[1].top_p: 1.5 ")
+    p = copy.deepcopy(MICRO)
+    p["bogus"] = 1
+    assert _params_error(p).startswith("params.yaml: (top level): ")
+
+
+def test_load_params_names_the_file(tmp_path):
+    from leakk.config import load_params
+    from conftest import write_params
+
+    p = copy.deepcopy(MICRO)
+    p["sample"]["n"] = 0
+    path = write_params(tmp_path / "bad.yaml", p)
+    with pytest.raises(ParamsError) as err:
+        load_params(path)
+    assert str(err.value).startswith(f"{path}: sample.n: ")
+    good = write_params(tmp_path / "good.yaml", MICRO)
+    assert load_params(str(good)) == validate_params(MICRO)
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("sample: [1, 2\nseed: 0\n")
+    with pytest.raises(ParamsError) as err:
+        load_params(broken)
+    msg = str(err.value)
+    assert msg.startswith(f"{broken}: not valid YAML (") and "\n" not in msg
+    empty = tmp_path / "empty.yaml"
+    empty.write_text("")
+    with pytest.raises(ParamsError) as err:
+        load_params(empty)
+    assert str(err.value).startswith(f"{empty}: (top level): ") and "required" in str(err.value)
+
+
+def test_model_and_decoding_names_include_rule_runs():
+    from leakk.config import decoding_names, model_names, utility_judge
+
+    p = validate_params(MICRO)
+    assert model_names(p) == ["full", "retrain", "ga", "npo", "rule_npo"]
+    q = copy.deepcopy(MICRO)
+    q.pop("rule")
+    assert model_names(validate_params(q)) == ["full", "retrain", "ga", "npo"]
+    q = copy.deepcopy(MICRO)
+    q["sample"]["decodings"] = [{"temperature": 0.8, "top_p": 0.8}, {"temperature": 1, "top_p": 1}]
+    assert decoding_names(validate_params(q)) == ["greedy", "t0.8_p0.8", "t1.0_p1.0"]
+    assert utility_judge(p) == "fact"
+    q = copy.deepcopy(MICRO)
+    q["judge"] = {"rougeL": {}}
+    q["estimate"]["headline_judge"] = "rougeL"
+    assert utility_judge(validate_params(q)) == "rougeL"
