@@ -455,3 +455,77 @@ def test_model_and_decoding_names_include_rule_runs():
     q["judge"] = {"rougeL": {}}
     q["estimate"]["headline_judge"] = "rougeL"
     assert utility_judge(validate_params(q)) == "rougeL"
+
+
+def _set(path: str, value):
+    """An edit of MICRO setting the dotted ``path`` (list indices as ints) to ``value``."""
+    def edit(p):
+        *head, last = [int(k) if k.isdigit() else k for k in path.split(".")]
+        for k in head:
+            p = p[k]
+        if value is _DEL:
+            del p[last]
+        else:
+            p[last] = value
+    return edit
+
+
+_DEL = object()
+
+
+@pytest.mark.parametrize("edits, key", [
+    ([_set("sample.decodings", [{"temperature": 1.0, "top_p": 1.0}, {"temperature": 1, "top_p": 1}])],
+     "sample.decodings"),
+    ([_set("rule.ga", {"base": "npo", "judge": "rougeL", "seed": 99})], "rule.ga"),
+    ([_set("rule.rule_npo.judge", "fact2")], "rule.rule_npo.judge"),
+    ([_set("estimate.headline_judge", "nli")], "estimate.headline_judge"),
+    ([_set("estimate.headline_decoding", "t0.5_p0.5")], "estimate.headline_decoding"),
+    ([_set("data.benchmark", "tofu2")], "data.benchmark"),
+    ([_set("data.synthetic.forget_fraction", 0.96)], "data.synthetic.forget_fraction"),
+    ([_set("data.synthetic.forget_fraction", 0.04)], "data.synthetic.forget_fraction"),
+    ([_set("model.vocab_size", _DEL)], "model.vocab_size"),
+    ([_set("model.arch", _DEL)], "model.arch"),
+    ([_set("sample.max_new_tokens", 48)], "sample.max_new_tokens"),
+    ([_set("rule.rule_npo.max_new_tokens", 48)], "rule.rule_npo.max_new_tokens"),
+    ([_set("prompt_template", "Q: A:")], "prompt_template"),
+    ([_set("rule.rule_npo.seed", 5)], "rule.rule_npo.seed"),  # round 0 (5 = sample.seed)
+])
+def test_cross_field_rules_name_their_key(edits, key):
+    p = copy.deepcopy(MICRO)
+    for edit in edits:
+        edit(p)
+    msg = _params_error(p)
+    assert msg.startswith(f"params.yaml: {key}: ") and "\n" not in msg
+
+
+@pytest.mark.parametrize("edit", [
+    _set("sample.max_new_tokens", 47),              # < n_positions = 48
+    _set("rule.rule_npo.max_new_tokens", 47),
+    _set("data.synthetic.forget_fraction", 0.06),   # round(10 × 0.06) = 1 forget author
+    _set("data.synthetic.forget_fraction", 0.94),   # 9 of 10 authors forgotten, 1 retained
+    _set("prompt_template", "chat"),
+    _set("estimate.ks", [1, 4]),                    # k = n is defined
+    _set("rule.rule_npo.seed", 6),
+])
+def test_cross_field_boundaries_accepted(edit):
+    p = copy.deepcopy(MICRO)
+    edit(p)
+    validate_params(p)
+
+
+def test_cross_field_model_without_arch_limit_defaults_to_1024():
+    p = copy.deepcopy(MICRO)
+    p["model"]["arch"] = {"n_layer": 1, "n_embd": 32, "n_head": 2}
+    p["sample"]["max_new_tokens"] = 1023
+    p["rule"]["rule_npo"]["max_new_tokens"] = 12
+    validate_params(p)
+    p["sample"]["max_new_tokens"] = 1024
+    assert _params_error(p).startswith("params.yaml: sample.max_new_tokens: ")
+
+
+def test_judge_with_explicit_type_is_validated_by_type():
+    p = copy.deepcopy(MICRO)
+    p["judge"]["rouge_lo"] = {"type": "rougeL", "threshold": 0.1}
+    validate_params(p)
+    p["judge"]["rouge_lo"] = {"type": "oracle"}
+    assert _params_error(p).startswith("params.yaml: judge.rouge_lo: ")
