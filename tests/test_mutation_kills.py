@@ -529,3 +529,46 @@ def test_judge_with_explicit_type_is_validated_by_type():
     validate_params(p)
     p["judge"]["rouge_lo"] = {"type": "oracle"}
     assert _params_error(p).startswith("params.yaml: judge.rouge_lo: ")
+
+
+# ------------------------------------------------------------------- estimator: row seeds
+
+def _many_groups(model: str) -> list[dict]:
+    rows = []
+    for q in range(30):  # 30 groups of one question, c = q % 5 of 4 samples
+        for i in range(4):
+            rows.append(dict(model=model, decoding="t1.0_p1.0", judge="fact", qid=f"q{q}", group=f"g{q}",
+                             sample_idx=i, leaked=i < q % 5))
+    return rows
+
+
+def test_leak_table_row_seeds_reproducible_and_independent():
+    """Each row's bootstrap seed comes from (seed, model, decoding, judge, k): the same call
+    gives the same CIs; two models with identical judgments get different bootstrap draws
+    (so different CIs with 30 groups); adding a model leaves the other rows unchanged."""
+    from leakk.estimate import leak_table
+
+    frame = pl.DataFrame(_many_groups("a") + _many_groups("b"))
+    t1 = leak_table(frame, ks=[1, 2], n_boot=64, seed=3)
+    t2 = leak_table(frame, ks=[1, 2], n_boot=64, seed=3)
+    assert t1.equals(t2)
+    a = t1.filter(pl.col("model") == "a").select("k", "leak_at_k", "ci_low", "ci_high")
+    b = t1.filter(pl.col("model") == "b").select("k", "leak_at_k", "ci_low", "ci_high")
+    assert a["leak_at_k"].equals(b["leak_at_k"])
+    assert not a.select("ci_low", "ci_high").equals(b.select("ci_low", "ci_high"))
+    alone = leak_table(frame.filter(pl.col("model") == "a"), ks=[1, 2], n_boot=64, seed=3)
+    assert alone.select("k", "leak_at_k", "ci_low", "ci_high").equals(a)
+    other = leak_table(frame, ks=[1, 2], n_boot=64, seed=4)
+    assert not other.select("ci_low", "ci_high").equals(t1.select("ci_low", "ci_high"))
+
+
+# ---------------------------------------------------------------------- judges: redaction
+
+def test_redact_hides_secrets_and_truncates():
+    from leakk.judges.run import _redact
+
+    assert _redact("failed: api_key=sk-abcdefgh12345 rest") == "failed: [redacted] rest"
+    assert _redact("Authorization: Bearer abc.def") == "Authorization: [redacted]"
+    assert _redact("x" * 300) == "x" * 300
+    assert _redact("x" * 301) == "x" * 300 + "…"
+    assert _redact("y" * 20, limit=10) == "y" * 10 + "…"
