@@ -10,6 +10,7 @@ import shutil
 import numpy as np
 import polars as pl
 import pytest
+import torch
 
 from conftest import MICRO
 from leakk.config import validate_params
@@ -572,3 +573,116 @@ def test_redact_hides_secrets_and_truncates():
     assert _redact("x" * 300) == "x" * 300
     assert _redact("x" * 301) == "x" * 300 + "…"
     assert _redact("y" * 20, limit=10) == "y" * 10 + "…"
+
+
+# ------------------------------------------------------------------------- unlearning loop
+
+@pytest.fixture(scope="module")
+def tiny_unlearn():
+    import polars as pl
+
+    from leakk.finetune import corpus_texts, training_pairs
+    from leakk.modeling import build_gpt2, build_tokenizer
+
+    t = "Question: {question} Answer:"
+    data = generate(8, 3, forget_fraction=0.25, phrasings=3)
+    tok = build_tokenizer(corpus_texts(data, t), 200)
+    model = build_gpt2(tok, {"n_layer": 1, "n_embd": 32, "n_head": 2, "n_positions": 48}, seed=0)  # dropout 0.1
+    forget = training_pairs(data.filter(pl.col("split") == "forget"))[:6]
+    retain = training_pairs(data.filter(pl.col("split") == "retain"))[:6]
+    return model, tok, forget, retain, t
+
+
+def _fresh(model):
+    clone = type(model)(model.config)
+    clone.load_state_dict(model.state_dict())
+    return clone
+
+
+def _loop(setup, method="graddiff", **kw):
+    from leakk.unlearn.loop import unlearn_loop
+    from leakk.unlearn.methods import make_method
+
+    model, tok, forget, retain, t = setup
+    m = _fresh(model)
+    args = dict(template=t, steps=3, lr=1e-3, batch_size=4, seed=0, device="cpu")
+    args.update(kw)
+    log = unlearn_loop(m, tok, make_method(method), forget, retain, **args)
+    return m, log
+
+
+def test_unlearn_loop_is_reproducible_per_seed(tiny_unlearn):
+    """Dropout and batch order come from ``seed``: same seed, same weights; another seed,
+    other weights. The model is left in eval mode."""
+    a, log_a = _loop(tiny_unlearn, seed=1)
+    b, log_b = _loop(tiny_unlearn, seed=1)
+    c, _ = _loop(tiny_unlearn, seed=2)
+    sa, sb, sc = a.state_dict(), b.state_dict(), c.state_dict()
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    assert any(not torch.equal(sa[k], sc[k]) for k in sa)
+    assert [r["loss"] for r in log_a] == [r["loss"] for r in log_b]
+    assert not a.training
+
+
+def test_unlearn_loop_warmup_lr_and_step_offset(tiny_unlearn):
+    _, log = _loop(tiny_unlearn, steps=5, lr=1e-3, warmup_steps=4, step_offset=10)
+    assert [r["step"] for r in log] == [11, 12, 13, 14, 15]
+    # the logged lr is the next step's: linear warmup (s + 1)/4 reaching 1 after 4 steps
+    assert [r["lr"] for r in log] == pytest.approx([5e-4, 7.5e-4, 1e-3, 1e-3, 1e-3], rel=1e-12)
+    _, log = _loop(tiny_unlearn, steps=2, lr=1e-3)
+    assert [r["lr"] for r in log] == [1e-3, 1e-3]
+    assert all(r["seconds"] >= 0 for r in log) and log[1]["seconds"] >= log[0]["seconds"]
+
+
+def test_unlearn_loop_weight_decay_and_alpha_zero(tiny_unlearn):
+    """AdamW decay shrinks parameters that get no gradient (position embeddings beyond every
+    sequence) by exactly (1 − lr·wd) per step; alpha = 0 skips the retain pass."""
+    model = tiny_unlearn[0]
+    lr, wd, steps = 1e-2, 0.5, 3
+    m, log = _loop(tiny_unlearn, method="ga", steps=steps, lr=lr, weight_decay=wd)
+    before, after = model.transformer.wpe.weight[47], m.transformer.wpe.weight[47]
+    assert torch.allclose(after, before * (1 - lr * wd) ** steps, rtol=1e-5, atol=0)
+    m, _ = _loop(tiny_unlearn, method="ga", steps=steps, lr=lr)
+    assert torch.equal(m.transformer.wpe.weight[47], before)
+    _, log = _loop(tiny_unlearn, method="graddiff", alpha=0.0)
+    assert all(math.isnan(r["retain_loss"]) for r in log)
+    assert all(r["loss"] == r["forget_loss"] for r in log)
+    _, log = _loop(tiny_unlearn, method="graddiff", alpha=0.5, gamma=2.0)
+    assert all(r["loss"] == pytest.approx(2.0 * r["forget_loss"] + 0.5 * r["retain_loss"], rel=1e-6) for r in log)
+    assert all(not math.isnan(r["retain_loss"]) for r in log)
+
+
+def test_unlearn_loop_batches_cover_the_forget_set(tiny_unlearn, monkeypatch):
+    """Each pass over the forget set shows every pair once (seeded shuffles, no repeats),
+    also when batch_size exceeds the forget set."""
+    import leakk.unlearn.loop as loop
+    from leakk.unlearn.methods import GradAscent
+
+    seen = []
+
+    class Spy(GradAscent):
+        def forget_loss(self, model, batch, ref_logp):
+            seen.append(batch["input_ids"].shape[0])
+            seen_ids.append(tuple(map(tuple, batch["input_ids"].tolist())))
+            return super().forget_loss(model, batch, ref_logp)
+
+    seen_ids = []
+    model, tok, forget, retain, t = tiny_unlearn
+    loop.unlearn_loop(_fresh(model), tok, Spy(), forget, retain, template=t, steps=3, lr=1e-4, batch_size=2,
+                      seed=0, device="cpu")
+    assert seen == [2, 2, 2]
+    from leakk.prompting import encode_example
+
+    def rows(ids_batches):
+        out = []
+        for b in ids_batches:
+            for r in b:
+                out.append(tuple(x for x in r if x != tok.pad_token_id))
+        return sorted(out)
+
+    assert rows(seen_ids) == sorted(tuple(encode_example(q, a, tok, t)[0]) for q, a in forget)
+    seen.clear()
+    seen_ids.clear()
+    loop.unlearn_loop(_fresh(model), tok, Spy(), forget, retain, template=t, steps=2, lr=1e-4, batch_size=64,
+                      seed=0, device="cpu")
+    assert seen == [len(forget), len(forget)]
