@@ -6,7 +6,8 @@ equivalent mutants (``benchmarks/mutation_equivalent.txt``: one mutant name per 
 
     score = killed / (mutants − equivalent)
 
-where ``killed`` counts mutants a test failed on (or that timed out: an infinite loop is a
+(with a 95% Wilson interval, for runs that tested a random sample of a module's
+mutants, ``benchmarks/mutation_sample.py``), where ``killed`` counts mutants a test failed on (or that timed out: an infinite loop is a
 caught bug), and every other mutant that is not listed as equivalent — survived, no
 covering test, suspicious — counts against the score. ``--survivors`` lists the
 non-equivalent mutants that were not killed (``mutmut show <name>`` prints each diff).
@@ -57,8 +58,8 @@ def main(argv: list[str] | None = None) -> int:
     if not by_module:
         print(f"no mutmut results under {args.mutants} (run `make mutation` first)", file=sys.stderr)
         return 1
-    print("| module | mutants | killed | equivalent | not killed | not checked | score |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
+    print("| module | mutants | killed | equivalent | not killed | not checked | score | 95% interval |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
     total: Counter = Counter()
     left: list[tuple[str, str]] = []
     for module, codes in by_module.items():
@@ -90,8 +91,21 @@ def main(argv: list[str] | None = None) -> int:
 def _row(label: str, c: Counter) -> str:
     checked = c["mutants"] - c["equivalent"] - c["unchecked"]
     score = f"{100 * c['killed'] / checked:.1f}%" if checked else "–"
+    lo, hi = _wilson(c["killed"], checked)
+    interval = f"{100 * lo:.0f}–{100 * hi:.0f}%" if checked else "–"
     return (f"| {label} | {c['mutants']} | {c['killed']} | {c['equivalent']} | {c['left']} | "
-            f"{c['unchecked']} | {score} |")
+            f"{c['unchecked']} | {score} | {interval} |")
+
+
+def _wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95% Wilson interval of a proportion k/n: where the score of all the module's
+    non-equivalent mutants lies when only a random sample of them was tested."""
+    if n == 0:
+        return 0.0, 1.0
+    p = k / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * ((p * (1 - p) / n + z * z / (4 * n * n)) ** 0.5) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 def _natural(name: str):
