@@ -686,3 +686,37 @@ def test_unlearn_loop_batches_cover_the_forget_set(tiny_unlearn, monkeypatch):
     loop.unlearn_loop(_fresh(model), tok, Spy(), forget, retain, template=t, steps=2, lr=1e-4, batch_size=64,
                       seed=0, device="cpu")
     assert seen == [len(forget), len(forget)]
+
+
+def test_rule_passthrough_copies_across_filesystems(rule_setup, tmp_path, monkeypatch):
+    """A round that does not train passes the model through by hard links, or by copies
+    where links fail (another filesystem)."""
+    import errno
+    import os
+
+    from leakk.rule import run_round
+
+    root, data, p = rule_setup
+    stopped = tmp_path / "stopped"
+    shutil.copytree(root / "round_1", stopped)
+    read_parquet(stopped / "round.parquet").with_columns(stopped=pl.lit(True)).write_parquet(stopped / "round.parquet")
+
+    def no_links(src, dst, *a, **k):
+        raise OSError(errno.EXDEV, "Invalid cross-device link")
+
+    monkeypatch.setattr(os, "link", no_links)
+    run_round(data, p, name="rule_npo", round_idx=2, prev_dir=stopped, out_dir=tmp_path / "r2")
+    src, dst = stopped / "model", tmp_path / "r2" / "model"
+    assert sorted(f.name for f in dst.iterdir()) == sorted(f.name for f in src.iterdir())
+    for f in src.iterdir():
+        assert (dst / f.name).read_bytes() == f.read_bytes()
+        assert os.stat(dst / f.name).st_ino != os.stat(f).st_ino  # copies, not links
+
+
+def test_load_params_defaults_to_params_yaml_in_cwd(tmp_path, monkeypatch):
+    from conftest import write_params
+    from leakk.config import load_params
+
+    write_params(tmp_path / "params.yaml", MICRO)
+    monkeypatch.chdir(tmp_path)
+    assert load_params() == validate_params(MICRO, "params.yaml")
