@@ -720,3 +720,89 @@ def test_load_params_defaults_to_params_yaml_in_cwd(tmp_path, monkeypatch):
     write_params(tmp_path / "params.yaml", MICRO)
     monkeypatch.chdir(tmp_path)
     assert load_params() == validate_params(MICRO, "params.yaml")
+
+
+# ------------------------------------------------------------------------------- sampler
+
+@pytest.fixture(scope="module")
+def word_lm():
+    """A 32-token word-level LM with dropout (so train/eval mode matters) and a likely EOS."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
+
+    vocab = {w: i for i, w in enumerate(["<pad>", "<eos>", "<unk>"] + [f"w{i}" for i in range(29)])}
+    t = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    t.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok = PreTrainedTokenizerFast(tokenizer_object=t, pad_token="<pad>", eos_token="<eos>", unk_token="<unk>")
+    torch.manual_seed(0)
+    model = GPT2LMHeadModel(GPT2Config(vocab_size=32, n_layer=1, n_embd=16, n_head=2, n_positions=64,
+                                       eos_token_id=1, pad_token_id=0, bos_token_id=1, resid_pdrop=0.5,
+                                       embd_pdrop=0.5, attn_pdrop=0.5)).eval()
+    with torch.no_grad():
+        model.lm_head.weight[1] += 0.3
+    rng = np.random.default_rng(0)
+    prompts = [list(map(int, rng.integers(3, 32, size=rng.integers(2, 7)))) for _ in range(4)]
+    return model, tok, [f"q{i}" for i in range(4)], prompts
+
+
+def _by_key(completions):
+    return {(c.qid, c.sample_idx): (c.token_ids, c.finish_reason) for c in completions}
+
+
+def test_greedy_is_one_sample_per_question_whatever_n(word_lm):
+    from leakk.sampling.decoding import GREEDY
+    from leakk.sampling.hf import sample_hf
+
+    model, tok, qids, prompts = word_lm
+    out = sample_hf(model, tok, qids, prompts, GREEDY, 5, 8, seed=0, batch_rows=16, progress=False)
+    assert sorted((c.qid, c.sample_idx) for c in out) == [(q, 0) for q in qids]
+
+
+def test_sampler_is_independent_of_mode_padding_token_and_auto_batching(word_lm):
+    """The sampler puts the model in eval mode (dropout off), needs no pad token (EOS pads),
+    and "auto" batching gives the same completions as explicit batches."""
+    from leakk.sampling.decoding import Decoding
+    from leakk.sampling.hf import sample_hf
+
+    model, tok, qids, prompts = word_lm
+    dec = Decoding(1.0, 1.0)
+    ref = _by_key(sample_hf(model, tok, qids, prompts, dec, 6, 10, seed=3, batch_rows=24, progress=False))
+    assert len(ref) == 24 and {r for _, r in ref.values()} == {"stop", "length"}
+    model.train()
+    try:
+        trained = _by_key(sample_hf(model, tok, qids, prompts, dec, 6, 10, seed=3, batch_rows=24, progress=False))
+    finally:
+        model.eval()
+    assert trained == ref
+    auto = _by_key(sample_hf(model, tok, qids, prompts, dec, 6, 10, seed=3, batch_rows="auto", progress=False))
+    assert np.mean([auto[k] == ref[k] for k in ref]) >= 0.9  # float near-ties between batch shapes
+    import copy as _copy
+
+    no_pad = _copy.deepcopy(tok)
+    no_pad.pad_token = None
+    assert no_pad.pad_token_id is None
+    padless = _by_key(sample_hf(model, no_pad, qids, prompts, dec, 6, 10, seed=3, batch_rows=24, progress=False))
+    assert np.mean([padless[k] == ref[k] for k in ref]) >= 0.9
+
+
+def test_eos_ids_include_generation_config_and_stop_sampling(word_lm):
+    from leakk.sampling.decoding import Decoding
+    from leakk.sampling.hf import eos_ids, sample_hf
+
+    model, tok, qids, prompts = word_lm
+    assert eos_ids(model, tok) == [1]
+    saved = model.generation_config.eos_token_id
+    try:
+        model.generation_config.eos_token_id = [9, 1, 5]
+        assert eos_ids(model, tok) == [1, 5, 9]
+        model.generation_config.eos_token_id = 7
+        assert eos_ids(model, tok) == [1, 7]
+        out = sample_hf(model, tok, qids, prompts, Decoding(1.0, 1.0), 8, 12, seed=1, batch_rows=32, progress=False)
+        stopped = [c for c in out if c.finish_reason == "stop"]
+        assert any(c.token_ids[-1] == 7 for c in stopped)
+        assert all(c.token_ids[-1] in (1, 7) for c in stopped)
+        assert all(7 not in c.token_ids[:-1] and 1 not in c.token_ids[:-1] for c in out)
+        model.generation_config.eos_token_id = None
+        assert eos_ids(model, tok) == [1]
+    finally:
+        model.generation_config.eos_token_id = saved
