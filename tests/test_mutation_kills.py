@@ -806,3 +806,34 @@ def test_eos_ids_include_generation_config_and_stop_sampling(word_lm):
         assert eos_ids(model, tok) == [1]
     finally:
         model.generation_config.eos_token_id = saved
+
+
+# ---------------------------------------------------------------- estimator: bootstrap edges
+
+def test_bootstrap_errors_say_what_is_wrong():
+    from leakk.estimate import cluster_bootstrap_ci
+
+    cases = [
+        (([], []), {}, "needs at least one value"),
+        (([1.0, 2.0], [0]), {}, r"values \(2\) and groups \(1\) differ in length"),
+        (([1.0, float("nan")], [0, 1]), {}, "values must be finite"),
+        (([1.0, float("inf")], [0, 1]), {}, "values must be finite"),
+        (([1.0, 2.0], [0, 1]), {"ci": 1.0}, r"ci=1.0 must lie in \(0, 1\)"),
+        (([1.0, 2.0], [0, 1]), {"ci": 0.0}, r"ci=0.0 must lie in \(0, 1\)"),
+        (([1.0, 2.0], [0, 1]), {"n_boot": 0}, "n_boot=0 must be ≥ 1"),
+    ]
+    for args, kw, msg in cases:
+        with pytest.raises(ValueError, match=msg):
+            cluster_bootstrap_ci(*args, **kw)
+
+
+def test_bootstrap_single_replicate_is_one_resample():
+    """n_boot = 1 is allowed: both ends are that one replicate's mean, a mean of the data
+    resampled by group."""
+    from leakk.estimate import cluster_bootstrap_ci
+
+    values, groups = [0.0, 1.0, 0.5, 0.25], ["a", "b", "c", "d"]
+    lo, hi = cluster_bootstrap_ci(values, groups, n_boot=1, seed=0)
+    assert lo == hi
+    possible = {np.mean([values[i] for i in idx]) for idx in np.ndindex(4, 4, 4, 4)}
+    assert any(abs(lo - p) < 1e-12 for p in possible)
