@@ -837,3 +837,18 @@ def test_bootstrap_single_replicate_is_one_resample():
     assert lo == hi
     possible = {np.mean([values[i] for i in idx]) for idx in np.ndindex(4, 4, 4, 4)}
     assert any(abs(lo - p) < 1e-12 for p in possible)
+
+
+def test_invalid_yaml_message_keeps_the_parser_explanation_on_one_line(tmp_path):
+    import yaml
+
+    from leakk.config import load_params
+
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("sample: [1, 2\nseed: 0\n")
+    with pytest.raises(yaml.YAMLError) as parse:
+        yaml.safe_load(broken.read_text())
+    assert "\n" in str(parse.value)
+    with pytest.raises(ParamsError) as err:
+        load_params(broken)
+    assert str(parse.value).replace("\n", " ") in str(err.value)
