@@ -852,3 +852,44 @@ def test_invalid_yaml_message_keeps_the_parser_explanation_on_one_line(tmp_path)
     with pytest.raises(ParamsError) as err:
         load_params(broken)
     assert str(parse.value).replace("\n", " ") in str(err.value)
+
+
+def test_utility_judge_prefers_fact_over_the_headline_judge():
+    from leakk.config import utility_judge
+
+    p = copy.deepcopy(MICRO)
+    p["estimate"]["headline_judge"] = "rougeL"
+    assert utility_judge(validate_params(p)) == "fact"
+
+
+def test_write_parquet_contract_error_names_the_file(tmp_path):
+    from leakk.io import write_parquet
+
+    path = tmp_path / "samples.parquet"
+    with pytest.raises(ArtifactError) as err:
+        write_parquet(pl.DataFrame({"qid": ["a"]}), path, "samples")
+    assert str(err.value).startswith(f"{path}: missing required samples columns")
+    assert not path.exists()
+
+
+@pytest.mark.parametrize("bad, rule", [("0.5", "must be a number"), (True, "must be a number"),
+                                       (1.5, r"must be in \[0.0, 1.0\]"), (float("nan"), r"must be in \[0.0, 1.0\]")])
+def test_rouge_threshold_errors_name_the_judge_and_rule(bad, rule):
+    from leakk.judges import make_judge
+
+    with pytest.raises(ParamsError, match=rf"^judge 'rougeL': threshold {rule}, got "):
+        make_judge("rougeL", threshold=bad)
+
+
+def test_fact_judge_unjudgeable_items_do_not_stop_the_batch():
+    """A question whose fact normalises to nothing fails alone (null); the completions after
+    it in the same batch are still judged."""
+    from leakk.judges import judge_samples
+
+    data = pl.DataFrame({"qid": ["a", "b", "c"], "group": ["g"] * 3, "question": ["?"] * 3,
+                         "answer": ["x", "y", "z"], "fact": ["?!", None, "Glass Harbor"], "split": ["forget"] * 3})
+    samples = pl.DataFrame({"qid": ["a", "b", "c", "c"], "sample_idx": [0, 0, 0, 1],
+                            "text": ["glass harbor", "glass harbor", "The Glass Harbor.", "no"]})
+    out = judge_samples(samples, data, {"fact": {}}, progress=False).sort("qid", "sample_idx")
+    assert out["leaked"].to_list() == [None, None, True, False]
+    assert out["score"].to_list()[2:] == [1.0, 0.0] and all(math.isnan(s) for s in out["score"].to_list()[:2])
