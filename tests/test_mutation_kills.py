@@ -893,3 +893,69 @@ def test_fact_judge_unjudgeable_items_do_not_stop_the_batch():
     out = judge_samples(samples, data, {"fact": {}}, progress=False).sort("qid", "sample_idx")
     assert out["leaked"].to_list() == [None, None, True, False]
     assert out["score"].to_list()[2:] == [1.0, 0.0] and all(math.isnan(s) for s in out["score"].to_list()[:2])
+
+
+def test_leak_table_duplicate_error_shows_the_whole_key():
+    from leakk.estimate import leak_table
+
+    frame = pl.DataFrame({"model": ["m", "m"], "decoding": ["d", "d"], "judge": ["j", "j"], "qid": ["q", "q"],
+                          "group": ["g", "g"], "sample_idx": [3, 3], "leaked": [True, False]})
+    with pytest.raises(ArtifactError, match=r"^leak_table: 1 duplicated .* e\.g\. \('m', 'd', 'j', 'q', 3\)$"):
+        leak_table(frame, [1])
+
+
+def test_rule_fingerprint_ignores_key_order():
+    """Reordering keys in params.yaml must not make finished rounds look stale."""
+    from leakk.rule import round_fingerprint
+
+    p = validate_params(MICRO)
+    q = copy.deepcopy(p)
+    for section in ("rule", "unlearn", "judge"):
+        for name, cfg in q[section].items():
+            if isinstance(cfg, dict):
+                q[section][name] = dict(reversed(list(cfg.items())))
+    assert list(q["unlearn"]["npo"]) != list(p["unlearn"]["npo"])
+    assert round_fingerprint(q, "rule_npo") == round_fingerprint(p, "rule_npo")
+
+
+def test_rule_round_trains_exactly_the_base_loop_on_forget_plus_leaked(rule_setup):
+    """Round 1's model is the base method's loop (NPO, its β and α) run from the entering
+    model on the forget split's pairs plus the leaked pairs, with the retain split as retain
+    term, seed + 1000, and RULE's steps: recomputed here directly, bit for bit."""
+    from leakk.finetune import training_pairs
+    from leakk.modeling import load_model
+    from leakk.unlearn.loop import unlearn_loop
+    from leakk.unlearn.methods import make_method
+
+    root, data, p = rule_setup
+    cfg, base = p["rule"]["rule_npo"], p["unlearn"]["npo"]
+    model, tok = load_model(root / "model")
+    leaked = read_parquet(root / "round_1/leaked.parquet")
+    forget = training_pairs(data.filter(pl.col("split") == "forget")) + list(
+        zip(leaked["question"], leaked["completion"]))
+    retain = training_pairs(data.filter(pl.col("split") == "retain"))
+    unlearn_loop(model, tok, make_method("npo", **({"beta": base["beta"]} if "beta" in base else {})), forget, retain,
+                 template=p["prompt_template"], steps=cfg["steps"], lr=cfg.get("lr", base["lr"]),
+                 batch_size=base["batch_size"], alpha=base.get("alpha", 1.0), gamma=base.get("gamma", 1.0),
+                 warmup_steps=base.get("warmup_steps", 0), weight_decay=base.get("weight_decay", 0.0),
+                 seed=cfg["seed"] + 1000, device="cpu")
+    expected = model.state_dict()
+    got, _ = load_model(root / "round_1/model")
+    got = got.state_dict()
+    assert expected.keys() == got.keys()
+    assert all(torch.equal(expected[k], got[k]) for k in expected)
+
+
+def test_rule_lr_overrides_the_base_runs_lr(rule_setup, tmp_path):
+    from leakk.rule import run_round
+
+    root, data, p = rule_setup
+    own = copy.deepcopy(p)
+    own["rule"]["rule_npo"]["lr"] = 3e-3
+    run_round(data, own, name="rule_npo", round_idx=1, prev_dir=root / "model", out_dir=tmp_path / "own")
+    inherited = copy.deepcopy(p)
+    inherited["unlearn"]["npo"]["lr"] = 3e-3
+    run_round(data, inherited, name="rule_npo", round_idx=1, prev_dir=root / "model", out_dir=tmp_path / "inh")
+    a = (tmp_path / "own/model/model.safetensors").read_bytes()
+    assert a == (tmp_path / "inh/model/model.safetensors").read_bytes()
+    assert a != (root / "round_1/model/model.safetensors").read_bytes()  # the base lr (1e-4) differs
