@@ -959,3 +959,19 @@ def test_rule_lr_overrides_the_base_runs_lr(rule_setup, tmp_path):
     a = (tmp_path / "own/model/model.safetensors").read_bytes()
     assert a == (tmp_path / "inh/model/model.safetensors").read_bytes()
     assert a != (root / "round_1/model/model.safetensors").read_bytes()  # the base lr (1e-4) differs
+
+
+def test_leak_table_passes_n_boot_and_ci_to_the_bootstrap():
+    from leakk.estimate import leak_table
+
+    frame = pl.DataFrame(_many_groups("a"))
+    one = leak_table(frame, ks=[1], n_boot=1, seed=0).row(0, named=True)
+    assert one["ci_low"] == one["ci_high"]  # a single replicate
+    wide = leak_table(frame, ks=[1], n_boot=400, ci=0.95, seed=0).row(0, named=True)
+    narrow = leak_table(frame, ks=[1], n_boot=400, ci=0.5, seed=0).row(0, named=True)
+    assert wide["ci_low"] < narrow["ci_low"] <= narrow["ci_high"] < wide["ci_high"]
+
+
+def test_unlearn_loop_default_alpha_is_one(tiny_unlearn):
+    _, log = _loop(tiny_unlearn, method="graddiff", steps=2)
+    assert all(r["loss"] == pytest.approx(r["forget_loss"] + r["retain_loss"], rel=1e-6) for r in log)
