@@ -975,3 +975,33 @@ def test_leak_table_passes_n_boot_and_ci_to_the_bootstrap():
 def test_unlearn_loop_default_alpha_is_one(tiny_unlearn):
     _, log = _loop(tiny_unlearn, method="graddiff", steps=2)
     assert all(r["loss"] == pytest.approx(r["forget_loss"] + r["retain_loss"], rel=1e-6) for r in log)
+
+
+def test_decodings_differing_only_in_top_p_are_distinct():
+    p = copy.deepcopy(MICRO)
+    p["sample"]["decodings"] = [{"temperature": 1.0, "top_p": 1.0}, {"temperature": 1.0, "top_p": 0.8}]
+    p["estimate"]["headline_decoding"] = "t1.0_p0.8"
+    validate_params(p)
+
+
+def test_more_cross_field_errors_name_key_and_rule():
+    p = copy.deepcopy(MICRO)
+    p["rule"]["ga"] = {"base": "npo", "judge": "rougeL", "seed": 99}
+    msg = _params_error(p)
+    assert msg.startswith("params.yaml: rule.ga: ") and "unlearn" in msg
+    p = copy.deepcopy(MICRO)
+    p["model"]["base"] = "/no/such/model"
+    assert _params_error(p).startswith("params.yaml: model.base: /no/such/model")
+
+
+def test_synthetic_defaults_when_sizes_are_omitted():
+    """Without authors/forget_fraction the generator's defaults (100 authors, 10%) apply."""
+    p = copy.deepcopy(MICRO)
+    del p["data"]["synthetic"]["forget_fraction"]
+    validate_params(p)  # 10 authors × 0.1 = 1 forget author
+    p = copy.deepcopy(MICRO)
+    del p["data"]["synthetic"]["authors"]
+    p["data"]["synthetic"]["forget_fraction"] = 0.004  # 100 × 0.004 rounds to 0
+    assert _params_error(p).startswith("params.yaml: data.synthetic.forget_fraction: ")
+    p["data"]["synthetic"]["forget_fraction"] = 0.006  # 100 × 0.006 rounds to 1
+    validate_params(p)
