@@ -477,7 +477,7 @@ _DEL = object()
 @pytest.mark.parametrize("edits, key", [
     ([_set("sample.decodings", [{"temperature": 1.0, "top_p": 1.0}, {"temperature": 1, "top_p": 1}])],
      "sample.decodings"),
-    ([_set("rule.ga", {"base": "npo", "judge": "rougeL", "seed": 99})], "rule.ga"),
+    ([_set("rule.ga", dict(MICRO["rule"]["rule_npo"]))], "rule.ga"),  # name of an unlearn run
     ([_set("rule.rule_npo.judge", "fact2")], "rule.rule_npo.judge"),
     ([_set("estimate.headline_judge", "nli")], "estimate.headline_judge"),
     ([_set("estimate.headline_decoding", "t0.5_p0.5")], "estimate.headline_decoding"),
@@ -986,7 +986,7 @@ def test_decodings_differing_only_in_top_p_are_distinct():
 
 def test_more_cross_field_errors_name_key_and_rule():
     p = copy.deepcopy(MICRO)
-    p["rule"]["ga"] = {"base": "npo", "judge": "rougeL", "seed": 99}
+    p["rule"]["ga"] = dict(MICRO["rule"]["rule_npo"])
     msg = _params_error(p)
     assert msg.startswith("params.yaml: rule.ga: ") and "unlearn" in msg
     p = copy.deepcopy(MICRO)
