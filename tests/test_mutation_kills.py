@@ -1005,3 +1005,22 @@ def test_synthetic_defaults_when_sizes_are_omitted():
     assert _params_error(p).startswith("params.yaml: data.synthetic.forget_fraction: ")
     p["data"]["synthetic"]["forget_fraction"] = 0.006  # 100 × 0.006 rounds to 1
     validate_params(p)
+
+
+def test_judge_returning_a_list_instead_of_a_tuple_is_a_failure(caplog):
+    """A judge must return a (scores, leaked) tuple; anything else fails its batch (null),
+    with a warning — never silently read as results."""
+    from leakk.judges import Judge, judge_samples
+
+    class ListJudge(Judge):
+        def score_batch(self, completions, *args, **kwargs):  # any judge signature
+            n = len(completions)
+            return [np.ones(n), [True] * n]
+
+    data = pl.DataFrame({"qid": ["a"], "group": ["g"], "question": ["?"], "answer": ["x"], "fact": ["x"],
+                         "split": ["forget"]})
+    samples = pl.DataFrame({"qid": ["a", "a"], "sample_idx": [0, 1], "text": ["x", "y"]})
+    with caplog.at_level("WARNING"):
+        out = judge_samples(samples, data, {"lst": ListJudge()}, progress=False)
+    assert out["leaked"].to_list() == [None, None]
+    assert "tuple" in caplog.text
