@@ -1024,3 +1024,72 @@ def test_judge_returning_a_list_instead_of_a_tuple_is_a_failure(caplog):
         out = judge_samples(samples, data, {"lst": ListJudge()}, progress=False)
     assert out["leaked"].to_list() == [None, None]
     assert "tuple" in caplog.text
+
+
+def test_validate_params_names_params_yaml_by_default():
+    p = copy.deepcopy(MICRO)
+    p["prompt_template"] = "Q: A:"
+    with pytest.raises(ParamsError) as err:
+        validate_params(p)
+    assert str(err.value).startswith("params.yaml: prompt_template: ") and "{question}" in str(err.value)
+
+
+# ------------------------------------------------------------------ judges: off-contract output
+
+def _one_q():
+    data = pl.DataFrame({"qid": ["a", "b"], "group": ["g", "g"], "question": ["?", "?"], "answer": ["x", "y"],
+                         "fact": ["x", "y"], "split": ["forget", "retain"]})
+    samples = pl.DataFrame({"qid": ["a", "a", "b"], "sample_idx": [0, 1, 0], "text": ["x", "z", "y"]})
+    return samples, data
+
+
+def test_judge_results_are_checked_and_none_scores_read_as_nan(caplog):
+    """A None score is a failed item's NaN; n−1 scores with n flags is a failed batch (null),
+    named in the warning by the judge's label."""
+    from leakk.judges import Judge, judge_samples
+
+    class NoneScore(Judge):
+        batch_size = None  # everything in one batch
+
+        def score_batch(self, completions, *args, **kwargs):
+            self.sizes = getattr(self, "sizes", []) + [len(completions)]
+            n = len(completions)
+            return [None] + [1.0] * (n - 1), [None] + [True] * (n - 1)
+
+    class ShortScores(Judge):
+        def score_batch(self, completions, *args, **kwargs):
+            n = len(completions)
+            return np.ones(n - 1), [True] * n
+
+    samples, data = _one_q()
+    judge = NoneScore()
+    out = judge_samples(samples, data, {"none": judge}, progress=False)
+    assert judge.sizes == [3]
+    assert math.isnan(out["score"][0]) and out["leaked"].to_list() == [None, True, True]
+    with caplog.at_level("WARNING"):
+        out = judge_samples(samples, data, {"short_lbl": ShortScores()}, progress=False)
+    assert out["leaked"].to_list() == [None, None, None]
+    assert "short_lbl" in caplog.text
+
+
+def test_judge_samples_input_errors_say_what_is_wrong():
+    from leakk.judges import judge_samples
+
+    samples, data = _one_q()
+    with pytest.raises(ParamsError, match="at least one judge"):
+        judge_samples(samples, data, {}, progress=False)
+    with pytest.raises(ArtifactError, match="data: qid is not unique"):
+        judge_samples(samples, pl.concat([data, data]), {"fact": {}}, progress=False)
+    with pytest.raises(ArtifactError, match=r"data: null answer for qid\(s\) \['a'\]"):
+        judge_samples(samples, data.with_columns(answer=pl.when(pl.col("qid") == "a").then(None)
+                                                 .otherwise(pl.col("answer"))), {"fact": {}}, progress=False)
+
+
+def test_judge_samples_keeps_the_data_split_dtype():
+    from leakk.judges import judge_samples
+
+    samples, data = _one_q()
+    data = data.with_columns(pl.col("split").cast(pl.Categorical))
+    out = judge_samples(samples, data, {"fact": {}}, progress=False)
+    assert out.schema["split"] == pl.Categorical
+    assert out["split"].cast(pl.String).to_list() == ["forget", "forget", "retain"]
