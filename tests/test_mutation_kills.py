@@ -1093,3 +1093,12 @@ def test_judge_samples_keeps_the_data_split_dtype():
     out = judge_samples(samples, data, {"fact": {}}, progress=False)
     assert out.schema["split"] == pl.Categorical
     assert out["split"].cast(pl.String).to_list() == ["forget", "forget", "retain"]
+
+
+def test_sampler_default_batching_is_auto(word_lm):
+    from leakk.sampling.decoding import Decoding
+    from leakk.sampling.hf import sample_hf
+
+    model, tok, qids, prompts = word_lm
+    out = sample_hf(model, tok, qids, prompts, Decoding(1.0, 1.0), 3, 6, seed=3, progress=False)
+    assert sorted((c.qid, c.sample_idx) for c in out) == [(q, i) for q in qids for i in range(3)]
