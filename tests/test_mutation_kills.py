@@ -1102,3 +1102,57 @@ def test_sampler_default_batching_is_auto(word_lm):
     model, tok, qids, prompts = word_lm
     out = sample_hf(model, tok, qids, prompts, Decoding(1.0, 1.0), 3, 6, seed=3, progress=False)
     assert sorted((c.qid, c.sample_idx) for c in out) == [(q, i) for q in qids for i in range(3)]
+
+
+def test_leak_at_k_accepts_integral_floats_and_empty_arrays():
+    from leakk.estimate import leak_at_k
+
+    assert leak_at_k(4.0, 1.0, 2) == leak_at_k(4, 1, 2) == 0.5
+    assert leak_at_k(np.array([3.0, 5.0]), np.array([1.0, 0.0]), 1).tolist() == [1 / 3, 0.0]
+    for bad in ({"n": 4.5, "c": 1}, {"n": 4, "c": 0.5}):
+        name = next(k for k, v in bad.items() if v % 1)
+        with pytest.raises(ValueError, match=f"^{name} must hold integers$"):
+            leak_at_k(bad["n"], bad["c"], 1)
+    empty = leak_at_k(np.array([], dtype=np.int64), np.array([], dtype=np.int64), 3)
+    assert isinstance(empty, np.ndarray) and empty.shape == (0,) and empty.dtype == np.float64
+
+
+def test_read_parquet_contract_error_names_the_file(tmp_path):
+    from leakk.io import read_parquet
+
+    path = tmp_path / "x.parquet"
+    pl.DataFrame({"qid": ["a"]}).write_parquet(path)
+    with pytest.raises(ArtifactError) as err:
+        read_parquet(path, "judgments")
+    assert str(err.value).startswith(f"{path}: missing required judgments columns")
+
+
+def test_make_judge_bad_parameter_is_named():
+    from leakk.judges import make_judge
+
+    with pytest.raises(ParamsError, match="bogus"):
+        make_judge("rougeL", bogus=1)
+
+
+def test_register_judge_names_the_class_and_refuses_a_second_class_under_a_taken_name():
+    from leakk.judges import JUDGES, Judge, make_judge, register_judge
+
+    class Echo(Judge):
+        def score_batch(self, completions, *args, **kwargs):
+            n = len(completions)
+            return np.zeros(n), np.array([False] * n, dtype=object)
+
+    name = "_kills_echo_judge"
+    try:
+        assert register_judge(name)(Echo) is Echo
+        assert register_judge(name)(Echo) is Echo  # the same class again: fine
+        assert make_judge(name).name == name and isinstance(make_judge(name), Echo)
+
+        class Other(Echo):
+            pass
+
+        with pytest.raises(ValueError, match="already registered"):
+            register_judge(name)(Other)
+    finally:
+        if hasattr(JUDGES, "pop"):
+            JUDGES.pop(name, None)
