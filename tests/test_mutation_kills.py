@@ -1157,3 +1157,38 @@ def test_register_judge_names_the_class_and_refuses_a_second_class_under_a_taken
     finally:
         if hasattr(JUDGES, "pop"):
             JUDGES.pop(name, None)
+
+
+def test_more_error_messages_name_the_problem():
+    from leakk.estimate import leak_at_k, leak_table
+
+    with pytest.raises(ValueError, match=r"^c=5 outside \[0, n=4\]"):
+        leak_at_k(np.array([4, 4]), np.array([0, 5]), 1)
+    with pytest.raises(ValueError, match=r"need at least one k ≥ 1"):
+        leak_table(pl.DataFrame(_many_groups("a")), ks=[0])
+    p = copy.deepcopy(MICRO)
+    p["data"]["synthetic"]["forget_fraction"] = 0.96
+    assert "retain" in _params_error(p)
+
+
+def test_rule_round_uses_the_base_methods_own_parameters(rule_setup, tmp_path):
+    """NPO's β from unlearn.<base> reaches RULE's training: same model as the loop with it."""
+    from leakk.finetune import training_pairs
+    from leakk.modeling import load_model
+    from leakk.rule import run_round
+    from leakk.unlearn.loop import unlearn_loop
+    from leakk.unlearn.methods import make_method
+
+    root, data, p = rule_setup
+    p = copy.deepcopy(p)
+    p["unlearn"]["npo"]["beta"] = 0.5
+    run_round(data, p, name="rule_npo", round_idx=1, prev_dir=root / "model", out_dir=tmp_path / "r1")
+    cfg, base = p["rule"]["rule_npo"], p["unlearn"]["npo"]
+    model, tok = load_model(root / "model")
+    leaked = read_parquet(tmp_path / "r1/leaked.parquet")
+    forget = training_pairs(data.filter(pl.col("split") == "forget")) + list(zip(leaked["question"], leaked["completion"]))
+    unlearn_loop(model, tok, make_method("npo", beta=0.5), forget, training_pairs(data.filter(pl.col("split") == "retain")),
+                 template=p["prompt_template"], steps=cfg["steps"], lr=base["lr"], batch_size=base["batch_size"],
+                 alpha=base["alpha"], seed=cfg["seed"] + 1000, device="cpu")
+    got, _ = load_model(tmp_path / "r1/model")
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), got.state_dict().values()))
