@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 TORCH := torch==2.13.0
 CORES ?= all
 
-.PHONY: run test test-all install dvc-repro bench clean report-check
+.PHONY: run test test-all install dvc-repro bench mutation mutation-report clean report-check
 
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
@@ -44,5 +44,22 @@ bench: install
 	$(BIN)/python benchmarks/sampling.py --quick
 	$(BIN)/python benchmarks/judging.py --quick
 
+## mutation: mutation-test the numeric and contract core ([tool.mutmut] in pyproject.toml;
+## about 30 min on 2 cores; not part of `make test`). Results stay in mutants/ (resumable);
+## `make mutation-report` prints the per-module scores (benchmarks/MUTATION.md).
+MUTATION_ENV := OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 POLARS_MAX_THREADS=1 TQDM_DISABLE=1 PYTHONPATH=
+MUTATION_JOBS ?= 2
+
+$(VENV)/.installed-mutation: $(VENV)/.installed
+	$(BIN)/pip install --quiet -e '.[mutation]'
+	touch $@
+
+mutation: $(VENV)/.installed-mutation
+	$(MUTATION_ENV) PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/mutmut run --max-children $(MUTATION_JOBS)
+	$(BIN)/python benchmarks/mutation_report.py
+
+mutation-report:
+	$(BIN)/python benchmarks/mutation_report.py --survivors
+
 clean:
-	rm -rf results .snakemake
+	rm -rf results .snakemake mutants

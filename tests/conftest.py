@@ -41,3 +41,15 @@ def micro_params() -> dict:
 def write_params(path: Path, params: dict) -> Path:
     path.write_text(yaml.safe_dump(params, sort_keys=False))
     return path
+
+
+#: fixtures that train a model or run RULE rounds (seconds each, not milliseconds)
+_EXPENSIVE_FIXTURES = {"base", "rule_run", "rule_setup"}
+
+
+def pytest_collection_modifyitems(config, items):
+    """Under ``make mutation`` (mutmut sets MUTANT_UNDER_TEST), run each mutant's cheap tests
+    first: pytest stops at the first failure (-x), so a mutant a unit test kills never pays
+    for a RULE round. Ordinary runs keep the collection order."""
+    if os.environ.get("MUTANT_UNDER_TEST"):
+        items.sort(key=lambda item: bool(_EXPENSIVE_FIXTURES & set(getattr(item, "fixturenames", ()))))

@@ -186,7 +186,7 @@ def round_model_dir(round_dir: str | os.PathLike) -> Path:
 
 
 def evaluate_round(data: pl.DataFrame, params: dict[str, Any], *, round_idx: int,
-                   round_dir: str | os.PathLike, out: str | os.PathLike) -> None:
+                   round_dir: str | os.PathLike, out: str | os.PathLike) -> None:  # pragma: no mutate block
     """Leak@1 and leak@n of a round's model at the headline decoding with the *evaluation*
     seed (``sample.seed``, never used for training), and its greedy retain accuracy.
     Round 0 is the base method's model, so the trajectory starts where RULE starts."""
@@ -246,7 +246,7 @@ def run_all_rounds(data: pl.DataFrame, params: dict[str, Any], *, name: str, bas
 
 
 def report(round_dirs: list[Path], eval_files: list[Path], out_log: str | os.PathLike,
-           out_figure: str | os.PathLike) -> pl.DataFrame:
+           out_figure: str | os.PathLike) -> pl.DataFrame:  # pragma: no mutate block
     """Join each round's training log with its evaluation into one Parquet; plot the trajectory."""
     from leakk.figures import plot_rule_trajectory
 

@@ -54,17 +54,17 @@ class Completion:
     finish_reason: str  # "stop" (an EOS was produced) or "length"
 
 
-def _cache_arg(model) -> str:
+def _cache_arg(model) -> str:  # pragma: no mutate block
     """Name of the KV-cache argument: ``cache`` (transformers ≥ 5.2x) or ``past_key_values``."""
     return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
 
 
-def _cache_of(out):
+def _cache_of(out):  # pragma: no mutate block
     cache = getattr(out, "cache", None)
     return cache if cache is not None else out.past_key_values
 
 
-class PreallocatedKV:
+class PreallocatedKV:  # pragma: no mutate block
     """Grow an HF DynamicCache in place instead of by concatenation.
 
     HF's DynamicCache concatenates every layer's keys and values with each new token, so a
@@ -162,7 +162,7 @@ def eos_ids(model, tokenizer) -> list[int]:
     return sorted(i for i in ids if i is not None)
 
 
-def kv_bytes_per_token(model) -> int:
+def kv_bytes_per_token(model) -> int:  # pragma: no mutate block
     """Bytes of KV cache one sequence needs per token (all layers, keys and values)."""
     cfg = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
     layers = cfg.num_hidden_layers
@@ -173,7 +173,7 @@ def kv_bytes_per_token(model) -> int:
 
 
 def auto_batch_rows(model, max_len: int, device: torch.device, fraction: float = 0.5,
-                    cpu_cap: int = 1024) -> int:
+                    cpu_cap: int = 1024) -> int:  # pragma: no mutate block
     """Rows (sequences) per batch that fit ``fraction`` of free memory: KV cache for
     ``max_len`` tokens plus ~3 float32 vocab-sized buffers per row for the sampling step.
     On CPU, batches beyond ~1k rows only fall out of cache (measured: 512 rows ran 1.4×
