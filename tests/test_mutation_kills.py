@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import math
+import re
 import shutil
 
 import numpy as np
@@ -278,14 +279,14 @@ def test_utility_table_edges():
     assert empty.height == 0
     assert empty.schema == pl.Schema({"model": pl.String, "retain_accuracy": pl.Float64,
                                       "questions": pl.Int64, "missing": pl.Int64})
-    with pytest.raises(ArtifactError, match=r"utility_table: input is missing required columns \['leaked'\]"):
+    with pytest.raises(ArtifactError, match=r"^utility_table: input: missing required columns \['leaked'\]$"):
         utility_table(pl.DataFrame({"model": ["m"], "qid": ["q"]}))
 
 
 def test_leak_table_missing_columns_named():
     from leakk.estimate import leak_table
 
-    with pytest.raises(ArtifactError, match=r"leak_table: input is missing required columns \['group'"):
+    with pytest.raises(ArtifactError, match=r"^leak_table: input: missing required columns \['group'\]$"):
         leak_table(pl.DataFrame({"model": ["m"], "decoding": ["d"], "judge": ["j"], "qid": ["q"],
                                  "sample_idx": [0], "leaked": [True]}), [1])
 
@@ -367,32 +368,39 @@ def test_read_parquet_contract_and_missing_file(tmp_path):
     write_parquet(frame, path, "judgments")
     assert read_parquet(path, "judgments").equals(frame)
     assert read_parquet(str(path)).equals(frame)
-    with pytest.raises(ArtifactError, match=r"missing required samples columns \['text'"):
+    with pytest.raises(ArtifactError, match=rf"^{re.escape(str(path))}: samples: missing required columns \['text', "
+                                            r".*\]; made by the `sample` stage; delete it and re-run "):
         read_parquet(path, "samples")
     with pytest.raises(ArtifactError, match=f"{tmp_path / 'none.parquet'}: no such artifact"):
         read_parquet(tmp_path / "none.parquet", "judgments")
-    with pytest.raises(ArtifactError, match=r"^judgments: missing required judgments columns \['leaked'\]$"):
+    with pytest.raises(ArtifactError, match=r"^judgments: judgments: missing required columns \['leaked'\]$"):
         from leakk.io import check_contract
 
         check_contract(frame.drop("leaked"), "judgments")
-    with pytest.raises(ArtifactError, match=r"^x\.parquet: missing required judgments columns"):
+    with pytest.raises(ArtifactError, match=r"^x\.parquet: judgments: missing required columns \['leaked'\]; "
+                                            r"made by the `judge` stage; delete it and re-run `snakemake`"):
         check_contract(frame.drop("leaked"), "judgments", "x.parquet")
 
 
 # --------------------------------------------------------------------------------- methods
 
 def test_register_method_makes_it_buildable_by_name():
-    from leakk.unlearn.methods import GradAscent, make_method, register_method
+    from leakk.unlearn.methods import METHODS, GradAscent, make_method, register_method
 
     @register_method("_kills_test_method")
     class Scaled(GradAscent):
         pass
 
-    m = make_method("_kills_test_method", beta=0.3)
-    assert isinstance(m, Scaled) and m.name == "_kills_test_method" and m.beta == 0.3
-    assert make_method("npo").name == "npo" and make_method("npo").beta == 0.1
-    with pytest.raises(ParamsError, match=r"unlearn method 'nope': unknown method \(known: \[.*'npo'"):
-        make_method("nope")
+    try:
+        m = make_method("_kills_test_method", beta=0.3)
+        assert isinstance(m, Scaled) and m.name == "_kills_test_method" and m.beta == 0.3
+        assert make_method("npo").name == "npo" and make_method("npo").beta == 0.1
+        # the registry's uniform error: <params key>: unknown <kind> 'x' (known: [...])
+        with pytest.raises(ParamsError, match=r"^unlearn\.<run>\.method: unknown method 'nope' "
+                                              r"\(known: \[.*'ga', 'graddiff', 'npo'\]\)$"):
+            make_method("nope")
+    finally:
+        METHODS.pop("_kills_test_method")
 
 
 # ---------------------------------------------------------------------------------- config
@@ -411,8 +419,10 @@ def test_params_error_starts_with_file_and_exact_key_path():
     p["sample"]["decodings"] = [{"temperature": 1.0, "top_p": 1.0}, {"temperature": 1.0, "top_p": 1.5}]
     assert _params_error(p, "configs/x.yaml").startswith("configs/x.yaml: sample.decodings[1].top_p: 1.5 ")
     p = copy.deepcopy(MICRO)
-    p["bogus"] = 1
-    assert _params_error(p).startswith("params.yaml: (top level): ")
+    p["bogus"] = 1  # an unknown key is named itself, with the keys allowed there and the rule
+    assert _params_error(p) == ("params.yaml: bogus: unknown key (allowed: ['data', 'device', 'estimate', "
+                                "'finetune', 'judge', 'model', 'prompt_template', 'rule', 'sample', 'seed', "
+                                "'unlearn']) (rule: additionalProperties)")
 
 
 def test_load_params_names_the_file(tmp_path):
@@ -432,12 +442,12 @@ def test_load_params_names_the_file(tmp_path):
     with pytest.raises(ParamsError) as err:
         load_params(broken)
     msg = str(err.value)
-    assert msg.startswith(f"{broken}: not valid YAML (") and "\n" not in msg
+    assert msg.startswith(f"{broken}:2:5: not valid YAML: ") and "\n" not in msg  # file:line:column
     empty = tmp_path / "empty.yaml"
     empty.write_text("")
     with pytest.raises(ParamsError) as err:
         load_params(empty)
-    assert str(err.value).startswith(f"{empty}: (top level): ") and "required" in str(err.value)
+    assert str(err.value) == f"{empty}: empty params file (rule: a YAML mapping like params.yaml)"
 
 
 def test_model_and_decoding_names_include_rule_runs():
@@ -504,7 +514,6 @@ def test_cross_field_rules_name_their_key(edits, key):
     _set("rule.rule_npo.max_new_tokens", 47),
     _set("data.synthetic.forget_fraction", 0.06),   # round(10 × 0.06) = 1 forget author
     _set("data.synthetic.forget_fraction", 0.94),   # 9 of 10 authors forgotten, 1 retained
-    _set("prompt_template", "chat"),
     _set("estimate.ks", [1, 4]),                    # k = n is defined
     _set("rule.rule_npo.seed", 6),
 ])
@@ -514,22 +523,42 @@ def test_cross_field_boundaries_accepted(edit):
     validate_params(p)
 
 
-def test_cross_field_model_without_arch_limit_defaults_to_1024():
+def test_chat_template_refused_for_a_model_built_from_scratch():
+    # the tokenizer built for model.base: null has no chat template
+    p = copy.deepcopy(MICRO)
+    p["prompt_template"] = "chat"
+    assert _params_error(p) == ('params.yaml: prompt_template: "chat" needs a tokenizer with a chat template; '
+                                "the tokenizer built for model.base: null has none "
+                                "(rule: a format string with {question})")
+
+
+def test_cross_field_model_arch_requires_n_positions_and_bounds_lengths_by_it():
+    # model.arch no longer defaults n_positions (to 1024): it is required, and no other key is allowed
     p = copy.deepcopy(MICRO)
     p["model"]["arch"] = {"n_layer": 1, "n_embd": 32, "n_head": 2}
+    assert _params_error(p) == "params.yaml: model.arch: 'n_positions' is a required property (rule: required)"
+    p["model"]["arch"]["n_positions"] = 1024
+    p["model"]["arch"]["dropout"] = 0.1
+    assert _params_error(p) == ("params.yaml: model.arch.dropout: unknown key (allowed: ['n_embd', 'n_head', "
+                                "'n_layer', 'n_positions']) (rule: additionalProperties)")
+    del p["model"]["arch"]["dropout"]
     p["sample"]["max_new_tokens"] = 1023
     p["rule"]["rule_npo"]["max_new_tokens"] = 12
     validate_params(p)
     p["sample"]["max_new_tokens"] = 1024
-    assert _params_error(p).startswith("params.yaml: sample.max_new_tokens: ")
+    assert _params_error(p) == ("params.yaml: sample.max_new_tokens: 1024 must be < model.arch.n_positions=1024 "
+                                "(rule: fits the model)")
 
 
 def test_judge_with_explicit_type_is_validated_by_type():
     p = copy.deepcopy(MICRO)
     p["judge"]["rouge_lo"] = {"type": "rougeL", "threshold": 0.1}
     validate_params(p)
-    p["judge"]["rouge_lo"] = {"type": "oracle"}
-    assert _params_error(p).startswith("params.yaml: judge.rouge_lo: ")
+    p["judge"]["rouge_lo"] = {"type": "oracle"}  # the registry's error, naming the type key itself
+    assert _params_error(p) == ("params.yaml: judge.rouge_lo.type: unknown judge 'oracle' "
+                                "(known: ['embedding', 'fact', 'llm', 'nli', 'rougeL'])")
+    p["judge"]["rouge_lo"] = {"type": "rougeL", "threshold": 1.5}  # then validated against rougeL's schema
+    assert _params_error(p).startswith("params.yaml: judge.rouge_lo.threshold: 1.5 ")
 
 
 # ------------------------------------------------------------------- estimator: row seeds
@@ -851,7 +880,11 @@ def test_invalid_yaml_message_keeps_the_parser_explanation_on_one_line(tmp_path)
     assert "\n" in str(parse.value)
     with pytest.raises(ParamsError) as err:
         load_params(broken)
-    assert str(parse.value).replace("\n", " ") in str(err.value)
+    # file:line:column of the problem, then the parser's context (with where it began) and problem
+    e = parse.value
+    assert str(err.value) == (f"{broken}:2:5: not valid YAML: {e.context} (from line 1, column 9); {e.problem}")
+    assert str(err.value) == (f"{broken}:2:5: not valid YAML: while parsing a flow sequence (from line 1, "
+                              "column 9); expected ',' or ']', but got ':'")
 
 
 def test_utility_judge_prefers_fact_over_the_headline_judge():
@@ -868,7 +901,9 @@ def test_write_parquet_contract_error_names_the_file(tmp_path):
     path = tmp_path / "samples.parquet"
     with pytest.raises(ArtifactError) as err:
         write_parquet(pl.DataFrame({"qid": ["a"]}), path, "samples")
-    assert str(err.value).startswith(f"{path}: missing required samples columns")
+    assert str(err.value).startswith(f"{path}: samples: missing required columns ['sample_idx', 'text', ")
+    assert str(err.value).endswith("; made by the `sample` stage; delete it and re-run `snakemake` "
+                                   "(or `dvc repro`) to rebuild it") and "\n" not in str(err.value)
     assert not path.exists()
 
 
@@ -1125,7 +1160,9 @@ def test_read_parquet_contract_error_names_the_file(tmp_path):
     pl.DataFrame({"qid": ["a"]}).write_parquet(path)
     with pytest.raises(ArtifactError) as err:
         read_parquet(path, "judgments")
-    assert str(err.value).startswith(f"{path}: missing required judgments columns")
+    assert str(err.value) == (f"{path}: judgments: missing required columns ['sample_idx', 'judge', 'score', "
+                              "'leaked']; made by the `judge` stage; delete it and re-run `snakemake` "
+                              "(or `dvc repro`) to rebuild it")
 
 
 def test_make_judge_bad_parameter_is_named():
