@@ -1,6 +1,6 @@
 """leak@k beyond n through an explicit model: a (zero-inflated) Beta-binomial over questions.
 
-The unbiased estimator stops at k = n (DESIGN.md §1). To say anything about k > n we need a
+The unbiased estimator stops at k = n (docs/design.md §1). To say anything about k > n we need a
 model of how per-question leak probabilities q are spread. We fit
 
     betabinom:     q ~ Beta(a, b),                    c_q | q ~ Binomial(n_q, q)
