@@ -208,7 +208,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--repo", default=".", metavar="DIR", help="the DVC repository root (default: .)")
     p = cmd("data", _data, "build the benchmark Parquet",
             "Generates (synthetic) or prepares the data.benchmark named in params: one row per QA with "
-            "qid, group, question, answer, fact, split and the benchmark's own columns.")
+            "qid, group, question, answer, split (fact where the benchmark has one) and the benchmark's own columns.")
     p.add_argument("--out", required=True, metavar="PARQUET", help="where to write the benchmark")
     p = cmd("finetune", _finetune, "train the full target model or the retrain baseline",
             "full trains on every QA (forget + retain), retrain on the retain split only; writes an HF "

@@ -148,6 +148,10 @@ def _cross_field(p: dict[str, Any], src: str) -> None:
         # the judge class's own schema of its constructor keywords (no defaults filled in:
         # the rules declare these params, and filling them would re-run finished judging)
         _schema_errors(cfg, JUDGES.get(kind).params_schema, src, prefix=("judge", label))
+        if getattr(JUDGES.get(kind), "needs_fact", False) and "fact" not in columns:
+            _fail(src, f"judge.{label}", f"the {kind!r} judge needs a fact column, which the "
+                                         f"{p['data']['benchmark']!r} benchmark does not have "
+                                         f"(known: {sorted(columns)}) (rule: a benchmark with facts)")
     _question_column(p["sample"]["question_column"], columns, p["data"]["benchmark"], src, "sample.question_column")
     for name, run in (p.get("rule") or {}).items():
         if name in p["unlearn"]:
@@ -312,7 +316,14 @@ def decoding_names(p: dict[str, Any]) -> list[str]:
     return ["greedy", *(Decoding(d["temperature"], d["top_p"]).name for d in p["sample"]["decodings"])]
 
 
+def judge_type(p: dict[str, Any], label: str) -> str:
+    """The judge class name of ``judge.<label>`` (its ``type`` key, else the label)."""
+    return (p["judge"][label] or {}).get("type", label)
+
+
 def utility_judge(p: dict[str, Any]) -> str:
-    """The judge that scores retain-set greedy answers: ``fact`` where configured (ground
-    truth on the synthetic benchmark), else the headline judge."""
-    return "fact" if "fact" in p["judge"] else p["estimate"]["headline_judge"]
+    """The judge label that scores retain-set greedy answers: the first judge of type
+    ``fact`` (ground truth, where the benchmark has facts; chosen by type, not label), else
+    the headline judge."""
+    facts = [label for label in p["judge"] if judge_type(p, label) == "fact"]
+    return facts[0] if facts else p["estimate"]["headline_judge"]
