@@ -14,12 +14,21 @@ from pathlib import Path
 from leakk.errors import LeakkError
 
 
+def _download(args, params):
+    from leakk.hub import download
+
+    for line in download(params, args.key or None, args.hub_dir):
+        print(line)
+
+
 def _data(args, params):
     from leakk.data import build_benchmark
+    from leakk.hub import dataset_folder
     from leakk.io import write_parquet
 
     d = params["data"]
-    frame = build_benchmark(d["benchmark"], d.get(d["benchmark"]) or {}, params["seed"])
+    frame = build_benchmark(d["benchmark"], d.get(d["benchmark"]) or {}, params["seed"],
+                            source=dataset_folder(params, args.hub_dir))
     write_parquet(frame, args.out, "data")
 
 
@@ -206,10 +215,19 @@ def build_parser() -> argparse.ArgumentParser:
             "What `dvc commit --force` does for every dvc.yaml stage whose outputs all exist: no re-run. "
             "The Snakefile calls it after a full successful run, so `dvc status` knows what Snakemake built.")
     p.add_argument("--repo", default=".", metavar="DIR", help="the DVC repository root (default: .)")
+    p = cmd("download", _download, "fetch the params' hub datasets and models (pinned revisions)",
+            "Each hub source (data.<benchmark>, models.<name>) goes to <hub-dir>/datasets/<benchmark> or "
+            "<hub-dir>/models/<name> through huggingface_hub.snapshot_download; a folder already fetched at "
+            "the same repo and revision makes no request; a local folder is used in place.")
+    p.add_argument("--key", action="append", metavar="KEY",
+                   help="only this source (datasets/<benchmark>, models/<name>); repeatable (default: all)")
+    p.add_argument("--hub-dir", default="results/hub", metavar="DIR", help="download root (default: results/hub)")
     p = cmd("data", _data, "build the benchmark Parquet",
             "Generates (synthetic) or prepares the data.benchmark named in params: one row per QA with "
             "qid, group, question, answer, split (fact where the benchmark has one) and the benchmark's own columns.")
     p.add_argument("--out", required=True, metavar="PARQUET", help="where to write the benchmark")
+    p.add_argument("--hub-dir", default="results/hub", metavar="DIR",
+                   help="where `leakk download` put hub datasets (default: results/hub)")
     p = cmd("finetune", _finetune, "train the full target model or the retrain baseline",
             "full trains on every QA (forget + retain), retrain on the retain split only; writes an HF "
             "folder (safetensors, tokenizer) with train_log.parquet. Reads seed, device, model, finetune, "

@@ -181,11 +181,44 @@ def _cross_field(p: dict[str, Any], src: str) -> None:
         if syn.get("qa_per_author", 12) > len(RELATIONS):
             _fail(src, "data.synthetic.qa_per_author",
                   f"{syn['qa_per_author']} > the {len(RELATIONS)} relations the benchmark has (rule: maximum)")
+    _check_hub(p, src)
     base = p["model"].get("base")
     if base and not (Path(base) / "config.json").is_file():
         _fail(src, "model.base", f"{base}: no such model folder (rule: an HF folder with config.json)")
     if not base:
         _check_arch(p, src)
+
+
+def is_local(repo: str) -> bool:
+    """A hub source's ``repo`` names a local folder (used in place of a hub id)."""
+    return repo.startswith((".", "/", "~")) or Path(repo).expanduser().is_dir()
+
+
+def hub_sources(p: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """``{"datasets/<benchmark>" | "models/<name>": source}`` of everything ``leakk download``
+    fetches (hub ids and local folders alike)."""
+    out = {}
+    bench = p["data"]["benchmark"]
+    if bench != "synthetic" and p["data"].get(bench):
+        out[f"datasets/{bench}"] = p["data"][bench]
+    for name, src in (p.get("models") or {}).items():
+        out[f"models/{name}"] = src
+    return out
+
+
+def _check_hub(p: dict[str, Any], src: str) -> None:
+    bench = p["data"]["benchmark"]
+    if bench != "synthetic" and not p["data"].get(bench):
+        _fail(src, f"data.{bench}", f"required for data.benchmark={bench!r}: the dataset's repo (a hub id "
+                                    "or a folder) and revision (rule: required)")
+    for key, source in hub_sources(p).items():
+        where = f"data.{bench}" if key.startswith("datasets/") else key.replace("/", ".")
+        if not is_local(source["repo"]) and not source.get("revision"):
+            _fail(src, f"{where}.revision", f"{source['repo']!r} is a hub id: pin its revision "
+                                            "(a commit hash) (rule: required for a hub id)")
+    for name in p.get("models") or {}:
+        if name in p["unlearn"] or name in (p.get("rule") or {}):
+            _fail(src, f"models.{name}", "name already used by an unlearn or rule run (rule: model names are unique)")
 
 
 def _question_column(column: str, columns: tuple[str, ...], bench: str, src: str, key: str) -> None:
@@ -306,7 +339,18 @@ def workflow_params(config: dict[str, Any], configfiles: list) -> tuple[str, dic
 
 def model_names(p: dict[str, Any]) -> list[str]:
     """Every model of the experiment, in table order."""
-    return [*BASE_MODELS, *p["unlearn"], *(p.get("rule") or {})]
+    extra = [m for m in (p.get("models") or {}) if m not in BASE_MODELS]
+    return [*BASE_MODELS, *p["unlearn"], *(p.get("rule") or {}), *extra]
+
+
+def model_folder(p: dict[str, Any], name: str) -> str:
+    """Where model ``name``'s folder is: a ``models:`` entry's local folder as given, a hub
+    entry's download under ``results/hub/models/<name>``, else the trained one under
+    ``results/models/<name>`` (RULE models: see the workflow's round folders)."""
+    source = (p.get("models") or {}).get(name)
+    if source is None:
+        return f"results/models/{name}"
+    return source["repo"] if is_local(source["repo"]) else f"results/hub/models/{name}"
 
 
 def decoding_names(p: dict[str, Any]) -> list[str]:

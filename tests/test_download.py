@@ -1,0 +1,78 @@
+"""`leakk download` against a local server speaking the hub protocol (no network)."""
+
+from __future__ import annotations
+
+import polars as pl
+import pytest
+
+from conftest import write_params
+from fake_hub import FakeHub
+from hub_layout import tofu_repo
+from leakk.cli import main
+
+
+def tiny_model_repo(root):
+    """A tiny Llama saved as an HF folder (safetensors), the shape of a published checkpoint."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    cfg = LlamaConfig(vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                      num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=64)
+    LlamaForCausalLM(cfg).save_pretrained(root)
+    return root
+
+
+@pytest.fixture
+def hub(tmp_path, monkeypatch):
+    with FakeHub() as server:
+        monkeypatch.setenv("HF_ENDPOINT", server.url)
+        monkeypatch.setenv("HF_HOME", str(tmp_path / "hf_home"))
+        monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+        import huggingface_hub.constants as c
+
+        monkeypatch.setattr(c, "ENDPOINT", server.url)
+        monkeypatch.setattr(c, "HF_HUB_OFFLINE", False)
+        yield server
+
+
+def _params(micro_params, tmp_path, data_rev, model_rev):
+    p = dict(micro_params, rule={}, judge={"rougeL": {"threshold": 0.3}},
+             data={"benchmark": "tofu", "tofu": {"repo": "locuslab/TOFU", "revision": data_rev}},
+             models={"published": {"repo": "org/tiny-llama", "revision": model_rev}})
+    p["estimate"] = dict(p["estimate"], headline_judge="rougeL")
+    return write_params(tmp_path / "params.yaml", p)
+
+
+def test_download_fetches_then_makes_no_request_and_bad_revision_is_one_line(hub, tmp_path, micro_params,
+                                                                            capsys, monkeypatch):
+    data_commit = hub.add("dataset", "locuslab/TOFU", tofu_repo(tmp_path / "srv" / "TOFU"))
+    model_commit = hub.add("model", "org/tiny-llama", tiny_model_repo(tmp_path / "srv" / "model"))
+    params = _params(micro_params, tmp_path, data_commit, model_commit)
+    hub_dir = tmp_path / "results" / "hub"
+    assert main(["--params", str(params), "download", "--hub-dir", str(hub_dir)]) == 0
+    assert "datasets/tofu: downloaded" in capsys.readouterr().out
+    assert any("/resolve/" in r for r in hub.requests)
+    model = hub_dir / "models" / "published"
+    assert (model / "model.safetensors").is_file() and (model / "config.json").is_file()
+    assert (hub_dir / "datasets" / "tofu" / "forget10.json").read_bytes() == \
+        (tmp_path / "srv" / "TOFU" / "forget10.json").read_bytes()
+
+    # a second run with the same revisions makes no request at all
+    hub.requests.clear()
+    assert main(["--params", str(params), "download", "--hub-dir", str(hub_dir)]) == 0
+    assert hub.requests == [] and capsys.readouterr().out.count(": cached") == 2
+    # … also offline
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert main(["--params", str(params), "download", "--hub-dir", str(hub_dir)]) == 0
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+
+    # the benchmark reads the downloaded folder through datasets
+    out = tmp_path / "results" / "data" / "benchmark.parquet"
+    assert main(["--params", str(params), "data", "--out", str(out), "--hub-dir", str(hub_dir)]) == 0
+    assert pl.read_parquet(out).filter(pl.col("split") == "forget").height == 40
+
+    # a wrong revision: one line naming the key
+    bad = _params(micro_params, tmp_path, data_commit, "0" * 40)
+    assert main(["--params", str(bad), "download", "--hub-dir", str(tmp_path / "other")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "models.published.revision: '0000000000000000000000000000000000000000' " \
+        "is not a revision of the model 'org/tiny-llama'" in err, err
