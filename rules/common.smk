@@ -16,10 +16,23 @@ def last_round_dir(name):
 
 
 def model_input(wildcards):
-    """The folder a model's samples are drawn from (RULE: its last round's folder)."""
+    """The folder a model's samples are drawn from (RULE: its last round's folder; a
+    `models:` entry: its downloaded or local folder)."""
     if wildcards.model in RULES:
         return last_round_dir(wildcards.model)
-    return f"results/models/{wildcards.model}"
+    return model_folder(P, wildcards.model)
+
+
+def source_key(key):
+    """The params key of hub source `datasets/<benchmark>` or `models/<name>`."""
+    kind, name = key.split("/", 1)
+    return f"data.{name}" if kind == "datasets" else f"models.{name}"
+
+
+def dataset_input(wildcards):
+    """The benchmark's dataset folder (none for the synthetic benchmark)."""
+    folder = dataset_folder(P)
+    return [str(folder)] if folder is not None else []
 
 
 def model_dir(wildcards):

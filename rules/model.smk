@@ -4,7 +4,7 @@ rule finetune:
     output:
         directory("results/models/{which}"),
     wildcard_constraints:
-        which="full|retrain",
+        which="|".join(TRAINED_BASES) or "^$",  # not a `models:` entry (those are evaluated as they are)
     params:
         reads=lambda w: stage_params(P, "finetune"),  # a function: "{question}" is no wildcard
     threads: 1

@@ -17,7 +17,7 @@ from leakk.errors import LeakkError
 def _download(args, params):
     from leakk.hub import download
 
-    for line in download(params, args.key or None, args.hub_dir):
+    for line in download(params, args.key or None, args.hub_dir, record=args.record):
         print(line)
 
 
@@ -222,6 +222,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--key", action="append", metavar="KEY",
                    help="only this source (datasets/<benchmark>, models/<name>); repeatable (default: all)")
     p.add_argument("--hub-dir", default="results/hub", metavar="DIR", help="download root (default: results/hub)")
+    p.add_argument("--record", metavar="JSON", help="also write each source's repo, revision and resolved commit here")
     p = cmd("data", _data, "build the benchmark Parquet",
             "Generates (synthetic) or prepares the data.benchmark named in params: one row per QA with "
             "qid, group, question, answer, split (fact where the benchmark has one) and the benchmark's own columns.")

@@ -100,14 +100,20 @@ def _commit_of(folder: Path, revision: str) -> str | None:
 
 
 def download(p: dict[str, Any], keys: list[str] | None = None,
-             hub_dir: str | os.PathLike = HUB_DIR) -> list[str]:
-    """Fetch the params' hub sources (all, or ``keys``); return one report line each."""
+             hub_dir: str | os.PathLike = HUB_DIR, record: str | os.PathLike | None = None) -> list[str]:
+    """Fetch the params' hub sources (all, or ``keys``); return one report line each; with
+    ``record``, write ``{key: {repo, revision, commit, folder}}`` there (``{}`` when there is
+    nothing to fetch, as for the synthetic benchmark)."""
     sources = hub_sources(p)
     for key in keys or []:
         if key not in sources:
             raise ParamsError(f"download: {key!r} is not a hub source of the params (known: {sorted(sources)})")
-    lines = []
+    lines, fetched = [], {}
     for key in keys or list(sources):
         folder, how = fetch(key, sources[key], hub_dir)
         lines.append(f"{key}: {how} {sources[key]['repo']}@{sources[key].get('revision') or '-'} → {folder}")
+        fetched[key] = {**(_stamp(folder) or dict(sources[key])), "folder": str(folder)}
+    if record is not None:
+        with atomic_path(record) as tmp:
+            tmp.write_text(json.dumps(fetched, indent=1, sort_keys=True) + "\n")
     return lines
