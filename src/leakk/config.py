@@ -185,7 +185,7 @@ def _cross_field(p: dict[str, Any], src: str) -> None:
     base = p["model"].get("base")
     if base and not (Path(base) / "config.json").is_file():
         _fail(src, "model.base", f"{base}: no such model folder (rule: an HF folder with config.json)")
-    if not base:
+    if not base and trained_models(p):
         _check_arch(p, src)
 
 
@@ -340,7 +340,20 @@ def workflow_params(config: dict[str, Any], configfiles: list) -> tuple[str, dic
 def model_names(p: dict[str, Any]) -> list[str]:
     """Every model of the experiment, in table order."""
     extra = [m for m in (p.get("models") or {}) if m not in BASE_MODELS]
-    return [*BASE_MODELS, *p["unlearn"], *(p.get("rule") or {}), *extra]
+    return [*base_models(p), *p["unlearn"], *(p.get("rule") or {}), *extra]
+
+
+def base_models(p: dict[str, Any]) -> list[str]:
+    """``full`` and ``retrain``, except that with a published target (``models.full``) there
+    is a retrain baseline only where ``models.retrain`` names one (WMDP has none; training one
+    from scratch beside a published 7B target would be meaningless)."""
+    models = p.get("models") or {}
+    return [m for m in BASE_MODELS if "full" not in models or m in models]
+
+
+def trained_models(p: dict[str, Any]) -> list[str]:
+    """The base models the finetune stage trains (those not given under ``models:``)."""
+    return [m for m in base_models(p) if m not in (p.get("models") or {})]
 
 
 def model_folder(p: dict[str, Any], name: str) -> str:
