@@ -7,6 +7,9 @@
   ``X-Repo-Commit`` and ``ETag`` headers; an unknown revision answers 404 with
   ``X-Error-Code: RevisionNotFound``, as the hub does.
 
+``Range: bytes=N-`` is honoured (206), so an interrupted download resumes; ``cut_once`` makes
+the next GET of a file die halfway through its body.
+
 Repos are folders on disk, each served at one commit (``main`` or the commit hash resolve to it).
 Every request is logged in ``requests``.
 """
@@ -25,6 +28,7 @@ class FakeHub:
     def __init__(self) -> None:
         self.repos: dict[tuple[str, str], tuple[Path, str]] = {}  # (type, id) → (folder, commit)
         self.requests: list[str] = []
+        self.cut_once: set[str] = set()  # file names whose next GET stops halfway
         hub = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -38,17 +42,41 @@ class FakeHub:
                 self._serve(body=True)
 
             def _serve(self, body: bool) -> None:
-                hub.requests.append(f"{self.command} {self.path}")
+                rng = self.headers.get("Range")
+                hub.requests.append(f"{self.command} {self.path}" + (f" {rng}" if rng else ""))
                 status, headers, payload = hub.route(urlparse(self.path).path)
+                if status == 200 and rng and rng.startswith("bytes="):  # resume: the rest of the file
+                    start = int(rng[6:].split("-")[0])
+                    headers["Content-Range"] = f"bytes {start}-{len(payload) - 1}/{len(payload)}"
+                    status, payload = 206, payload[start:]
                 self.send_response(status)
                 for k, v in headers.items():
                     self.send_header(k, v)
                 self.send_header("Content-Length", str(len(payload)))
                 self.end_headers()
-                if body:
-                    self.wfile.write(payload)
+                if not body:
+                    return
+                name = urlparse(self.path).path.rsplit("/", 1)[-1]
+                if self.command == "GET" and name in hub.cut_once:  # the connection dies midway
+                    hub.cut_once.discard(name)
+                    self.wfile.write(payload[: len(payload) // 2])
+                    self.wfile.flush()
+                    self.close_connection = True
+                    self.connection.shutdown(2)
+                    return
+                self.wfile.write(payload)
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.errors: list[str] = []
+
+        class Server(ThreadingHTTPServer):
+            daemon_threads = True
+
+            def handle_error(self, request, client_address):  # record, do not print
+                import traceback
+
+                hub.errors.append(traceback.format_exc())
+
+        self.server = Server(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_port}"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 

@@ -29,7 +29,9 @@ def hub(tmp_path, monkeypatch):
         monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
         import huggingface_hub.constants as c
 
+        # huggingface_hub reads HF_ENDPOINT once, at import (transformers may have imported it)
         monkeypatch.setattr(c, "ENDPOINT", server.url)
+        monkeypatch.setattr(c, "HUGGINGFACE_CO_URL_TEMPLATE", server.url + "/{repo_id}/resolve/{revision}/{filename}")
         monkeypatch.setattr(c, "HF_HUB_OFFLINE", False)
         yield server
 
@@ -48,8 +50,13 @@ def test_download_fetches_then_makes_no_request_and_bad_revision_is_one_line(hub
     model_commit = hub.add("model", "org/tiny-llama", tiny_model_repo(tmp_path / "srv" / "model"))
     params = _params(micro_params, tmp_path, data_commit, model_commit)
     hub_dir = tmp_path / "results" / "hub"
-    assert main(["--params", str(params), "download", "--hub-dir", str(hub_dir)]) == 0
+    record = tmp_path / "downloads.json"
+    assert main(["--params", str(params), "download", "--hub-dir", str(hub_dir), "--record", str(record)]) == 0
     assert "datasets/tofu: downloaded" in capsys.readouterr().out
+    import json
+
+    fetched = json.loads(record.read_text())
+    assert fetched["datasets/tofu"]["commit"] == data_commit and fetched["models/published"]["commit"] == model_commit
     assert any("/resolve/" in r for r in hub.requests)
     model = hub_dir / "models" / "published"
     assert (model / "model.safetensors").is_file() and (model / "config.json").is_file()
@@ -76,3 +83,48 @@ def test_download_fetches_then_makes_no_request_and_bad_revision_is_one_line(hub
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "models.published.revision: '0000000000000000000000000000000000000000' " \
         "is not a revision of the model 'org/tiny-llama'" in err, err
+
+
+def test_a_model_repo_without_safetensors_is_refused_at_download(hub, tmp_path, micro_params, capsys):
+    repo = tiny_model_repo(tmp_path / "srv" / "model")
+    import torch
+    from safetensors.torch import load_file
+
+    torch.save(load_file(repo / "model.safetensors"), repo / "pytorch_model.bin")  # pickled weights only
+    (repo / "model.safetensors").unlink()
+    data_commit = hub.add("dataset", "locuslab/TOFU", tofu_repo(tmp_path / "srv" / "TOFU"))
+    params = _params(micro_params, tmp_path, data_commit, hub.add("model", "org/tiny-llama", repo))
+    assert main(["--params", str(params), "download", "--key", "models/published",
+                 "--hub-dir", str(tmp_path / "hub")]) == 2
+    err = capsys.readouterr().err
+    assert "has no safetensors weights" in err and err.count("\n") == 1, (err, hub.errors)
+    assert not any("pytorch_model.bin" in r for r in hub.requests)  # never fetched
+
+
+def test_local_folder_in_place_of_a_hub_id_is_used_where_it_is(tmp_path, micro_params, capsys):
+    src = tofu_repo(tmp_path / "TOFU")
+    p = dict(micro_params, rule={}, judge={"rougeL": {}}, data={"benchmark": "tofu", "tofu": {"repo": str(src)}})
+    p["estimate"] = dict(p["estimate"], headline_judge="rougeL")
+    params = write_params(tmp_path / "params.yaml", p)
+    assert main(["--params", str(params), "download", "--hub-dir", str(tmp_path / "hub")]) == 0
+    assert f"datasets/tofu: local {src}" in capsys.readouterr().out and not (tmp_path / "hub").exists()
+    out = tmp_path / "benchmark.parquet"
+    assert main(["--params", str(params), "data", "--out", str(out)]) == 0
+    assert pl.read_parquet(out).height == 40 + 60
+
+
+def test_a_download_cut_midway_resumes_from_where_it_stopped(hub, tmp_path, micro_params, capsys, monkeypatch):
+    import huggingface_hub.constants as c
+
+    monkeypatch.setattr(c, "DOWNLOAD_CHUNK_SIZE", 1024)  # the tiny file spans many chunks, as real weights do
+    data_commit = hub.add("dataset", "locuslab/TOFU", tofu_repo(tmp_path / "srv" / "TOFU"))
+    model_commit = hub.add("model", "org/tiny-llama", tiny_model_repo(tmp_path / "srv" / "model"))
+    params = _params(micro_params, tmp_path, data_commit, model_commit)
+    hub.cut_once.add("model.safetensors")
+    assert main(["--params", str(params), "download", "--key", "models/published",
+                 "--hub-dir", str(tmp_path / "hub")]) == 0, capsys.readouterr().err
+    weights = [r for r in hub.requests if r.startswith("GET") and r.split()[1].endswith("model.safetensors")]
+    assert len(weights) == 2 and weights[1].endswith("-"), weights  # the second asks for the rest (Range)
+    assert weights[1].split("bytes=")[1] != "0-"
+    got = (tmp_path / "hub" / "models" / "published" / "model.safetensors").read_bytes()
+    assert got == (tmp_path / "srv" / "model" / "model.safetensors").read_bytes()

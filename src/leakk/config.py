@@ -363,7 +363,7 @@ def model_folder(p: dict[str, Any], name: str) -> str:
     source = (p.get("models") or {}).get(name)
     if source is None:
         return f"results/models/{name}"
-    return source["repo"] if is_local(source["repo"]) else f"results/hub/models/{name}"
+    return os.path.expanduser(source["repo"]) if is_local(source["repo"]) else f"results/hub/models/{name}"
 
 
 def decoding_names(p: dict[str, Any]) -> list[str]:

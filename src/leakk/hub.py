@@ -83,6 +83,10 @@ def fetch(key: str, source: dict[str, Any], hub_dir: str | os.PathLike = HUB_DIR
     except LocalEntryNotFoundError as exc:
         raise ArtifactError(f"{where}: {repo}@{revision} is not downloaded and the hub cannot be reached "
                             f"({one_line(exc, 120)})") from None
+    if repo_type == "model":
+        from leakk.modeling import check_model_dir
+
+        check_model_dir(path, f"{where} ({repo}@{revision})")  # safetensors only: refuse now, not at sampling
     commit = _commit_of(Path(path), revision)
     with atomic_path(folder / STAMP) as tmp:
         tmp.write_text(json.dumps({"repo": repo, "revision": revision, "commit": commit}, indent=1) + "\n")
