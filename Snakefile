@@ -3,8 +3,8 @@
 import shlex
 import sys
 
-from leakk.config import (decoding_names, hub_sources, is_local, model_folder, model_names, trained_models,
-                          workflow_params)
+from leakk.config import (base_folder, decoding_names, hub_sources, is_local, model_folder, model_names,
+                          source_param, trained_models, workflow_params)
 from leakk.hub import dataset_folder
 from leakk.errors import ParamsError
 from leakk.pipeline import stage_params, stage_resources

@@ -23,10 +23,10 @@ def model_input(wildcards):
     return model_folder(P, wildcards.model)
 
 
-def source_key(key):
-    """The params key of hub source `datasets/<benchmark>` or `models/<name>`."""
-    kind, name = key.split("/", 1)
-    return f"data.{name}" if kind == "datasets" else f"models.{name}"
+def base_input(wildcards):
+    """The folder model.base names (a hub id: its download), if any."""
+    folder = base_folder(P)
+    return [folder] if folder else []
 
 
 def dataset_input(wildcards):

@@ -11,7 +11,7 @@ rule download:
         kind="datasets|models",
         name="|".join(map(re.escape, [k.split("/", 1)[1] for k in HUB_KEYS])) or "^$",
     params:
-        reads=lambda w: stage_params(P, "download", source=source_key(f"{w.kind}/{w.name}")),
+        reads=lambda w: stage_params(P, "download", source=source_param(f"{w.kind}/{w.name}")),
     resources:
         **stage_resources(P, "download"),
     benchmark:

@@ -1,6 +1,7 @@
 rule finetune:
     input:
-        "results/data/benchmark.parquet",
+        data="results/data/benchmark.parquet",
+        base=base_input,
     output:
         directory("results/models/{which}"),
     wildcard_constraints:
@@ -15,4 +16,4 @@ rule finetune:
     log:
         "results/logs/finetune_{which}.log",
     shell:
-        "{LEAKK} --threads {threads} finetune --data {input} --which {wildcards.which} --out {output} 2> {log}"
+        "{LEAKK} --threads {threads} finetune --data {input.data} --which {wildcards.which} --out {output} 2> {log}"

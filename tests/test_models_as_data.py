@@ -64,3 +64,21 @@ def test_a_models_entry_reaches_the_leak_table_without_training(tmp_path):
     leak = pl.read_parquet(tmp_path / "results" / "leak_at_k.parquet")
     assert set(leak["model"]) == {"full", "retrain", "published"}
     assert not (tmp_path / "results" / "models").exists()
+
+
+def test_model_base_as_a_hub_id_is_downloaded_before_finetuning(tmp_path):
+    from leakk.config import base_folder, hub_sources
+    from leakk.errors import ParamsError
+
+    p = dict(MICRO, model={"base": "org/tiny-llama"})
+    with pytest.raises(ParamsError, match=r"model.revision: 'org/tiny-llama' is a hub id: pin its revision"):
+        validate_params(p)
+    p["model"]["revision"] = "a" * 40
+    v = validate_params(p)
+    assert hub_sources(v) == {"models/_base": {"repo": "org/tiny-llama", "revision": "a" * 40}}
+    assert base_folder(v) == "results/hub/models/_base"
+    write_params(tmp_path / "params.yaml", p)
+    plan = snakemake(tmp_path, "-n")
+    assert plan.returncode == 0, plan.stderr[-2000:]
+    assert "download --key models/_base --hub-dir results/hub" in plan.stdout
+    assert "finetune" in planned_rules(plan)

@@ -39,10 +39,12 @@ def _read_data(path):
 
 
 def _finetune(args, params):
+    from leakk.config import base_folder
     from leakk.finetune import finetune
 
     splits = ["forget", "retain"] if args.which == "full" else ["retain"]
-    finetune(_read_data(args.data), args.out, splits=splits, model_params=params["model"],
+    model_params = dict(params["model"], base=base_folder(params))  # a hub id: its download
+    finetune(_read_data(args.data), args.out, splits=splits, model_params=model_params,
              train_params=params["finetune"], template=params["prompt_template"],
              seed=params["seed"], device=params["device"], name=args.which)
 

@@ -183,8 +183,9 @@ def _cross_field(p: dict[str, Any], src: str) -> None:
                   f"{syn['qa_per_author']} > the {len(RELATIONS)} relations the benchmark has (rule: maximum)")
     _check_hub(p, src)
     base = p["model"].get("base")
-    if base and not (Path(base) / "config.json").is_file():
-        _fail(src, "model.base", f"{base}: no such model folder (rule: an HF folder with config.json)")
+    if base and is_local(base) and not (Path(base).expanduser() / "config.json").is_file():
+        _fail(src, "model.base", f"{base}: no such model folder (rule: an HF folder with config.json, or a hub id "
+                                 "with model.revision)")
     if not base and trained_models(p):
         _check_arch(p, src)
 
@@ -203,7 +204,30 @@ def hub_sources(p: dict[str, Any]) -> dict[str, dict[str, Any]]:
         out[f"datasets/{bench}"] = p["data"][bench]
     for name, src in (p.get("models") or {}).items():
         out[f"models/{name}"] = src
+    base = p["model"].get("base")
+    if base and not is_local(base):  # fine-tune a hub model: fetched like the others
+        out[BASE_KEY] = {"repo": base, "revision": p["model"].get("revision")}
     return out
+
+
+#: the download key of ``model.base`` given as a hub id (not a valid ``models:`` name)
+BASE_KEY = "models/_base"
+
+
+def source_param(key: str) -> str:
+    """The params key of hub source ``key``: ``data.<benchmark>``, ``models.<name>`` or ``model``."""
+    kind, name = key.split("/", 1)
+    if key == BASE_KEY:
+        return "model"
+    return f"data.{name}" if kind == "datasets" else f"models.{name}"
+
+
+def base_folder(p: dict[str, Any]) -> str | None:
+    """The folder ``model.base`` names: as given, or its download (None: build from ``arch``)."""
+    base = p["model"].get("base")
+    if not base:
+        return None
+    return os.path.expanduser(base) if is_local(base) else f"results/hub/{BASE_KEY}"
 
 
 def _check_hub(p: dict[str, Any], src: str) -> None:
@@ -212,7 +236,7 @@ def _check_hub(p: dict[str, Any], src: str) -> None:
         _fail(src, f"data.{bench}", f"required for data.benchmark={bench!r}: the dataset's repo (a hub id "
                                     "or a folder) and revision (rule: required)")
     for key, source in hub_sources(p).items():
-        where = f"data.{bench}" if key.startswith("datasets/") else key.replace("/", ".")
+        where = source_param(key)
         if not is_local(source["repo"]) and not source.get("revision"):
             _fail(src, f"{where}.revision", f"{source['repo']!r} is a hub id: pin its revision "
                                             "(a commit hash) (rule: required for a hub id)")

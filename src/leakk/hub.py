@@ -18,7 +18,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from leakk.config import hub_sources, is_local
+from leakk.config import hub_sources, is_local, source_param
 from leakk.errors import ArtifactError, ParamsError
 from leakk.io import atomic_path, one_line
 
@@ -52,7 +52,7 @@ def _stamp(folder: Path) -> dict[str, Any] | None:
 def fetch(key: str, source: dict[str, Any], hub_dir: str | os.PathLike = HUB_DIR) -> tuple[Path, str]:
     """Make source ``key`` available; return (its folder, what happened: local / cached / downloaded)."""
     repo, revision = source["repo"], source.get("revision")
-    where = key.replace("/", ".") if key.startswith("models/") else f"data.{key.split('/', 1)[1]}"
+    where = source_param(key)
     if is_local(repo):
         folder = Path(repo).expanduser()
         if not folder.is_dir():
