@@ -128,3 +128,20 @@ def test_a_download_cut_midway_resumes_from_where_it_stopped(hub, tmp_path, micr
     assert weights[1].split("bytes=")[1] != "0-"
     got = (tmp_path / "hub" / "models" / "published" / "model.safetensors").read_bytes()
     assert got == (tmp_path / "srv" / "model" / "model.safetensors").read_bytes()
+
+
+def test_dvc_record_writes_the_download_record_dvc_would(tmp_path, micro_params, monkeypatch):
+    """After a Snakemake run, `leakk dvc-record` writes results/hub/downloads.json byte for
+    byte as DVC's download stage does, so dvc.lock can record that stage too."""
+    import shutil
+
+    from conftest import ROOT
+
+    shutil.copy(ROOT / "dvc.yaml", tmp_path / "dvc.yaml")
+    params = write_params(tmp_path / "params.yaml", micro_params)
+    monkeypatch.chdir(tmp_path)
+    assert main(["--params", str(params), "dvc-record"]) == 0
+    made = (tmp_path / "results/hub/downloads.json").read_bytes()
+    assert main(["--params", str(params), "download", "--hub-dir", "results/hub",
+                 "--record", "results/hub/downloads.json"]) == 0
+    assert (tmp_path / "results/hub/downloads.json").read_bytes() == made == b"{}\n"

@@ -173,7 +173,13 @@ def _validate(args, params):
 
 def _dvc_record(args, params):
     from leakk.dvc_record import record
+    from leakk.hub import download
 
+    # the download stage's output, as `dvc repro` writes it (the Snakemake run fetched every
+    # source already, so this makes no request)
+    root = Path(args.repo)
+    if (root / "dvc.yaml").is_file():
+        download(params, hub_dir=root / "results" / "hub", record=root / "results" / "hub" / "downloads.json")
     for line in record(args.repo):
         print(line)
 
