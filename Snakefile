@@ -3,7 +3,7 @@
 import shlex
 import sys
 
-from leakk.config import (base_folder, decoding_names, hub_sources, is_local, model_folder, model_names,
+from leakk.config import (BASE_KEY, base_folder, decoding_names, hub_sources, is_local, model_folder, model_names,
                           source_param, trained_models, workflow_params)
 from leakk.hub import dataset_folder
 from leakk.errors import ParamsError

@@ -23,16 +23,12 @@ def model_input(wildcards):
     return model_folder(P, wildcards.model)
 
 
-def base_input(wildcards):
-    """The folder model.base names (a hub id: its download), if any."""
-    folder = base_folder(P)
-    return [folder] if folder else []
-
-
-def dataset_input(wildcards):
-    """The benchmark's dataset folder (none for the synthetic benchmark)."""
-    folder = dataset_folder(P)
-    return [str(folder)] if folder is not None else []
+def data_input(wildcards):
+    """What the data rule waits for: the benchmark's dataset folder and, for a hub
+    model.base, its download (so the finetune rule, whose shell line predates hub bases and
+    stays unchanged, finds it). Nothing for the synthetic benchmark."""
+    folders = [dataset_folder(P), base_folder(P) if hub_sources(P).get(BASE_KEY) else None]
+    return [str(f) for f in folders if f is not None]
 
 
 def model_dir(wildcards):

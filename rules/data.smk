@@ -1,6 +1,6 @@
 rule data:
     input:
-        dataset_input,
+        data_input,
     output:
         "results/data/benchmark.parquet",
     params:

@@ -1,7 +1,6 @@
 rule finetune:
     input:
-        data="results/data/benchmark.parquet",
-        base=base_input,
+        "results/data/benchmark.parquet",  # a hub model.base is downloaded before `data` (common.smk)
     output:
         directory("results/models/{which}"),
     wildcard_constraints:
@@ -16,4 +15,4 @@ rule finetune:
     log:
         "results/logs/finetune_{which}.log",
     shell:
-        "{LEAKK} --threads {threads} finetune --data {input.data} --which {wildcards.which} --out {output} 2> {log}"
+        "{LEAKK} --threads {threads} finetune --data {input} --which {wildcards.which} --out {output} 2> {log}"
