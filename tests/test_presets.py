@@ -45,3 +45,12 @@ def test_tofu_preset_plans_the_paper_dag(tmp_path):
         for decoding in ("greedy", "t1.0_p1.0"):
             assert f"results/samples/{model}/{decoding}.parquet" in out
     assert "results/leak_at_k.parquet" in out and "results/figures/leak_at_k_rougeL.png" in out
+
+
+def test_a_download_job_reads_only_its_own_source():
+    from leakk.pipeline import dvc_params, stage_params
+
+    p = load_params(ROOT / "configs" / "tofu_forget10.yaml")
+    assert stage_params(p, "download", source="models.full") == {"models.full": p["models"]["full"]}
+    assert stage_params(p, "download", source="data.tofu") == {"data.tofu": p["data"]["tofu"]}
+    assert dvc_params("download") == ["data", "models"]  # DVC: one stage fetches every source
