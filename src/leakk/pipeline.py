@@ -51,7 +51,9 @@ _SAMPLE = ("sample.backend", "sample.n", "sample.max_new_tokens", "sample.seed",
 
 STAGES: dict[str, Stage] = {
     # one hub source per job: ``{source}`` is ``data.<benchmark>`` or ``models.<name>``
-    "download": Stage(("{source}",), mem_mb=4000, runtime=240, dvc=("download",), dvc_reads=("data", "models")),
+    # DVC: one stage fetches every source and reads the whole file (``models`` may be absent,
+    # and DVC refuses a declared key that is; an idle re-run rewrites the same record)
+    "download": Stage(("{source}",), mem_mb=4000, runtime=240, dvc=("download",), dvc_reads=("params.yaml",)),
     "data": Stage(("seed", "data"), dvc=("data",)),
     "finetune": Stage(("seed", "device", "prompt_template", "model", "finetune"), model=True,
                       mem_mb=8000, runtime=240, dvc=("finetune",)),
