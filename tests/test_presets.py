@@ -53,4 +53,4 @@ def test_a_download_job_reads_only_its_own_source():
     p = load_params(ROOT / "configs" / "tofu_forget10.yaml")
     assert stage_params(p, "download", source="models.full") == {"models.full": p["models"]["full"]}
     assert stage_params(p, "download", source="data.tofu") == {"data.tofu": p["data"]["tofu"]}
-    assert dvc_params("download") == ["params.yaml"]  # DVC: one stage fetches every source
+    assert dvc_params("download") == ["data", "models"]  # DVC: one stage fetches every source

@@ -51,9 +51,8 @@ _SAMPLE = ("sample.backend", "sample.n", "sample.max_new_tokens", "sample.seed",
 
 STAGES: dict[str, Stage] = {
     # one hub source per job: ``{source}`` is ``data.<benchmark>`` or ``models.<name>``
-    # DVC: one stage fetches every source and reads the whole file (``models`` may be absent,
-    # and DVC refuses a declared key that is; an idle re-run rewrites the same record)
-    "download": Stage(("{source}",), mem_mb=4000, runtime=240, dvc=("download",), dvc_reads=("params.yaml",)),
+    # DVC: one stage fetches every source (params.yaml must then write ``models:``, ``{}`` if empty)
+    "download": Stage(("{source}",), mem_mb=4000, runtime=240, dvc=("download",), dvc_reads=("data", "models")),
     "data": Stage(("seed", "data"), dvc=("data",)),
     "finetune": Stage(("seed", "device", "prompt_template", "model", "finetune"), model=True,
                       mem_mb=8000, runtime=240, dvc=("finetune",)),
