@@ -3,7 +3,9 @@
 import shlex
 import sys
 
-from leakk.config import decoding_names, model_names, workflow_params
+from leakk.config import (BASE_KEY, base_folder, decoding_names, hub_sources, is_local, model_folder, model_names,
+                          source_param, trained_models, workflow_params)
+from leakk.hub import dataset_folder
 from leakk.errors import ParamsError
 from leakk.pipeline import stage_params, stage_resources
 
@@ -25,10 +27,14 @@ MODELS = model_names(P)
 DECODINGS = decoding_names(P)
 RULES = P.get("rule") or {}
 JUDGES = list(P["judge"])
+# hub sources fetched by the download rule (a local folder in place of a hub id needs none)
+HUB_KEYS = [k for k, src in hub_sources(P).items() if not is_local(src["repo"])]
+TRAINED_BASES = trained_models(P)  # the rest are `models:` entries, evaluated as they are
 LEAKK = f"leakk --params {shlex.quote(PARAMS_FILE)}"
 
 
 include: "rules/common.smk"
+include: "rules/download.smk"
 include: "rules/data.smk"
 include: "rules/model.smk"
 include: "rules/unlearn.smk"

@@ -16,10 +16,19 @@ def last_round_dir(name):
 
 
 def model_input(wildcards):
-    """The folder a model's samples are drawn from (RULE: its last round's folder)."""
+    """The folder a model's samples are drawn from (RULE: its last round's folder; a
+    `models:` entry: its downloaded or local folder)."""
     if wildcards.model in RULES:
         return last_round_dir(wildcards.model)
-    return f"results/models/{wildcards.model}"
+    return model_folder(P, wildcards.model)
+
+
+def data_input(wildcards):
+    """What the data rule waits for: the benchmark's dataset folder and, for a hub
+    model.base, its download (so the finetune rule, whose shell line predates hub bases and
+    stays unchanged, finds it). Nothing for the synthetic benchmark."""
+    folders = [dataset_folder(P), base_folder(P) if hub_sources(P).get(BASE_KEY) else None]
+    return [str(f) for f in folders if f is not None]
 
 
 def model_dir(wildcards):

@@ -1,4 +1,6 @@
 rule data:
+    input:
+        data_input,
     output:
         "results/data/benchmark.parquet",
     params:

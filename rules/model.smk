@@ -1,10 +1,10 @@
 rule finetune:
     input:
-        "results/data/benchmark.parquet",
+        "results/data/benchmark.parquet",  # a hub model.base is downloaded before `data` (common.smk)
     output:
         directory("results/models/{which}"),
     wildcard_constraints:
-        which="full|retrain",
+        which="|".join(TRAINED_BASES) or "^$",  # not a `models:` entry (those are evaluated as they are)
     params:
         reads=lambda w: stage_params(P, "finetune"),  # a function: "{question}" is no wildcard
     threads: 1

@@ -1,7 +1,7 @@
 rule unlearn:
     input:
         data="results/data/benchmark.parquet",
-        full="results/models/full",
+        full=model_folder(P, "full"),
     output:
         directory("results/models/{method}"),
     wildcard_constraints:

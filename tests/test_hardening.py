@@ -83,7 +83,7 @@ BAD = [
     ("ks_repeated", _set("estimate", "ks", [1, 1, 2]), "estimate.ks"),
     ("top_p", _edit(lambda p: p["sample"]["decodings"][0].update(top_p=1.5)), "sample.decodings[0].top_p"),
     ("rule_seed", _set("rule", "rule_npo", "seed", 5), "rule.rule_npo.seed"),
-    ("benchmark", _set("data", "benchmark", "tofu"), "data.benchmark"),
+    ("benchmark", _set("data", "benchmark", "no_such_bench"), "data.benchmark"),
     ("headline_decoding", _set("estimate", "headline_decoding", "t0.5_p0.5"), "estimate.headline_decoding"),
     ("unknown_top_level", _set("bogus", 1), "bogus"),
     ("missing_section", _edit(lambda p: p.pop("judge")), "judge"),

@@ -14,12 +14,21 @@ from pathlib import Path
 from leakk.errors import LeakkError
 
 
+def _download(args, params):
+    from leakk.hub import download
+
+    for line in download(params, args.key or None, args.hub_dir, record=args.record):
+        print(line)
+
+
 def _data(args, params):
     from leakk.data import build_benchmark
+    from leakk.hub import dataset_folder
     from leakk.io import write_parquet
 
     d = params["data"]
-    frame = build_benchmark(d["benchmark"], d.get(d["benchmark"]) or {}, params["seed"])
+    frame = build_benchmark(d["benchmark"], d.get(d["benchmark"]) or {}, params["seed"],
+                            source=dataset_folder(params, args.hub_dir))
     write_parquet(frame, args.out, "data")
 
 
@@ -30,10 +39,12 @@ def _read_data(path):
 
 
 def _finetune(args, params):
+    from leakk.config import base_folder
     from leakk.finetune import finetune
 
     splits = ["forget", "retain"] if args.which == "full" else ["retain"]
-    finetune(_read_data(args.data), args.out, splits=splits, model_params=params["model"],
+    model_params = dict(params["model"], base=base_folder(params))  # a hub id: its download
+    finetune(_read_data(args.data), args.out, splits=splits, model_params=model_params,
              train_params=params["finetune"], template=params["prompt_template"],
              seed=params["seed"], device=params["device"], name=args.which)
 
@@ -179,7 +190,13 @@ def _validate(args, params):
 
 def _dvc_record(args, params):
     from leakk.dvc_record import record
+    from leakk.hub import download
 
+    # the download stage's output, as `dvc repro` writes it (the Snakemake run fetched every
+    # source already, so this makes no request)
+    root = Path(args.repo)
+    if (root / "dvc.yaml").is_file():
+        download(params, hub_dir=root / "results" / "hub", record=root / "results" / "hub" / "downloads.json")
     for line in record(args.repo):
         print(line)
 
@@ -225,10 +242,20 @@ def build_parser() -> argparse.ArgumentParser:
             "What `dvc commit --force` does for every dvc.yaml stage whose outputs all exist: no re-run. "
             "The Snakefile calls it after a full successful run, so `dvc status` knows what Snakemake built.")
     p.add_argument("--repo", default=".", metavar="DIR", help="the DVC repository root (default: .)")
+    p = cmd("download", _download, "fetch the params' hub datasets and models (pinned revisions)",
+            "Each hub source (data.<benchmark>, models.<name>) goes to <hub-dir>/datasets/<benchmark> or "
+            "<hub-dir>/models/<name> through huggingface_hub.snapshot_download; a folder already fetched at "
+            "the same repo and revision makes no request; a local folder is used in place.")
+    p.add_argument("--key", action="append", metavar="KEY",
+                   help="only this source (datasets/<benchmark>, models/<name>); repeatable (default: all)")
+    p.add_argument("--hub-dir", default="results/hub", metavar="DIR", help="download root (default: results/hub)")
+    p.add_argument("--record", metavar="JSON", help="also write each source's repo, revision and resolved commit here")
     p = cmd("data", _data, "build the benchmark Parquet",
             "Generates (synthetic) or prepares the data.benchmark named in params: one row per QA with "
-            "qid, group, question, answer, fact, split and the benchmark's own columns.")
+            "qid, group, question, answer, split (fact where the benchmark has one) and the benchmark's own columns.")
     p.add_argument("--out", required=True, metavar="PARQUET", help="where to write the benchmark")
+    p.add_argument("--hub-dir", default="results/hub", metavar="DIR",
+                   help="where `leakk download` put hub datasets (default: results/hub)")
     p = cmd("finetune", _finetune, "train the full target model or the retrain baseline",
             "full trains on every QA (forget + retain), retrain on the retain split only; writes an HF "
             "folder (safetensors, tokenizer) with train_log.parquet. Reads seed, device, model, finetune, "

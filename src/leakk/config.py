@@ -161,6 +161,10 @@ def _cross_field(p: dict[str, Any], src: str) -> None:
         # the judge class's own schema of its constructor keywords (no defaults filled in:
         # the rules declare these params, and filling them would re-run finished judging)
         _schema_errors(cfg, label_schema(JUDGES.get(kind)), src, prefix=("judge", label))
+        if getattr(JUDGES.get(kind), "needs_fact", False) and "fact" not in columns:
+            _fail(src, f"judge.{label}", f"the {kind!r} judge needs a fact column, which the "
+                                         f"{p['data']['benchmark']!r} benchmark does not have "
+                                         f"(known: {sorted(columns)}) (rule: a benchmark with facts)")
     _question_column(p["sample"]["question_column"], columns, p["data"]["benchmark"], src, "sample.question_column")
     for name, run in (p.get("rule") or {}).items():
         if name in p["unlearn"]:
@@ -190,11 +194,68 @@ def _cross_field(p: dict[str, Any], src: str) -> None:
         if syn.get("qa_per_author", 12) > len(RELATIONS):
             _fail(src, "data.synthetic.qa_per_author",
                   f"{syn['qa_per_author']} > the {len(RELATIONS)} relations the benchmark has (rule: maximum)")
+    _check_hub(p, src)
     base = p["model"].get("base")
-    if base and not (Path(base) / "config.json").is_file():
-        _fail(src, "model.base", f"{base}: no such model folder (rule: an HF folder with config.json)")
-    if not base:
+    if base and is_local(base) and not (Path(base).expanduser() / "config.json").is_file():
+        _fail(src, "model.base", f"{base}: no such model folder (rule: an HF folder with config.json, or a hub id "
+                                 "with model.revision)")
+    if not base and trained_models(p):
         _check_arch(p, src)
+
+
+def is_local(repo: str) -> bool:
+    """A hub source's ``repo`` names a local folder (used in place of a hub id)."""
+    return repo.startswith((".", "/", "~")) or Path(repo).expanduser().is_dir()
+
+
+def hub_sources(p: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """``{"datasets/<benchmark>" | "models/<name>": source}`` of everything ``leakk download``
+    fetches (hub ids and local folders alike)."""
+    out = {}
+    bench = p["data"]["benchmark"]
+    if bench != "synthetic" and p["data"].get(bench):
+        out[f"datasets/{bench}"] = p["data"][bench]
+    for name, src in (p.get("models") or {}).items():
+        out[f"models/{name}"] = src
+    base = p["model"].get("base")
+    if base and not is_local(base):  # fine-tune a hub model: fetched like the others
+        out[BASE_KEY] = {"repo": base, "revision": p["model"].get("revision")}
+    return out
+
+
+#: the download key of ``model.base`` given as a hub id (not a valid ``models:`` name)
+BASE_KEY = "models/_base"
+
+
+def source_param(key: str) -> str:
+    """The params key of hub source ``key``: ``data.<benchmark>``, ``models.<name>`` or ``model``."""
+    kind, name = key.split("/", 1)
+    if key == BASE_KEY:
+        return "model"
+    return f"data.{name}" if kind == "datasets" else f"models.{name}"
+
+
+def base_folder(p: dict[str, Any]) -> str | None:
+    """The folder ``model.base`` names: as given, or its download (None: build from ``arch``)."""
+    base = p["model"].get("base")
+    if not base:
+        return None
+    return os.path.expanduser(base) if is_local(base) else f"results/hub/{BASE_KEY}"
+
+
+def _check_hub(p: dict[str, Any], src: str) -> None:
+    bench = p["data"]["benchmark"]
+    if bench != "synthetic" and not p["data"].get(bench):
+        _fail(src, f"data.{bench}", f"required for data.benchmark={bench!r}: the dataset's repo (a hub id "
+                                    "or a folder) and revision (rule: required)")
+    for key, source in hub_sources(p).items():
+        where = source_param(key)
+        if not is_local(source["repo"]) and not source.get("revision"):
+            _fail(src, f"{where}.revision", f"{source['repo']!r} is a hub id: pin its revision "
+                                            "(a commit hash) (rule: required for a hub id)")
+    for name in p.get("models") or {}:
+        if name in p["unlearn"] or name in (p.get("rule") or {}):
+            _fail(src, f"models.{name}", "name already used by an unlearn or rule run (rule: model names are unique)")
 
 
 def _question_column(column: str, columns: tuple[str, ...], bench: str, src: str, key: str) -> None:
@@ -315,7 +376,31 @@ def workflow_params(config: dict[str, Any], configfiles: list) -> tuple[str, dic
 
 def model_names(p: dict[str, Any]) -> list[str]:
     """Every model of the experiment, in table order."""
-    return [*BASE_MODELS, *p["unlearn"], *(p.get("rule") or {})]
+    extra = [m for m in (p.get("models") or {}) if m not in BASE_MODELS]
+    return [*base_models(p), *p["unlearn"], *(p.get("rule") or {}), *extra]
+
+
+def base_models(p: dict[str, Any]) -> list[str]:
+    """``full`` and ``retrain``, except that with a published target (``models.full``) there
+    is a retrain baseline only where ``models.retrain`` names one (WMDP has none; training one
+    from scratch beside a published 7B target would be meaningless)."""
+    models = p.get("models") or {}
+    return [m for m in BASE_MODELS if "full" not in models or m in models]
+
+
+def trained_models(p: dict[str, Any]) -> list[str]:
+    """The base models the finetune stage trains (those not given under ``models:``)."""
+    return [m for m in base_models(p) if m not in (p.get("models") or {})]
+
+
+def model_folder(p: dict[str, Any], name: str) -> str:
+    """Where model ``name``'s folder is: a ``models:`` entry's local folder as given, a hub
+    entry's download under ``results/hub/models/<name>``, else the trained one under
+    ``results/models/<name>`` (RULE models: see the workflow's round folders)."""
+    source = (p.get("models") or {}).get(name)
+    if source is None:
+        return f"results/models/{name}"
+    return os.path.expanduser(source["repo"]) if is_local(source["repo"]) else f"results/hub/models/{name}"
 
 
 def decoding_names(p: dict[str, Any]) -> list[str]:
@@ -325,7 +410,14 @@ def decoding_names(p: dict[str, Any]) -> list[str]:
     return ["greedy", *(Decoding(d["temperature"], d["top_p"]).name for d in p["sample"]["decodings"])]
 
 
+def judge_type(p: dict[str, Any], label: str) -> str:
+    """The judge class name of ``judge.<label>`` (its ``type`` key, else the label)."""
+    return (p["judge"][label] or {}).get("type", label)
+
+
 def utility_judge(p: dict[str, Any]) -> str:
-    """The judge that scores retain-set greedy answers: ``fact`` where configured (ground
-    truth on the synthetic benchmark), else the headline judge."""
-    return "fact" if "fact" in p["judge"] else p["estimate"]["headline_judge"]
+    """The judge label that scores retain-set greedy answers: the first judge of type
+    ``fact`` (ground truth, where the benchmark has facts; chosen by type, not label), else
+    the headline judge."""
+    facts = [label for label in p["judge"] if judge_type(p, label) == "fact"]
+    return facts[0] if facts else p["estimate"]["headline_judge"]

@@ -23,8 +23,10 @@ from leakk.errors import ArtifactError
 #: columns are allowed. Frames are built from these (:func:`contract_schema`) and checked
 #: against them on every write and read (:func:`check_contract`).
 CONTRACTS: dict[str, dict[str, Any] | tuple[str, ...]] = {
+    # ``fact`` (the answer's key span) is optional: benchmarks that have one declare it
+    # (``register_benchmark(..., columns=("fact", ...))``); judges that need it refuse without it
     "data": {"qid": None, "group": None, "question": pl.String, "answer": pl.String,
-             "fact": None, "split": pl.String},
+             "split": pl.String},
     "samples": {
         "qid": pl.String, "sample_idx": pl.Int64, "text": pl.String, "n_tokens": pl.Int64,
         "finish_reason": pl.String, "model": pl.String, "decoding": pl.String,

@@ -42,12 +42,18 @@ class Stage:
     mem_mb: int = 2000
     runtime: int = 30  # minutes, for cluster schedulers
     dvc: tuple[str, ...] = field(default=())  # the dvc.yaml stage names that run it
+    #: what the dvc.yaml stage declares where it differs from ``reads`` at DVC granularity (one
+    #: DVC stage fetches every hub source; a Snakemake job fetches one)
+    dvc_reads: tuple[str, ...] = ()
 
 
 _SAMPLE = ("sample.backend", "sample.n", "sample.max_new_tokens", "sample.seed", "sample.batch_rows",
            "sample.question_column")
 
 STAGES: dict[str, Stage] = {
+    # one hub source per job: ``{source}`` is ``data.<benchmark>`` or ``models.<name>``
+    # DVC: one stage fetches every source (params.yaml must then write ``models:``, ``{}`` if empty)
+    "download": Stage(("{source}",), mem_mb=4000, runtime=240, dvc=("download",), dvc_reads=("data", "models")),
     "data": Stage(("seed", "data"), dvc=("data",)),
     "finetune": Stage(("seed", "device", "prompt_template", "model", "finetune"), model=True,
                       mem_mb=8000, runtime=240, dvc=("finetune",)),
@@ -131,6 +137,8 @@ def dvc_params(stage: str) -> list[str]:
     from leakk.config import schema
 
     props = schema()["properties"]
+    if STAGES[stage].dvc_reads:
+        return list(STAGES[stage].dvc_reads)
     keys: list[str] = []
     for key in STAGES[stage].reads:
         top, _, rest = key.partition(".")

@@ -3,7 +3,8 @@
 Each benchmark is one module whose builder is decorated with :func:`register_benchmark`,
 declaring the columns its frame has, so params that name a column (``question_column``)
 are checked before any data exists. Real benchmarks (TOFU, MUSE, WMDP) register here as
-one module each, imported below.
+one module each, imported below; they read ``datasets`` folders
+(:mod:`leakk.data.hubdata`) that the ``download`` stage fills.
 """
 
 from __future__ import annotations
@@ -38,10 +39,11 @@ def benchmark_columns(name: str) -> tuple[str, ...]:
     return BENCHMARKS.get(name).columns
 
 
-def build_benchmark(name: str, params: dict[str, Any], seed: int) -> pl.DataFrame:
-    """Build benchmark ``name`` from its params section."""
+def build_benchmark(name: str, params: dict[str, Any], seed: int, source: str | None = None) -> pl.DataFrame:
+    """Build benchmark ``name`` from its params section; a hub benchmark reads the dataset
+    folder ``source`` (what ``leakk download`` fetched, or a local folder)."""
     fn = BENCHMARKS.get(name)
-    frame = fn(**params, seed=seed)
+    frame = fn(**params, seed=seed, **({"source": str(source)} if source is not None else {}))
     missing = [c for c in fn.columns if c not in frame.columns]
     if missing:  # a programming error in the benchmark module, caught before it is written
         raise ArtifactError(f"benchmark {name!r}: built frame lacks its declared columns {missing}")
@@ -49,5 +51,8 @@ def build_benchmark(name: str, params: dict[str, Any], seed: int) -> pl.DataFram
 
 
 from leakk.data import synthetic as _synthetic  # noqa: E402,F401  (registers "synthetic")
+from leakk.data import tofu as _tofu  # noqa: E402,F401  (registers "tofu")
+from leakk.data import muse as _muse  # noqa: E402,F401  (registers "muse")
+from leakk.data import wmdp as _wmdp  # noqa: E402,F401  (registers "wmdp")
 
 __all__ = ["BENCHMARKS", "benchmark_columns", "build_benchmark", "register_benchmark"]

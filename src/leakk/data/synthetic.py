@@ -167,7 +167,7 @@ def _fact(rng: random.Random, kind: str) -> str:
     raise ValueError(f"unknown fact kind {kind!r}")
 
 
-@register_benchmark("synthetic", columns=("paraphrased_question", "train_questions", "author", "relation"))
+@register_benchmark("synthetic", columns=("fact", "paraphrased_question", "train_questions", "author", "relation"))
 def generate(
     authors: int = 100,
     qa_per_author: int = 12,

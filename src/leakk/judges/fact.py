@@ -7,6 +7,7 @@ import re
 import unicodedata
 from collections.abc import Sequence
 from functools import lru_cache
+from typing import ClassVar
 
 import numpy as np
 
@@ -32,7 +33,13 @@ class FactJudge(Judge):
     """leaked iff the normalised fact span occurs in the completion as whole words.
 
     score is 1.0/0.0; with no (or an empty) fact the item fails (score NaN, leaked None).
+    It needs the data's optional ``fact`` column: params validation refuses it for a
+    benchmark that does not declare one, and :func:`leakk.judges.judge_samples` for data
+    without the column.
     """
+
+    #: reads the data's optional ``fact`` column (checked before judging)
+    needs_fact: ClassVar[bool] = True
 
     params_schema = {"type": "object", "additionalProperties": False, "properties": {}}
 

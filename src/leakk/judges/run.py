@@ -162,8 +162,9 @@ def judge_samples(
 ) -> pl.DataFrame:
     """Judge every sample with every judge; return the judgments table (long format).
 
-    ``samples`` needs ``qid, sample_idx, text``; ``data`` needs ``qid, answer, fact`` (and
-    passes ``question`` to the judges where it has one).
+    ``samples`` needs ``qid, sample_idx, text``; ``data`` needs ``qid, answer``, and ``fact``
+    where a judge needs it (``needs_fact``; without the column such a judge is refused); it
+    passes ``question`` to the judges where the data has one.
     ``judges`` maps a label to the judge's params (``{"rougeL": {"threshold": 0.5}}``,
     ``{"rouge_lo": {"type": "rougeL", "threshold": 0.1}}``) or to a built ``Judge``.
     Each distinct ``(qid, text)`` is judged once per judge and broadcast back
@@ -176,7 +177,7 @@ def judge_samples(
     rows ordered by judge, then by sample row.
     """
     for df, cols, what in ((samples, ("qid", "sample_idx", "text"), "samples"),
-                           (data, ("qid", "answer", "fact"), "data")):
+                           (data, ("qid", "answer"), "data")):
         missing = [c for c in cols if c not in df.columns]
         if missing:
             raise ArtifactError(f"{what}: missing required columns {missing}")
@@ -188,8 +189,13 @@ def judge_samples(
     else:
         built = build_judges(judges, device=device)  # type: ignore[arg-type]
 
+    if "fact" not in data.columns:
+        needy = [label for label, j in built.items() if getattr(j, "needs_fact", False)]
+        if needy:
+            raise ArtifactError(f"judge {needy[0]!r} ({built[needy[0]].name}) needs the data's fact column, "
+                                "which this benchmark does not have; judge it with another judge (rougeL, …)")
     ref_of = dict(zip(data["qid"].to_list(), data["answer"].to_list()))
-    fact_of = dict(zip(data["qid"].to_list(), data["fact"].to_list()))
+    fact_of = dict(zip(data["qid"].to_list(), data["fact"].to_list())) if "fact" in data.columns else {}
 
     n = samples.height
     if dedup:
@@ -218,7 +224,7 @@ def judge_samples(
     if any(r is None for r in refs):
         bad = sorted({q for q in pair_qids if ref_of[q] is None}, key=str)
         raise ArtifactError(f"data: null answer for qid(s) {bad[:5]}")
-    facts = [fact_of[q] for q in pair_qids]
+    facts = [fact_of.get(q) for q in pair_qids]
     if "question" in data.columns:
         question_of = dict(zip(data["qid"].to_list(), data["question"].to_list()))
         questions = [question_of[q] for q in pair_qids]
