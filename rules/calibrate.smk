@@ -14,7 +14,8 @@ rule calibrate:
     output:
         table="results/calibration.parquet",
         csv="results/calibration.csv",
-        figure="results/figures/calibration.png",
+        figure=report("results/figures/calibration.png", caption="../report/calibration.rst",
+                      category="6. Judges"),
     params:
         reads=lambda w: stage_params(P, "calibrate"),
     resources:

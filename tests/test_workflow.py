@@ -176,7 +176,10 @@ def test_dvc_continues_from_a_snakemake_run(tmp_path):
     stages = {s.split("@")[0] for s in re.findall(r"Running stage '([\w@.-]+)'", rerun.stdout)}
     assert "sample_base" in stages and stages <= {"validate", "sample_base", "sample_unlearn", "sample_rule",
                                                   "judge", "judge_unlearn", "judge_rule", "estimate", "calibrate",
-                                                  "figures", "rule_eval"}, stages
+                                                  "figures", "rule_eval",
+                                                  # the exact bound reads sample.max_new_tokens
+                                                  "bounds", "bounds_unlearn", "bounds_rule", "bounds_table",
+                                                  "reliability"}, stages
 
     rounds = tmp_path / "results/rule/rule_npo"
     finished = {p: p.read_bytes() for p in rounds.rglob("*") if p.is_file()}
