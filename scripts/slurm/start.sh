@@ -49,7 +49,8 @@ PartitionName=main Nodes=ALL Default=YES MaxTime=INFINITE State=UP
 CONF
 # job steps (srun inside a job) look for the config in the default place, so link it there
 mkdir -p /etc/slurm
-if [ ! -e /etc/slurm/slurm.conf ] || [ "$(readlink /etc/slurm/slurm.conf)" = "$root/slurm.conf" ]; then
+# (replacing a link an earlier run of this script left behind, even a dangling one)
+if [ ! -e /etc/slurm/slurm.conf ] || [[ -L /etc/slurm/slurm.conf && "$(readlink /etc/slurm/slurm.conf)" == *leakk-slurm* ]]; then
   ln -sfn "$root/slurm.conf" /etc/slurm/slurm.conf
 else
   echo "warning: /etc/slurm/slurm.conf exists and is not ours; job steps may not find this cluster" >&2
