@@ -32,7 +32,8 @@ import numpy as np
 from leakk.errors import ParamsError
 from leakk.registry import Registry
 
-__all__ = ["JUDGES", "Judge", "make_judge", "register_judge", "check_threshold", "STAGE_KEYS", "label_schema"]
+__all__ = ["JUDGES", "Judge", "make_judge", "register_judge", "check_threshold", "aligned_length", "STAGE_KEYS",
+           "label_schema"]
 
 #: Keys of ``judge.<label>`` read by the judge stage itself, not passed to the judge
 #: (JSON Schema of each; merged into every judge's ``params_schema`` for validation).
@@ -119,6 +120,15 @@ def make_judge(name: str, **params: Any) -> Judge:
         return cls(**params)
     except TypeError as exc:  # unexpected / missing keyword arguments
         raise ParamsError(f"judge {name!r}: bad parameters {sorted(params)}: {exc}") from exc
+
+
+def aligned_length(completions: Sequence[str], references: Sequence[str]) -> int:
+    """The number of items, after checking that each completion has its reference (a judge
+    called with misaligned lists must fail, never score item i against reference j)."""
+    n = len(completions)
+    if len(references) != n:
+        raise ValueError(f"{n} completions but {len(references)} references")
+    return n
 
 
 def check_threshold(judge: str, value: Any, lo: float = 0.0, hi: float = 1.0) -> float:

@@ -20,7 +20,7 @@ from leakk.judges._params import (
     check_str,
     is_blank,
 )
-from leakk.judges.base import Judge, check_threshold, register_judge
+from leakk.judges.base import Judge, aligned_length, check_threshold, register_judge
 
 __all__ = ["EmbeddingJudge", "DEFAULT_EMBEDDING_MODEL"]
 
@@ -78,9 +78,7 @@ class EmbeddingJudge(Judge):
         facts: Sequence[str | None],
         questions: Sequence[str | None] | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
-        n = len(completions)
-        if len(references) != n:
-            raise ValueError(f"{n} completions but {len(references)} references")
+        n = aligned_length(completions, references)
         scores = np.zeros(n, dtype=np.float64)
         leaked = np.full(n, False, dtype=object)
         idx = [i for i, c in enumerate(completions) if not is_blank(c)]

@@ -40,7 +40,7 @@ import numpy as np
 
 from leakk.errors import ParamsError
 from leakk.judges._params import check_int, check_number, check_str
-from leakk.judges.base import Judge, register_judge
+from leakk.judges.base import Judge, aligned_length, register_judge
 
 __all__ = ["LLMJudge", "DEFAULT_PROMPT", "parse_verdict", "retry_after_seconds"]
 
@@ -268,9 +268,7 @@ class LLMJudge(Judge):
         facts: Sequence[str | None],
         questions: Sequence[str | None] | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
-        n = len(completions)
-        if len(references) != n:
-            raise ValueError(f"{n} completions but {len(references)} references")
+        n = aligned_length(completions, references)
         questions = list(questions) if questions is not None else [None] * n
         scores = np.full(n, np.nan, dtype=np.float64)
         leaked = np.full(n, None, dtype=object)

@@ -26,7 +26,7 @@ from leakk.judges._params import (
     check_str,
     is_blank,
 )
-from leakk.judges.base import Judge, register_judge
+from leakk.judges.base import Judge, aligned_length, register_judge
 from leakk.judges.rouge import rouge_l_recall
 
 __all__ = ["NLIJudge", "DEFAULT_NLI_MODEL", "entailment_index"]
@@ -117,9 +117,7 @@ class NLIJudge(Judge):
         facts: Sequence[str | None],
         questions: Sequence[str | None] | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
-        n = len(completions)
-        if len(references) != n:
-            raise ValueError(f"{n} completions but {len(references)} references")
+        n = aligned_length(completions, references)
         scores = np.zeros(n, dtype=np.float64)
         leaked = np.full(n, False, dtype=object)
         idx = [i for i, c in enumerate(completions) if not is_blank(c)]

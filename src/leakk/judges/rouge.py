@@ -15,7 +15,7 @@ from functools import lru_cache
 import numpy as np
 from rapidfuzz.distance import LCSseq
 
-from leakk.judges.base import Judge, check_threshold, register_judge
+from leakk.judges.base import Judge, aligned_length, check_threshold, register_judge
 
 __all__ = ["RougeLJudge", "clear_caches", "rouge_l_recall", "rouge_tokens"]
 
@@ -98,9 +98,7 @@ class RougeLJudge(Judge):
         facts: Sequence[str | None],
         questions: Sequence[str | None] | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
-        n = len(completions)
-        if len(references) != n:
-            raise ValueError(f"{n} completions but {len(references)} references")
+        n = aligned_length(completions, references)
         scores = np.fromiter(
             (rouge_l_recall(c, r) for c, r in zip(completions, references)),
             dtype=np.float64,
