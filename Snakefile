@@ -4,10 +4,11 @@ import shlex
 import sys
 
 from leakk.config import (BASE_KEY, base_folder, decoding_names, hub_sources, is_local, model_folder, model_names,
-                          source_param, trained_models, workflow_params)
+                          source_param, trained_models, utility_judge, workflow_params)
 from leakk.hub import dataset_folder
 from leakk.errors import ParamsError
 from leakk.pipeline import stage_params, stage_resources
+from leakk.rule import main_judgments, round_model_name
 
 
 report: "report/workflow.rst"

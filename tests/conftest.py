@@ -26,7 +26,7 @@ MICRO = {
                 "npo": {"method": "npo", "steps": 2, "lr": 1e-4, "batch_size": 8, "alpha": 1.0}},
     "rule": {"rule_npo": {"base": "npo", "rounds": 2, "n": 4, "steps": 2, "judge": "rougeL", "seed": 99,
                           "max_new_tokens": 12}},
-    "sample": {"n": 4, "max_new_tokens": 12, "seed": 5, "batch_rows": 16,
+    "sample": {"backend": "hf", "n": 4, "max_new_tokens": 12, "seed": 5, "batch_rows": 16,
                "decodings": [{"temperature": 1.0, "top_p": 1.0}]},
     # a low ROUGE threshold so that the micro model's completions do "leak"
     "judge": {"fact": {}, "rougeL": {"threshold": 0.3}},

@@ -55,9 +55,8 @@ def _unlearn(args, params):
 
     if args.name not in params["unlearn"]:
         raise ParamsError(f"unlearn.{args.name}: no such unlearn run (known: {sorted(params['unlearn'])})")
-    run_unlearning(_read_data(args.data), args.model_dir, args.out, name=args.name,
-                   run=params["unlearn"][args.name], template=params["prompt_template"],
-                   seed=params["seed"], device=params["device"])
+    reason = run_unlearning(_read_data(args.data), args.model_dir, args.out, name=args.name, params=params)
+    print(f"unlearn {args.name}: {reason}", file=sys.stderr)
 
 
 def _decodings(params, names):
@@ -143,14 +142,14 @@ def _rule_round(args, params):
     from leakk.rule import run_round
 
     run_round(_read_data(args.data), params, name=args.name, round_idx=args.round,
-              prev_dir=args.prev, out_dir=args.out)
+              prev_dir=args.prev, out_dir=args.out, reference_dir=args.reference)
 
 
 def _rule(args, params):
     from leakk.rule import run_all_rounds
 
     run_all_rounds(_read_data(args.data), params, name=args.name, base_model=args.model_dir,
-                   out_root=args.out)
+                   out_root=args.out, reference_dir=args.reference)
 
 
 def _round_order(folders: list[str]) -> list[str]:
@@ -169,8 +168,8 @@ def _rule_eval(args, params):
 
     data = _read_data(args.data)
     for i, folder in enumerate(_round_order(args.rounds)):
-        evaluate_round(data, params, round_idx=args.first_round + i, round_dir=folder,
-                       out=Path(args.out_dir) / f"round_{args.first_round + i}.parquet")
+        evaluate_round(data, params, name=args.name, round_idx=args.first_round + i, round_dir=folder,
+                       out=Path(args.out_dir) / f"round_{args.first_round + i}.parquet", judgments=args.judgments)
 
 
 def _rule_report(args, params):
@@ -234,6 +233,10 @@ def build_parser() -> argparse.ArgumentParser:
     def data_arg(p):
         p.add_argument("--data", required=True, metavar="PARQUET",
                        help="the benchmark Parquet written by `leakk data`")
+
+    def reference_arg(p):
+        p.add_argument("--reference", metavar="DIR",
+                       help="the full model's folder: NPO's frozen reference (rule.<name>.reference: full)")
 
     p = cmd("validate", _validate, "validate the params file and exit",
             "Prints '<file>: ok', or one line naming the first bad key and the rule it breaks.")
@@ -320,6 +323,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--round", type=int, required=True, help="the round index (1, 2, …)")
     p.add_argument("--prev", required=True, metavar="DIR", help="previous round folder (round 1: the base model folder)")
     p.add_argument("--out", required=True, metavar="DIR", help="the round folder to write")
+    reference_arg(p)
     p = cmd("rule", _rule, "run all RULE rounds of one rule.<name> (resumes finished rounds)",
             "The DVC form of rule-round: every round in one command; a round finished with the same "
             "parameters is kept.")
@@ -327,11 +331,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", required=True, help="the rule.<name> entry of the params file")
     p.add_argument("--model-dir", required=True, metavar="DIR", help="the base method's unlearned model")
     p.add_argument("--out", required=True, metavar="DIR", help="folder for round_<r> subfolders")
+    reference_arg(p)
     p = cmd("rule-eval", _rule_eval, "evaluate RULE rounds' models with the evaluation seed",
-            "leak@1 and leak@n at the headline decoding with sample.seed (never a training seed) and greedy "
-            "retain accuracy, per round.")
+            "leak@1 and leak@n on the held-out phrasing at the headline decoding with sample.seed (never a "
+            "training seed) and greedy retain accuracy, per round.")
     data_arg(p)
     p.add_argument("rounds", nargs="+", metavar="ROUND", help="round folders in order (round 0: the base model folder)")
+    p.add_argument("--name", required=True, help="the rule.<name> entry of the params file")
+    p.add_argument("--judgments", metavar="DIR",
+                   help="the main judgments folder: round 0 (the base run) and the last round (the RULE "
+                        "model) read their judgments there instead of sampling again")
     p.add_argument("--first-round", type=int, default=0, help="round index of the first folder (default: 0)")
     p.add_argument("--out-dir", required=True, metavar="DIR", help="writes round_<r>.parquet here")
     p = cmd("rule-report", _rule_report, "write the RULE round log and trajectory figure",

@@ -147,6 +147,9 @@ def _cross_field(p: dict[str, Any], src: str) -> None:
     for name, run in p["unlearn"].items():
         if run["method"] not in METHODS:
             raise METHODS.unknown(run["method"], f"unlearn.{name}.method").with_source(src)
+        if run.get("stop") and run["stop"]["judge"] not in p["judge"]:
+            _fail(src, f"unlearn.{name}.stop.judge",
+                  f"{run['stop']['judge']!r} is not a configured judge (known: {sorted(p['judge'])})")
     names = [Decoding(d["temperature"], d["top_p"]).name for d in p["sample"]["decodings"]]
     if len(set(names)) != len(names):
         _fail(src, "sample.decodings", f"duplicate decodings {names} (rule: unique)")
@@ -176,6 +179,10 @@ def _cross_field(p: dict[str, Any], src: str) -> None:
         if any(run["seed"] + 1000 * r == p["sample"]["seed"] for r in range(run["rounds"] + 1)):
             _fail(src, f"rule.{name}.seed", "equals sample.seed: RULE must not train on the evaluation samples (rule: differ)")
         _question_column(run["question_column"], columns, p["data"]["benchmark"], src, f"rule.{name}.question_column")
+        if run["forget_tokens"] == "span" and "fact" not in columns:
+            _fail(src, f"rule.{name}.forget_tokens", f"'span' finds the leaked fact in each completion, and the "
+                                                     f"{p['data']['benchmark']!r} benchmark has no fact column "
+                                                     "(rule: a benchmark with facts, or forget_tokens: answer)")
     est = p["estimate"]
     if est["headline_judge"] not in p["judge"]:
         _fail(src, "estimate.headline_judge", f"{est['headline_judge']!r} is not a configured judge (known: {sorted(p['judge'])})")
@@ -259,7 +266,9 @@ def _check_hub(p: dict[str, Any], src: str) -> None:
 
 
 def _question_column(column: str, columns: tuple[str, ...], bench: str, src: str, key: str) -> None:
-    if column not in columns:
+    from leakk.sampling.stage import TRAINING_PHRASINGS
+
+    if column not in (*columns, "question", TRAINING_PHRASINGS):
         _fail(src, key, f"{column!r} is not a column of the {bench!r} benchmark "
                         f"(known: {sorted(columns)}) (rule: a benchmark column)")
 
@@ -280,6 +289,8 @@ def _check_arch(p: dict[str, Any], src: str) -> None:
     limit = arch["n_positions"]
     lengths = {"sample.max_new_tokens": p["sample"]["max_new_tokens"]}
     lengths.update({f"rule.{k}.max_new_tokens": r["max_new_tokens"] for k, r in (p.get("rule") or {}).items()})
+    lengths.update({f"unlearn.{k}.stop.max_new_tokens": r["stop"]["max_new_tokens"]
+                    for k, r in p["unlearn"].items() if r.get("stop")})
     for key, value in lengths.items():
         if value >= limit:
             _fail(src, key, f"{value} must be < model.arch.n_positions={limit} (rule: fits the model)")

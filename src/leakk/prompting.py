@@ -21,11 +21,25 @@ def encode_prompt(question: str, tokenizer, template: str) -> list[int]:
     return tokenizer(prompt_text(question, tokenizer, template), add_special_tokens=template != "chat")["input_ids"]
 
 
-def encode_example(question: str, answer: str, tokenizer, template: str) -> tuple[list[int], list[int]]:
-    """(input_ids, labels) for one QA pair: loss on the answer and the EOS only."""
+def encode_example(question: str, answer: str, tokenizer, template: str,
+                   span: tuple[int, int] | None = None) -> tuple[list[int], list[int]]:
+    """(input_ids, labels) for one QA pair: loss on the answer and the EOS only.
+
+    With ``span`` = (start, end), character offsets into ``answer.strip()``, the loss is on
+    the answer tokens that overlap the span only (no EOS): RULE's span-restricted forget loss
+    pushes down the leaked fact, not the answer template every author shares."""
     prompt = encode_prompt(question, tokenizer, template)
-    answer_ids = tokenizer(" " + answer.strip(), add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
-    return prompt + answer_ids, [-100] * len(prompt) + answer_ids
+    text = " " + answer.strip()
+    enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=span is not None)
+    answer_ids = enc["input_ids"] + [tokenizer.eos_token_id]
+    labels = list(answer_ids)
+    if span is not None:
+        start, end = span[0] + 1, span[1] + 1  # the leading space
+        labels = [t if s < end and e > start else -100 for t, (s, e) in zip(enc["input_ids"], enc["offset_mapping"])]
+        labels.append(-100)
+        if all(t == -100 for t in labels):
+            raise ValueError(f"span {span} covers no token of {answer.strip()!r}")
+    return prompt + answer_ids, [-100] * len(prompt) + labels
 
 
 def collate(examples: list[tuple[list[int], list[int]]], pad_id: int) -> dict[str, torch.Tensor]:

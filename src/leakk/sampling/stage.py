@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import polars as pl
@@ -13,33 +15,87 @@ from leakk.sampling.decoding import Decoding
 
 
 def shard_questions(data: pl.DataFrame, shard: int, shards: int) -> pl.DataFrame:
-    """Shard ``shard`` of ``shards``: a contiguous slice of the questions sorted by qid."""
+    """Shard ``shard`` of ``shards``: a contiguous slice of the qids in sorted order (all
+    phrasings of a qid stay in one shard)."""
     if not 0 <= shard < shards:
         raise ParamsError(f"sample shard {shard} is outside [0, {shards})")
-    data = data.sort("qid")
-    bounds = [round(i * data.height / shards) for i in range(shards + 1)]
-    return data.slice(bounds[shard], bounds[shard + 1] - bounds[shard])
+    qids = data["qid"].unique().sort()
+    bounds = [round(i * qids.len() / shards) for i in range(shards + 1)]
+    keep = qids.slice(bounds[shard], bounds[shard + 1] - bounds[shard])
+    return data.filter(pl.col("qid").is_in(keep.implode())).sort("qid")
 
 
 #: What a backend returns per completion (the first columns of the samples contract).
 ROW_SCHEMA = contract_schema("samples", ("qid", "sample_idx", "text", "n_tokens", "finish_reason"))
 
 
+#: ``question_column`` value meaning "the phrasings the model was trained on"
+TRAINING_PHRASINGS = "training"
+
+
+def training_column(data: pl.DataFrame) -> str:
+    """The column of training phrasings: ``train_questions`` (a list per QA, the synthetic
+    benchmark) where the data has it, else ``question`` (TOFU-style data, whose
+    ``paraphrased_question`` is held out for evaluation)."""
+    return "train_questions" if "train_questions" in data.columns else "question"
+
+
 def questions_for(data: pl.DataFrame, splits: list[str], question_column: str) -> pl.DataFrame:
-    """``qid, split, prompt_question`` of the given splits, sorted by qid; the prompt is the
-    ``question_column`` (e.g. the held-out paraphrase). Params validation checks the column
+    """``qid, split, phrasing, prompt_question`` of the given splits, sorted by (qid, phrasing).
+
+    The prompt is the ``question_column`` (e.g. the held-out paraphrase: one phrasing per
+    qid), or with :data:`TRAINING_PHRASINGS` every phrasing the model was trained on (several
+    rows per qid where the benchmark has several). Params validation checks the column
     against the benchmark's declared columns; a data file without it is refused here, never
     silently replaced by another column."""
-    if question_column not in data.columns:
-        raise ArtifactError(f"data: no question column {question_column!r} (columns: {data.columns}); "
+    column = training_column(data) if question_column == TRAINING_PHRASINGS else question_column
+    if column not in data.columns:
+        raise ArtifactError(f"data: no question column {column!r} (columns: {data.columns}); "
                             "rebuild the data or change the question_column param")
-    return data.filter(pl.col("split").is_in(splits)).select(
-        "qid", "split", pl.col(question_column).alias("prompt_question")).sort("qid")
+    frame = data.filter(pl.col("split").is_in(splits)).select("qid", "split", pl.col(column).alias("prompt_question"))
+    if frame.schema["prompt_question"] == pl.List(pl.String):
+        frame = (frame.with_columns(phrasing=pl.int_ranges(pl.col("prompt_question").list.len()))
+                 .explode("prompt_question", "phrasing").drop_nulls("prompt_question"))
+    else:
+        frame = frame.with_columns(phrasing=pl.lit(0, dtype=pl.Int64))
+    return frame.with_columns(pl.col("phrasing").cast(pl.Int64)).sort("qid", "phrasing")
 
 
 def sample_questions(data: pl.DataFrame, decoding: Decoding, question_column: str) -> pl.DataFrame:
     """Forget questions for every decoding; greedy adds the retain questions (utility)."""
     return questions_for(data, ["forget", "retain"] if decoding.greedy else ["forget"], question_column)
+
+
+def sample_phrasings(sample: Callable[..., list[tuple]], questions: pl.DataFrame, decoding: Decoding, *,
+                     n: int | None, seed: int, **kw: Any) -> pl.DataFrame:
+    """Draw completions of every qid of ``questions`` (:func:`questions_for`) through
+    ``sample`` (a backend with its model bound: ``sample(qids, prompts, decoding, n=, seed=, …)``).
+
+    ``n`` completions per qid are spread over its phrasings as evenly as possible (phrasing j
+    of P gets ``n//P + (j < n % P)``, drawn with seed ``seed + j``); ``n=None`` draws one per
+    phrasing (greedy). With one phrasing per qid this is exactly one backend call with
+    ``(n, seed)``. ``sample_idx`` runs over the qid's completions; ``phrasing`` says which
+    phrasing each came from."""
+    if decoding.greedy and n is not None:
+        n = 1
+    count = questions.group_by("qid").agg(P=pl.len())
+    plan = questions.join(count, on="qid", how="left").with_columns(
+        take=(pl.lit(1) if n is None else
+              pl.lit(n) // pl.col("P") + (pl.col("phrasing") < pl.lit(n) % pl.col("P")).cast(pl.Int64)),
+        offset=(pl.col("phrasing") if n is None else
+                pl.col("phrasing") * (pl.lit(n) // pl.col("P"))
+                + pl.min_horizontal(pl.col("phrasing"), pl.lit(n) % pl.col("P"))))
+    frames = []
+    for (phrasing, take), part in plan.filter(pl.col("take") > 0).group_by(["phrasing", "take"], maintain_order=True):
+        rows = sample(part["qid"].to_list(), part["prompt_question"].to_list(), decoding, n=int(take),
+                      seed=seed + int(phrasing), **kw)
+        frame = pl.DataFrame(rows, schema=ROW_SCHEMA, orient="row")
+        frames.append(frame.join(part.select("qid", "offset"), on="qid", how="left").with_columns(
+            sample_idx=pl.col("sample_idx") + pl.col("offset"), phrasing=pl.lit(int(phrasing), dtype=pl.Int64)
+        ).drop("offset"))
+    if not frames:
+        return pl.DataFrame(schema={**ROW_SCHEMA, "phrasing": pl.Int64})
+    return pl.concat(frames).sort("qid", "sample_idx")
 
 
 def run_sampling(model_dir: str, data: pl.DataFrame, decoding: Decoding, *, model_name: str,
@@ -48,15 +104,13 @@ def run_sampling(model_dir: str, data: pl.DataFrame, decoding: Decoding, *, mode
     """Sample one (model, decoding) — or one shard of it — into a samples frame."""
     backend = load_backend(params.get("backend", "hf"))
     questions = shard_questions(sample_questions(data, decoding, params["question_column"]), shard, shards)
-    n = 1 if decoding.greedy else params["n"]
-    rows = backend(
-        model_dir, questions["qid"].to_list(), questions["prompt_question"].to_list(), decoding,
-        n=n, max_new_tokens=params["max_new_tokens"], seed=params["seed"], template=template,
+    frame = sample_phrasings(
+        partial(backend, model_dir), questions, decoding, n=params["n"], seed=params["seed"],
+        max_new_tokens=params["max_new_tokens"], template=template,
         batch_rows=params.get("batch_rows", "auto"), device=params.get("device", "auto"),
         progress=progress, desc=f"sample {model_name} {decoding.name}",
-    )
-    frame = pl.DataFrame(rows, schema=ROW_SCHEMA, orient="row")
-    return frame.join(questions.select("qid", "split"), on="qid", how="left").with_columns(
+    ).drop("phrasing")
+    return frame.join(questions.select("qid", "split").unique("qid"), on="qid", how="left").with_columns(
         model=pl.lit(model_name), decoding=pl.lit(decoding.name),
         temperature=pl.lit(float(decoding.temperature)), top_p=pl.lit(float(decoding.top_p)),
         seed=pl.lit(int(params["seed"]), dtype=pl.Int64),

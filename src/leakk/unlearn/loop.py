@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 import time
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -42,17 +43,28 @@ class _Cycler:
         return batch
 
 
+#: a stop check: called with the number of steps done, returns log fields and ``stop`` (bool)
+StopCheck = Callable[[int], dict[str, Any]]
+
+
 def unlearn_loop(
-    model, tokenizer, method: Method, forget_pairs: list[tuple[str, str]],
-    retain_pairs: list[tuple[str, str]], *, template: str, steps: int, lr: float, batch_size: int,
-    seed: int, device, alpha: float = 1.0, gamma: float = 1.0, warmup_steps: int = 0,
-    weight_decay: float = 0.0, desc: str = "unlearn", step_offset: int = 0,
+    model, tokenizer, method: Method, forget_pairs: Sequence[tuple], retain_pairs: list[tuple[str, str]], *,
+    template: str, steps: int, lr: float, batch_size: int, seed: int, device, alpha: float = 1.0,
+    gamma: float = 1.0, warmup_steps: int = 0, weight_decay: float = 0.0, desc: str = "unlearn",
+    step_offset: int = 0, reference=None, check: StopCheck | None = None, check_every: int = 0,
 ) -> list[dict[str, Any]]:
-    """Run ``steps`` optimiser steps of γ·forget + α·retain; returns a per-step log."""
+    """Run up to ``steps`` optimiser steps of γ·forget + α·retain; returns a per-step log.
+
+    ``forget_pairs`` are (question, answer) or (question, answer, span): a span (character
+    offsets into the stripped answer) restricts the forget loss to the tokens it covers.
+    ``reference`` is the model NPO's log πref comes from (default: ``model`` before the first
+    step). ``check``, called every ``check_every`` steps and after the last, may stop the run
+    early (its fields join that step's log row)."""
     pad = tokenizer.pad_token_id
-    forget = [encode_example(q, a, tokenizer, template) for q, a in forget_pairs]
+    forget = [encode_example(q, a, tokenizer, template, span=rest[0] if rest else None) for q, a, *rest in forget_pairs]
     retain = [encode_example(q, a, tokenizer, template) for q, a in retain_pairs]
-    ref = reference_logprobs(model, forget, pad, device) if method.needs_reference else None
+    ref = reference_logprobs(reference if reference is not None else model, forget, pad, device) \
+        if method.needs_reference else None
     use_retain = method.uses_retain and alpha > 0 and retain
     rng = random.Random(seed)
     torch.manual_seed(seed)
@@ -80,5 +92,10 @@ def unlearn_loop(
         log.append({"step": step_offset + step + 1, "loss": loss.item(), "forget_loss": f_loss.item(),
                     "retain_loss": r_loss.item(), "lr": sched.get_last_lr()[0],
                     "seconds": time.perf_counter() - start})
+        if check is not None and check_every and ((step + 1) % check_every == 0 or step + 1 == steps):
+            log[-1].update(check(step + 1))
+            model.train()  # the check samples in eval mode
+            if log[-1]["stop"]:
+                break
     model.eval()
     return log

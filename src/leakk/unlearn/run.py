@@ -15,30 +15,42 @@ from leakk.unlearn.methods import make_method
 
 #: keys of an unlearn run that are loop settings, not method constructor arguments
 LOOP_KEYS = ("steps", "lr", "batch_size", "alpha", "gamma", "warmup_steps", "weight_decay")
+#: keys of an unlearn run that are neither (the stop criterion, read by :func:`run_unlearning`)
+RUN_KEYS = ("stop",)
 
 
 def split_run_params(run: dict[str, Any]) -> tuple[str, dict[str, Any], dict[str, Any]]:
-    """(method name, method kwargs, loop kwargs) from one ``unlearn.runs.<name>`` entry."""
-    run = dict(run)
+    """(method name, method kwargs, loop kwargs) from one ``unlearn.<name>`` entry."""
+    run = {k: v for k, v in run.items() if k not in RUN_KEYS}
     method = run.pop("method")
     loop = {k: run.pop(k) for k in LOOP_KEYS if k in run}
     return method, run, loop
 
 
 def run_unlearning(data: pl.DataFrame, start_model: str | Path, out: str | Path, *, name: str,
-                   run: dict[str, Any], template: str, seed: int, device: str = "auto") -> None:
-    """Unlearn the forget split from ``start_model``; save an HF folder + ``train_log.parquet``."""
+                   params: dict[str, Any]) -> str:
+    """Unlearn the forget split from ``start_model`` for ``unlearn.<name>``: its fixed steps or,
+    with ``stop``, until greedy decoding looks forgotten (``steps`` is then the cap). Saves an
+    HF folder + ``train_log.parquet``; returns the one-line stop reason."""
+    from leakk.unlearn.stopping import GreedyStop, stop_reason
+
+    run = params["unlearn"][name]
     method_name, method_kw, loop_kw = split_run_params(run)
     method = make_method(method_name, **method_kw)
     forget = training_pairs(data.filter(pl.col("split") == "forget"))
     retain = training_pairs(data.filter(pl.col("split") == "retain"))
     if not forget:
         raise ParamsError("data: the forget split is empty; nothing to unlearn")
-    dev = pick_device(device)
+    dev = pick_device(params["device"])
     model, tokenizer = load_model(start_model, dev)
-    log = unlearn_loop(model, tokenizer, method, forget, retain, template=template, seed=seed,
-                       device=dev, desc=f"unlearn {name}", **loop_kw)
+    stop = run.get("stop")
+    check = GreedyStop(model, tokenizer, data, params, name=name, stop=stop) if stop else None
+    log = unlearn_loop(model, tokenizer, method, forget, retain, template=params["prompt_template"],
+                       seed=params["seed"], device=dev, desc=f"unlearn {name}", check=check,
+                       check_every=stop["every"] if stop else 0, **loop_kw)
+    reason = stop_reason(log, run)
     save_model(model, tokenizer, out,
-               extra={"train_log.parquet": lambda p: pl.DataFrame(log).write_parquet(p)})
+               extra={"train_log.parquet": lambda p: pl.DataFrame(log, infer_schema_length=None).write_parquet(p)})
+    return reason
 
 

@@ -1,0 +1,67 @@
+"""Stop unlearning when the model "looks forgotten" under greedy decoding, as practitioners do.
+
+Every ``every`` steps the forget questions are answered greedily in the phrasings the model
+was *trained* on (never the evaluation phrasing), judged, and the run stops once the greedy
+leak rate is ≤ ``greedy_leak``. This is the very criterion the paper shows to be an illusion:
+the evaluation then samples the held-out phrasing and finds the leaks greedy decoding hides.
+Sampling and judging go through the package's sampler and judges (no second copy).
+"""
+
+from __future__ import annotations
+
+import logging
+from functools import partial
+from typing import Any
+
+import polars as pl
+
+log = logging.getLogger(__name__)
+
+
+class GreedyStop:
+    """A :data:`leakk.unlearn.loop.StopCheck` for ``unlearn.<name>.stop``."""
+
+    def __init__(self, model, tokenizer, data: pl.DataFrame, params: dict[str, Any], *, name: str,
+                 stop: dict[str, Any]):
+        from leakk.sampling.stage import TRAINING_PHRASINGS, questions_for
+
+        self.model, self.tokenizer, self.data, self.params, self.name = model, tokenizer, data, params, name
+        self.threshold, self.judge = stop["greedy_leak"], stop["judge"]
+        self.max_new_tokens = stop["max_new_tokens"]
+        self.questions = questions_for(data, ["forget"], TRAINING_PHRASINGS)
+
+    def greedy_leak(self) -> tuple[float, int]:
+        """(greedy leak rate over (question, training phrasing) pairs, failed judgments);
+        a failed judgment counts as leaked: a broken judge never makes a model look forgotten."""
+        from leakk.judges import judge_samples
+        from leakk.sampling.decoding import GREEDY
+        from leakk.sampling.hf_backend import sample_model
+        from leakk.sampling.stage import sample_phrasings
+
+        samples = sample_phrasings(
+            partial(sample_model, self.model, self.tokenizer), self.questions, GREEDY, n=None, seed=0,
+            max_new_tokens=self.max_new_tokens, template=self.params["prompt_template"],
+            batch_rows=self.params["sample"].get("batch_rows", "auto"), progress=False,
+            desc=f"unlearn {self.name}: greedy check", key=f"unlearn.{self.name}.stop.max_new_tokens")
+        judged = judge_samples(samples, self.data, {self.judge: self.params["judge"][self.judge]},
+                               progress=False, device=self.params["device"])
+        return float(judged["leaked"].fill_null(True).mean()), int(judged["leaked"].null_count())
+
+    def __call__(self, steps_done: int) -> dict[str, Any]:
+        rate, missing = self.greedy_leak()
+        stop = rate <= self.threshold
+        log.info("unlearn %s step %d: greedy leak on training phrasings %.3f%s", self.name, steps_done, rate,
+                 f" ≤ {self.threshold}: stop" if stop else "")
+        return {"greedy_leak": rate, "greedy_missing": missing, "stop": stop}
+
+
+def stop_reason(train_log: list[dict[str, Any]], run: dict[str, Any]) -> str:
+    """One line: when and why the run stopped."""
+    last = train_log[-1] if train_log else {"step": 0}
+    if last.get("stop"):
+        return (f"stopped at step {last['step']}: greedy leak {last['greedy_leak']:.3f} on the training "
+                f"phrasings ≤ stop.greedy_leak={run['stop']['greedy_leak']}")
+    if "greedy_leak" in last:
+        return (f"reached the step cap ({run['steps']}) with greedy leak {last['greedy_leak']:.3f} > "
+                f"stop.greedy_leak={run['stop']['greedy_leak']}")
+    return f"ran the fixed {last['step']} steps"
