@@ -46,18 +46,20 @@ def _finetune(args, params):
     model_params = dict(params["model"], base=base_folder(params))  # a hub id: its download
     finetune(_read_data(args.data), args.out, splits=splits, model_params=model_params,
              train_params=params["finetune"], template=params["prompt_template"],
-             seed=params["seed"], device=params["device"], name=args.which)
+             seed=params["seed"], device=params["device"], name=args.which, training=params["training"])
 
 
 def _unlearn(args, params):
     from leakk.errors import ParamsError
+    from leakk.training import configured
     from leakk.unlearn.run import run_unlearning
 
     if args.name not in params["unlearn"]:
         raise ParamsError(f"unlearn.{args.name}: no such unlearn run (known: {sorted(params['unlearn'])})")
-    run_unlearning(_read_data(args.data), args.model_dir, args.out, name=args.name,
-                   run=params["unlearn"][args.name], template=params["prompt_template"],
-                   seed=params["seed"], device=params["device"])
+    with configured(params["training"]):
+        run_unlearning(_read_data(args.data), args.model_dir, args.out, name=args.name,
+                       run=params["unlearn"][args.name], template=params["prompt_template"],
+                       seed=params["seed"], device=params["device"])
 
 
 def _decodings(params, names):
@@ -141,16 +143,20 @@ def _figures(args, params):
 
 def _rule_round(args, params):
     from leakk.rule import run_round
+    from leakk.training import configured
 
-    run_round(_read_data(args.data), params, name=args.name, round_idx=args.round,
-              prev_dir=args.prev, out_dir=args.out)
+    with configured(params["training"]):  # RULE's unlearning steps train as params say
+        run_round(_read_data(args.data), params, name=args.name, round_idx=args.round,
+                  prev_dir=args.prev, out_dir=args.out)
 
 
 def _rule(args, params):
     from leakk.rule import run_all_rounds
+    from leakk.training import configured
 
-    run_all_rounds(_read_data(args.data), params, name=args.name, base_model=args.model_dir,
-                   out_root=args.out)
+    with configured(params["training"]):
+        run_all_rounds(_read_data(args.data), params, name=args.name, base_model=args.model_dir,
+                       out_root=args.out)
 
 
 def _round_order(folders: list[str]) -> list[str]:
