@@ -217,8 +217,16 @@ class Trainer:
 
     def step(self, terms: list[Term]) -> tuple[float, list[float]]:
         """One optimiser step over ``terms``; returns (Σ coef·loss, each term's loss) of the
-        whole batch. Each micro-batch's loss is weighted by its share of its term's tokens or
-        examples, so the summed gradients are the full batch's (exactly, up to rounding)."""
+        whole batch."""
+        out = self.accumulate(terms)
+        self.apply()
+        return out
+
+    def accumulate(self, terms: list[Term]) -> tuple[float, list[float]]:
+        """Backward of each micro-batch into ``.grad``; returns the whole batch's losses.
+        Each micro-batch's loss is weighted by its share of its term's tokens or examples (not
+        1/accumulation: answers differ in length), so the summed gradient is the full batch's
+        up to rounding."""
         accumulation = self.spec.gradient_accumulation
         slices = [micro_slices(len(t.examples), accumulation) for t in terms]
         whole = [t.size(slice(None)) for t in terms]
@@ -238,11 +246,14 @@ class Trainer:
             if loss is not None:
                 loss.backward()
                 total += loss.item()
+        return total, values
+
+    def apply(self) -> None:
+        """Clip the accumulated gradient, step the optimiser and schedule, clear the gradient."""
         torch.nn.utils.clip_grad_norm_(self.params, 1.0)
         self.opt.step()
         self.sched.step()
         self.opt.zero_grad(set_to_none=True)
-        return total, values
 
     def lr_now(self) -> float:
         return self.sched.get_last_lr()[0]
