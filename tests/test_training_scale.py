@@ -129,12 +129,17 @@ def test_model_memory_counts_lora_by_hand(tmp_path):
     data = generate(4, 2, forget_fraction=0.25, phrasings=2)
     model, tok, _ = _tiny_llama(tmp_path, data)
     base = sum(p.numel() for p in model.parameters())
-    spec = TrainingSpec.from_params({"precision": "bf16", "lora": {"r": 4, "target_modules": ["q_proj", "v_proj"]}})
+    spec = TrainingSpec.from_params({"precision": "bf16", "gradient_checkpointing": True,
+                                     "lora": {"r": 4, "target_modules": ["q_proj", "v_proj"]}})
     trainer = Trainer(model, spec, "cpu", lr=1e-3, weight_decay=0.0, pad_id=tok.pad_token_id,
                       schedule=lambda opt: torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0))
     n, n_train, est = model_memory(trainer.model, spec, "cpu")
     assert (n, n_train) == (base + 896, 896)
     assert est == {"weights": 4 * (base + 896), "grads": 4 * 896, "adam": 8 * 896, "casts": 2 * 896}
+    layers_checkpointed = lambda: any(getattr(m, "gradient_checkpointing", False) for m in model.modules())  # noqa: E731
+    assert layers_checkpointed()
+    assert trainer.finish() is model and not layers_checkpointed()
+    assert sum(p.numel() for p in model.parameters()) == base and all(p.requires_grad for p in model.parameters())
 
 
 def test_training_section_defaults_and_checks(micro_params):

@@ -177,6 +177,21 @@ def micro_slices(n: int, parts: int) -> list[slice]:
     return [slice(a, b) for a, b in zip(bounds, bounds[1:])]
 
 
+def checkpointing(model, on: bool) -> None:
+    """Turn activation (gradient) checkpointing on or off, non-reentrant (it works when the
+    inputs need no grad, as under LoRA's frozen embeddings). transformers 5 renamed
+    ``gradient_checkpointing_*`` to ``activation_checkpointing_*``; use what is installed."""
+    if hasattr(model, "activation_checkpointing_enable"):
+        if on:
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        else:
+            model.activation_checkpointing_disable()
+    elif on:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    else:
+        model.gradient_checkpointing_disable()
+
+
 @dataclass
 class Trainer:
     """AdamW over a model prepared by ``spec``; ``step`` runs one optimiser step of
@@ -196,8 +211,7 @@ class Trainer:
         self.base = self.model
         self._trainable = [p.requires_grad for p in self.base.parameters()]  # LoRA freezes them
         if self.spec.gradient_checkpointing:
-            # non-reentrant: works when the inputs need no grad (LoRA's frozen embeddings)
-            self.base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            checkpointing(self.base, True)
         if self.spec.lora is not None:
             try:
                 from peft import LoraConfig, get_peft_model
@@ -265,6 +279,6 @@ class Trainer:
             for p, trainable in zip(self.base.parameters(), self._trainable, strict=True):
                 p.requires_grad_(trainable)
         if self.spec.gradient_checkpointing:
-            self.base.gradient_checkpointing_disable()
+            checkpointing(self.base, False)
         self.base.eval()
         return self.base
