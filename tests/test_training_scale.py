@@ -142,6 +142,29 @@ def test_model_memory_counts_lora_by_hand(tmp_path):
     assert sum(p.numel() for p in model.parameters()) == base and all(p.requires_grad for p in model.parameters())
 
 
+def test_a_bf16_checkpoint_trains_on_fp32_master_weights_and_is_saved_as_bf16(tmp_path):
+    data = generate(4, 2, forget_fraction=0.25, phrasings=2)
+    model, tok, _ = _tiny_llama(tmp_path, data)
+    model.to(torch.bfloat16)
+    start = {k: v.clone() for k, v in model.state_dict().items()}
+    pairs = training_pairs(data)
+    seen = []
+    trainer_init = Trainer.__post_init__
+
+    def spy(self):
+        trainer_init(self)
+        seen.append({p.dtype for p in self.params})
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(Trainer, "__post_init__", spy)
+        train_loop(model, tok, pairs, template=T, epochs=2, lr=1e-3, batch_size=4, warmup_ratio=0.0,
+                   weight_decay=0.0, seed=0, device="cpu", desc="ft", training={"precision": "bf16"})
+    assert seen == [{torch.float32}]
+    after = model.state_dict()
+    assert {v.dtype for v in after.values() if v.is_floating_point()} == {torch.bfloat16}
+    assert any(not torch.equal(start[k], after[k]) for k in start)
+
+
 def test_training_section_defaults_and_checks(micro_params):
     from leakk.config import validate_params
 

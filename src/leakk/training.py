@@ -196,7 +196,8 @@ def checkpointing(model, on: bool) -> None:
 class Trainer:
     """AdamW over a model prepared by ``spec``; ``step`` runs one optimiser step of
     accumulated micro-batches; ``finish`` merges LoRA and leaves the original model object
-    a plain, trained HF model in eval mode."""
+    a plain, trained HF model in eval mode, in the dtype it was loaded in (full-weight
+    training of a half-precision checkpoint keeps fp32 master weights meanwhile)."""
 
     model: Any
     spec: TrainingSpec
@@ -210,6 +211,12 @@ class Trainer:
     def __post_init__(self):
         self.base = self.model
         self._trainable = [p.requires_grad for p in self.base.parameters()]  # LoRA freezes them
+        self._loaded = {p.dtype for p in self.base.parameters() if p.is_floating_point()}
+        if self.spec.lora is None and self._loaded - {torch.float32}:
+            # fp32 master weights: in bf16, an AdamW update of lr 1e-5 on a weight of 1e-2
+            # rounds away (bf16 keeps ~3 digits). A LoRA base is frozen and stays as loaded.
+            for p in self.base.parameters():
+                p.data = p.data.float() if p.is_floating_point() else p.data
         if self.spec.gradient_checkpointing:
             checkpointing(self.base, True)
         if self.spec.lora is not None:
@@ -278,6 +285,10 @@ class Trainer:
             self.model.merge_and_unload()  # the base layers come back, holding W + BA
             for p, trainable in zip(self.base.parameters(), self._trainable, strict=True):
                 p.requires_grad_(trainable)
+        if self.spec.lora is None and len(self._loaded) == 1 and self._loaded != {torch.float32}:
+            (dtype,) = self._loaded  # saved as loaded: the sampler then runs it like the start model
+            for p in self.base.parameters():
+                p.data = p.data.to(dtype) if p.is_floating_point() else p.data
         if self.spec.gradient_checkpointing:
             checkpointing(self.base, False)
         self.base.eval()
