@@ -265,7 +265,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = cmd("finetune", _finetune, "train the full target model or the retrain baseline",
             "full trains on every QA (forget + retain), retrain on the retain split only; writes an HF "
             "folder (safetensors, tokenizer) with train_log.parquet. Reads seed, device, model, finetune, "
-            "prompt_template.")
+            "prompt_template, training.")
     data_arg(p)
     p.add_argument("--which", choices=["full", "retrain"], required=True, help="which model to train")
     p.add_argument("--out", required=True, metavar="DIR", help="the model folder to write")
