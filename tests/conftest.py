@@ -21,6 +21,7 @@ MICRO = {
     "model": {"base": None, "vocab_size": 200,
               "arch": {"n_layer": 1, "n_embd": 32, "n_head": 2, "n_positions": 48}},
     "models": {},  # written out: dvc.yaml's download stage declares it
+    "training": {},  # written out too: dvc.yaml declares it (defaults: plain fp32 training)
     "finetune": {"epochs": 3, "lr": 5e-3, "batch_size": 16},
     "unlearn": {"ga": {"method": "ga", "steps": 2, "lr": 1e-4, "batch_size": 8},
                 "npo": {"method": "npo", "steps": 2, "lr": 1e-4, "batch_size": 8, "alpha": 1.0}},

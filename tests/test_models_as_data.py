@@ -11,17 +11,17 @@ from leakk.config import model_folder, model_names, validate_params
 from test_workflow import planned_rules, snakemake
 
 
-def tiny_llama_folder(path, texts):
+def tiny_llama_folder(path, texts, *, vocab_size=120, hidden=16, layers=1, positions=64):
     """A tiny Llama (random weights) with a tokenizer trained on ``texts``, saved as a folder."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
     from leakk.modeling import build_tokenizer
 
-    tok = build_tokenizer(texts, vocab_size=120)
+    tok = build_tokenizer(texts, vocab_size=vocab_size)
     torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=16, intermediate_size=32, num_hidden_layers=1,
-                      num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=64,
+    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=layers,
+                      num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=positions,
                       bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
     LlamaForCausalLM(cfg).save_pretrained(path)
     tok.save_pretrained(path)

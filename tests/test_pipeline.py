@@ -56,10 +56,12 @@ def test_snakemake_jobs_read_the_declared_keys():
                            "sample.seed", "sample.batch_rows", "sample.question_column"}
     assert sample["sample.n"] == MICRO["sample"]["n"]
     rnd = stage_params(p, "rule_round", name="rule_npo")
-    assert set(rnd) == {"seed", "device", "prompt_template", "rule.rule_npo", "unlearn.npo", "judge.rougeL"}
+    assert set(rnd) == {"seed", "device", "prompt_template", "rule.rule_npo", "unlearn.npo", "judge.rougeL",
+                        "sample.backend", "training"}
     assert "rounds" not in rnd["rule.rule_npo"]  # more rounds keep the finished ones
     assert stage_params(p, "unlearn", name="ga") == {
-        "seed": 0, "device": "cpu", "prompt_template": MICRO["prompt_template"], "unlearn.ga": p["unlearn"]["ga"]}
+        "seed": 0, "device": "cpu", "prompt_template": MICRO["prompt_template"], "unlearn.ga": p["unlearn"]["ga"],
+        "training": {"precision": "auto", "gradient_accumulation": 1, "gradient_checkpointing": False, "lora": None}}
     ev = stage_params(p, "rule_eval")
     assert {"judge.fact", "estimate.headline_judge"} <= set(ev) and "judge.rougeL" not in ev
 

@@ -46,7 +46,7 @@ def _finetune(args, params):
     model_params = dict(params["model"], base=base_folder(params))  # a hub id: its download
     finetune(_read_data(args.data), args.out, splits=splits, model_params=model_params,
              train_params=params["finetune"], template=params["prompt_template"],
-             seed=params["seed"], device=params["device"], name=args.which)
+             seed=params["seed"], device=params["device"], name=args.which, training=params["training"])
 
 
 def _unlearn(args, params):
@@ -200,6 +200,21 @@ def _dvc_record(args, params):
         print(line)
 
 
+def _dvc_yaml(args, params):
+    from leakk.dvc_yaml import render, stale
+    from leakk.errors import ParamsError
+    from leakk.io import write_text
+
+    if args.check:
+        wrong = stale(args.file, params)
+        if wrong:
+            raise ParamsError(f"{args.file}: {', '.join(wrong)} differ from {args.params}'s models (a preset's "
+                              f"`models:`?); rewrite them with `leakk --params {args.params} dvc-yaml`")
+        return
+    write_text(render(Path(args.file).read_text(), params, args.file), args.file)
+    print(f"{args.file}: model lists set for {args.params}")
+
+
 DESCRIPTION = """\
 leakk: measure leak@k (does an unlearned LLM leak forgotten facts when sampled k times?)
 and run RULE. One subcommand per pipeline stage; Snakemake (Snakefile) and DVC (dvc.yaml)
@@ -245,6 +260,12 @@ def build_parser() -> argparse.ArgumentParser:
             "What `dvc commit --force` does for every dvc.yaml stage whose outputs all exist: no re-run. "
             "The Snakefile calls it after a full successful run, so `dvc status` knows what Snakemake built.")
     p.add_argument("--repo", default=".", metavar="DIR", help="the DVC repository root (default: .)")
+    p = cmd("dvc-yaml", _dvc_yaml, "set dvc.yaml's model lists for the params file (a preset)",
+            "Rewrites the few values of dvc.yaml that DVC cannot compute from params: the base models trained "
+            "here, every evaluated model's folder (a `models:` entry is its download) and the folder unlearning "
+            "starts from. Comments and everything else are kept; running it again changes nothing.")
+    p.add_argument("--file", default="dvc.yaml", metavar="FILE", help="the dvc.yaml to rewrite (default: dvc.yaml)")
+    p.add_argument("--check", action="store_true", help="only check: fail with one line when the lists are stale")
     p = cmd("download", _download, "fetch the params' hub datasets and models (pinned revisions)",
             "Each hub source (data.<benchmark>, models.<name>) goes to <hub-dir>/datasets/<benchmark> or "
             "<hub-dir>/models/<name> through huggingface_hub.snapshot_download; a folder already fetched at "
@@ -262,7 +283,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = cmd("finetune", _finetune, "train the full target model or the retrain baseline",
             "full trains on every QA (forget + retain), retrain on the retain split only; writes an HF "
             "folder (safetensors, tokenizer) with train_log.parquet. Reads seed, device, model, finetune, "
-            "prompt_template.")
+            "prompt_template, training.")
     data_arg(p)
     p.add_argument("--which", choices=["full", "retrain"], required=True, help="which model to train")
     p.add_argument("--out", required=True, metavar="DIR", help="the model folder to write")

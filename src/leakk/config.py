@@ -102,6 +102,26 @@ def validate_params(params: dict[str, Any], source: str = "params.yaml") -> dict
     return params
 
 
+def schema_section(section: dict[str, Any], key: str, source: str = "params.yaml") -> dict[str, Any]:
+    """A defaults-filled copy of one top-level section checked against its schema alone
+    (for code handed a section directly, e.g. a training loop's ``training=``)."""
+    section = copy.deepcopy(section)
+    _schema_errors(section, schema()["properties"][key], source, prefix=(key,), fill_defaults=True)
+    return section
+
+
+def check_accumulation(p: dict[str, Any], src: str) -> None:
+    """Every batch that trains splits evenly into ``training.gradient_accumulation``
+    micro-batches (``batch_size`` is the effective batch; RULE uses its base run's)."""
+    accumulation = p["training"]["gradient_accumulation"]
+    batches = {"finetune.batch_size": p["finetune"]["batch_size"]}
+    batches.update({f"unlearn.{name}.batch_size": run["batch_size"] for name, run in p["unlearn"].items()})
+    for key, size in batches.items():
+        if size % accumulation:
+            _fail(src, key, f"{size} is not divisible by training.gradient_accumulation = {accumulation} (rule: "
+                            "batch_size is the effective batch, split into equal micro-batches)")
+
+
 def _fail(source: str, key: str, msg: str) -> None:
     raise ParamsError(f"{source}: {key}: {msg}")
 
@@ -201,6 +221,7 @@ def _cross_field(p: dict[str, Any], src: str) -> None:
         if syn.get("qa_per_author", 12) > len(RELATIONS):
             _fail(src, "data.synthetic.qa_per_author",
                   f"{syn['qa_per_author']} > the {len(RELATIONS)} relations the benchmark has (rule: maximum)")
+    check_accumulation(p, src)
     _check_hub(p, src)
     base = p["model"].get("base")
     if base and is_local(base) and not (Path(base).expanduser() / "config.json").is_file():

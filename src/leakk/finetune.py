@@ -19,7 +19,8 @@ from transformers import get_cosine_schedule_with_warmup
 from leakk.errors import ParamsError
 from leakk.modeling import build_gpt2, build_tokenizer, load_model, max_positions, pick_device, save_model
 from leakk.progress import tqdm
-from leakk.prompting import answer_nll, collate, encode_example
+from leakk.prompting import answer_nll, encode_example
+from leakk.training import Term, Trainer, TrainingSpec, resolve
 
 
 def training_pairs(data: pl.DataFrame) -> list[tuple[str, str]]:
@@ -48,8 +49,11 @@ def corpus_texts(data: pl.DataFrame, template: str) -> list[str]:
 def train_loop(
     model, tokenizer, pairs: list[tuple[str, str]], *, template: str, epochs: float, lr: float,
     batch_size: int, warmup_ratio: float, weight_decay: float, seed: int, device, desc: str,
+    training: TrainingSpec | dict[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
-    """Plain SFT on answer tokens; returns a per-step log."""
+    """Plain SFT on answer tokens; returns a per-step log. ``batch_size`` is the effective
+    batch; ``training`` (default: the active ``training:`` section) sets precision,
+    accumulation, checkpointing and LoRA (:mod:`leakk.training`)."""
     examples = [encode_example(q, a, tokenizer, template) for q, a in pairs]
     limit = max_positions(model)
     longest = max((len(ids) for ids, _ in examples), default=0)
@@ -58,11 +62,11 @@ def train_loop(
                           f"{limit} positions (raise model.arch.n_positions, or use a shorter prompt_template)")
     steps_per_epoch = math.ceil(len(examples) / batch_size)
     total = max(1, round(epochs * steps_per_epoch))
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
-    sched = get_cosine_schedule_with_warmup(opt, int(warmup_ratio * total), total)
     rng = random.Random(seed)
     torch.manual_seed(seed)
-    model.train()
+    trainer = Trainer(model, resolve(training), device, lr=lr, weight_decay=weight_decay,
+                      schedule=lambda opt: get_cosine_schedule_with_warmup(opt, int(warmup_ratio * total), total),
+                      pad_id=tokenizer.pad_token_id)
     log, order, step = [], [], 0
     bar = tqdm(total=total, desc=desc, unit="step")
     start = time.perf_counter()
@@ -71,28 +75,23 @@ def train_loop(
             order = list(range(len(examples)))
             rng.shuffle(order)
         idx, order = order[:batch_size], order[batch_size:]
-        batch = {k: v.to(device) for k, v in collate([examples[i] for i in idx], tokenizer.pad_token_id).items()}
-        loss = answer_nll(model, batch)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        sched.step()
-        opt.zero_grad(set_to_none=True)
+        loss, _ = trainer.step([Term([examples[i] for i in idx], lambda b, _: answer_nll(trainer.model, b))])
         step += 1
-        log.append({"step": step, "loss": loss.item(), "lr": sched.get_last_lr()[0],
-                    "seconds": time.perf_counter() - start})
+        log.append({"step": step, "loss": loss, "lr": trainer.lr_now(), "seconds": time.perf_counter() - start})
         bar.update()
-        bar.set_postfix(loss=f"{loss.item():.3f}")
+        bar.set_postfix(loss=f"{loss:.3f}")
     bar.close()
-    model.eval()
+    trainer.finish()
     return log
 
 
 def finetune(
     data: pl.DataFrame, out: str | Path, *, splits: list[str], model_params: dict[str, Any],
     train_params: dict[str, Any], template: str, seed: int, device: str = "auto", name: str = "model",
+    training: dict[str, Any] | None = None,
 ) -> None:
-    """Train on the QA pairs of ``splits`` and save an HF folder with ``train_log.parquet``."""
+    """Train on the QA pairs of ``splits`` and save an HF folder with ``train_log.parquet``
+    (``training``: the params' ``training:`` section; a LoRA adapter is merged before saving)."""
     subset = data.filter(pl.col("split").is_in(splits))
     if subset.height == 0:
         raise ParamsError(f"finetune: no rows in splits {splits}")
@@ -105,7 +104,7 @@ def finetune(
         tokenizer = build_tokenizer(corpus_texts(data, template), model_params["vocab_size"])
         model = build_gpt2(tokenizer, model_params["arch"], seed).to(dev)
     log = train_loop(model, tokenizer, training_pairs(subset), template=template, seed=seed,
-                     device=dev, desc=f"finetune {name}", **train_params)
+                     device=dev, desc=f"finetune {name}", training=training, **train_params)
     save_model(model, tokenizer, out,
                extra={"train_log.parquet": lambda p: pl.DataFrame(log).write_parquet(p)})
 

@@ -56,13 +56,13 @@ STAGES: dict[str, Stage] = {
     # DVC: one stage fetches every source (params.yaml must then write ``models:``, ``{}`` if empty)
     "download": Stage(("{source}",), mem_mb=4000, runtime=240, dvc=("download",), dvc_reads=("data", "models")),
     "data": Stage(("seed", "data"), dvc=("data",)),
-    "finetune": Stage(("seed", "device", "prompt_template", "model", "finetune"), model=True,
+    "finetune": Stage(("seed", "device", "prompt_template", "model", "finetune", "training"), model=True,
                       mem_mb=8000, runtime=240, dvc=("finetune",)),
     # ``{stop_judge}``: the judge of ``unlearn.{name}.stop`` (no key without a stop criterion)
-    "unlearn": Stage(("seed", "device", "prompt_template", "unlearn.{name}", "judge.{stop_judge}"), model=True,
-                     mem_mb=8000, runtime=240, dvc=("unlearn",)),
+    "unlearn": Stage(("seed", "device", "prompt_template", "unlearn.{name}", "judge.{stop_judge}", "training"),
+                     model=True, mem_mb=8000, runtime=240, dvc=("unlearn",)),
     "rule_round": Stage(("seed", "device", "prompt_template", "rule.{name}", "unlearn.{base}", "judge.{judge}",
-                         "sample.backend"),
+                         "sample.backend", "training"),
                         ignores=("rule.{name}.rounds",), model=True, mem_mb=8000, runtime=240, dvc=("rule",)),
     "rule_eval": Stage(("device", "prompt_template", *_SAMPLE, "judge.{headline_judge}", "judge.{utility_judge}",
                         "estimate.headline_judge", "estimate.headline_decoding", "estimate.bootstrap",

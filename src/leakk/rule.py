@@ -92,7 +92,8 @@ def round_fingerprint(params: dict[str, Any], name: str) -> str:
 
     cfg = {k: v for k, v in params["rule"][name].items() if k != "rounds"}
     key = {"rule": cfg, "base": params["unlearn"][cfg["base"]], "judge": params["judge"][cfg["judge"]],
-           "prompt": params["prompt_template"], "seed": params["seed"], "backend": params["sample"]["backend"]}
+           "prompt": params["prompt_template"], "seed": params["seed"], "backend": params["sample"]["backend"],
+           "training": params.get("training")}
     return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -198,7 +199,7 @@ def run_round(data: pl.DataFrame, params: dict[str, Any], *, name: str, round_id
         retain_pairs = training_pairs(data.filter(pl.col("split") == "retain"))
         unlearn_loop(model, tokenizer, method, forget_pairs, retain_pairs, template=params["prompt_template"],
                      seed=seed, device=dev, desc=f"{name} round {round_idx}: unlearn", reference=reference,
-                     **loop_kw)
+                     training=params.get("training"), **loop_kw)
         del reference
     row.update(stopped=stopped, trained=trained, forget_size=len(forget_pairs), leaked_total=leaked.height)
     with atomic_path(out_dir, is_dir=True) as tmp:

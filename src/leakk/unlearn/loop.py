@@ -11,6 +11,7 @@ import torch
 
 from leakk.progress import tqdm
 from leakk.prompting import answer_logprob, answer_nll, collate, encode_example
+from leakk.training import Term, Trainer, TrainingSpec, autocast, resolve
 from leakk.unlearn.methods import Method
 
 
@@ -52,6 +53,7 @@ def unlearn_loop(
     template: str, steps: int, lr: float, batch_size: int, seed: int, device, alpha: float = 1.0,
     gamma: float = 1.0, warmup_steps: int = 0, weight_decay: float = 0.0, desc: str = "unlearn",
     step_offset: int = 0, reference=None, check: StopCheck | None = None, check_every: int = 0,
+    training: TrainingSpec | dict[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
     """Run up to ``steps`` optimiser steps of γ·forget + α·retain; returns a per-step log.
 
@@ -59,43 +61,40 @@ def unlearn_loop(
     offsets into the stripped answer) restricts the forget loss to the tokens it covers.
     ``reference`` is the model NPO's log πref comes from (default: ``model`` before the first
     step). ``check``, called every ``check_every`` steps and after the last, may stop the run
-    early (its fields join that step's log row)."""
+    early (its fields join that step's log row). ``batch_size`` is the effective batch;
+    ``training`` (default: the active ``training:`` section) sets precision, accumulation,
+    checkpointing and LoRA (:mod:`leakk.training`); a LoRA adapter is merged into ``model``
+    before returning."""
     pad = tokenizer.pad_token_id
+    spec = resolve(training)
     forget = [encode_example(q, a, tokenizer, template, span=rest[0] if rest else None) for q, a, *rest in forget_pairs]
     retain = [encode_example(q, a, tokenizer, template) for q, a in retain_pairs]
-    ref = reference_logprobs(reference if reference is not None else model, forget, pad, device) \
-        if method.needs_reference else None
+    with autocast(spec, device):  # the reference in the training precision: log-ratio 0 at step 0
+        ref = reference_logprobs(reference if reference is not None else model, forget, pad, device) \
+            if method.needs_reference else None
     use_retain = method.uses_retain and alpha > 0 and retain
     rng = random.Random(seed)
     torch.manual_seed(seed)
     f_batches = _Cycler(len(forget), min(batch_size, len(forget)), rng)
     r_batches = _Cycler(len(retain), batch_size, rng) if use_retain else None
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / max(1, warmup_steps)))
-    model.train()
+    trainer = Trainer(model, spec, device, lr=lr, weight_decay=weight_decay, pad_id=pad, schedule=lambda opt:
+                      torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / max(1, warmup_steps))))
     log, start = [], time.perf_counter()
     for step in tqdm(range(steps), desc=desc, unit="step"):
         idx = f_batches.next()
-        fb = {k: v.to(device) for k, v in collate([forget[i] for i in idx], pad).items()}
-        f_loss = method.forget_loss(model, fb, ref[idx] if ref is not None else None)
-        loss = gamma * f_loss
-        r_loss = torch.tensor(float("nan"))
+        f_ref = ref[idx] if ref is not None else None
+        terms = [Term([forget[i] for i in idx], lambda b, part, f_ref=f_ref: method.forget_loss(
+            trainer.model, b, f_ref[part] if f_ref is not None else None), gamma, method.averages)]
         if use_retain:
-            rb = {k: v.to(device) for k, v in collate([retain[i] for i in r_batches.next()], pad).items()}
-            r_loss = answer_nll(model, rb)
-            loss = loss + alpha * r_loss
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        sched.step()
-        opt.zero_grad(set_to_none=True)
-        log.append({"step": step_offset + step + 1, "loss": loss.item(), "forget_loss": f_loss.item(),
-                    "retain_loss": r_loss.item(), "lr": sched.get_last_lr()[0],
+            terms.append(Term([retain[i] for i in r_batches.next()], lambda b, _: answer_nll(trainer.model, b), alpha))
+        loss, (f_loss, *r_loss) = trainer.step(terms)
+        log.append({"step": step_offset + step + 1, "loss": loss, "forget_loss": f_loss,
+                    "retain_loss": r_loss[0] if r_loss else float("nan"), "lr": trainer.lr_now(),
                     "seconds": time.perf_counter() - start})
         if check is not None and check_every and ((step + 1) % check_every == 0 or step + 1 == steps):
             log[-1].update(check(step + 1))
             model.train()  # the check samples in eval mode
             if log[-1]["stop"]:
                 break
-    model.eval()
+    trainer.finish()
     return log

@@ -33,6 +33,9 @@ class Method:
     name = "base"
     needs_reference = False
     uses_retain = True
+    #: what ``forget_loss`` averages over: "tokens" (answer tokens, as ``answer_nll``) or
+    #: "examples" — gradient accumulation weights each micro-batch by its share of these
+    averages = "tokens"
 
     def __init__(self, beta: float = 0.1):
         self.beta = beta
@@ -67,6 +70,7 @@ class NPO(Method):
     Equals (2/β)·log 2 when πθ = πref; bounded below by 0, unlike GA's unbounded descent."""
 
     needs_reference = True
+    averages = "examples"
 
     def forget_loss(self, model, batch, ref_logp):
         import torch.nn.functional as F

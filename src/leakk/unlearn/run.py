@@ -47,7 +47,7 @@ def run_unlearning(data: pl.DataFrame, start_model: str | Path, out: str | Path,
     check = GreedyStop(model, tokenizer, data, params, name=name, stop=stop) if stop else None
     log = unlearn_loop(model, tokenizer, method, forget, retain, template=params["prompt_template"],
                        seed=params["seed"], device=dev, desc=f"unlearn {name}", check=check,
-                       check_every=stop["every"] if stop else 0, **loop_kw)
+                       check_every=stop["every"] if stop else 0, training=params.get("training"), **loop_kw)
     reason = stop_reason(log, run)
     save_model(model, tokenizer, out,
                extra={"train_log.parquet": lambda p: pl.DataFrame(log, infer_schema_length=None).write_parquet(p)})
