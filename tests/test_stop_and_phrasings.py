@@ -1,0 +1,310 @@
+"""Issue 9: training vs held-out phrasings, the greedy stop criterion, RULE's loss options
+(span-restricted forget loss, NPO's frozen reference) and RULE's evaluation reusing the main
+pipeline's judgments — each against an independent computation."""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import numpy as np
+import polars as pl
+import pytest
+import torch
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
+
+from conftest import MICRO
+from leakk.config import validate_params
+from leakk.data.synthetic import generate
+from leakk.errors import ArtifactError, ParamsError
+from leakk.finetune import corpus_texts, finetune, training_pairs
+from leakk.judges import Judge, register_judge
+from leakk.judges.fact import fact_in_text, fact_span, normalize_text
+from leakk.modeling import build_gpt2, build_tokenizer
+from leakk.prompting import collate, encode_example
+from leakk.sampling.decoding import GREEDY, Decoding
+from leakk.sampling.stage import (ROW_SCHEMA, TRAINING_PHRASINGS, questions_for, sample_phrasings,
+                                  shard_questions)
+from leakk.unlearn.loop import reference_logprobs, unlearn_loop
+from leakk.unlearn.methods import make_method
+
+T = "Question: {question} Answer:"
+
+
+@pytest.fixture(scope="module")
+def data():
+    return generate(8, 3, forget_fraction=0.25, phrasings=4)
+
+
+# --- phrasings ------------------------------------------------------------------------------
+
+def test_training_phrasings_are_the_trained_ones_never_the_held_out(data):
+    q = questions_for(data, ["forget"], TRAINING_PHRASINGS)
+    forget = data.filter(pl.col("split") == "forget")
+    expected = [(qid, j, p) for qid, ps in forget.select("qid", "train_questions").sort("qid").iter_rows()
+                for j, p in enumerate(ps)]
+    assert q.select("qid", "phrasing", "prompt_question").rows() == expected
+    assert not set(q["prompt_question"]) & set(forget["paraphrased_question"])
+    held = questions_for(data, ["forget"], "paraphrased_question")
+    assert held["phrasing"].to_list() == [0] * forget.height and held["qid"].is_unique().all()
+    # TOFU-style data (no train_questions): the training phrasing is `question`
+    tofu = questions_for(data.drop("train_questions"), ["forget"], TRAINING_PHRASINGS)
+    assert tofu.select("qid", "prompt_question").rows() == forget.select("qid", "question").sort("qid").rows()
+
+
+def _fake_sampler(calls):
+    """A backend stand-in recording its calls; text = prompt#sample_idx."""
+    def sample(qids, prompts, decoding, *, n, seed, **kw):
+        calls.append((list(qids), n, seed))
+        n = 1 if decoding.greedy else n
+        return [(q, i, f"{p}#{i}@{seed}", 1, "stop") for q, p in zip(qids, prompts) for i in range(n)]
+    return sample
+
+
+@given(n=st.integers(1, 40), counts=st.lists(st.integers(1, 5), min_size=1, max_size=6))
+@settings(max_examples=60, deadline=None)
+def test_sample_phrasings_spreads_n_evenly(n, counts):
+    rows = [(f"q{i}", j, f"q{i}p{j}") for i, c in enumerate(counts) for j in range(c)]
+    questions = pl.DataFrame(rows, schema=["qid", "phrasing", "prompt_question"], orient="row")
+    calls = []
+    out = sample_phrasings(_fake_sampler(calls), questions, Decoding(1.0, 1.0), n=n, seed=10)
+    for i, c in enumerate(counts):
+        mine = out.filter(pl.col("qid") == f"q{i}")
+        assert mine["sample_idx"].to_list() == list(range(n))  # n per qid, numbered 0..n-1
+        per = mine.group_by("phrasing").len().sort("phrasing")["len"].to_list()
+        assert max(per) - min(per) <= 1 and sum(per) == n  # as even as possible
+        assert all(t.startswith(f"q{i}p{j}#") for t, j in mine.select("text", "phrasing").iter_rows())
+    # phrasing j draws with seed + j, so phrasings never share random streams
+    assert {s - 10 for _, _, s in calls} <= set(range(max(counts)))
+
+
+def test_one_phrasing_is_exactly_one_backend_call(data):
+    questions = questions_for(data, ["forget"], "paraphrased_question")
+    calls = []
+    out = sample_phrasings(_fake_sampler(calls), questions, Decoding(1.0, 1.0), n=5, seed=3)
+    assert calls == [(questions["qid"].to_list(), 5, 3)]
+    direct = pl.DataFrame(_fake_sampler([])(questions["qid"].to_list(), questions["prompt_question"].to_list(),
+                                            Decoding(1.0, 1.0), n=5, seed=3), schema=ROW_SCHEMA, orient="row")
+    assert out.drop("phrasing").sort("qid", "sample_idx").equals(direct.sort("qid", "sample_idx"))
+
+
+def test_greedy_draws_one_per_phrasing(data):
+    questions = questions_for(data, ["forget"], TRAINING_PHRASINGS)
+    out = sample_phrasings(_fake_sampler([]), questions, GREEDY, n=None, seed=0)
+    assert out.height == questions.height
+    assert out.select("qid", "phrasing").rows() == questions.select("qid", "phrasing").rows()
+
+
+def test_shards_keep_a_questions_phrasings_together(data):
+    questions = questions_for(data, ["forget", "retain"], TRAINING_PHRASINGS)
+    shards = [shard_questions(questions, s, 3) for s in range(3)]
+    assert sum(s.height for s in shards) == questions.height
+    qid_sets = [set(s["qid"]) for s in shards]
+    assert not (qid_sets[0] & qid_sets[1]) and not (qid_sets[1] & qid_sets[2])
+
+
+# --- span-restricted forget loss --------------------------------------------------------------
+
+@given(st.text(alphabet="abc XY-.", max_size=30), st.text(alphabet="abc XY", min_size=1, max_size=8))
+@settings(max_examples=200, deadline=None)
+def test_fact_span_finds_exactly_what_the_fact_judge_finds(text, fact):
+    assume(normalize_text(fact))  # the judge has no verdict for an empty fact
+    span = fact_span(fact, text)
+    assert (span is not None) == fact_in_text(fact, text)
+    if span is not None:
+        assert fact_in_text(fact, text[span[0]:span[1]])
+
+
+@pytest.fixture(scope="module")
+def tiny(data):
+    tok = build_tokenizer(corpus_texts(data, T), 200)
+    model = build_gpt2(tok, {"n_layer": 1, "n_embd": 32, "n_head": 2, "n_positions": 64}, seed=0)
+    return model, tok
+
+
+def test_span_labels_cover_the_fact_tokens_only(data, tiny):
+    _, tok = tiny
+    for q, answer, fact in data.select("question", "answer", "fact").head(12).iter_rows():
+        span = fact_span(fact, answer)
+        ids, labels = encode_example(q, answer, tok, T, span=span)
+        full_ids, full_labels = encode_example(q, answer, tok, T)
+        assert ids == full_ids  # same input, only the loss mask differs
+        kept = [t for t, lab in zip(ids, labels) if lab != -100]
+        assert kept and tok.eos_token_id not in kept
+        assert set(np.flatnonzero(np.array(labels) != -100)) <= set(np.flatnonzero(np.array(full_labels) != -100))
+        assert fact_in_text(fact, tok.decode(kept))  # the kept tokens spell the fact
+    with pytest.raises(ValueError, match="covers no token"):
+        encode_example("Q?", "abc", tok, T, span=(10, 12))
+
+
+# --- NPO's reference ---------------------------------------------------------------------------
+
+def test_npo_loss_uses_the_reference_models_logprobs(data, tiny):
+    model, tok = tiny
+    other = build_gpt2(tok, {"n_layer": 1, "n_embd": 32, "n_head": 2, "n_positions": 64}, seed=1)
+    forget = training_pairs(data.filter(pl.col("split") == "forget"))[:4]
+    examples = [encode_example(q, a, tok, T) for q, a in forget]
+    batch = collate(examples, tok.pad_token_id)
+    beta = 0.5
+    ref = reference_logprobs(other, examples, tok.pad_token_id, "cpu")
+    cur = reference_logprobs(model, examples, tok.pad_token_id, "cpu")
+    # by hand: −(2/β)·mean log σ(−β(log πθ − log πref))
+    manual = -(2 / beta) * torch.nn.functional.logsigmoid(-beta * (cur - ref)).mean().item()
+    assert make_method("npo", beta=beta).forget_loss(model, batch, ref).item() == pytest.approx(manual, rel=1e-5)
+    # the loop takes its reference from `reference`, not from the starting model: the first
+    # logged forget loss is the formula above, not (2/β)·log 2
+    m = copy.deepcopy(model)
+    for mod in m.modules():  # the loop trains in train mode: no dropout, so the numbers compare
+        if isinstance(mod, torch.nn.Dropout):
+            mod.p = 0.0
+    log = unlearn_loop(m, tok, make_method("npo", beta=beta), forget, [], template=T, steps=1, lr=1e-9,
+                       batch_size=4, seed=0, device="cpu", alpha=0.0, reference=other)
+    assert log[0]["forget_loss"] == pytest.approx(manual, rel=1e-4)
+    assert log[0]["forget_loss"] != pytest.approx(2 / beta * math.log(2), rel=1e-3)
+
+
+# --- the greedy stop criterion ----------------------------------------------------------------
+
+@register_judge("always_leaks")
+class AlwaysLeaks(Judge):
+    def score_batch(self, completions, references, facts):
+        return np.ones(len(completions)), np.array([True] * len(completions), dtype=object)
+
+
+@register_judge("broken")
+class Broken(Judge):
+    def score_batch(self, completions, references, facts):
+        raise RuntimeError("judge endpoint down")
+
+
+@pytest.fixture(scope="module")
+def full_model(tmp_path_factory):
+    root = tmp_path_factory.mktemp("stop")
+    p = validate_params(MICRO)
+    d = generate(**p["data"]["synthetic"], seed=0)
+    finetune(d, root / "full", splits=["forget", "retain"], model_params=p["model"],
+             train_params=p["finetune"], template=p["prompt_template"], seed=0)
+    return root, d
+
+
+def _stop_params(judge: str, greedy_leak: float, steps: int = 6, every: int = 2) -> dict:
+    p = copy.deepcopy(MICRO)
+    p["judge"] = {"fact": {}, judge: {}}
+    p["unlearn"] = {"ga": {"method": "ga", "steps": steps, "lr": 1e-4, "batch_size": 8,
+                           "stop": {"greedy_leak": greedy_leak, "every": every, "judge": judge,
+                                    "max_new_tokens": 12}}}
+    p["rule"] = {}
+    return validate_params(p)
+
+
+@pytest.mark.parametrize("judge, greedy_leak, last_step, stopped", [
+    ("fact", 1.0, 2, True),          # any model looks forgotten at leak ≤ 1: stops at the first check
+    ("always_leaks", 0.5, 6, False),  # never looks forgotten: runs to the cap
+    ("broken", 0.99, 6, False),      # a failing judge counts as leaked, never as forgotten
+])
+def test_stop_criterion(full_model, tmp_path, judge, greedy_leak, last_step, stopped):
+    from leakk.unlearn.run import run_unlearning
+
+    root, d = full_model
+    p = _stop_params(judge, greedy_leak)
+    reason = run_unlearning(d, root / "full", tmp_path / "ga", name="ga", params=p)
+    log = pl.read_parquet(tmp_path / "ga/train_log.parquet")
+    assert log["step"].max() == last_step
+    checks = log.filter(pl.col("greedy_leak").is_not_null())
+    assert checks["step"].to_list() == list(range(2, last_step + 1, 2))  # every 2 steps
+    assert checks["stop"].to_list()[-1] is stopped
+    assert reason.startswith("stopped at step 2" if stopped else "reached the step cap (6)")
+    if judge == "broken":
+        assert checks["greedy_missing"].to_list()[0] > 0
+
+
+def test_stop_checks_the_training_phrasings_with_the_fact_judge(full_model):
+    """The check's greedy leak equals an independent greedy pass over the training phrasings."""
+    from leakk.modeling import load_model
+    from leakk.sampling.hf_backend import sample_model
+    from leakk.unlearn.stopping import GreedyStop
+
+    root, d = full_model
+    p = _stop_params("fact", 0.5)
+    model, tok = load_model(root / "full", "cpu")
+    check = GreedyStop(model, tok, d, p, name="ga", stop=p["unlearn"]["ga"]["stop"])
+    rate, missing = check.greedy_leak()
+    fact = dict(d.select("qid", "fact").iter_rows())
+    hits = []
+    for qid, qs in d.filter(pl.col("split") == "forget").select("qid", "train_questions").iter_rows():
+        for q in qs:  # one prompt at a time: no batching shared with the check
+            rows = sample_model(model, tok, [qid], [q], GREEDY, n=1, max_new_tokens=12, seed=0,
+                                template=p["prompt_template"], progress=False)
+            hits.append(fact_in_text(fact[qid], rows[0][2]))
+    assert missing == 0 and rate == pytest.approx(np.mean(hits))
+
+
+def test_stop_params_are_validated():
+    p = copy.deepcopy(MICRO)
+    p["unlearn"]["ga"] = dict(p["unlearn"]["ga"], stop={"greedy_leak": 0.1, "judge": "nope"})
+    with pytest.raises(ParamsError, match=r"unlearn\.ga\.stop\.judge"):
+        validate_params(p)
+    p["unlearn"]["ga"]["stop"] = {"greedy_leak": 1.5}
+    with pytest.raises(ParamsError, match=r"unlearn\.ga\.stop\.greedy_leak"):
+        validate_params(p)
+    p["unlearn"]["ga"]["stop"] = {"every": 2}
+    with pytest.raises(ParamsError, match="greedy_leak"):
+        validate_params(p)
+
+
+def test_span_needs_a_fact_column():
+    p = copy.deepcopy(MICRO)
+    p["rule"]["rule_npo"] = dict(p["rule"]["rule_npo"], forget_tokens="span")
+    validate_params(p)  # the synthetic benchmark has facts
+    p["rule"]["rule_npo"]["forget_tokens"] = "tokens"
+    with pytest.raises(ParamsError, match=r"rule\.rule_npo\.forget_tokens"):
+        validate_params(p)
+
+
+# --- RULE's evaluation reuses the main judgments ----------------------------------------------
+
+def test_round_evaluation_reads_the_main_judgments_and_matches_sampling(full_model, tmp_path):
+    """Round 0's evaluation from the main pipeline's judgments equals the one that samples the
+    same model itself (same backend, seed and judge): the reuse changes nothing but the cost."""
+    from leakk.judges import judge_samples
+    from leakk.rule import evaluate_round, main_judgments
+    from leakk.sampling.stage import run_sampling
+
+    root, d = full_model
+    p = validate_params(copy.deepcopy(MICRO))
+    name = next(iter(p["rule"]))
+    base = p["rule"][name]["base"]
+    (root / "models").mkdir(exist_ok=True)
+    model_dir = root / "full"
+    est = p["estimate"]
+    for dec, judge in ((Decoding.from_name(est["headline_decoding"]), est["headline_judge"]), (GREEDY, "fact")):
+        samples = run_sampling(str(model_dir), d, dec, model_name=base, params=dict(p["sample"], device="cpu"),
+                               template=p["prompt_template"], progress=False)
+        out = main_judgments(tmp_path / "judgments", base, judge, dec.name)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        judge_samples(samples, d, {judge: p["judge"][judge]}, progress=False).write_parquet(out)
+    evaluate_round(d, p, name=name, round_idx=0, round_dir=model_dir, out=tmp_path / "reused.parquet",
+                   judgments=tmp_path / "judgments")
+    evaluate_round(d, p, name=name, round_idx=0, round_dir=model_dir, out=tmp_path / "sampled.parquet")
+    reused, sampled = pl.read_parquet(tmp_path / "reused.parquet"), pl.read_parquet(tmp_path / "sampled.parquet")
+    assert reused.equals(sampled)
+    assert reused["eval_leak_at_1"][0] is not None and reused["retain_accuracy"][0] is not None
+    with pytest.raises(ArtifactError):  # a declared input that is missing is an error, not a re-sample
+        evaluate_round(d, p, name=name, round_idx=0, round_dir=model_dir, out=tmp_path / "x.parquet",
+                       judgments=tmp_path / "nowhere")
+
+
+def test_augmented_forget_examples_follow_training_pairs(data):
+    from leakk.rule import LEAKED_SCHEMA, forget_examples
+
+    leaked = pl.DataFrame({"qid": [data.filter(pl.col("split") == "forget")["qid"][0]], "question": ["Q?"],
+                           "completion": ["nothing here"], "round": [1]}, schema=LEAKED_SCHEMA)
+    cfg = {"forget_set": "augmented", "forget_tokens": "answer"}
+    ex = forget_examples(data, leaked, cfg)
+    assert ex == training_pairs(data.filter(pl.col("split") == "forget")) + [("Q?", "nothing here")]
+    spans = forget_examples(data, leaked, dict(cfg, forget_tokens="span"))
+    facts = dict(data.select("answer", "fact").iter_rows())
+    for (q, a, span), (q2, a2) in zip(spans[:-1], ex[:-1]):
+        assert (q, a) == (q2, a2) and a.strip()[span[0]:span[1]] == facts[a]
+    assert spans[-1] == ("Q?", "nothing here", None)  # no fact in it: the whole completion
