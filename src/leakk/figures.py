@@ -231,8 +231,11 @@ def plot_rule_trajectory(log: pl.DataFrame, out_path: str | os.PathLike) -> None
     where the log has ``eval_leak_at_<k>_ci_low/high``) on the left axis, retain accuracy on
     the right. The legend sits below the axes, off the data.
 
-    Round 0 is the base method's model; every point is measured on evaluation-seed samples
-    that no round trained on.
+    Round 0 is the base method's model; every point is measured on evaluation-seed samples of
+    the held-out phrasing that no round trained on. Where the log has the rounds' own
+    samples (``train_leak_at_<n>``: round r's samples are of round r−1's model, in the training
+    phrasings), they are drawn too, grey, so the gap between the phrasings RULE sees and the
+    one it is graded on stays visible.
     """
     import numpy as np
 
@@ -252,6 +255,10 @@ def plot_rule_trajectory(log: pl.DataFrame, out_path: str | os.PathLike) -> None
             ax.errorbar(rounds, v, yerr=err, fmt=style, color=color, capsize=3, label=f"leak@{k} (95% CI)")
         else:
             ax.plot(rounds, v, style, color=color, label=f"leak@{k}")
+    if ks and f"train_leak_at_{ks[-1]}" in log.columns:  # round r sampled the model of round r − 1
+        seen = log.filter(pl.col(f"train_leak_at_{ks[-1]}").is_not_null())
+        ax.plot([r - 1 for r in seen["round"].to_list()], seen[f"train_leak_at_{ks[-1]}"].to_list(), "x:",
+                color="tab:gray", label=f"leak@{ks[-1]}, training phrasings (RULE's own samples)")
     ax.set_xlabel("RULE round (0 = base method)")
     ax.set_ylabel(f"leak ({first['eval_judge']} judge, {first['eval_decoding']})")
     ax.set_ylim(-0.03, 1.03)
