@@ -139,7 +139,9 @@ def test_figure_draws_the_mean_with_sd_error_bars(seeds_frames, monkeypatch, tmp
     ax = fig.axes[0]
     rows = table.filter((pl.col("model") == "npo") & (pl.col("decoding") == DEC)).sort("k")
     (line,) = [ln for ln in ax.lines if ln.get_gid() == "mean:npo"]
-    assert list(line.get_xdata()) == KS and np.allclose(line.get_ydata(), rows["mean"].to_numpy())
+    x = np.asarray(line.get_xdata())
+    assert np.allclose(np.log2(x), np.log2(KS), atol=0.15)  # at each k, nudged apart from the other models
+    assert np.allclose(line.get_ydata(), rows["mean"].to_numpy())
     (bars,) = [c for c in ax.containers if c.get_label() == "npo"]
     segments = bars.lines[2][0].get_segments()  # one vertical segment per k: mean ± sd
     lows, highs = np.array([s[0][1] for s in segments]), np.array([s[1][1] for s in segments])
@@ -252,7 +254,9 @@ def test_replicates_table_without_runs_is_one_line(tmp_path):
 def test_replicates_micro_end_to_end(tmp_path):
     """Two seeds of the micro DAG from a folder that is not the repo (relative paths and the
     workflow profile under --directory), the aggregate, and a second call that runs nothing."""
-    write_params(tmp_path / "params.yaml", dict(MICRO, replicates=[0, 1]))
+    # seed 1's benchmark has a 52-token training example: room for it (48 positions fit seed 0's)
+    model = {**MICRO["model"], "arch": {**MICRO["model"]["arch"], "n_positions": 64}}
+    write_params(tmp_path / "params.yaml", dict(MICRO, model=model, replicates=[0, 1]))
     args = ("replicates", "--snakefile", str(ROOT / "Snakefile"), "--cores", "2")
     first = leakk(tmp_path, *args)
     assert first.returncode == 0, first.stderr[-3000:]

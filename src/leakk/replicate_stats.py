@@ -136,8 +136,9 @@ def summary_markdown(table: pl.DataFrame, utility: pl.DataFrame, judge: str, hea
 def plot_replicate_curves(table: pl.DataFrame, judge: str, out_path: str | os.PathLike,
                           greedy: str = "greedy") -> None:
     """leak@k vs k (log-2 axis) per model, one panel per sampled decoding: the mean across
-    seeds with ± sd error bars (artist gid ``mean:<model>``), and the greedy mean as a dashed
-    line — the style of :func:`leakk.figures.plot_leak_curves` (colour + marker per model,
+    seeds with ± sd error bars (artist gid ``mean:<model>``; each model's points nudged
+    sideways by a few % of an octave so that bars at one k stay apart), and the greedy mean as a
+    dashed line — the style of :func:`leakk.figures.plot_leak_curves` (colour + marker per model,
     direct labels, legend below the panels)."""
     from matplotlib.lines import Line2D
 
@@ -158,14 +159,16 @@ def plot_replicate_curves(table: pl.DataFrame, judge: str, out_path: str | os.Pa
     for ax, dec in zip(axes.flat, decodings):
         part = sub.filter(pl.col("decoding") == dec)
         ends, names, kmax = [], [], 1
-        for m in models:
+        for i, m in enumerate(models):
             rows = part.filter(pl.col("model") == m).sort("k")
             if rows.is_empty():
                 continue
             st = styles[m]
-            k, mean = rows["k"].to_numpy(), rows["mean"].to_numpy()
+            # each model's points nudged sideways (a few % of an octave) so error bars at one k do not overlap
+            dodge = 2.0 ** (0.035 * (i - (len(models) - 1) / 2))
+            k, mean = rows["k"].to_numpy() * dodge, rows["mean"].to_numpy()
             sd = rows["sd"].fill_null(0.0).to_numpy()
-            kmax = max(kmax, int(k.max()))
+            kmax = max(kmax, int(rows["k"].max()))
             bars = ax.errorbar(k, mean, yerr=sd, fmt="-", lw=1.4, color=st["color"], marker=st["marker"], ms=4.5,
                                capsize=3, label=m)
             bars.lines[0].set_gid(f"mean:{m}")  # the mean's line (not its caps)

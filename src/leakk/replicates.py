@@ -120,7 +120,12 @@ def run_seeds(params_file: str | os.PathLike, params: dict[str, Any], snakefile:
         workdir = config.parent
         print(f"leakk replicates: seed {seed} ({i}/{len(todo)}) in {workdir}", file=sys.stderr, flush=True)
         cmd = snakemake_command(snakefile, workdir, config, cores, extra)
-        rc = subprocess.run(cmd, env=_env()).returncode
+        proc = subprocess.Popen(cmd, env=_env())
+        try:
+            rc = proc.wait()
+        except KeyboardInterrupt:  # Snakemake got the same Ctrl-C: let it stop its jobs cleanly
+            proc.wait()
+            raise
         if rc:
             raise LeakkError(f"seed {seed}: snakemake exited with status {rc} (run folder {workdir}, log "
                              f"{workdir}/.snakemake/log/); the seeds before it are done, rerun to resume")
