@@ -278,3 +278,54 @@ def test_replicates_micro_end_to_end(tmp_path):
     assert again.returncode == 0, again.stderr[-3000:]
     assert again.stderr.count("Nothing to be done") == 2, again.stderr[-3000:]
     assert math.isclose(pl.read_parquet(root / "leak_at_k.parquet")["mean"].sum(), table["mean"].sum())
+
+
+def fake_seed_run(res, seed: int, params: dict) -> None:
+    """A finished seed's results folder without training anything: the data, one judgments file
+    per (model, judge, decoding), and the seed's own leak table/utility/summary written by the
+    estimate stage itself."""
+    from leakk.config import decoding_names, model_names
+    from leakk.io import write_parquet
+    from leakk.stages import estimate, judgment_path
+
+    rng = np.random.default_rng(seed)
+    qids = [(f"f{i}", "forget", f"a{i % 2}") for i in range(4)] + [(f"r{i}", "retain", f"a{i % 2 + 2}")
+                                                                     for i in range(4)]
+    data = pl.DataFrame({"qid": [q for q, _, _ in qids], "group": [g for _, _, g in qids],
+                         "question": "q?", "answer": "a", "split": [s for _, s, _ in qids]})
+    write_parquet(data, res / "data" / "benchmark.parquet", "data")
+    for model in model_names(params):
+        for judge in params["judge"]:
+            for dec in decoding_names(params):
+                n = 1 if dec == "greedy" else params["sample"]["n"]
+                rows = [dict(qid=q, sample_idx=j, judge=judge, score=0.0, leaked=bool(rng.random() < 0.4), split=s)
+                        for q, s, _ in qids if s == "forget" or dec == "greedy" for j in range(n)]
+                write_parquet(pl.DataFrame(rows), judgment_path(res / "judgments", model, dec, judge), "judgments")
+    estimate(res / "judgments", data, params, res)
+
+
+def test_replicates_table_on_finished_seed_folders(tmp_path, monkeypatch):
+    from leakk.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    params = validate_params(MICRO)
+    for s in (0, 2):
+        fake_seed_run(tmp_path / "results/replicates" / f"seed_{s}" / "results", s, params)
+    write_params(tmp_path / "params.yaml", MICRO)  # no `replicates`: every seed_<s> found
+    assert main(["replicates-table"]) == 0
+    root = tmp_path / "results/replicates"
+    table = pl.read_parquet(root / "leak_at_k.parquet")
+    seed_tables = [pl.read_parquet(root / f"seed_{s}/results/leak_at_k.parquet") for s in (0, 2)]
+    assert table.height == seed_tables[0].height and set(table["seeds"]) == {2}
+    row = table.filter((pl.col("model") == "npo") & (pl.col("decoding") == DEC) & (pl.col("judge") == "fact")
+                       & (pl.col("k") == 2)).row(0, named=True)
+    vals = [t.filter((pl.col("model") == "npo") & (pl.col("decoding") == DEC) & (pl.col("judge") == "fact")
+                     & (pl.col("k") == 2))["leak_at_k"].item() for t in seed_tables]
+    assert row["mean"] == pytest.approx(np.mean(vals), abs=1e-12) and row["questions"] == 8
+    util = pl.read_csv(root / "utility.csv")
+    assert set(util["model"]) == {"full", "retrain", "ga", "npo", "rule_npo"}
+    assert "| rule_npo |" in (root / "summary.md").read_text()
+    for judge in ("fact", "rougeL"):
+        assert (root / "figures" / f"leak_at_k_{judge}.png").stat().st_size > 1000
+    assert main(["replicates-table", "--seed", "0"]) == 0  # one seed: sd undefined, not 0
+    assert pl.read_parquet(root / "leak_at_k.parquet")["sd"].null_count() == table.height
