@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 TORCH := torch==2.13.0
 CORES ?= all
 
-.PHONY: run test test-all install dvc-repro bench mutation mutation-report clean report-check
+.PHONY: run replicates test test-all install dvc-repro bench mutation mutation-report clean report-check
 
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,11 @@ install: $(VENV)/.installed
 run: install
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/snakemake --cores $(CORES)
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/snakemake --report results/report.html
+
+## replicates: install, then build configs/replicates.yaml once per seed (results/replicates/seed_<s>,
+## resumable) and write mean ± sd across seeds beside the pooled CI (results/replicates/summary.md)
+replicates: install
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/leakk --params configs/replicates.yaml replicates --cores $(CORES)
 
 ## report-check: render results/report.html in headless Chromium, screenshots in results/report_check
 report-check: install

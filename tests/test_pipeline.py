@@ -79,3 +79,16 @@ def test_model_judges_ask_for_the_gpu():
     p = validate_params(dict(MICRO, device="cuda", judge={**MICRO["judge"], "es": {"type": "nli"}}))
     judge_gpu = stage_resources(p, "judge")["gpu"]
     assert judge_gpu(SimpleNamespace(judge="es")) == 1 and judge_gpu(SimpleNamespace(judge="fact")) == 0
+
+
+def test_no_stage_reads_replicates():
+    """`replicates` is for `leakk replicates` only: a plain snakemake/dvc run uses `seed`, and
+    adding or editing it re-runs nothing (only DVC's validate stage, whose stamp is constant)."""
+    assert not [key for spec in STAGES.values() for key in (*spec.reads, *spec.dvc_reads)
+                if key.split(".")[0] == "replicates"]
+    with_reps = validate_params(dict(MICRO, replicates=[0, 1, 2]))
+    plain = validate_params(MICRO)
+    for stage in STAGES:
+        names = {"name": "rule_npo", "judge": "rougeL", "source": "models.full"}
+        assert stage_params(with_reps, stage, **names) == stage_params(plain, stage, **names), stage
+    assert not [k for name in STAGES for k in dvc_params(name) if k.startswith("replicates")]

@@ -215,6 +215,25 @@ def _dvc_yaml(args, params):
     print(f"{args.file}: model lists set for {args.params}")
 
 
+def _replicates(args, params):
+    from leakk.replicate_stats import aggregate
+    from leakk.replicates import run_seeds
+
+    extra = list(args.snakemake_args)
+    if extra[:1] == ["--"]:
+        extra = extra[1:]
+    run_seeds(args.params, params, snakefile=args.snakefile, root=args.out_dir, cores=args.cores, extra=extra)
+    if "-n" in extra or "--dry-run" in extra:
+        return  # a plan only: nothing new to aggregate
+    print(aggregate(params, args.out_dir))
+
+
+def _replicates_table(args, params):
+    from leakk.replicate_stats import aggregate
+
+    print(aggregate(params, args.out_dir, seeds=args.seed or None))
+
+
 DESCRIPTION = """\
 leakk: measure leak@k (does an unlearned LLM leak forgotten facts when sampled k times?)
 and run RULE. One subcommand per pipeline stage; Snakemake (Snakefile) and DVC (dvc.yaml)
@@ -370,6 +389,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--evals", nargs="+", required=True, metavar="PARQUET", help="round evaluations 0..R")
     p.add_argument("--out-log", required=True, metavar="PARQUET", help="the round log to write")
     p.add_argument("--out-figure", required=True, metavar="PNG", help="the trajectory figure to write")
+    p = cmd("replicates", _replicates, "run the whole DAG once per seed of `replicates:`, then aggregate",
+            "For each seed s: writes <out-dir>/seed_<s>/params.yaml (the params file with seed: s) and runs "
+            "Snakemake on the Snakefile in that folder (resumable: a finished seed is 'Nothing to be done'); "
+            "then what replicates-table writes. Arguments after -- go to Snakemake.")
+    p.add_argument("--cores", default="all", help="Snakemake --cores of each seed's run (default: all)")
+    p.add_argument("--snakefile", default="Snakefile", metavar="FILE", help="the workflow (default: Snakefile)")
+    p.add_argument("--out-dir", default="results/replicates", metavar="DIR",
+                   help="seed folders and the aggregate (default: results/replicates)")
+    p.add_argument("snakemake_args", nargs=argparse.REMAINDER, metavar="-- ARGS",
+                   help="extra Snakemake arguments (e.g. -- -n, -- --resources gpu=1)")
+    p = cmd("replicates-table", _replicates_table, "aggregate finished replicate seeds: mean ± sd beside the pooled CI",
+            "Reads <out-dir>/seed_<s>/results (leak_at_k.parquet, utility.csv, judgments/, data/) and writes "
+            "<out-dir>/leak_at_k.parquet/.csv, utility.csv, summary.md and figures/leak_at_k_<judge>.png.")
+    p.add_argument("--out-dir", default="results/replicates", metavar="DIR",
+                   help="the folder of seed_<s>/ folders (default: results/replicates)")
+    p.add_argument("--seed", type=int, action="append", metavar="S",
+                   help="aggregate this seed (repeatable; default: `replicates:`, else every seed_<s> found)")
     from leakk.trust_stages import add_commands
 
     add_commands(sub)  # bounds, bounds-table, reliability, report-tables, heatmap
