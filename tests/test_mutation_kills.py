@@ -39,22 +39,28 @@ def rule_setup(tmp_path_factory):
     data = generate(**p["data"]["synthetic"], seed=0)
     finetune(data, root / "model", splits=["forget", "retain"], model_params=p["model"],
              train_params=p["finetune"], template=p["prompt_template"], seed=0)
-    run_round(data, p, name="rule_npo", round_idx=1, prev_dir=root / "model", out_dir=root / "round_1")
+    run_round(data, p, name="rule_npo", round_idx=1, prev_dir=root / "model", out_dir=root / "round_1",
+              reference_dir=root / "model")
     return root, data, p
 
 
 def _sample_judge(model_dir, data, p, questions, decoding, n, seed, judge):
-    """Sample with the package's sampler and judge: the reference for round statistics."""
+    """Sample with the package's sampler on an in-memory model (not the backend RULE goes
+    through), spreading n per qid over its phrasings, and judge: the reference for round
+    statistics."""
+    from functools import partial
+
     from leakk.judges import judge_samples
     from leakk.modeling import load_model
     from leakk.sampling.hf_backend import sample_model
+    from leakk.sampling.stage import sample_phrasings
 
     model, tok = load_model(model_dir)
-    rows = sample_model(model, tok, questions["qid"].to_list(), questions["prompt_question"].to_list(),
-                        decoding, n=n, max_new_tokens=p["sample"]["max_new_tokens"], seed=seed,
-                        template=p["prompt_template"], batch_rows=16, progress=False)
-    samples = pl.DataFrame(rows, schema=["qid", "sample_idx", "text", "n_tokens", "finish_reason"], orient="row")
-    return judge_samples(samples, data, {judge: p["judge"][judge]}, progress=False)
+    samples = sample_phrasings(partial(sample_model, model, tok), questions, decoding, n=n, seed=seed,
+                               max_new_tokens=p["sample"]["max_new_tokens"], template=p["prompt_template"],
+                               batch_rows=16, progress=False)
+    return judge_samples(samples, data, {judge: p["judge"][judge]}, progress=False).join(
+        samples.select("qid", "sample_idx", "phrasing", "text"), on=["qid", "sample_idx"], how="left")
 
 
 def test_rule_round_log_and_leaked_pairs(rule_setup):
@@ -71,10 +77,14 @@ def test_rule_round_log_and_leaked_pairs(rule_setup):
     assert leaked.columns == ["qid", "question", "completion", "round"]
     assert leaked["round"].to_list() == [1] * leaked.height
     assert leaked.sort("qid", "completion").equals(leaked)
-    # every leaked pair is a forget question, in the phrasing RULE sampled, with a completion
+    # every leaked pair is a forget question in one of its *training* phrasings (RULE never
+    # samples the held-out evaluation phrasing), with a completion
+    assert cfg["question_column"] == "training"
     forget = data.filter(pl.col("split") == "forget")
-    phr = dict(zip(forget["qid"], forget[cfg["question_column"]]))
-    assert all(phr[q] == question for q, question in zip(leaked["qid"], leaked["question"]))
+    phr = dict(zip(forget["qid"], forget["train_questions"]))
+    held_out = dict(zip(forget["qid"], forget[p["sample"]["question_column"]]))
+    assert all(question in phr[q] for q, question in zip(leaked["qid"], leaked["question"]))
+    assert all(question != held_out[q] for q, question in zip(leaked["qid"], leaked["question"]))
     assert all(len(c) > 0 for c in leaked["completion"])
     # the forget set is the forget split's training pairs plus the leaked pairs
     n_pairs = sum(len(q) for q in forget["train_questions"])
@@ -92,7 +102,8 @@ def test_rule_round_leaked_only_forget_set(rule_setup, tmp_path):
     root, data, p = rule_setup
     p = copy.deepcopy(p)
     p["rule"]["rule_npo"]["forget_set"] = "leaked"
-    run_round(data, p, name="rule_npo", round_idx=1, prev_dir=root / "model", out_dir=tmp_path / "r1")
+    run_round(data, p, name="rule_npo", round_idx=1, prev_dir=root / "model", out_dir=tmp_path / "r1",
+              reference_dir=root / "model")
     log = read_parquet(tmp_path / "r1/round.parquet")
     assert log["forget_size"][0] == log["leaked_total"][0] == read_parquet(root / "round_1/round.parquet")["leaked_total"][0]
 
@@ -102,7 +113,8 @@ def test_rule_round_2_continues_from_round_1(rule_setup, tmp_path):
     from leakk.rule import run_round
 
     root, data, p = rule_setup
-    run_round(data, p, name="rule_npo", round_idx=2, prev_dir=root / "round_1", out_dir=tmp_path / "r2")
+    run_round(data, p, name="rule_npo", round_idx=2, prev_dir=root / "round_1", out_dir=tmp_path / "r2",
+              reference_dir=root / "model")
     first = read_parquet(root / "round_1/leaked.parquet")
     second = read_parquet(tmp_path / "r2/leaked.parquet")
     log = read_parquet(tmp_path / "r2/round.parquet")
@@ -111,14 +123,50 @@ def test_rule_round_2_continues_from_round_1(rule_setup, tmp_path):
     assert set(second["round"].to_list()) <= {1, 2}
     assert log["leaked_total"][0] == second.height and log["round"][0] == 2
     assert log["train_seed"][0] == p["rule"]["rule_npo"]["seed"] + 2000
-    # its entry statistics are those of round 1's model sampled with round 2's seed
+    # its training statistics are those of round 1's model sampled in the training phrasings
+    # with round 2's seed
     cfg = p["rule"]["rule_npo"]
     from leakk.sampling.decoding import Decoding
     from leakk.sampling.stage import questions_for
 
-    judged = _sample_judge(root / "round_1/model", data, p, questions_for(data, ["forget"], cfg["question_column"]),
+    judged = _sample_judge(root / "round_1/model", data, p, questions_for(data, ["forget"], "training"),
                            Decoding(**cfg["decoding"]), cfg["n"], cfg["seed"] + 2000, cfg["judge"])
     assert log["leaked_samples"][0] == judged["leaked"].sum()
+    # the new pairs are those leaked samples (question = the phrasing sampled), minus round 1's
+    hits = judged.filter(pl.col("leaked")).join(questions_for(data, ["forget"], "training"),
+                                                 on=["qid", "phrasing"], how="left")
+    triples = set(hits.select("qid", "prompt_question", "text").iter_rows())
+    new = second.filter(pl.col("round") == 2)
+    assert set(zip(new["qid"], new["completion"])) == (
+        {(q, c) for q, _, c in triples} - set(zip(first["qid"], first["completion"])))
+    assert set(new.select("qid", "question", "completion").iter_rows()) <= triples
+    # and it trains the base loop from round 1's model with NPO's reference the frozen *full*
+    # model (reference: full), not round 1's model: recomputed bit for bit
+    from leakk.finetune import training_pairs
+    from leakk.modeling import load_model
+    from leakk.unlearn.loop import unlearn_loop
+    from leakk.unlearn.methods import make_method
+
+    base = p["unlearn"]["npo"]
+    assert log["trained"][0]
+    model, tok = load_model(root / "round_1/model")
+    forget = training_pairs(data.filter(pl.col("split") == "forget")) + list(zip(second["question"], second["completion"]))
+    unlearn_loop(model, tok, make_method("npo"), forget, training_pairs(data.filter(pl.col("split") == "retain")),
+                 template=p["prompt_template"], steps=cfg["steps"], lr=base["lr"], batch_size=base["batch_size"],
+                 alpha=base["alpha"], seed=cfg["seed"] + 2000, device="cpu", reference=load_model(root / "model")[0],
+                 training=p["training"])
+    got, _ = load_model(tmp_path / "r2/model")
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), got.state_dict().values()))
+
+
+def test_rule_npo_with_the_full_reference_needs_the_full_models_folder(rule_setup, tmp_path):
+    from leakk.rule import run_round
+
+    root, data, p = rule_setup
+    assert p["rule"]["rule_npo"]["reference"] == "full"
+    with pytest.raises(ArtifactError, match=r"rule\.rule_npo\.reference=full"):
+        run_round(data, p, name="rule_npo", round_idx=1, prev_dir=root / "model", out_dir=tmp_path / "r1")
+    assert not (tmp_path / "r1").exists()
 
 
 def test_rule_prev_state_refuses_unfinished_round(rule_setup, tmp_path):
@@ -130,7 +178,8 @@ def test_rule_prev_state_refuses_unfinished_round(rule_setup, tmp_path):
         shutil.copytree(root / "round_1", broken)
         (shutil.rmtree if missing == "model" else lambda x: x.unlink())(broken / missing)
         with pytest.raises(ArtifactError, match=f"not a finished RULE round \\(no {missing}\\)"):
-            run_round(data, p, name="rule_npo", round_idx=2, prev_dir=broken, out_dir=tmp_path / "out")
+            run_round(data, p, name="rule_npo", round_idx=2, prev_dir=broken, out_dir=tmp_path / "out",
+                      reference_dir=root / "model")
         assert not (tmp_path / "out").exists()
 
 
@@ -144,11 +193,12 @@ def test_rule_stopped_round_passes_model_and_pairs_through(rule_setup, tmp_path)
     shutil.copytree(root / "round_1", stopped)
     log = read_parquet(stopped / "round.parquet").with_columns(stopped=pl.lit(True))
     log.write_parquet(stopped / "round.parquet")
-    run_round(data, p, name="rule_npo", round_idx=2, prev_dir=stopped, out_dir=tmp_path / "r2")
+    run_round(data, p, name="rule_npo", round_idx=2, prev_dir=stopped, out_dir=tmp_path / "r2",
+              reference_dir=root / "model")
     out = read_parquet(tmp_path / "r2/round.parquet").row(0, named=True)
     assert out["stopped"] and not out["trained"]
     assert out["new_leaked"] == 0 and out["leaked_samples"] == 0
-    assert out["entry_leak_at_1"] is None and out[f"entry_leak_at_{p['rule']['rule_npo']['n']}"] is None
+    assert out["train_leak_at_1"] is None and out[f"train_leak_at_{p['rule']['rule_npo']['n']}"] is None
     assert read_parquet(tmp_path / "r2/leaked.parquet").equals(read_parquet(stopped / "leaked.parquet"))
     assert (tmp_path / "r2/model/model.safetensors").read_bytes() == (stopped / "model/model.safetensors").read_bytes()
     assert out["leaked_total"] == read_parquet(stopped / "leaked.parquet").height
@@ -162,11 +212,13 @@ def test_rule_no_early_stop_keeps_training_on_known_pairs(rule_setup, tmp_path):
     p = copy.deepcopy(p)
     p["judge"]["rougeL"]["threshold"] = 1.0  # nothing leaks
     p["rule"]["rule_npo"]["early_stop"] = False
-    run_round(data, p, name="rule_npo", round_idx=2, prev_dir=root / "round_1", out_dir=tmp_path / "r2")
+    run_round(data, p, name="rule_npo", round_idx=2, prev_dir=root / "round_1", out_dir=tmp_path / "r2",
+              reference_dir=root / "model")
     out = read_parquet(tmp_path / "r2/round.parquet").row(0, named=True)
     assert out["leaked_samples"] == 0 and not out["stopped"] and out["trained"]
     p["rule"]["rule_npo"]["early_stop"] = True
-    run_round(data, p, name="rule_npo", round_idx=2, prev_dir=root / "round_1", out_dir=tmp_path / "r2s")
+    run_round(data, p, name="rule_npo", round_idx=2, prev_dir=root / "round_1", out_dir=tmp_path / "r2s",
+              reference_dir=root / "model")
     out = read_parquet(tmp_path / "r2s/round.parquet").row(0, named=True)
     assert out["stopped"] and not out["trained"]
 
@@ -180,7 +232,11 @@ def test_rule_fingerprint_ignores_rounds_only():
     same = copy.deepcopy(p)
     same["rule"]["rule_npo"]["rounds"] = 5
     same["sample"]["n"] = 8  # evaluation sampling is not read by training
+    same["sample"]["question_column"] = "question"
     assert round_fingerprint(same, "rule_npo") == fp
+    q = copy.deepcopy(p)
+    q["sample"]["backend"] = "vllm"  # ...but the backend RULE samples through is
+    assert round_fingerprint(q, "rule_npo") != fp
     edits = [("rule", "rule_npo", "steps", 3), ("unlearn", "npo", "lr", 1e-3), ("judge", "rougeL", "threshold", 0.2)]
     for section, name, key, value in edits:
         q = copy.deepcopy(p)
@@ -206,22 +262,26 @@ def test_rule_run_all_rounds_resumes_and_retrains_stale(rule_setup, tmp_path, mo
     monkeypatch.setattr(rule, "run_round", spy)
     out = tmp_path / "rule"
     shutil.copytree(root / "round_1", out / "round_1")  # finished with these params
-    rule.run_all_rounds(data, p, name="rule_npo", base_model=root / "model", out_root=out)
+    rule.run_all_rounds(data, p, name="rule_npo", base_model=root / "model", out_root=out,
+                        reference_dir=root / "model")
     assert calls == [2]  # round 1 kept, round 2 run from it
     assert read_parquet(out / "round_2/round.parquet")["round"][0] == 2
     calls.clear()
-    rule.run_all_rounds(data, p, name="rule_npo", base_model=root / "model", out_root=out)
+    rule.run_all_rounds(data, p, name="rule_npo", base_model=root / "model", out_root=out,
+                        reference_dir=root / "model")
     assert calls == []  # everything finished
     q = copy.deepcopy(p)
     q["rule"]["rule_npo"]["steps"] = 1  # another fingerprint: every round again
     calls.clear()
-    rule.run_all_rounds(data, q, name="rule_npo", base_model=root / "model", out_root=out)
+    rule.run_all_rounds(data, q, name="rule_npo", base_model=root / "model", out_root=out,
+                        reference_dir=root / "model")
     assert calls == [1, 2]
     # a round whose log lacks the fingerprint column is not finished
     log = read_parquet(out / "round_2/round.parquet")
     log.drop("fingerprint").write_parquet(out / "round_2/round.parquet")
     calls.clear()
-    rule.run_all_rounds(data, q, name="rule_npo", base_model=root / "model", out_root=out)
+    rule.run_all_rounds(data, q, name="rule_npo", base_model=root / "model", out_root=out,
+                        reference_dir=root / "model")
     assert calls == [2]
 
 
@@ -243,8 +303,8 @@ def test_evaluate_round_and_report(rule_setup, tmp_path):
 
     root, data, p = rule_setup
     ev = p["sample"]
-    evaluate_round(data, p, round_idx=0, round_dir=root / "model", out=tmp_path / "e0.parquet")
-    evaluate_round(data, p, round_idx=1, round_dir=root / "round_1", out=tmp_path / "e1.parquet")
+    evaluate_round(data, p, name="rule_npo", round_idx=0, round_dir=root / "model", out=tmp_path / "e0.parquet")
+    evaluate_round(data, p, name="rule_npo", round_idx=1, round_dir=root / "round_1", out=tmp_path / "e1.parquet")
     for r, model_dir in ((0, root / "model"), (1, root / "round_1/model")):
         row = read_parquet(tmp_path / f"e{r}.parquet").row(0, named=True)
         assert row["round"] == r
@@ -253,9 +313,11 @@ def test_evaluate_round_and_report(rule_setup, tmp_path):
         judged = _sample_judge(model_dir, data, p, questions_for(data, ["forget"], ev["question_column"]),
                                Decoding.from_name(row["eval_decoding"]), ev["n"], ev["seed"], "fact")
         counts = judged.group_by("qid").agg(c=pl.col("leaked").sum(), n=pl.len())
+        assert set(counts["n"]) == {ev["n"]}  # the held-out phrasing: one phrasing, n samples
         for k in (1, ev["n"]):
             assert row[f"eval_leak_at_{k}"] == pytest.approx(
                 float(np.mean([_leak_at_k(ev["n"], c, k) for c in counts["c"]])), abs=1e-12)
+            assert row[f"eval_leak_at_{k}_ci_low"] <= row[f"eval_leak_at_{k}"] <= row[f"eval_leak_at_{k}_ci_high"]
         retain = _sample_judge(model_dir, data, p, questions_for(data, ["retain"], ev["question_column"]),
                                GREEDY, 1, ev["seed"], "fact")
         assert row["retain_accuracy"] == pytest.approx(float(retain["leaked"].cast(pl.Float64).mean()), abs=1e-12)
@@ -422,7 +484,7 @@ def test_params_error_starts_with_file_and_exact_key_path():
     p["bogus"] = 1  # an unknown key is named itself, with the keys allowed there and the rule
     assert _params_error(p) == ("params.yaml: bogus: unknown key (allowed: ['data', 'device', 'estimate', "
                                 "'finetune', 'judge', 'model', 'models', 'prompt_template', 'rule', 'sample', "
-                                "'seed', 'unlearn']) (rule: additionalProperties)")
+                                "'seed', 'training', 'unlearn']) (rule: additionalProperties)")
 
 
 def test_load_params_names_the_file(tmp_path):
@@ -737,7 +799,8 @@ def test_rule_passthrough_copies_across_filesystems(rule_setup, tmp_path, monkey
         raise OSError(errno.EXDEV, "Invalid cross-device link")
 
     monkeypatch.setattr(os, "link", no_links)
-    run_round(data, p, name="rule_npo", round_idx=2, prev_dir=stopped, out_dir=tmp_path / "r2")
+    run_round(data, p, name="rule_npo", round_idx=2, prev_dir=stopped, out_dir=tmp_path / "r2",
+              reference_dir=root / "model")
     src, dst = stopped / "model", tmp_path / "r2" / "model"
     assert sorted(f.name for f in dst.iterdir()) == sorted(f.name for f in src.iterdir())
     for f in src.iterdir():
@@ -972,11 +1035,13 @@ def test_rule_round_trains_exactly_the_base_loop_on_forget_plus_leaked(rule_setu
     forget = training_pairs(data.filter(pl.col("split") == "forget")) + list(
         zip(leaked["question"], leaked["completion"]))
     retain = training_pairs(data.filter(pl.col("split") == "retain"))
+    assert cfg["reference"] == "full" and cfg["forget_tokens"] == "answer"
+    full, _ = load_model(root / "model")  # NPO's reference: the frozen full model
     unlearn_loop(model, tok, make_method("npo", **({"beta": base["beta"]} if "beta" in base else {})), forget, retain,
                  template=p["prompt_template"], steps=cfg["steps"], lr=cfg.get("lr", base["lr"]),
                  batch_size=base["batch_size"], alpha=base.get("alpha", 1.0), gamma=base.get("gamma", 1.0),
                  warmup_steps=base.get("warmup_steps", 0), weight_decay=base.get("weight_decay", 0.0),
-                 seed=cfg["seed"] + 1000, device="cpu")
+                 seed=cfg["seed"] + 1000, device="cpu", reference=full, training=p["training"])
     expected = model.state_dict()
     got, _ = load_model(root / "round_1/model")
     got = got.state_dict()
@@ -990,10 +1055,12 @@ def test_rule_lr_overrides_the_base_runs_lr(rule_setup, tmp_path):
     root, data, p = rule_setup
     own = copy.deepcopy(p)
     own["rule"]["rule_npo"]["lr"] = 3e-3
-    run_round(data, own, name="rule_npo", round_idx=1, prev_dir=root / "model", out_dir=tmp_path / "own")
+    run_round(data, own, name="rule_npo", round_idx=1, prev_dir=root / "model", out_dir=tmp_path / "own",
+              reference_dir=root / "model")
     inherited = copy.deepcopy(p)
     inherited["unlearn"]["npo"]["lr"] = 3e-3
-    run_round(data, inherited, name="rule_npo", round_idx=1, prev_dir=root / "model", out_dir=tmp_path / "inh")
+    run_round(data, inherited, name="rule_npo", round_idx=1, prev_dir=root / "model", out_dir=tmp_path / "inh",
+              reference_dir=root / "model")
     a = (tmp_path / "own/model/model.safetensors").read_bytes()
     assert a == (tmp_path / "inh/model/model.safetensors").read_bytes()
     assert a != (root / "round_1/model/model.safetensors").read_bytes()  # the base lr (1e-4) differs
@@ -1222,13 +1289,15 @@ def test_rule_round_uses_the_base_methods_own_parameters(rule_setup, tmp_path):
     root, data, p = rule_setup
     p = copy.deepcopy(p)
     p["unlearn"]["npo"]["beta"] = 0.5
-    run_round(data, p, name="rule_npo", round_idx=1, prev_dir=root / "model", out_dir=tmp_path / "r1")
+    run_round(data, p, name="rule_npo", round_idx=1, prev_dir=root / "model", out_dir=tmp_path / "r1",
+              reference_dir=root / "model")
     cfg, base = p["rule"]["rule_npo"], p["unlearn"]["npo"]
     model, tok = load_model(root / "model")
     leaked = read_parquet(tmp_path / "r1/leaked.parquet")
     forget = training_pairs(data.filter(pl.col("split") == "forget")) + list(zip(leaked["question"], leaked["completion"]))
     unlearn_loop(model, tok, make_method("npo", beta=0.5), forget, training_pairs(data.filter(pl.col("split") == "retain")),
                  template=p["prompt_template"], steps=cfg["steps"], lr=base["lr"], batch_size=base["batch_size"],
-                 alpha=base["alpha"], seed=cfg["seed"] + 1000, device="cpu")
+                 alpha=base["alpha"], seed=cfg["seed"] + 1000, device="cpu", reference=load_model(root / "model")[0],
+                 training=p["training"])
     got, _ = load_model(tmp_path / "r1/model")
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), got.state_dict().values()))

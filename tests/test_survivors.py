@@ -9,7 +9,8 @@ checked by re-planting its bug by hand (see benchmarks/MUTATION.md):
 3. The sampler's random stream depends on the question id, not only on sample_idx.
 4. Params validation refuses a RULE seed whose *last* round's training seed is sample.seed.
 5. ``write_parquet`` is atomic: a write that fails midway leaves the old file intact.
-6. RULE's round statistics exist for k = n (every question has exactly k samples).
+6. RULE's round statistics exist for k = n (every question has exactly k samples, spread
+   over its training phrasings).
 7. RULE round r trains and samples with seed ``rule.<name>.seed + 1000·r``.
 """
 
@@ -220,7 +221,8 @@ def rule_run(tmp_path_factory):
     data = generate(**p["data"]["synthetic"], seed=0)
     finetune(data, root / "model", splits=["forget", "retain"], model_params=p["model"],
              train_params=p["finetune"], template=p["prompt_template"], seed=0)
-    run_all_rounds(data, p, name="rule_npo", base_model=root / "model", out_root=root / "rule")
+    run_all_rounds(data, p, name="rule_npo", base_model=root / "model", out_root=root / "rule",
+                   reference_dir=root / "model")
     return root, data, p
 
 
@@ -233,33 +235,36 @@ def test_rule_rounds_train_with_seed_plus_1000_r(rule_run):
 
 
 def test_rule_round_stats_reproduce_from_the_round_seed(rule_run):
-    """Each round's entry leak@1 and leak@n (k = n: every question has exactly k samples)
-    equal an independent recomputation: sample the model entering round r with seed
-    ``seed + 1000·r``, judge, and average 1 − C(n−c, k)/C(n, k) over questions."""
+    """Each round's training leak@1 and leak@n (k = n: every question has exactly k samples)
+    equal an independent recomputation: sample the model entering round r in its training
+    phrasings (n spread over them, phrasing j with seed ``seed + 1000·r + j``), judge, and
+    average 1 − C(n−c, k)/C(n, k) over questions."""
+    from functools import partial
+
     from leakk.judges import judge_samples
     from leakk.sampling.hf_backend import sample_model
-    from leakk.sampling.stage import questions_for
+    from leakk.sampling.stage import questions_for, sample_phrasings
 
     root, data, p = rule_run
     cfg = p["rule"]["rule_npo"]
     n = cfg["n"]
-    forget_q = questions_for(data, ["forget"], cfg["question_column"])
+    assert cfg["question_column"] == "training"
+    forget_q = questions_for(data, ["forget"], "training")
+    assert forget_q.group_by("qid").len()["len"].max() > 1  # several phrasings per question
     entering = {1: root / "model", 2: root / "rule/round_1/model"}
     for r, model_dir in entering.items():
         log = read_parquet(root / f"rule/round_{r}/round.parquet")
         model, tok = load_model(model_dir)
-        rows = sample_model(model, tok, forget_q["qid"].to_list(), forget_q["prompt_question"].to_list(),
-                            Decoding(**cfg["decoding"]), n=n, max_new_tokens=cfg["max_new_tokens"],
-                            seed=cfg["seed"] + 1000 * r, template=p["prompt_template"], batch_rows=16,
-                            progress=False)
-        samples = pl.DataFrame(rows, schema=["qid", "sample_idx", "text", "n_tokens", "finish_reason"],
-                               orient="row")
+        samples = sample_phrasings(partial(sample_model, model, tok), forget_q, Decoding(**cfg["decoding"]), n=n,
+                                   seed=cfg["seed"] + 1000 * r, max_new_tokens=cfg["max_new_tokens"],
+                                   template=p["prompt_template"], batch_rows=16, progress=False)
         judged = judge_samples(samples, data, {cfg["judge"]: p["judge"][cfg["judge"]]}, progress=False)
         counts = judged.group_by("qid").agg(c=pl.col("leaked").sum(), n=pl.len())
         assert set(counts["n"]) == {n}
         for k in (1, n):
-            value = log[f"entry_leak_at_{k}"][0]
+            value = log[f"train_leak_at_{k}"][0]
             assert value is not None, f"round {r}: leak@{k} is null with {n} samples per question"
             expected = float(np.mean([_leak_at_k(n, c, k) for c in counts["c"]]))
             assert value == pytest.approx(expected, abs=1e-12)
+            assert log[f"train_leak_at_{k}_ci_low"][0] <= value <= log[f"train_leak_at_{k}_ci_high"][0]
         assert log["leaked_samples"][0] == counts["c"].sum()
