@@ -217,7 +217,7 @@ def _stage_argv(stage: str, run: Path) -> tuple[list[str], Path]:
                     run / "leak_at_k.parquet"),
         "rule-round": (["rule-round", "--data", str(data), "--name", "rule_npo", "--round", "1", "--prev",
                         str(run / "models/ga"), "--out", str(run / "x")], run / "models/ga/model.safetensors"),
-        "rule-eval": (["rule-eval", "--data", str(data), str(run / "models/ga"), "--out-dir", str(run / "x")],
+        "rule-eval": (["rule-eval", "--data", str(data), str(run / "models/ga"), "--name", "rule_npo", "--out-dir", str(run / "x")],
                       run / "models/ga/model.safetensors"),
         "rule-report": (["rule-report", "--rounds", str(run / "rule/r/round_1"), "--evals",
                          str(run / "rule_eval/r/round_0.parquet"), "--out-log", str(run / "x.parquet"),
