@@ -46,7 +46,23 @@ def write_params(path: Path, params: dict) -> Path:
 
 
 #: fixtures that train a model or run RULE rounds (seconds each, not milliseconds)
-_EXPENSIVE_FIXTURES = {"base", "rule_run", "rule_setup"}
+_EXPENSIVE_FIXTURES = {"base", "rule_run", "rule_setup", "micro_full", "full_model"}
+
+
+@pytest.fixture(scope="session")
+def micro_full(tmp_path_factory):
+    """The MICRO full model, fine-tuned once per session on seed-0 data: (root, data) with the
+    model in ``root / "model"``."""
+    from leakk.config import validate_params
+    from leakk.data.synthetic import generate
+    from leakk.finetune import finetune
+
+    root = tmp_path_factory.mktemp("micro_full")
+    p = validate_params(MICRO)
+    data = generate(**p["data"]["synthetic"], seed=0)
+    finetune(data, root / "model", splits=["forget", "retain"], model_params=p["model"],
+             train_params=p["finetune"], template=p["prompt_template"], seed=0)
+    return root, data
 
 
 def pytest_collection_modifyitems(config, items):
@@ -55,3 +71,21 @@ def pytest_collection_modifyitems(config, items):
     for a RULE round. Ordinary runs keep the collection order."""
     if os.environ.get("MUTANT_UNDER_TEST"):
         items.sort(key=lambda item: bool(_EXPENSIVE_FIXTURES & set(getattr(item, "fixturenames", ()))))
+
+
+def register_rule_judge(name: str, verdict) -> None:
+    """Register a test judge whose verdict on each completion is ``verdict(text)`` (True =
+    leaked; an exception = the judge failing), once per process."""
+    import numpy as np
+
+    from leakk.judges import JUDGES, Judge, register_judge
+
+    if name in JUDGES:
+        return
+
+    class RuleJudge(Judge):
+        def score_batch(self, completions, references, facts):
+            flags = [bool(verdict(c)) for c in completions]
+            return np.array(flags, dtype=float), np.array(flags, dtype=object)
+
+    register_judge(name)(RuleJudge)

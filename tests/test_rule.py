@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import numpy as np
 import polars as pl
 import pytest
 
-from conftest import MICRO
+from conftest import MICRO, register_rule_judge
 from leakk.config import validate_params
 from leakk.data.synthetic import generate
 from leakk.finetune import finetune
-from leakk.judges import Judge, register_judge
 from leakk.rule import LEAKED_SCHEMA, run_round, select_leaked
 
 QUESTIONS = pl.DataFrame({"qid": ["a", "a", "b"], "phrasing": [0, 1, 0], "prompt_question": ["Qa?", "Qa'?", "Qb?"]})
@@ -31,29 +29,13 @@ def test_select_leaked_only_true_and_deduplicated():
     assert new["round"].to_list() == [2, 2, 2]
 
 
-@register_judge("never_leaks")
-class NeverLeaks(Judge):
-    def score_batch(self, completions, references, facts):
-        return np.zeros(len(completions)), np.array([False] * len(completions), dtype=object)
-
-
-@register_judge("leaks_if_long")
-class LeaksIfLong(Judge):
-    """Marks completions with ≥ 4 words leaked: some are, some aren't."""
-
-    def score_batch(self, completions, references, facts):
-        flags = [len(c.split()) >= 4 for c in completions]
-        return np.array(flags, dtype=float), np.array(flags, dtype=object)
+register_rule_judge("never_leaks", lambda text: False)
+register_rule_judge("leaks_if_long", lambda text: len(text.split()) >= 4)  # some leak, some do not
 
 
 @pytest.fixture(scope="module")
-def base(tmp_path_factory):
-    root = tmp_path_factory.mktemp("rule")
-    p = validate_params(MICRO)
-    data = generate(**p["data"]["synthetic"], seed=0)
-    finetune(data, root / "model", splits=["forget", "retain"], model_params=p["model"],
-             train_params=p["finetune"], template=p["prompt_template"], seed=0)
-    return root, data
+def base(micro_full):
+    return micro_full
 
 
 def _params(judge):

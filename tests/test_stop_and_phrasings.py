@@ -14,12 +14,11 @@ import torch
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from conftest import MICRO
+from conftest import MICRO, register_rule_judge
 from leakk.config import validate_params
 from leakk.data.synthetic import generate
 from leakk.errors import ArtifactError, ParamsError
 from leakk.finetune import corpus_texts, finetune, training_pairs
-from leakk.judges import Judge, register_judge
 from leakk.judges.fact import fact_in_text, fact_span, normalize_text
 from leakk.modeling import build_gpt2, build_tokenizer
 from leakk.prompting import collate, encode_example
@@ -166,26 +165,19 @@ def test_npo_loss_uses_the_reference_models_logprobs(data, tiny):
 
 # --- the greedy stop criterion ----------------------------------------------------------------
 
-@register_judge("always_leaks")
-class AlwaysLeaks(Judge):
-    def score_batch(self, completions, references, facts):
-        return np.ones(len(completions)), np.array([True] * len(completions), dtype=object)
+def _judge_down(text):
+    raise RuntimeError("judge endpoint down")
 
 
-@register_judge("broken")
-class Broken(Judge):
-    def score_batch(self, completions, references, facts):
-        raise RuntimeError("judge endpoint down")
+register_rule_judge("always_leaks", lambda text: True)
+register_rule_judge("broken", _judge_down)
 
 
 @pytest.fixture(scope="module")
-def full_model(tmp_path_factory):
-    root = tmp_path_factory.mktemp("stop")
-    p = validate_params(MICRO)
-    d = generate(**p["data"]["synthetic"], seed=0)
-    finetune(d, root / "full", splits=["forget", "retain"], model_params=p["model"],
-             train_params=p["finetune"], template=p["prompt_template"], seed=0)
-    return root, d
+def full_model(micro_full):
+    """(folder of the MICRO full model, data)."""
+    root, data = micro_full
+    return root / "model", data
 
 
 def _stop_params(judge: str, greedy_leak: float, steps: int = 6, every: int = 2) -> dict:
@@ -208,7 +200,7 @@ def test_stop_criterion(full_model, tmp_path, judge, greedy_leak, last_step, sto
 
     root, d = full_model
     p = _stop_params(judge, greedy_leak)
-    reason = run_unlearning(d, root / "full", tmp_path / "ga", name="ga", params=p)
+    reason = run_unlearning(d, root, tmp_path / "ga", name="ga", params=p)
     log = pl.read_parquet(tmp_path / "ga/train_log.parquet")
     assert log["step"].max() == last_step
     checks = log.filter(pl.col("greedy_leak").is_not_null())
@@ -227,7 +219,7 @@ def test_stop_checks_the_training_phrasings_with_the_fact_judge(full_model):
 
     root, d = full_model
     p = _stop_params("fact", 0.5)
-    model, tok = load_model(root / "full", "cpu")
+    model, tok = load_model(root, "cpu")
     check = GreedyStop(model, tok, d, p, name="ga", stop=p["unlearn"]["ga"]["stop"])
     rate, missing = check.greedy_leak()
     fact = dict(d.select("qid", "fact").iter_rows())
@@ -275,8 +267,7 @@ def test_round_evaluation_reads_the_main_judgments_and_matches_sampling(full_mod
     p = validate_params(copy.deepcopy(MICRO))
     name = next(iter(p["rule"]))
     base = p["rule"][name]["base"]
-    (root / "models").mkdir(exist_ok=True)
-    model_dir = root / "full"
+    model_dir = root
     est = p["estimate"]
     for dec, judge in ((Decoding.from_name(est["headline_decoding"]), est["headline_judge"]), (GREEDY, "fact")):
         samples = run_sampling(str(model_dir), d, dec, model_name=base, params=dict(p["sample"], device="cpu"),

@@ -78,6 +78,32 @@ def spread_labels(values, min_gap: float, low: float = 0.0, high: float = 1.0) -
     return out
 
 
+def finish_k_panel(ax, title: str, names: list[str], ends: list[float], styles: dict, kmax: int,
+                   ks: list[int]) -> None:
+    """One leak@k-vs-k panel's furniture: each curve named at its end (labels spread apart, so
+    no legend lookup), a log₂ k axis ticked at the measured ks, fixed y limits, title, grid."""
+    for name, y, ylab in zip(names, ends, spread_labels(ends, 0.075, 0.0, 1.0)):
+        ax.annotate(name, xy=(kmax, y), xytext=(kmax * 1.6, ylab), fontsize=7.5, va="center",
+                    color=styles[name]["color"], annotation_clip=False,
+                    arrowprops={"arrowstyle": "-", "lw": 0.5, "color": styles[name]["color"]})
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(ks, [str(k) for k in ks])
+    ax.minorticks_off()
+    ax.set_xlim(right=kmax * 6)  # room for the direct labels
+    ax.set_ylim(-0.04, 1.04)
+    ax.set_title(title)
+    ax.set_xlabel("k (samples)")
+    ax.grid(True, which="major", alpha=0.3)
+
+
+def finish_k_grid(axes, panels: int, judge: str) -> None:
+    """The grid of leak@k panels: y labels on the first column, unused panels hidden."""
+    for ax in axes[:, 0]:
+        ax.set_ylabel(f"leak@k ({judge})")
+    for ax in list(axes.flat)[panels:]:
+        ax.set_visible(False)
+
+
 def plot_leak_curves(
     leak: pl.DataFrame, judge: str, out_path: str | os.PathLike, greedy: str = GREEDY
 ) -> None:
@@ -132,23 +158,8 @@ def plot_leak_curves(
                         gid=f"greedy:{m}")
             ends.append(float(v[-1]))
             names.append(m)
-        for name, y, ylab in zip(names, ends, spread_labels(ends, 0.075, 0.0, 1.0)):
-            ax.annotate(name, xy=(kmax, y), xytext=(kmax * 1.6, ylab), fontsize=7.5, va="center",
-                        color=styles[name]["color"], annotation_clip=False,
-                        arrowprops={"arrowstyle": "-", "lw": 0.5, "color": styles[name]["color"]})
-        ax.set_xscale("log", base=2)
-        ks_here = sorted(set(part["k"].to_list()))
-        ax.set_xticks(ks_here, [str(k) for k in ks_here])
-        ax.minorticks_off()
-        ax.set_xlim(right=kmax * 6)  # room for the direct labels
-        ax.set_ylim(-0.04, 1.04)
-        ax.set_title(dec)
-        ax.set_xlabel("k (samples)")
-        ax.grid(True, which="major", alpha=0.3)
-    for ax in axes[:, 0]:
-        ax.set_ylabel(f"leak@k ({judge})")
-    for ax in list(axes.flat)[len(decodings):]:
-        ax.set_visible(False)
+        finish_k_panel(ax, dec, names, ends, styles, kmax, sorted(set(part["k"].to_list())))
+    finish_k_grid(axes, len(decodings), judge)
     from matplotlib.lines import Line2D
 
     handles = [Line2D([], [], color=styles[m]["color"], marker=styles[m]["marker"], ls="-") for m in models]

@@ -177,23 +177,8 @@ def plot_replicate_curves(table: pl.DataFrame, judge: str, out_path: str | os.Pa
                         marker=st["marker"], ms=4, markevery=[0], markerfacecolor="none", gid=f"greedy:{m}")
             ends.append(float(mean[-1]))
             names.append(m)
-        for name, y, ylab in zip(names, ends, figures.spread_labels(ends, 0.075, 0.0, 1.0)):
-            ax.annotate(name, xy=(kmax, y), xytext=(kmax * 1.6, ylab), fontsize=7.5, va="center",
-                        color=styles[name]["color"], annotation_clip=False,
-                        arrowprops={"arrowstyle": "-", "lw": 0.5, "color": styles[name]["color"]})
-        ks_here = sorted(set(part["k"].to_list()))
-        ax.set_xscale("log", base=2)
-        ax.set_xticks(ks_here, [str(k) for k in ks_here])
-        ax.minorticks_off()
-        ax.set_xlim(right=kmax * 6)
-        ax.set_ylim(-0.04, 1.04)
-        ax.set_title(dec)
-        ax.set_xlabel("k (samples)")
-        ax.grid(True, which="major", alpha=0.3)
-    for ax in axes[:, 0]:
-        ax.set_ylabel(f"leak@k ({judge})")
-    for ax in list(axes.flat)[len(decodings):]:
-        ax.set_visible(False)
+        figures.finish_k_panel(ax, dec, names, ends, styles, kmax, sorted(set(part["k"].to_list())))
+    figures.finish_k_grid(axes, len(decodings), judge)
     seeds = int(sub["seeds"].max())
     handles = [Line2D([], [], color=styles[m]["color"], marker=styles[m]["marker"], ls="-") for m in models]
     labels = [*models, f"mean leak@k ± sd over {seeds} seeds", "greedy leak, mean (same colour/marker)"]
