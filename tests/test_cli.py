@@ -32,9 +32,10 @@ def run(tmp_path_factory):
             leakk("unlearn", "--data", data, "--name", name, "--model-dir", "results/models/full",
                   "--out", f"results/models/{name}")
         leakk("rule", "--data", data, "--name", "rule_npo", "--model-dir", "results/models/npo",
-              "--out", "results/rule/rule_npo")
+              "--reference", "results/models/full", "--out", "results/rule/rule_npo")
         rounds = ["results/rule/rule_npo/round_1", "results/rule/rule_npo/round_2"]
-        leakk("rule-eval", "--data", data, "results/models/npo", *rounds, "--out-dir", "results/rule_eval/rule_npo")
+        leakk("rule-eval", "--data", data, "results/models/npo", *rounds, "--name", "rule_npo",
+              "--out-dir", "results/rule_eval/rule_npo")
         leakk("rule-report", "--rounds", *rounds, "--evals",
               *[f"results/rule_eval/rule_npo/round_{r}.parquet" for r in range(3)],
               "--out-log", "results/rule_eval/rule_npo/rounds.parquet",

@@ -483,8 +483,8 @@ def test_params_error_starts_with_file_and_exact_key_path():
     p = copy.deepcopy(MICRO)
     p["bogus"] = 1  # an unknown key is named itself, with the keys allowed there and the rule
     assert _params_error(p) == ("params.yaml: bogus: unknown key (allowed: ['data', 'device', 'estimate', "
-                                "'finetune', 'judge', 'model', 'models', 'prompt_template', 'rule', 'sample', "
-                                "'seed', 'training', 'unlearn']) (rule: additionalProperties)")
+                                "'finetune', 'judge', 'model', 'models', 'prompt_template', 'replicates', 'rule', "
+                                "'sample', 'seed', 'training', 'unlearn']) (rule: additionalProperties)")
 
 
 def test_load_params_names_the_file(tmp_path):
