@@ -182,7 +182,6 @@ def full_model(micro_full):
 
 def _stop_params(judge: str, greedy_leak: float, steps: int = 6, every: int = 2) -> dict:
     p = copy.deepcopy(MICRO)
-    p["judge"] = {"fact": {}, judge: {}}
     p["unlearn"] = {"ga": {"method": "ga", "steps": steps, "lr": 1e-4, "batch_size": 8,
                            "stop": {"greedy_leak": greedy_leak, "every": every, "judge": judge,
                                     "max_new_tokens": 12}}}
@@ -235,8 +234,13 @@ def test_stop_checks_the_training_phrasings_with_the_fact_judge(full_model):
 def test_stop_params_are_validated():
     p = copy.deepcopy(MICRO)
     p["unlearn"]["ga"] = dict(p["unlearn"]["ga"], stop={"greedy_leak": 0.1, "judge": "nope"})
-    with pytest.raises(ParamsError, match=r"unlearn\.ga\.stop\.judge"):
+    with pytest.raises(ParamsError, match=r"unlearn\.ga\.stop\.judge: unknown judge 'nope'"):
         validate_params(p)
+    p["unlearn"]["ga"]["stop"] = {"greedy_leak": 0.1, "judge": {"type": "rougeL", "treshold": 0.5}}
+    with pytest.raises(ParamsError, match=r"unlearn\.ga\.stop\.judge\.treshold"):
+        validate_params(p)
+    p["unlearn"]["ga"]["stop"] = {"greedy_leak": 0.1, "judge": {"type": "rougeL", "threshold": 0.5}}
+    validate_params(p)  # its own judge: the judge section need not list it
     p["unlearn"]["ga"]["stop"] = {"greedy_leak": 1.5}
     with pytest.raises(ParamsError, match=r"unlearn\.ga\.stop\.greedy_leak"):
         validate_params(p)

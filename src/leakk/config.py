@@ -148,8 +148,6 @@ def check_template(template: str, src: str = "params.yaml", key: str = "prompt_t
 
 def _cross_field(p: dict[str, Any], src: str) -> None:
     from leakk.data import BENCHMARKS
-    from leakk.judges import JUDGES
-    from leakk.judges.base import label_schema
     from leakk.sampling import BACKENDS
     from leakk.sampling.decoding import Decoding
     from leakk.unlearn.methods import METHODS
@@ -167,27 +165,16 @@ def _cross_field(p: dict[str, Any], src: str) -> None:
     for name, run in p["unlearn"].items():
         if run["method"] not in METHODS:
             raise METHODS.unknown(run["method"], f"unlearn.{name}.method").with_source(src)
-        if run.get("stop") and run["stop"]["judge"] not in p["judge"]:
-            _fail(src, f"unlearn.{name}.stop.judge",
-                  f"{run['stop']['judge']!r} is not a configured judge (known: {sorted(p['judge'])})")
+        if run.get("stop"):
+            spec = stop_judge(run["stop"])
+            _check_judge_spec(spec, columns, p["data"]["benchmark"], src, ("unlearn", name, "stop", "judge"),
+                              default_type=spec["type"] if isinstance(run["stop"]["judge"], str) else None)
     names = [Decoding(d["temperature"], d["top_p"]).name for d in p["sample"]["decodings"]]
     if len(set(names)) != len(names):
         _fail(src, "sample.decodings", f"duplicate decodings {names} (rule: unique)")
     for label, cfg in p["judge"].items():
-        cfg = dict(cfg or {})
-        key = f"judge.{label}.type" if "type" in cfg else f"judge.{label}"
-        kind = cfg.pop("type", label)
-        if not isinstance(kind, str):
-            _fail(src, key, f"{kind!r} is not a judge name (rule: type)")
-        if kind not in JUDGES:
-            raise JUDGES.unknown(kind, key).with_source(src)
-        # the judge class's own schema of its constructor keywords (no defaults filled in:
-        # the rules declare these params, and filling them would re-run finished judging)
-        _schema_errors(cfg, label_schema(JUDGES.get(kind)), src, prefix=("judge", label))
-        if getattr(JUDGES.get(kind), "needs_fact", False) and "fact" not in columns:
-            _fail(src, f"judge.{label}", f"the {kind!r} judge needs a fact column, which the "
-                                         f"{p['data']['benchmark']!r} benchmark does not have "
-                                         f"(known: {sorted(columns)}) (rule: a benchmark with facts)")
+        _check_judge_spec(dict(cfg or {}, type=(cfg or {}).get("type", label)), columns, p["data"]["benchmark"],
+                          src, ("judge", label), default_type=label)
     _question_column(p["sample"]["question_column"], columns, p["data"]["benchmark"], src, "sample.question_column")
     for name, run in (p.get("rule") or {}).items():
         if name in p["unlearn"]:
@@ -284,6 +271,34 @@ def _check_hub(p: dict[str, Any], src: str) -> None:
     for name in p.get("models") or {}:
         if name in p["unlearn"] or name in (p.get("rule") or {}):
             _fail(src, f"models.{name}", "name already used by an unlearn or rule run (rule: model names are unique)")
+
+
+def stop_judge(stop: dict[str, Any]) -> dict[str, Any]:
+    """The judge spec (``{"type": …, params…}``) of an unlearn run's ``stop`` criterion."""
+    judge = stop["judge"]
+    return {"type": judge} if isinstance(judge, str) else dict(judge)
+
+
+def _check_judge_spec(spec: dict[str, Any], columns, bench: str, src: str, where: tuple[str, ...],
+                      default_type: str | None = None) -> None:
+    """One judge spec: a registered type, params its class accepts, and the columns it needs."""
+    from leakk.judges import JUDGES
+    from leakk.judges.base import label_schema
+
+    base = ".".join(where)
+    cfg = dict(spec)
+    key = f"{base}.type" if default_type is None or cfg.get("type") != default_type else base
+    kind = cfg.pop("type")
+    if not isinstance(kind, str):
+        _fail(src, key, f"{kind!r} is not a judge name (rule: type)")
+    if kind not in JUDGES:
+        raise JUDGES.unknown(kind, key).with_source(src)
+    # the judge class's own schema of its constructor keywords (no defaults filled in:
+    # the rules declare these params, and filling them would re-run finished judging)
+    _schema_errors(cfg, label_schema(JUDGES.get(kind)), src, prefix=where)
+    if getattr(JUDGES.get(kind), "needs_fact", False) and "fact" not in columns:
+        _fail(src, base, f"the {kind!r} judge needs a fact column, which the {bench!r} benchmark does not "
+                         f"have (known: {sorted(columns)}) (rule: a benchmark with facts)")
 
 
 def _question_column(column: str, columns: tuple[str, ...], bench: str, src: str, key: str) -> None:

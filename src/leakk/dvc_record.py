@@ -28,9 +28,15 @@ def record(root: str | os.PathLike = ".") -> list[str]:
         return [f"{root}: no DVC project here (run `dvc init`); nothing recorded"]
     from dvc.repo import Repo
 
+    import networkx as nx
+
     lines = []
     with Repo(str(root)) as repo:
-        stages = [s for s in repo.index.stages if s.cmd]
+        # dependencies first: committing a stage writes DVC's .gitignore entries next to its
+        # outputs, which changes any folder a later stage depends on (rule_eval reads the
+        # judgments folders the judge stages write into)
+        graph = repo.index.graph  # edges: stage → the stages it depends on
+        stages = [s for s in reversed(list(nx.topological_sort(graph))) if s.cmd]
         for stage in stages:
             if stage.name == VALIDATE_STAGE:
                 for out in stage.outs:  # the caller validated params.yaml before calling us

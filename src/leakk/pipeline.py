@@ -8,8 +8,7 @@ declares the same keys at DVC's granularity: :func:`dvc_params` renders them and
 declaration.
 
 Keys are dotted paths into params.yaml. ``{name}``, ``{base}`` and ``{judge}`` stand for the
-job's run name, its RULE base run and its judge label, ``{stop_judge}`` the judge of an unlearn
-run's stop criterion; ``{headline_judge}`` and
+job's run name, its RULE base run and its judge label; ``{headline_judge}`` and
 ``{utility_judge}`` for the judges the estimate section selects. A Snakemake job reads the
 finest keys; DVC, which cannot compute ``{headline_judge}`` and refuses a key that params.yaml
 leaves to a schema default, declares the enclosing top-level section instead (coarser, so it
@@ -58,8 +57,8 @@ STAGES: dict[str, Stage] = {
     "data": Stage(("seed", "data"), dvc=("data",)),
     "finetune": Stage(("seed", "device", "prompt_template", "model", "finetune", "training"), model=True,
                       mem_mb=8000, runtime=240, dvc=("finetune",)),
-    # ``{stop_judge}``: the judge of ``unlearn.{name}.stop`` (no key without a stop criterion)
-    "unlearn": Stage(("seed", "device", "prompt_template", "unlearn.{name}", "judge.{stop_judge}", "training"),
+    # (a stop criterion's judge is part of ``unlearn.{name}.stop``, not of the judge section)
+    "unlearn": Stage(("seed", "device", "prompt_template", "unlearn.{name}", "training"),
                      model=True, mem_mb=8000, runtime=240, dvc=("unlearn",)),
     "rule_round": Stage(("seed", "device", "prompt_template", "rule.{name}", "unlearn.{base}", "judge.{judge}",
                          "sample.backend", "training"),
@@ -109,8 +108,6 @@ def placeholders(params: dict[str, Any], **names: str) -> dict[str, str]:
     if "name" in names and names["name"] in (params.get("rule") or {}):
         run = params["rule"][names["name"]]
         out.update(base=run["base"], judge=run["judge"])
-    if "name" in names and (params["unlearn"].get(names["name"]) or {}).get("stop"):
-        out["stop_judge"] = params["unlearn"][names["name"]]["stop"]["judge"]
     out.update(names)
     return out
 
@@ -126,8 +123,6 @@ def stage_params(params: dict[str, Any], stage: str, **names: str) -> dict[str, 
         if key in spec.per_job:
             continue
         key = _fill(key, filled)
-        if "{" in key:  # a placeholder this job has none of (an unlearn run without a stop criterion)
-            continue
         value = _get(params, key)
         if isinstance(value, dict) and ignored:
             value = {k: v for k, v in value.items() if f"{key}.{k}" not in ignored}

@@ -25,8 +25,10 @@ class GreedyStop:
                  stop: dict[str, Any]):
         from leakk.sampling.stage import TRAINING_PHRASINGS, questions_for
 
+        from leakk.config import stop_judge
+
         self.model, self.tokenizer, self.data, self.params, self.name = model, tokenizer, data, params, name
-        self.threshold, self.judge = stop["greedy_leak"], stop["judge"]
+        self.threshold, self.judge = stop["greedy_leak"], stop_judge(stop)
         self.max_new_tokens = stop["max_new_tokens"]
         self.questions = questions_for(data, ["forget"], TRAINING_PHRASINGS)
 
@@ -43,8 +45,8 @@ class GreedyStop:
             max_new_tokens=self.max_new_tokens, template=self.params["prompt_template"],
             batch_rows=self.params["sample"].get("batch_rows", "auto"), progress=False,
             desc=f"unlearn {self.name}: greedy check", key=f"unlearn.{self.name}.stop.max_new_tokens")
-        judged = judge_samples(samples, self.data, {self.judge: self.params["judge"][self.judge]},
-                               progress=False, device=self.params["device"])
+        judged = judge_samples(samples, self.data, {"stop": self.judge}, progress=False,
+                               device=self.params["device"])
         return float(judged["leaked"].fill_null(True).mean()), int(judged["leaked"].null_count())
 
     def __call__(self, steps_done: int) -> dict[str, Any]:
