@@ -19,6 +19,19 @@ def request_seed(seed: int, qid: str) -> int:
     return (qid_key(qid) ^ (seed * 0x9E3779B1)) & 0x7FFFFFFF
 
 
+def _free_gpu_memory() -> None:
+    """Collect a deleted engine and return its GPU memory before the next engine or training
+    step needs it: RULE trains on the same GPU right after sampling, and a benchmark with
+    several training phrasings samples one call per phrasing."""
+    import gc
+
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
 @register_backend("vllm")
 def sample_vllm(model_dir, qids, questions, decoding: Decoding, *, n, max_new_tokens, seed, template,
                 batch_rows="auto", device="auto", progress=True, desc="sample"):
@@ -40,7 +53,11 @@ def sample_vllm(model_dir, qids, questions, decoding: Decoding, *, n, max_new_to
                        seed=request_seed(seed, q))
         for q in qids
     ]
-    outputs = llm.generate([prompt_text(q, tokenizer, template) for q in questions], requests, use_tqdm=progress)
+    try:
+        outputs = llm.generate([prompt_text(q, tokenizer, template) for q in questions], requests, use_tqdm=progress)
+    finally:
+        del llm  # the engine's last reference: collected below, before RULE trains on the GPU
+        _free_gpu_memory()
     rows = []
     for qid, out in zip(qids, outputs):
         for i, c in enumerate(out.outputs):
