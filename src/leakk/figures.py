@@ -96,14 +96,6 @@ def finish_k_panel(ax, title: str, names: list[str], ends: list[float], styles: 
     ax.grid(True, which="major", alpha=0.3)
 
 
-def finish_k_grid(axes, panels: int, judge: str) -> None:
-    """The grid of leak@k panels: y labels on the first column, unused panels hidden."""
-    for ax in axes[:, 0]:
-        ax.set_ylabel(f"leak@k ({judge})")
-    for ax in list(axes.flat)[panels:]:
-        ax.set_visible(False)
-
-
 def plot_leak_curves(
     leak: pl.DataFrame, judge: str, out_path: str | os.PathLike, greedy: str = GREEDY
 ) -> None:
@@ -132,11 +124,7 @@ def plot_leak_curves(
         )
     }
 
-    ncols = min(3, len(decodings))
-    nrows = -(-len(decodings) // ncols)
-    fig, axes = plt.subplots(
-        nrows, ncols, figsize=(5.0 * ncols, 3.8 * nrows), sharey=True, squeeze=False
-    )
+    fig, axes = facet_grid(plt, len(decodings), f"leak@k ({judge})", width=5.0, height=3.8, max_cols=3)
     for ax, dec in zip(axes.flat, decodings):
         part = sub.filter(pl.col("decoding") == dec)
         ends, names, kmax = [], [], 1
@@ -159,7 +147,6 @@ def plot_leak_curves(
             ends.append(float(v[-1]))
             names.append(m)
         finish_k_panel(ax, dec, names, ends, styles, kmax, sorted(set(part["k"].to_list())))
-    finish_k_grid(axes, len(decodings), judge)
     from matplotlib.lines import Line2D
 
     handles = [Line2D([], [], color=styles[m]["color"], marker=styles[m]["marker"], ls="-") for m in models]
@@ -287,13 +274,17 @@ def plot_rule_trajectory(log: pl.DataFrame, out_path: str | os.PathLike) -> None
     _save(fig, out_path)
 
 
-def _facet_grid(plt, count: int, width: float = 3.6, height: float = 3.0, max_cols: int = 4):
+def facet_grid(plt, count: int, ylabel: str, width: float = 3.6, height: float = 3.0, max_cols: int = 4):
+    """``count`` panels in rows of ``max_cols`` sharing the y axis, labelled ``ylabel`` on the
+    first column (a 2-D ``axes`` array, the unused panels hidden)."""
     ncols = min(max_cols, count)
     nrows = -(-count // ncols)
     fig, axes = plt.subplots(nrows, ncols, figsize=(width * ncols, height * nrows), sharey=True,
                              squeeze=False)
     for ax in list(axes.flat)[count:]:
         ax.set_visible(False)
+    for ax in axes[:, 0]:
+        ax.set_ylabel(ylabel)
     return fig, axes
 
 
@@ -313,7 +304,7 @@ def plot_bound_vs_sampled(table: pl.DataFrame, judge: str, decoding: str, out_pa
     if sub.is_empty():
         raise ArtifactError(f"bound table has no rows for decoding {decoding!r}, judge {judge!r}")
     models = _model_order(sub["model"].to_list())
-    fig, axes = _facet_grid(plt, len(models))
+    fig, axes = facet_grid(plt, len(models), "P(at least one leak in k)")
     for ax, m in zip(axes.flat, models):
         rows = sub.filter(pl.col("model") == m).sort("k")
         ax.plot(rows["k"].to_numpy(), rows["bound"].to_numpy(), "-", color="black", lw=1.4,
@@ -331,8 +322,6 @@ def plot_bound_vs_sampled(table: pl.DataFrame, judge: str, decoding: str, out_pa
         ax.set_title(m)
         ax.set_xlabel("k (samples)")
         ax.grid(True, alpha=0.3)
-    for ax in axes[:, 0]:
-        ax.set_ylabel("P(at least one leak in k)")
     handles, labels = axes.flat[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=2, frameon=False)
     fig.suptitle(f"Exact bound vs sampled leak@k — decoding {decoding}", y=1.08)
@@ -434,7 +423,7 @@ def plot_decoding_heatmap(leak: pl.DataFrame, judge: str, k: int, out_path: str 
     if at_k.filter(pl.col("decoding") != greedy).is_empty():
         raise ArtifactError(f"no sampled rows at k={k} for judge {judge!r}")
     models = _model_order(sub["model"].to_list())
-    fig, axes = _facet_grid(plt, len(models), width=3.3, height=3.0)
+    fig, axes = facet_grid(plt, len(models), "temperature", width=3.3, height=3.0)
     from leakk.sampling.decoding import Decoding
 
     image = None
@@ -457,8 +446,6 @@ def plot_decoding_heatmap(leak: pl.DataFrame, judge: str, k: int, out_path: str 
         ax.set_xticks(range(len(tops)), [f"{p:g}" for p in tops])
         ax.set_yticks(range(len(temps)), [f"{t:g}" for t in temps])
         ax.set_xlabel("top-p")
-    for ax in axes[:, 0]:
-        ax.set_ylabel("temperature")
     fig.suptitle(f"leak@{k} over temperature × top-p — judge: {judge}")
     fig.tight_layout()
     if image is not None:

@@ -153,9 +153,7 @@ def plot_replicate_curves(table: pl.DataFrame, judge: str, out_path: str | os.Pa
     styles = figures.model_styles(models)
     greedy_mean = {r["model"]: r["mean"] for r in sub.filter((pl.col("decoding") == greedy) & (pl.col("k") == 1))
                    .iter_rows(named=True)}
-    ncols = min(3, len(decodings))
-    nrows = -(-len(decodings) // ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(5.0 * ncols, 3.8 * nrows), sharey=True, squeeze=False)
+    fig, axes = figures.facet_grid(plt, len(decodings), f"leak@k ({judge})", width=5.0, height=3.8, max_cols=3)
     for ax, dec in zip(axes.flat, decodings):
         part = sub.filter(pl.col("decoding") == dec)
         ends, names, kmax = [], [], 1
@@ -178,7 +176,6 @@ def plot_replicate_curves(table: pl.DataFrame, judge: str, out_path: str | os.Pa
             ends.append(float(mean[-1]))
             names.append(m)
         figures.finish_k_panel(ax, dec, names, ends, styles, kmax, sorted(set(part["k"].to_list())))
-    figures.finish_k_grid(axes, len(decodings), judge)
     seeds = int(sub["seeds"].max())
     handles = [Line2D([], [], color=styles[m]["color"], marker=styles[m]["marker"], ls="-") for m in models]
     labels = [*models, f"mean leak@k ± sd over {seeds} seeds", "greedy leak, mean (same colour/marker)"]
