@@ -16,6 +16,7 @@ import polars as pl
 import torch
 from transformers import get_cosine_schedule_with_warmup
 
+from leakk.data import training_column
 from leakk.errors import ParamsError
 from leakk.modeling import build_gpt2, build_tokenizer, load_model, max_positions, pick_device, save_model
 from leakk.progress import tqdm
@@ -23,17 +24,18 @@ from leakk.prompting import answer_nll, encode_example
 from leakk.training import Term, Trainer, TrainingSpec, resolve
 
 
-def training_pairs(data: pl.DataFrame) -> list[tuple[str, str]]:
-    """(question, answer) pairs to train on: every training phrasing of each QA.
+def training_pairs(data: pl.DataFrame, *extra: str) -> list[tuple]:
+    """(question, answer, *``extra`` columns) to train on: every training phrasing of each QA,
+    in row order.
 
     Uses ``train_questions`` where the benchmark has it (the synthetic one), else
-    ``question`` (TOFU-style data: the paraphrase is held out for evaluation).
+    ``question`` (TOFU-style data: the paraphrase is held out for evaluation); see
+    :func:`leakk.data.training_column`.
     """
-    col = "train_questions" if "train_questions" in data.columns else "question"
     pairs = []
-    for qs, answer in data.select(col, "answer").iter_rows():
+    for qs, answer, *rest in data.select(training_column(data), "answer", *extra).iter_rows():
         for q in qs if isinstance(qs, list) else [qs]:
-            pairs.append((q, answer))
+            pairs.append((q, answer, *rest))
     return pairs
 
 

@@ -123,18 +123,15 @@ def forget_examples(data: pl.DataFrame, leaked: pl.DataFrame, cfg: dict[str, Any
     ``forget_set: augmented`` the forget split's own training pairs. With ``forget_tokens:
     span`` each pair carries the character span of its fact (where the fact judge finds it;
     the whole text where it does not), so the loss acts on the leaked tokens only."""
+    from leakk.finetune import training_pairs
     from leakk.judges.fact import fact_span
 
-    from leakk.sampling.stage import training_column
-
-    rows: list[tuple[str, str, str | None]] = []
-    if cfg["forget_set"] == "augmented":  # the same pairs, in the same order, as training_pairs
-        forget = data.filter(pl.col("split") == "forget")
-        col = training_column(forget)
-        for row in forget.iter_rows(named=True):
-            qs = row[col] if isinstance(row[col], list) else [row[col]]
-            rows += [(q, row["answer"], row.get("fact")) for q in qs]
-    fact_of = dict(data.select("qid", "fact").iter_rows()) if "fact" in data.columns else {}
+    if "fact" not in data.columns:  # no facts: every span is the whole text
+        data = data.with_columns(fact=pl.lit(None, dtype=pl.String))
+    rows: list[tuple] = []
+    if cfg["forget_set"] == "augmented":  # exactly the pairs the base run unlearned, with their facts
+        rows += training_pairs(data.filter(pl.col("split") == "forget"), "fact")
+    fact_of = dict(data.select("qid", "fact").iter_rows())
     rows += [(q, c, fact_of.get(qid)) for qid, q, c in leaked.select("qid", "question", "completion").iter_rows()]
     if cfg["forget_tokens"] != "span":
         return [(q, a) for q, a, _ in rows]

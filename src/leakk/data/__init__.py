@@ -39,6 +39,13 @@ def benchmark_columns(name: str) -> tuple[str, ...]:
     return BENCHMARKS.get(name).columns
 
 
+def training_column(data: pl.DataFrame) -> str:
+    """The column of the phrasings models are trained on: ``train_questions`` (a list per QA,
+    the synthetic benchmark) where the data has it, else ``question`` (TOFU-style data, whose
+    ``paraphrased_question`` is held out for evaluation)."""
+    return "train_questions" if "train_questions" in data.columns else "question"
+
+
 def build_benchmark(name: str, params: dict[str, Any], seed: int, source: str | None = None) -> pl.DataFrame:
     """Build benchmark ``name`` from its params section; a hub benchmark reads the dataset
     folder ``source`` (what ``leakk download`` fetched, or a local folder)."""
@@ -55,4 +62,4 @@ from leakk.data import tofu as _tofu  # noqa: E402,F401  (registers "tofu")
 from leakk.data import muse as _muse  # noqa: E402,F401  (registers "muse")
 from leakk.data import wmdp as _wmdp  # noqa: E402,F401  (registers "wmdp")
 
-__all__ = ["BENCHMARKS", "benchmark_columns", "build_benchmark", "register_benchmark"]
+__all__ = ["BENCHMARKS", "benchmark_columns", "build_benchmark", "register_benchmark", "training_column"]

@@ -8,6 +8,7 @@ from typing import Any
 
 import polars as pl
 
+from leakk.data import training_column
 from leakk.errors import ArtifactError, ParamsError
 from leakk.io import contract_schema
 from leakk.sampling import load_backend
@@ -31,13 +32,6 @@ ROW_SCHEMA = contract_schema("samples", ("qid", "sample_idx", "text", "n_tokens"
 
 #: ``question_column`` value meaning "the phrasings the model was trained on"
 TRAINING_PHRASINGS = "training"
-
-
-def training_column(data: pl.DataFrame) -> str:
-    """The column of training phrasings: ``train_questions`` (a list per QA, the synthetic
-    benchmark) where the data has it, else ``question`` (TOFU-style data, whose
-    ``paraphrased_question`` is held out for evaluation)."""
-    return "train_questions" if "train_questions" in data.columns else "question"
 
 
 def questions_for(data: pl.DataFrame, splits: list[str], question_column: str) -> pl.DataFrame:
