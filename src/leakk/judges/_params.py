@@ -1,8 +1,12 @@
-"""Small shared pieces of the model-based judges: constructor checks and schema fragments."""
+"""Small shared pieces of the model-based judges: constructor checks, schema fragments and the
+blank-completion verdicts they start from."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
+
+import numpy as np
 
 from leakk.errors import ParamsError
 
@@ -46,6 +50,24 @@ def check_device(judge: str, value: Any) -> str:
     return value
 
 
+def load_error(judge: str, model_id: str, exc: Exception) -> ParamsError:
+    """One line for a judge model that cannot be loaded (a wrong hub id, a missing folder): the
+    first line of the loader's message, not its traceback."""
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return ParamsError(f"judge {judge!r}: cannot load model {model_id!r}: {first}")
+
+
 def is_blank(text: str | None) -> bool:
     """An empty or whitespace-only completion (states nothing, so it cannot leak)."""
     return text is None or not text.strip()
+
+
+def blank_verdicts(completions: Sequence[str], references: Sequence[str]) -> tuple[np.ndarray, np.ndarray, list[int]]:
+    """``(scores, leaked, todo)`` for a model judge to fill in: every item starts as score 0,
+    not leaked — final for a blank completion, which states nothing — and ``todo`` lists the
+    items the model must judge (the lists are checked to be aligned)."""
+    from leakk.judges.base import aligned_length
+
+    n = aligned_length(completions, references)
+    todo = [i for i, c in enumerate(completions) if not is_blank(c)]
+    return np.zeros(n, dtype=np.float64), np.full(n, False, dtype=object), todo

@@ -11,16 +11,16 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from leakk.errors import ParamsError
 from leakk.judges._params import (
     DEVICE_SCHEMA,
     REVISION_SCHEMA,
+    blank_verdicts,
     check_device,
     check_int,
     check_str,
-    is_blank,
+    load_error,
 )
-from leakk.judges.base import Judge, aligned_length, check_threshold, register_judge
+from leakk.judges.base import Judge, check_threshold, register_judge
 
 __all__ = ["EmbeddingJudge", "DEFAULT_EMBEDDING_MODEL"]
 
@@ -62,8 +62,7 @@ class EmbeddingJudge(Judge):
             self.model = SentenceTransformer(self.model_id, device=str(pick_device(self.device_name)),
                                              revision=self.revision)
         except (OSError, ValueError) as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise ParamsError(f"judge 'embedding': cannot load model {self.model_id!r}: {first}") from None
+            raise load_error("embedding", self.model_id, exc) from None
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         """Unit-norm float64 embeddings, ``batch_size`` texts at a time."""
@@ -78,10 +77,7 @@ class EmbeddingJudge(Judge):
         facts: Sequence[str | None],
         questions: Sequence[str | None] | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
-        n = aligned_length(completions, references)
-        scores = np.zeros(n, dtype=np.float64)
-        leaked = np.full(n, False, dtype=object)
-        idx = [i for i, c in enumerate(completions) if not is_blank(c)]
+        scores, leaked, idx = blank_verdicts(completions, references)
         if idx:
             refs = sorted({references[i] for i in idx})
             ref_emb = dict(zip(refs, self.embed(refs)))

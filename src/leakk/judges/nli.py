@@ -20,13 +20,14 @@ from leakk.errors import ParamsError
 from leakk.judges._params import (
     DEVICE_SCHEMA,
     REVISION_SCHEMA,
+    blank_verdicts,
     check_device,
     check_int,
     check_number,
     check_str,
-    is_blank,
+    load_error,
 )
-from leakk.judges.base import Judge, aligned_length, register_judge
+from leakk.judges.base import Judge, register_judge
 from leakk.judges.rouge import rouge_l_recall
 
 __all__ = ["NLIJudge", "DEFAULT_NLI_MODEL", "entailment_index"]
@@ -89,8 +90,7 @@ class NLIJudge(Judge):
             self.model = AutoModelForSequenceClassification.from_pretrained(
                 self.model_id, revision=self.revision)
         except (OSError, ValueError) as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise ParamsError(f"judge 'nli': cannot load model {self.model_id!r}: {first}") from None
+            raise load_error("nli", self.model_id, exc) from None
         self.entail = entailment_index(self.model.config.id2label, self.model_id)
         self.model.to(self.device).eval()
 
@@ -117,10 +117,7 @@ class NLIJudge(Judge):
         facts: Sequence[str | None],
         questions: Sequence[str | None] | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
-        n = aligned_length(completions, references)
-        scores = np.zeros(n, dtype=np.float64)
-        leaked = np.full(n, False, dtype=object)
-        idx = [i for i, c in enumerate(completions) if not is_blank(c)]
+        scores, leaked, idx = blank_verdicts(completions, references)
         if idx:
             probs, top = self.entailment_probs([completions[i] for i in idx], [references[i] for i in idx])
             for j, i in enumerate(idx):
