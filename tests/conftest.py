@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+import leakk  # noqa: F401  (first: pins the CPU kernels before any test imports torch)
+
 os.environ.setdefault("TQDM_DISABLE", "1")
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -251,8 +251,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"leakk {__version__}")
     parser.add_argument("--params", default="params.yaml", metavar="FILE",
                         help="experiment parameters: params.yaml or a complete preset (default: params.yaml)")
-    parser.add_argument("--threads", type=int, default=None, metavar="N",
-                        help="CPU threads for torch (default: torch's choice)")
+    parser.add_argument("--threads", type=int, default=1, metavar="N",
+                        help="CPU threads for torch (default: 1; results depend on the thread count, so keep it "
+                             "fixed; the workflows run jobs side by side instead)")
     parser.add_argument("-v", "--verbose", action="store_true", help="log INFO messages too")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", title="commands")
 
@@ -418,11 +419,13 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(levelname)s %(name)s: %(message)s")
     try:
         from leakk.config import load_params
+        from leakk.determinism import apply as pin_cpu_kernels
         from leakk.lifeline import watch_parent_engine
 
+        pin_cpu_kernels()  # refuses an unknown LEAKK_CPU_KERNELS with one line
         watch_parent_engine()
         params = load_params(args.params)
-        if args.threads:
+        if args.threads:  # reductions split by thread: a fixed count keeps results reproducible
             from leakk.modeling import set_threads
 
             set_threads(args.threads)
