@@ -725,7 +725,8 @@ def test_unlearn_loop_warmup_lr_and_step_offset(tiny_unlearn):
     assert [r["lr"] for r in log] == pytest.approx([5e-4, 7.5e-4, 1e-3, 1e-3, 1e-3], rel=1e-12)
     _, log = _loop(tiny_unlearn, steps=2, lr=1e-3)
     assert [r["lr"] for r in log] == [1e-3, 1e-3]
-    assert all(r["seconds"] >= 0 for r in log) and log[1]["seconds"] >= log[0]["seconds"]
+    # no wall-clock time in the log (an artifact): a re-run must write the same bytes
+    assert set(log[0]) == {"step", "loss", "forget_loss", "retain_loss", "lr"}
 
 
 def test_unlearn_loop_weight_decay_and_alpha_zero(tiny_unlearn):

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import math
 import random
-import time
 from pathlib import Path
 from typing import Any
 
@@ -71,7 +70,6 @@ def train_loop(
                       pad_id=tokenizer.pad_token_id)
     log, order, step = [], [], 0
     bar = tqdm(total=total, desc=desc, unit="step")
-    start = time.perf_counter()
     while step < total:
         if not order:
             order = list(range(len(examples)))
@@ -79,7 +77,7 @@ def train_loop(
         idx, order = order[:batch_size], order[batch_size:]
         loss, _ = trainer.step([Term([examples[i] for i in idx], lambda b, _: answer_nll(trainer.model, b))])
         step += 1
-        log.append({"step": step, "loss": loss, "lr": trainer.lr_now(), "seconds": time.perf_counter() - start})
+        log.append({"step": step, "loss": loss, "lr": trainer.lr_now()})
         bar.update()
         bar.set_postfix(loss=f"{loss:.3f}")
     bar.close()

@@ -131,11 +131,29 @@ def _compatible(actual: pl.DataType, wanted: Any) -> bool:
     return wanted == pl.String and actual in (pl.String, pl.Categorical, pl.Enum)
 
 
+def _remove_stale_temps(path: Path) -> None:
+    """Remove what a killed writer of ``path`` left (``.<name>.<8 random chars>.tmp``, as
+    :func:`atomic_path` names it): a resumed stage then leaves its output folder exactly as
+    an uninterrupted run does, so DVC's folder hashes match. One writer per target at a time
+    (the workflow engines guarantee it), so no live temp file is touched."""
+    import re
+
+    stale = re.compile(rf"\.{re.escape(path.name)}\.[a-z0-9_]{{8}}\.tmp")
+    for sibling in path.parent.iterdir():
+        if stale.fullmatch(sibling.name):
+            if sibling.is_dir() and not sibling.is_symlink():
+                shutil.rmtree(sibling, ignore_errors=True)
+            else:
+                sibling.unlink(missing_ok=True)
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike, *, is_dir: bool = False) -> Iterator[Path]:
-    """Yield a temporary sibling path; on success rename it onto ``path``, else remove it."""
+    """Yield a temporary sibling path; on success rename it onto ``path``, else remove it
+    (a SIGKILL leaves it: the next write of ``path`` removes it)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale_temps(path)
     if is_dir:
         tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     else:

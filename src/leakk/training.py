@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -222,6 +223,7 @@ class Trainer:
         self.opt = torch.optim.AdamW(self.params, lr=self.lr, weight_decay=self.weight_decay)
         self.sched = self.schedule(self.opt)
         self.model.train()
+        self.steps_done, self._start = 0, time.perf_counter()
 
     def step(self, terms: list[Term]) -> tuple[float, list[float]]:
         """One optimiser step over ``terms``; returns (Σ coef·loss, each term's loss) of the
@@ -262,12 +264,18 @@ class Trainer:
         self.opt.step()
         self.sched.step()
         self.opt.zero_grad(set_to_none=True)
+        self.steps_done += 1
 
     def lr_now(self) -> float:
         return self.sched.get_last_lr()[0]
 
     def finish(self):
-        """Merge a LoRA adapter into the base weights (in place), undo checkpointing, eval mode."""
+        """Merge a LoRA adapter into the base weights (in place), undo checkpointing, eval mode.
+        The wall-clock time goes to the job's log (stderr), never into an artifact: a re-run
+        must write the same bytes."""
+        seconds = time.perf_counter() - self._start
+        print(f"trained {self.steps_done} steps in {seconds:.1f} s"
+              + (f" ({seconds / self.steps_done:.2f} s/step)" if self.steps_done else ""), file=sys.stderr, flush=True)
         if self.spec.lora is not None:
             self.model.merge_and_unload()  # the base layers come back, holding W + BA
             for p, trainable in zip(self.base.parameters(), self._trainable, strict=True):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import random
-import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -79,7 +78,7 @@ def unlearn_loop(
     r_batches = _Cycler(len(retain), batch_size, rng) if use_retain else None
     trainer = Trainer(model, spec, device, lr=lr, weight_decay=weight_decay, pad_id=pad, schedule=lambda opt:
                       torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / max(1, warmup_steps))))
-    log, start = [], time.perf_counter()
+    log = []
     for step in tqdm(range(steps), desc=desc, unit="step"):
         idx = f_batches.next()
         f_ref = ref[idx] if ref is not None else None
@@ -89,8 +88,7 @@ def unlearn_loop(
             terms.append(Term([retain[i] for i in r_batches.next()], lambda b, _: answer_nll(trainer.model, b), alpha))
         loss, (f_loss, *r_loss) = trainer.step(terms)
         log.append({"step": step_offset + step + 1, "loss": loss, "forget_loss": f_loss,
-                    "retain_loss": r_loss[0] if r_loss else float("nan"), "lr": trainer.lr_now(),
-                    "seconds": time.perf_counter() - start})
+                    "retain_loss": r_loss[0] if r_loss else float("nan"), "lr": trainer.lr_now()})
         if check is not None and check_every and ((step + 1) % check_every == 0 or step + 1 == steps):
             log[-1].update(check(step + 1))
             model.train()  # the check samples in eval mode
