@@ -131,3 +131,20 @@ def test_rule_killed_after_a_round_resumes_to_the_same_bytes(tmp_path, monkeypat
     # the killed run's temp folder is gone too: the folder DVC hashes is the uninterrupted one
     a, b = _files(tmp_path / "whole"), _files(tmp_path / "resumed")
     assert a.keys() == b.keys() and [name for name in a if a[name] != b[name]] == []
+
+
+def test_the_download_record_names_a_local_folder_as_the_params_do(tmp_path, monkeypatch, micro_params):
+    """`~/…` stays `~/…` in results/hub/downloads.json (a DVC output): not this machine's home."""
+    import json
+
+    from leakk.data.demo import tofu_repo
+
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    tofu_repo(tmp_path / "home" / "TOFU")
+    p = dict(micro_params, rule={}, judge={"rougeL": {}}, data={"benchmark": "tofu", "tofu": {"repo": "~/TOFU"}})
+    p["estimate"] = dict(p["estimate"], headline_judge="rougeL")
+    params = write_params(tmp_path / "params.yaml", p)
+    record = tmp_path / "downloads.json"
+    _leakk(params, "download", "--hub-dir", tmp_path / "hub", "--record", record)
+    assert json.loads(record.read_text())["datasets/tofu"]["folder"] == "~/TOFU"
+    assert str(tmp_path).encode() not in record.read_bytes()

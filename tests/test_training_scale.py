@@ -15,6 +15,7 @@ import yaml
 
 from conftest import MICRO
 from leakk.cli import main
+from leakk.data.demo import tiny_llama_folder
 from leakk.data.synthetic import generate
 from leakk.errors import ParamsError
 from leakk.finetune import corpus_texts, train_loop, training_pairs
@@ -23,7 +24,6 @@ from leakk.prompting import answer_nll, collate, encode_example
 from leakk.training import Term, Trainer, TrainingSpec, memory_estimate, memory_line, micro_slices, model_memory
 from leakk.unlearn.loop import reference_logprobs, unlearn_loop
 from leakk.unlearn.methods import make_method
-from test_models_as_data import tiny_llama_folder
 
 T = "Question: {question} Answer:"
 

@@ -210,6 +210,7 @@ def _cross_field(p: dict[str, Any], src: str) -> None:
                   f"{syn['qa_per_author']} > the {len(RELATIONS)} relations the benchmark has (rule: maximum)")
     check_accumulation(p, src)
     _check_hub(p, src)
+    _check_chat_templates(p, src)
     base = p["model"].get("base")
     if base and is_local(base) and not (Path(base).expanduser() / "config.json").is_file():
         _fail(src, "model.base", f"{base}: no such model folder (rule: an HF folder with config.json, or a hub id "
@@ -271,6 +272,39 @@ def _check_hub(p: dict[str, Any], src: str) -> None:
     for name in p.get("models") or {}:
         if name in p["unlearn"] or name in (p.get("rule") or {}):
             _fail(src, f"models.{name}", "name already used by an unlearn or rule run (rule: model names are unique)")
+
+
+def has_chat_template(folder: str | os.PathLike) -> bool:
+    """Whether the tokenizer saved in ``folder`` has a chat template, from its files alone
+    (``chat_template.jinja``/``.json``, or the key in ``tokenizer_config.json``): cheap
+    enough for every validation."""
+    import json
+
+    folder = Path(folder)
+    if (folder / "chat_template.jinja").is_file() or (folder / "chat_template.json").is_file():
+        return True
+    if (folder / "additional_chat_templates").is_dir() and any((folder / "additional_chat_templates").iterdir()):
+        return True
+    try:
+        return bool(json.loads((folder / "tokenizer_config.json").read_text()).get("chat_template"))
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def _check_chat_templates(p: dict[str, Any], src: str) -> None:
+    """``prompt_template: chat`` formats every prompt with the model's chat template: each
+    model folder already on disk (a local ``models:`` entry or ``model.base``, a finished
+    download) must have one, or the run would fail later in a tokenizer traceback."""
+    if p["prompt_template"] != "chat":
+        return
+    folders = {f"models.{name}": model_folder(p, name) for name in p.get("models") or {}}
+    if base_folder(p):
+        folders["model.base"] = base_folder(p)
+    for key, folder in folders.items():
+        if (Path(folder) / "config.json").is_file() and not has_chat_template(folder):
+            _fail(src, "prompt_template", f'"chat" needs a tokenizer with a chat template, and the tokenizer of '
+                                          f"{key} ({folder}) has none (rule: a model with a chat template, or a "
+                                          "format string with {question})")
 
 
 def stop_judge(stop: dict[str, Any]) -> dict[str, Any]:

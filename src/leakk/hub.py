@@ -116,7 +116,9 @@ def download(p: dict[str, Any], keys: list[str] | None = None,
     for key in keys or list(sources):
         folder, how = fetch(key, sources[key], hub_dir)
         lines.append(f"{key}: {how} {sources[key]['repo']}@{sources[key].get('revision') or '-'} → {folder}")
-        fetched[key] = {**(_stamp(folder) or dict(sources[key])), "folder": str(folder)}
+        # a local folder as the params write it (``~`` unexpanded): no path of this machine in the record
+        where = sources[key]["repo"] if how == "local" else str(folder)
+        fetched[key] = {**(_stamp(folder) or dict(sources[key])), "folder": where}
     if record is not None:
         with atomic_path(record) as tmp:
             tmp.write_text(json.dumps(fetched, indent=1, sort_keys=True) + "\n")
