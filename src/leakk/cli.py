@@ -228,6 +228,18 @@ def _replicates(args, params):
     print(aggregate(params, args.out_dir))
 
 
+def _demo(args, params):
+    from leakk.demo import run
+
+    extra = list(args.snakemake_args)
+    if extra[:1] == ["--"]:
+        extra = extra[1:]
+    report = run(args.name, root=args.out_dir, snakefile=args.snakefile, preset=args.preset, cores=args.cores,
+                 report=not args.no_report, extra=extra)
+    if report.is_file():
+        print(f"leakk demo {args.name}: done; the summary is {args.out_dir}/results/summary.md, the report {report}")
+
+
 def _replicates_table(args, params):
     from leakk.replicate_stats import aggregate
 
@@ -407,6 +419,22 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the folder of seed_<s>/ folders (default: results/replicates)")
     p.add_argument("--seed", type=int, action="append", metavar="S",
                    help="aggregate this seed (repeatable; default: `replicates:`, else every seed_<s> found)")
+    p = cmd("demo", _demo, "run a real benchmark's path offline on tiny local stand-ins (no GPU, no hub)",
+            "demo tofu: builds a TOFU-layout dataset folder and two tiny Llama checkpoints (full, retrain) "
+            "under <out-dir>/inputs, writes <out-dir>/params.yaml (configs/tofu_forget10.yaml trimmed to them) "
+            "and runs the Snakefile there (snakemake --directory <out-dir>), then its report. Never touches "
+            "results/ of the default run; a second run is 'Nothing to be done'. Reads no params file.")
+    p.set_defaults(needs_params=False)
+    p.add_argument("name", choices=["tofu"], help="which preset's path to run")
+    p.add_argument("--cores", default="all", help="Snakemake --cores (default: all)")
+    p.add_argument("--out-dir", default="results/demo_tofu", metavar="DIR",
+                   help="the demo's folder: inputs/, params.yaml, results/ (default: results/demo_tofu)")
+    p.add_argument("--snakefile", default="Snakefile", metavar="FILE", help="the workflow (default: Snakefile)")
+    p.add_argument("--preset", default="configs/tofu_forget10.yaml", metavar="FILE",
+                   help="the preset to trim (default: configs/tofu_forget10.yaml)")
+    p.add_argument("--no-report", action="store_true", help="skip `snakemake --report`")
+    p.add_argument("snakemake_args", nargs=argparse.REMAINDER, metavar="-- ARGS",
+                   help="extra Snakemake arguments (e.g. -- -n)")
     from leakk.trust_stages import add_commands
 
     add_commands(sub)  # bounds, bounds-table, reliability, report-tables, heatmap
@@ -424,7 +452,7 @@ def main(argv: list[str] | None = None) -> int:
 
         pin_cpu_kernels()  # refuses an unknown LEAKK_CPU_KERNELS with one line
         watch_parent_engine()
-        params = load_params(args.params)
+        params = load_params(args.params) if getattr(args, "needs_params", True) else None
         if args.threads:  # reductions split by thread: a fixed count keeps results reproducible
             from leakk.modeling import set_threads
 

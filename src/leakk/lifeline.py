@@ -1,11 +1,13 @@
 """Stop a stage when the workflow engine that started it dies.
 
 ``dvc repro`` killed by SIGTERM exits at once and leaves its running command behind: a
-``leakk`` stage that goes on for minutes and then writes an output nobody will record. Under
-DVC (``DVC_STAGE`` is set) :func:`watch_parent_engine` follows the engine from a daemon thread
-and sends the stage SIGTERM when it is gone; the stage then exits like on Ctrl-C, and
-``leakk.io.atomic_path`` removes its unfinished temp files. (Snakemake on SIGTERM lets running
-jobs finish and then exits itself.) Linux only: elsewhere it does nothing.
+``leakk`` stage that goes on for minutes and then writes an output nobody will record. The
+same happens under Snakemake when the job's shell wrapper (or Snakemake itself) is killed.
+Under DVC (``DVC_STAGE`` is set) or Snakemake (the first non-shell ancestor is a
+``snakemake`` process), :func:`watch_parent_engine` follows the engine and the shells between
+from a daemon thread and sends the stage SIGTERM when one is gone; the stage then exits like
+on Ctrl-C, and ``leakk.io.atomic_path`` removes its unfinished temp files. Run by hand (a
+terminal, ``nohup``), a stage is never stopped this way. Linux only: elsewhere it does nothing.
 """
 
 from __future__ import annotations
@@ -49,18 +51,30 @@ def ancestors_to_engine(pid: int | None = None) -> list[tuple[int, str]]:
     return chain
 
 
+def is_snakemake(pid: int) -> bool:
+    """Whether process ``pid`` runs Snakemake (``snakemake …`` or ``python -m snakemake …``)."""
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    names = [Path(a.decode(errors="replace")).name for a in argv[:3]]
+    return "snakemake" in names[:2] or (len(argv) > 2 and argv[1] == b"-m" and argv[2] == b"snakemake")
+
+
 def _interrupt(signum, frame):
     raise KeyboardInterrupt
 
 
 def watch_parent_engine(interval: float = 1.0) -> threading.Thread | None:
-    """Under DVC, interrupt the main thread once the engine (or a shell between) has exited."""
-    if "DVC_STAGE" not in os.environ or not Path("/proc/self/stat").exists():
+    """Under DVC or Snakemake, interrupt the main thread once the engine (or a shell between)
+    has exited."""
+    if not Path("/proc/self/stat").exists():
         return None
-    if os.getppid() == 1:  # the engine died before we got here: we are already orphaned
+    under_dvc = "DVC_STAGE" in os.environ
+    if under_dvc and os.getppid() == 1:  # the engine died before we got here: we are already orphaned
         raise KeyboardInterrupt
     chain = ancestors_to_engine()
-    if not chain:
+    if not chain or not (under_dvc or is_snakemake(chain[-1][0])):
         return None
     # DVC starts commands with SIGINT ignored, so the stage is stopped by SIGTERM, turned into
     # KeyboardInterrupt so that the CLI exits as on Ctrl-C (temp files removed, status 130)

@@ -35,7 +35,10 @@ def console_stream() -> TextIO | None:
 class tqdm(_tqdm):  # noqa: N801 - a drop-in for tqdm.auto.tqdm
     """tqdm that also writes throttled status lines to the console (see module doc)."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, cap: bool = False, **kwargs: Any) -> None:
+        """``cap``: ``total`` is an upper bound (a run that may stop earlier, e.g. unlearning
+        with a stop criterion), so the console line counts towards a cap, not a finish."""
+        self._cap = cap
         super().__init__(*args, **kwargs)
         self._console = None if self.disable else console_stream()
         self._start = self._last = time.monotonic()
@@ -53,14 +56,19 @@ class tqdm(_tqdm):  # noqa: N801 - a drop-in for tqdm.auto.tqdm
         unit = self.unit or "it"
         elapsed = now - self._start
         total, count = self.total, self.n
+        rate = count / elapsed if elapsed > 0 else 0.0
         if final:
             text = f"{desc}: done, {count:g} {unit}s in {elapsed:.0f} s"
+        elif total and self._cap:
+            eta = f", at most ~{(total - count) / rate:.0f} s left" if rate > 0 else ""
+            text = f"{desc}: {count:g} {unit}s of at most {total:g} (it may stop earlier), {elapsed:.0f} s{eta}"
         elif total:
-            rate = count / elapsed if elapsed > 0 else 0.0
             eta = f", ~{(total - count) / rate:.0f} s left" if rate > 0 else ""
             text = f"{desc}: {count:g}/{total:g} {unit}s ({100 * count / total:.0f}%), {elapsed:.0f} s{eta}"
         else:
             text = f"{desc}: {count:g} {unit}s, {elapsed:.0f} s"
+        if not final and self.postfix:
+            text += f" [{self.postfix}]"
         try:
             print(text, file=self._console, flush=True)
         except (OSError, ValueError):  # the console went away: keep working

@@ -79,7 +79,8 @@ def unlearn_loop(
     trainer = Trainer(model, spec, device, lr=lr, weight_decay=weight_decay, pad_id=pad, schedule=lambda opt:
                       torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / max(1, warmup_steps))))
     log = []
-    for step in tqdm(range(steps), desc=desc, unit="step"):
+    bar = tqdm(range(steps), desc=desc, unit="step", cap=check is not None)  # a stop check may end it early
+    for step in bar:
         idx = f_batches.next()
         f_ref = ref[idx] if ref is not None else None
         terms = [Term([forget[i] for i in idx], lambda b, part, f_ref=f_ref: method.forget_loss(
@@ -92,7 +93,10 @@ def unlearn_loop(
         if check is not None and check_every and ((step + 1) % check_every == 0 or step + 1 == steps):
             log[-1].update(check(step + 1))
             model.train()  # the check samples in eval mode
+            if "greedy_leak" in log[-1]:
+                bar.set_postfix(greedy_leak=f"{log[-1]['greedy_leak']:.3f}")
             if log[-1]["stop"]:
+                bar.close()
                 break
     trainer.finish()
     return log
