@@ -18,7 +18,7 @@ import polars as pl
 
 from leakk.errors import ArtifactError
 
-__all__ = ["CALIBRATION_COLUMNS", "calibration_table", "plot_calibration", "write_calibration"]
+__all__ = ["CALIBRATION_COLUMNS", "calibration_table", "label_points", "plot_calibration", "write_calibration"]
 
 TRUTH = "fact"
 
@@ -87,6 +87,23 @@ def calibration_table(frame: pl.DataFrame, ks: list[int], truth: str = TRUTH) ->
             .sort(["judge", "_o", "decoding"]).drop("_o"))
 
 
+def label_points(ax, points: list[tuple[float, float, str]], min_gap: float = 0.06) -> None:
+    """Name each (x, y) point of a unit-square scatter beside it: labels on the right of the
+    point, or on its left past x = 0.7 (so none runs off the axes), spread apart vertically
+    within each side (points at the same place, e.g. several models at 0, get readable
+    labels), with a leader line where a label moved. Each label's gid is ``label:<name>``."""
+    from leakk.figures import spread_labels
+
+    for side in ("right", "left"):
+        mine = [p for p in points if (p[0] > 0.7) == (side == "left")]
+        heights = spread_labels([y for _, y, _ in mine], min_gap, 0.0, 1.0)
+        for (x, y, name), ly in zip(mine, heights):
+            lx = x + 0.04 if side == "right" else x - 0.04
+            ax.annotate(name, xy=(x, y), xytext=(lx, ly), fontsize=7, va="center", ha="left" if side == "right"
+                        else "right", color="#333", gid=f"label:{name}",
+                        arrowprops={"arrowstyle": "-", "lw": 0.5, "color": "grey", "shrinkA": 0, "shrinkB": 3})
+
+
 def plot_calibration(table: pl.DataFrame, out_path: str | os.PathLike, decoding: str | None = None) -> None:
     """Left: precision / recall / false-positive rate per judge (pooled over models) at
     ``decoding``. Right: leak@k under each judge vs under fact, one point per model."""
@@ -117,12 +134,14 @@ def plot_calibration(table: pl.DataFrame, out_path: str | os.PathLike, decoding:
     ax1.set_title(f"vs fact, per completion ({decoding}, all models)")
     ax1.legend(frameon=False, fontsize=8)
     markers = "osD^v<>P*X"
+    points = []
     for i, judge in enumerate(judges):
         part = sub.filter(pl.col("judge") == judge)
         ax2.scatter(part["leak_at_k_fact"].to_numpy(), part["leak_at_k"].to_numpy(), marker=markers[i % 10],
                     label=judge)
-        for r in part.iter_rows(named=True):
-            ax2.annotate(r["model"], (r["leak_at_k_fact"], r["leak_at_k"]), fontsize=6, alpha=0.7)
+        points += [(r["leak_at_k_fact"], r["leak_at_k"], r["model"] if len(judges) == 1 else f"{r['model']} ({judge})")
+                   for r in part.iter_rows(named=True) if r["leak_at_k_fact"] is not None and r["leak_at_k"] is not None]
+    label_points(ax2, points)
     ax2.plot([0, 1], [0, 1], color="grey", lw=0.8, ls="--")
     ax2.set_xlim(-0.03, 1.03)
     ax2.set_ylim(-0.03, 1.03)

@@ -380,10 +380,13 @@ def plot_leak_rate_distribution(counts: pl.DataFrame, judge: str, decoding: str,
     ax.invert_yaxis()
     ax.set_xlim(0, 1)
     ax.set_xlabel(f"share of forget questions ({judge} judge, {decoding})")
-    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.25 if len(models) > 3 else -0.4),
-              ncol=len(RATE_BINS), frameon=False, fontsize=7)
     ax.set_title("Per-question leak rate c/n")
-    fig.tight_layout()
+    # the legend in its own strip at the bottom of the figure, right under the x label
+    strip = 0.24 / fig.get_figheight()
+    fig.tight_layout(rect=(0, strip, 1, 1))
+    handles, labels = ax.get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", bbox_to_anchor=(0.5, 0.0), ncol=len(RATE_BINS), frameon=False,
+               fontsize=7)
     _save(fig, out_path)
 
 
