@@ -435,11 +435,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-report", action="store_true", help="skip `snakemake --report`")
     p.add_argument("snakemake_args", nargs=argparse.REMAINDER, metavar="-- ARGS",
                    help="extra Snakemake arguments (e.g. -- -n)")
+    from leakk.dvc_plots import add_commands as add_dvc_plots
     from leakk.examples import add_commands as add_examples
     from leakk.trust_stages import add_commands
 
     add_commands(sub)  # bounds, bounds-table, reliability, report-tables, heatmap
     add_examples(sub)  # report-examples
+    add_dvc_plots(sub)  # dvc-plots
     return parser
 
 

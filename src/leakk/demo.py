@@ -70,8 +70,8 @@ def demo_params(preset: dict[str, Any]) -> dict[str, Any]:
     ``revision: null``) in place of hub ids, then :data:`TRIM`."""
     p = copy.deepcopy(preset)
     bench = p["data"]["benchmark"]
-    p["data"][bench].update(repo="./inputs/TOFU", revision=None, forget_limit=None, retain_limit=None)
-    p["models"] = {name: {"repo": f"./inputs/models/{name}", "revision": None} for name in ("full", "retrain")}
+    p["data"][bench].update(repo="inputs/TOFU", revision=None, forget_limit=None, retain_limit=None)
+    p["models"] = {name: {"repo": f"inputs/models/{name}", "revision": None} for name in ("full", "retrain")}
     for key, value in TRIM.items():
         _set(p, key, value)
     return p

@@ -385,6 +385,19 @@ def _fmt_num(x: float | None, signed: bool = False) -> str:  # pragma: no mutate
     return f"{x:+.2f}" if signed else f"{x:.2f}"
 
 
+#: how each ``estimate.ci_method`` interval is described in words
+CI_METHODS = {"t": "small-cluster t intervals (bootstrap standard error × t quantile with G − 1 degrees of freedom, "
+                   "G groups)",
+              "percentile": "percentile intervals"}
+
+
+def ci_phrase(est: dict) -> str:
+    """The leak@k CIs' level and method in words, from ``estimate.ci`` and ``estimate.ci_method``:
+    the one sentence the summary and the report use, so it stays true when the params change."""
+    return (f"{est['ci']:.0%} CIs: a bootstrap over questions that resamples whole groups (the author), "
+            f"{CI_METHODS[est.get('ci_method', 't')]}")
+
+
 def summary_markdown(
     leak: pl.DataFrame,
     utility: pl.DataFrame,
@@ -410,8 +423,7 @@ def summary_markdown(
     acc = {r["model"]: r["retain_accuracy"] for r in utility.iter_rows(named=True)}
     models = model_order(list(sub["model"]) + list(acc))
     lines = [
-        f"Judge `{judge}`, headline decoding `{headline_decoding}`; "
-        "leak@k shown as mean [CI low, CI high] (bootstrap clustered by group).",
+        f"Judge `{judge}`, headline decoding `{headline_decoding}`; leak@k shown as mean [CI low, CI high].",
         "",
         f"| model | greedy leak | leak@1 | leak@{k_max} | excess@{k_max} over retrain "
         f"| retain accuracy |",

@@ -96,8 +96,14 @@ def finish_k_panel(ax, title: str, names: list[str], ends: list[float], styles: 
     ax.grid(True, which="major", alpha=0.3)
 
 
+def ci_label(ci: float | None) -> str:
+    """``95% CI`` for a known level (``estimate.ci``), else ``CI``: legends never state a
+    level the run did not use."""
+    return f"{ci:.0%} CI" if ci else "CI"
+
+
 def plot_leak_curves(
-    leak: pl.DataFrame, judge: str, out_path: str | os.PathLike, greedy: str = GREEDY
+    leak: pl.DataFrame, judge: str, out_path: str | os.PathLike, greedy: str = GREEDY, ci: float | None = None
 ) -> None:
     """leak@k vs k (log-2 axis), one panel per sampled decoding, one line + CI band per model.
 
@@ -153,7 +159,7 @@ def plot_leak_curves(
     labels = list(models)
     handles += [Line2D([], [], color="grey", ls="-"), Line2D([], [], color="grey", ls="--", marker="o",
                                                             markerfacecolor="none")]
-    labels += ["sampled leak@k (band: 95% CI)", "greedy leak (same colour/marker)"]
+    labels += [f"sampled leak@k (band: {ci_label(ci)})", "greedy leak (same colour/marker)"]
     fig.suptitle(f"leak@k by decoding — judge: {judge}")
     fig.tight_layout(rect=(0, 0.08 + 0.02 * (len(labels) // 5), 1, 1))
     fig.legend(handles, labels, loc="lower center", bbox_to_anchor=(0.5, 0.0), ncol=min(5, len(labels)),
@@ -224,7 +230,7 @@ def _rule_ks(columns) -> list[int]:
     return sorted({int(m.group(1)) for c in columns if (m := re.fullmatch(r"eval_leak_at_(\d+)", c))})
 
 
-def plot_rule_trajectory(log: pl.DataFrame, out_path: str | os.PathLike) -> None:
+def plot_rule_trajectory(log: pl.DataFrame, out_path: str | os.PathLike, ci: float | None = None) -> None:
     """RULE across rounds: leak@1 and leak@n with their clustered-bootstrap CIs (error bars,
     where the log has ``eval_leak_at_<k>_ci_low/high``) on the left axis, retain accuracy on
     the right. The legend sits below the axes, off the data.
@@ -250,7 +256,7 @@ def plot_rule_trajectory(log: pl.DataFrame, out_path: str | os.PathLike) -> None
             lo = np.array(log[lo_col].to_list(), dtype=float)
             hi = np.array(log[hi_col].to_list(), dtype=float)
             err = np.nan_to_num(np.vstack([np.clip(v - lo, 0, None), np.clip(hi - v, 0, None)]))
-            ax.errorbar(rounds, v, yerr=err, fmt=style, color=color, capsize=3, label=f"leak@{k} (95% CI)")
+            ax.errorbar(rounds, v, yerr=err, fmt=style, color=color, capsize=3, label=f"leak@{k} ({ci_label(ci)})")
         else:
             ax.plot(rounds, v, style, color=color, label=f"leak@{k}")
     if ks and f"train_leak_at_{ks[-1]}" in log.columns:  # round r sampled the model of round r − 1

@@ -1,4 +1,5 @@
-"""The tables page of the Snakemake report: one self-contained HTML file (no external assets).
+"""The tables page of the Snakemake report: one self-contained HTML file (no external assets),
+and beside it the headline fragment the report's landing page opens with.
 
 ``snakemake --report`` shows images itself and HTML results in a frame, so the tables
 (summary, exact bounds, their check against sampling, guarantees, extrapolation) are
@@ -133,12 +134,41 @@ def tables_page(summary_md: str, bounds: pl.DataFrame, check: pl.DataFrame, reli
             f"<style>{_STYLE}</style></head><body><h1>leakk: tables</h1>\n{body}\n</body></html>\n")
 
 
+#: the headline fragment's file name, written beside the tables page (report/workflow.rst reads it)
+HEADLINE = "headline.html"
+
+
+def headline_fragment(summary_md: str) -> str:
+    """The summary (its table and the lines saying what it shows, without the page title) as
+    an HTML fragment for the report's landing page; styles are inline, scoped to the fragment."""
+    body = "\n".join(line for line in summary_md.splitlines() if not line.startswith("# "))
+    table = ("border-collapse:collapse;font-size:12px;font-variant-numeric:tabular-nums;margin:.4em 0;"
+             "white-space:nowrap")
+    html_ = markdown_to_html(body).replace('<table class="leakk">', f'<table class="leakk" style="{table}">')
+    html_ = re.sub(r"<(t[hd])>", r'<\1 style="border:1px solid #bbb;padding:2px 6px">', html_)
+    html_ = re.sub(r"<p>", '<p style="font-size:12px;margin:.3em 0">', html_)
+    return f'<div class="leakk-headline" style="overflow-x:auto">\n{html_}\n</div>\n'
+
+
+def figure_fragment(png: str | os.PathLike, alt: str) -> str:
+    """``png`` as an ``<img>`` with a data URI: what the report's landing page can embed
+    (Snakemake's ``embeddedimage`` directive leaves a relative path, which the single-file
+    report cannot resolve)."""
+    import base64
+
+    data = base64.b64encode(Path(png).read_bytes()).decode("ascii")
+    return f'<img class="leakk-figure" alt="{html.escape(alt)}" style="width:100%" src="data:image/png;base64,{data}">\n'
+
+
 def write_tables_page(summary: str | os.PathLike, bounds: str | os.PathLike, check: str | os.PathLike,
                       reliability: str | os.PathLike, out: str | os.PathLike, judge: str, decoding: str,
                       why: str | os.PathLike | None = None) -> None:
     def csv(path):
         return pl.read_csv(path) if path and Path(path).stat().st_size else pl.DataFrame()
 
-    page = tables_page(Path(summary).read_text(), pl.read_csv(bounds), csv(check),
-                                         Path(reliability).read_text(), judge, decoding, why=csv(why))
+    summary_md = Path(summary).read_text()
+    page = tables_page(summary_md, pl.read_csv(bounds), csv(check), Path(reliability).read_text(), judge, decoding,
+                       why=csv(why))
+    # the landing page's headline table first: a run whose tables page exists has it too
+    write_text(headline_fragment(summary_md), Path(out).parent / HEADLINE)
     write_text(page, out)

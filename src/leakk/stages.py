@@ -78,7 +78,7 @@ def collect_judgments(judgments_dir: str | os.PathLike, data: pl.DataFrame, para
 def estimate(judgments_dir: str | os.PathLike, data: pl.DataFrame, params: dict[str, Any],
              out_dir: str | os.PathLike) -> str:
     """Write leak_at_k.parquet/.csv, utility.csv and summary.md; return the summary."""
-    from leakk.estimate import leak_table, summary_markdown, utility_table
+    from leakk.estimate import ci_phrase, leak_table, summary_markdown, utility_table
 
     est = params["estimate"]
     frame = collect_judgments(judgments_dir, data, params)
@@ -95,9 +95,8 @@ def estimate(judgments_dir: str | os.PathLike, data: pl.DataFrame, params: dict[
             frame.write_csv(tmp)
     summary = summary_markdown(leak, utility, judge=est["headline_judge"],
                                headline_decoding=est["headline_decoding"])
-    header = (f"# leak@k summary\n\nn = {params['sample']['n']} samples per forget question, "
-              f"{est['ci']:.0%} CIs; retain accuracy = greedy answers to retain questions judged by "
-              f"`{util_judge}`.\n\n")
+    header = (f"# leak@k summary\n\nn = {params['sample']['n']} samples per forget question; {ci_phrase(est)}; "
+              f"retain accuracy = greedy answers to retain questions judged by `{util_judge}`.\n\n")
     write_text(header + summary + "\n", out_dir / "summary.md")
     return header + summary
 
@@ -106,12 +105,16 @@ def figures(leak_path: str | os.PathLike, params: dict[str, Any], out_dir: str |
             judges: list[str] | None = None) -> None:
     """leak@k curves per judge, and the greedy-vs-sampled bars at the headline decoding."""
     from leakk.figures import plot_greedy_vs_sampled, plot_leak_curves
+    from leakk.report import figure_fragment
 
     leak = read_parquet(leak_path, "leak_table")
     out_dir = Path(out_dir)
     est = params["estimate"]
     for judge in judges or params["judge"]:
-        plot_leak_curves(leak, judge, out_dir / f"leak_at_k_{judge}.png")
+        plot_leak_curves(leak, judge, out_dir / f"leak_at_k_{judge}.png", ci=est["ci"])
         sampled = leak.filter((pl.col("judge") == judge) & (pl.col("decoding") == est["headline_decoding"]))
         k = int(sampled["k"].max())
-        plot_greedy_vs_sampled(leak, judge, k, est["headline_decoding"], out_dir / f"greedy_vs_sampled_{judge}.png")
+        png = out_dir / f"greedy_vs_sampled_{judge}.png"
+        plot_greedy_vs_sampled(leak, judge, k, est["headline_decoding"], png)
+        # the same figure for the report's landing page, written by the job that draws it
+        write_text(figure_fragment(png, f"greedy leak beside sampled leak@{k}, judge {judge}"), png.with_suffix(".html"))

@@ -82,9 +82,10 @@ def bounds_table(data: pl.DataFrame, params: dict[str, Any], *, bound_files: lis
 
 
 def reliability(judgments_dir: str | os.PathLike, data: pl.DataFrame, params: dict[str, Any],
-                out_dir: str | os.PathLike, n_boot: int = 200) -> str:
-    """guarantees.csv, extrapolation.csv, extrapolation_check.csv, reliability.md,
-    figures/leak_rate_distribution.png, and the DVC files leak_curve.csv + metrics.json."""
+                out_dir: str | os.PathLike, n_boot: int = 200) -> tuple[str, pl.DataFrame]:
+    """guarantees.csv, extrapolation.csv, extrapolation_check.csv, reliability.md and
+    figures/leak_rate_distribution.png; returns the Markdown and the retain-accuracy table
+    (for the DVC metric files)."""
     from leakk.extrapolate import extrapolation_table, holdout_check, per_question_counts
     from leakk.figures import plot_leak_rate_distribution
     from leakk.guarantees import guarantee_table, per_question
@@ -108,7 +109,12 @@ def reliability(judgments_dir: str | os.PathLike, data: pl.DataFrame, params: di
                                 out_dir / "figures" / "leak_rate_distribution.png")
     md = reliability_markdown(guarantees, extrap, check, est["headline_judge"], est["headline_decoding"])
     write_text(md, out_dir / "reliability.md")
-    return md
+    from leakk.config import utility_judge
+    from leakk.estimate import utility_table
+
+    utility = utility_table(frame.filter((pl.col("split") == "retain") & (pl.col("decoding") == "greedy")
+                                         & (pl.col("judge") == utility_judge(params))))
+    return md, utility
 
 
 def reliability_markdown(guarantees: pl.DataFrame, extrap: pl.DataFrame, check: pl.DataFrame,
@@ -145,9 +151,28 @@ def reliability_markdown(guarantees: pl.DataFrame, extrap: pl.DataFrame, check: 
     return "\n".join(lines) + "\n"
 
 
-def dvc_files(leak_path: str | os.PathLike, params: dict[str, Any], out_dir: str | os.PathLike) -> None:
-    """leak_curve.csv (leak@k per model at the headline judge/decoding, for ``dvc plots``)
-    and metrics.json (greedy leak, leak@1 and leak@n_max per model, for ``dvc metrics``)."""
+def model_metrics(metrics: dict[str, Any], utility: pl.DataFrame | None = None) -> dict[str, dict[str, float]]:
+    """The headline numbers of each model as ``results/metrics/<model>.json`` holds them, so that
+    ``dvc metrics show`` prints one row per model that fits a terminal: greedy leak, leak@1,
+    leak@k_max, excess@k_max over retrain and retain accuracy, short keys, 3 decimals (the CIs
+    are wider than that; metrics.json keeps every digit)."""
+    acc = {} if utility is None else {r["model"]: r["retain_accuracy"] for r in utility.iter_rows(named=True)}
+    k = metrics["k_max"]
+    keys = {"greedy": "greedy_leak", "leak@1": "leak_at_1", f"leak@{k}": f"leak_at_{k}",
+            f"excess@{k}": f"excess_at_{k}"}
+    out = {}
+    for model, numbers in metrics["models"].items():
+        row = {short: numbers.get(long) for short, long in keys.items()}
+        row["retain"] = acc.get(model)
+        out[model] = {key: round(v, 3) for key, v in row.items() if v is not None}
+    return out
+
+
+def dvc_files(leak_path: str | os.PathLike, params: dict[str, Any], out_dir: str | os.PathLike,
+              utility: pl.DataFrame | None = None) -> None:
+    """leak_curve.csv (leak@k per model at the headline judge/decoding, for ``dvc plots``),
+    metrics.json (greedy leak, leak@1 and leak@n_max per model) and metrics/<model>.json (the
+    same per model, with retain accuracy: ``dvc metrics show`` prints one row per model)."""
     est = params["estimate"]
     leak = read_parquet(leak_path, "leak_table").filter(pl.col("judge") == est["headline_judge"])
     head = leak.filter(pl.col("decoding") == est["headline_decoding"]).sort("model", "k")
@@ -165,6 +190,9 @@ def dvc_files(leak_path: str | os.PathLike, params: dict[str, Any], out_dir: str
             if r["k"] == kmax:
                 m[f"excess_at_{kmax}"] = r["excess_over_retrain"]
     write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n", out_dir / "metrics.json")
+    with atomic_path(out_dir / "metrics", is_dir=True) as tmp:  # the whole folder: no stale model's file
+        for model, numbers in model_metrics(metrics, utility).items():
+            (tmp / f"{model}.json").write_text(json.dumps(numbers, indent=1) + "\n")
 
 
 # ------------------------------------------------------------------------------------ CLI
@@ -186,8 +214,9 @@ def _bounds_table(args, params):
 
 
 def _reliability(args, params):
-    print(reliability(args.judgments, _read_data(args.data), params, args.out_dir, n_boot=args.bootstrap))
-    dvc_files(args.leak, params, args.out_dir)
+    md, utility = reliability(args.judgments, _read_data(args.data), params, args.out_dir, n_boot=args.bootstrap)
+    print(md)
+    dvc_files(args.leak, params, args.out_dir, utility)
 
 
 def _heatmap(args, params):
