@@ -106,8 +106,10 @@ def test_report_renders_in_headless_chromium(tmp_path):
     _, results = _fake_report(tmp_path)
     results["results/figures/a.png"]["data_uri"] = f"data:image/png;base64,{png}"
     report = tmp_path / "report.html"
-    report.write_text("<html><body><h1 style=\"font-size:90px\">Tables leak</h1><script id=\"results\">\n var results = "
-                      + json.dumps(results) + ";\n </script></body></html>")
+    landing = ('<div class="leakk-headline"><table><tr><td>full</td></tr></table></div>'
+               f'<img class="leakk-figure" src="data:image/png;base64,{png}">')
+    report.write_text("<html><body><h1 style=\"font-size:90px\">Tables leak</h1>" + landing
+                      + "<script id=\"results\">\n var results = " + json.dumps(results) + ";\n </script></body></html>")
     problems = check(report, None, tmp_path / "shots", min_tables=1)
     assert problems == []
     assert (tmp_path / "shots" / "contact_sheet.png").stat().st_size > 1000
@@ -251,3 +253,23 @@ def test_dvc_metrics_and_plots_views_offline(tmp_path):
     assert sorted(p.name for p in (tmp_path / "dvc_plots").iterdir()) == ["leak_at_k.json"]
     plain = run(str(bin_dir / "dvc"), "plots", "show")  # plain dvc too: out_dir (.dvc/config) is results/
     assert plain.returncode == 0 and sorted(p.name for p in (tmp_path / "dvc_plots").iterdir()) == ["leak_at_k.json"]
+
+
+def test_the_report_check_wants_the_finding_on_the_landing_page_and_highlights_in_examples():
+    from leakk.report_check import examples_problems, landing_problems
+
+    good = ('<p>x</p><img class="leakk-figure" alt="a" style="width:100%" src="data:image/png;base64,AAAA">'
+            '<div class="leakk-headline"><table><tr><td>full</td></tr></table></div>')
+    assert landing_problems(good) == []
+    assert landing_problems("<div>a DAG</div>") == ["the landing page does not show the headline table",
+                                                    "the landing page does not show the greedy-vs-sampled figure"]
+
+    def page(body):
+        return {"results/examples.html": {"mime_type": "text/html", "data_uri": "data:text/html;base64,"
+                                          + base64.b64encode(body.encode()).decode()}}
+
+    table = "<table><thead><tr><th>q</th></tr></thead><tbody><tr><td>a <mark>F</mark></td></tr>{}</tbody></table>"
+    assert examples_problems(page(table.format(""))) == []
+    assert examples_problems(page(table.format("<tr><td>no highlight</td></tr>"))) == [
+        "results/examples.html: 2 examples but only 1 highlights"]
+    assert examples_problems({}) == []

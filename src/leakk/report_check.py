@@ -101,6 +101,30 @@ def parse_status(dom: str) -> dict[str, tuple[int, int] | int]:
     return {"images": (int(m.group(1)), int(m.group(2))), "tables": int(m.group(3)), "rows": int(m.group(4))}
 
 
+def landing_problems(dom: str) -> list[str]:
+    """What the rendered landing page lacks of the finding: the headline table (the summary's
+    rows) and the greedy-vs-sampled figure (an embedded image), before anything else."""
+    problems = []
+    table = dom.find('class="leakk-headline"')
+    figure = dom.find('class="leakk-figure"')
+    if table < 0 or "<td" not in dom[table:]:
+        problems.append("the landing page does not show the headline table")
+    if figure < 0 or 'src="data:image/png;base64,' not in dom[figure:figure + 400]:
+        problems.append("the landing page does not show the greedy-vs-sampled figure")
+    return problems
+
+
+def examples_problems(results: dict[str, dict]) -> list[str]:
+    """The leaked-completions page, where the report has one: every example's leak highlighted."""
+    for path, entry in results.items():
+        if Path(path).name == "examples.html":
+            page = decode_data_uri(entry["data_uri"]).decode("utf-8", "replace")
+            rows = page.count("<tr>") - page.count("<thead>")
+            if rows and page.count("<mark>") < rows:
+                return [f"{path}: {rows} examples but only {page.count('<mark>')} highlights"]
+    return []
+
+
 def inked_pixels(png: Path) -> int:
     """Number of pixels of a screenshot that are not (near-)white."""
     import matplotlib.image as mpimg
@@ -122,6 +146,7 @@ def check(report: Path, figures_dir: Path | None, out_dir: Path, binary: str | N
         problems.append("the report embeds no figure")
     if not any(e.get("mime_type") == "text/html" for e in results.values()):
         problems.append("the report embeds no tables page")
+    problems += examples_problems(results)
     if figures_dir is not None:
         missing = sorted(p.name for p in figures_dir.glob("*.png") if p.name not in names)
         if missing:
@@ -150,6 +175,7 @@ def check(report: Path, figures_dir: Path | None, out_dir: Path, binary: str | N
         app = _chromium(binary, ["--virtual-time-budget=20000", "--dump-dom", report.resolve().as_uri()], user_dir)
         if "Tables" not in app.stdout or "leak" not in app.stdout:
             problems.append("the report page did not render its menu (no 'Tables' category in the DOM)")
+        problems += landing_problems(app.stdout)
         _chromium(binary, ["--virtual-time-budget=20000", "--window-size=1400,1000",
                            f"--screenshot={(out_dir / 'report.png').resolve()}", report.resolve().as_uri()], user_dir)
     for shot in ("contact_sheet.png", "report.png"):
