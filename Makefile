@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 TORCH := torch==2.13.0
 CORES ?= all
 
-.PHONY: run replicates test test-all install dvc-repro bench mutation mutation-report clean report-check
+.PHONY: run replicates test test-all install dvc-repro dvc-plots demo-tofu bench mutation mutation-report clean report-check
 
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,12 @@ run: install
 replicates: install
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/leakk --params configs/replicates.yaml replicates --cores $(CORES)
 
+## demo-tofu: the real-benchmark path offline, no GPU: builds a TOFU-layout dataset folder and two tiny
+## Llama checkpoints (full, retrain) in results/demo_tofu/inputs, runs configs/tofu_forget10.yaml trimmed
+## to them in its own folder (snakemake --directory results/demo_tofu) and its report
+demo-tofu: install
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/leakk demo tofu --cores $(CORES)
+
 ## report-check: render results/report.html in headless Chromium, screenshots in results/report_check
 report-check: install
 	$(BIN)/python -m leakk.report_check results/report.html --figures results/figures --out-dir results/report_check
@@ -44,6 +50,10 @@ test-all: install
 dvc-repro: install
 	@test -d .dvc || PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/dvc init --quiet
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/dvc repro
+
+## dvc-plots: `dvc plots show` with Vega inlined (opens offline), into results/dvc_plots (not the tracked dvc_plots/)
+dvc-plots: install
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/leakk dvc-plots
 
 bench: install
 	$(BIN)/python benchmarks/sampling.py --quick

@@ -41,14 +41,14 @@ PRESET = Path("configs/tofu_forget10.yaml")
 
 #: the stand-ins' sizes: 2 forget authors (40 questions), 4 retain authors, 1 holdout
 INPUTS = {"authors_forget": 2, "authors_retain": 4, "qa": 20, "seed": 0, "vocab_size": 400, "hidden": 64,
-          "layers": 2, "positions": 128, "epochs": 30, "lr": 3.0e-3, "batch_size": 16}
+          "layers": 2, "positions": 128, "epochs": 60, "lr": 3.0e-3, "batch_size": 16}
 
 #: the preset's values the demo replaces (dotted key → value), beside the data and model folders
 TRIM: dict[str, Any] = {
     "device": "cpu",
     "training.precision": "fp32",  # a CPU has no bf16 speed-up; accumulation and checkpointing stay on
     "unlearn.ga.steps": 8, "unlearn.graddiff.steps": 8, "unlearn.npo.steps": 8,
-    "unlearn.ga.lr": 1.0e-3, "unlearn.graddiff.lr": 1.0e-3, "unlearn.npo.lr": 1.0e-3,
+    "unlearn.ga.lr": 3.0e-4, "unlearn.graddiff.lr": 3.0e-4, "unlearn.npo.lr": 3.0e-4,
     "rule.rule_graddiff.rounds": 1, "rule.rule_npo.rounds": 1,
     "rule.rule_graddiff.n": 8, "rule.rule_npo.n": 8,
     "rule.rule_graddiff.steps": 4, "rule.rule_npo.steps": 4,
@@ -65,24 +65,25 @@ def _set(tree: dict[str, Any], dotted: str, value: Any) -> None:
     tree[last] = value
 
 
-def demo_params(preset: dict[str, Any]) -> dict[str, Any]:
+def demo_params(preset: dict[str, Any], overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     """The TOFU preset trimmed to the local stand-ins: folders (relative to the demo folder,
-    ``revision: null``) in place of hub ids, then :data:`TRIM`."""
+    ``revision: null``) in place of hub ids, then :data:`TRIM`, then ``overrides`` (dotted
+    key → value; the tests trim further)."""
     p = copy.deepcopy(preset)
     bench = p["data"]["benchmark"]
     p["data"][bench].update(repo="inputs/TOFU", revision=None, forget_limit=None, retain_limit=None)
     p["models"] = {name: {"repo": f"inputs/models/{name}", "revision": None} for name in ("full", "retrain")}
-    for key, value in TRIM.items():
+    for key, value in {**TRIM, **(overrides or {})}.items():
         _set(p, key, value)
     return p
 
 
-def params_text(preset_file: str | os.PathLike) -> str:
+def params_text(preset_file: str | os.PathLike, overrides: dict[str, Any] | None = None) -> str:
     """The demo's params.yaml: the preset file trimmed (its header names every change)."""
     from leakk.config import read_params_file
 
-    p = demo_params(read_params_file(preset_file))
-    changes = ", ".join(f"{k}: {json.dumps(v)}" for k, v in TRIM.items())
+    p = demo_params(read_params_file(preset_file), overrides)
+    changes = ", ".join(f"{k}: {json.dumps(v)}" for k, v in {**TRIM, **(overrides or {})}.items())
     head = (f"# written by `leakk demo tofu` from {preset_file}; edit that file, not this one.\n"
             "# Hub ids are replaced by local stand-ins (inputs/, revision: null) and the run is trimmed:\n"
             f"# {changes}\n")
@@ -125,7 +126,7 @@ def build_inputs(work: str | os.PathLike, spec: dict[str, Any] | None = None) ->
 
 def run(name: str = "tofu", *, root: str | os.PathLike = ROOT, snakefile: str | os.PathLike = "Snakefile",
         preset: str | os.PathLike = PRESET, cores: str = "all", report: bool = True,
-        extra: Sequence[str] = ()) -> Path:
+        extra: Sequence[str] = (), overrides: dict[str, Any] | None = None) -> Path:
     """Build the inputs, write the params, run the DAG and its report in ``root``; return the
     report's path. Resumable: a second run is "Nothing to be done"."""
     from leakk.config import load_params
@@ -139,7 +140,7 @@ def run(name: str = "tofu", *, root: str | os.PathLike = ROOT, snakefile: str | 
             raise ParamsError(f"{path}: no such {what} (run from the repository root, or pass --{what.lower()})")
     build_inputs(root)
     config = root / "params.yaml"
-    text = params_text(preset)
+    text = params_text(preset, overrides)
     if not (config.is_file() and config.read_text() == text):
         write_text(text, config)
     cwd = Path.cwd()
