@@ -122,7 +122,7 @@ def test_the_headline_fragment_is_the_summary_table_without_its_title(tmp_path):
                "| model | greedy leak |\n|---|---|\n| full | 1.00 [1.00, 1.00] |\n| ga | 0.10 [0.00, 0.20] |\n")
     frag = headline_fragment(summary)
     assert "leak@k summary" not in frag and "<html" not in frag and "<style" not in frag
-    assert frag.count("<tr>") == 3 and "<td style=" in frag and "1.00 [1.00, 1.00]" in frag
+    assert frag.count("<tr>") == 3 and "<td style=" in frag and "1.00<br><small style=\"color:#666\">[1.00, 1.00]</small>" in frag
     assert "95% CIs: a bootstrap" in frag
     for name, text in (("summary.md", summary), ("reliability.md", "# r\n")):
         (tmp_path / name).write_text(text)
@@ -176,7 +176,7 @@ def test_the_landing_page_opens_with_the_figure_and_the_headline_table(tmp_path)
     page = _render_landing(tmp_path, ["greedy_vs_sampled_fact.png", "tables.html"], config)
     figure, table = page.index('src="data:image/png;base64,'), page.index('class="leakk-headline"')
     assert figure < table < page.index("Each forget question was sampled n = 64 times")
-    assert "<td style=" in page and "1.00 [1.00, 1.00]" in page
+    assert "<td style=" in page and ">[1.00, 1.00]</small>" in page
     assert "95%" not in page  # the CI wording is the summary's, from params; never hard-coded here
     # before a run (no figure, no tables page) the landing page still renders, without them
     (tmp_path / "empty").mkdir()

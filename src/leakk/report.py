@@ -145,6 +145,8 @@ def headline_fragment(summary_md: str) -> str:
     table = ("border-collapse:collapse;font-size:12px;font-variant-numeric:tabular-nums;margin:.4em 0;"
              "white-space:nowrap")
     html_ = markdown_to_html(body).replace('<table class="leakk">', f'<table class="leakk" style="{table}">')
+    # "0.43 [0.23, 0.64]": the CI on a second, smaller line keeps the table within the page's column
+    html_ = re.sub(r"<td>([^<\[]+?) (\[[^\]]+\])</td>", r'<td>\1<br><small style="color:#666">\2</small></td>', html_)
     html_ = re.sub(r"<(t[hd])>", r'<\1 style="border:1px solid #bbb;padding:2px 6px">', html_)
     html_ = re.sub(r"<p>", '<p style="font-size:12px;margin:.3em 0">', html_)
     return f'<div class="leakk-headline" style="overflow-x:auto">\n{html_}\n</div>\n'
