@@ -76,7 +76,8 @@ def _snakemake_stage(tmp_path: Path, marker: str) -> tuple[subprocess.Popen, dic
     # a job whose leakk command runs long (a python loop standing in for training), behind a shell
     (tmp_path / "Snakefile").write_text(
         "rule long:\n    output: 'out.txt'\n    shell: \"true && python -c 'import time; from leakk.cli import main; "
-        "import leakk.lifeline as l; l.watch_parent_engine(0.2); time.sleep(120)' leakk-stage\"\n")
+        "import leakk.lifeline as l; l.watch_parent_engine(0.2); open(\\\"watching\\\", \\\"w\\\").close(); "
+        "time.sleep(120)' leakk-stage\"\n")
     smk = subprocess.Popen([f"{BIN}/snakemake", "--cores", "1", "--workflow-profile", "none"], cwd=tmp_path, env=env,
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     return smk, env
@@ -110,6 +111,10 @@ def test_a_snakemake_job_whose_shell_or_engine_is_killed_stops(tmp_path, victim)
     smk, _ = _snakemake_stage(tmp_path, marker)
     try:
         stage = _wait_for_stage(marker, smk)
+        deadline = time.monotonic() + 120  # the watchdog is running (imports take long on a loaded machine)
+        while not (tmp_path / "watching").exists():
+            assert time.monotonic() < deadline and smk.poll() is None, "the stage never started watching"
+            time.sleep(0.2)
         shell = _stat(stage)[1]
         assert _stat(shell)[0] in ("bash", "sh"), _stat(shell)
         os.kill(shell if victim == "shell" else smk.pid, signal.SIGKILL)
