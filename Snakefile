@@ -5,10 +5,10 @@ import sys
 
 from leakk.config import (BASE_KEY, base_folder, decoding_names, hub_sources, is_local, model_folder, model_names,
                           source_param, trained_models, utility_judge, workflow_params)
-from leakk.hub import dataset_folder
-from leakk.errors import ParamsError
-from leakk.pipeline import stage_params, stage_resources
-from leakk.rule import main_judgments, round_model_name
+from leakk.data.hub import dataset_folder
+from leakk.core.errors import ParamsError
+from leakk.workflow.table import stage_params, stage_resources
+from leakk.unlearn.rule import main_judgments, round_model_name
 
 
 report: "report/workflow.rst"

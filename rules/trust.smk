@@ -1,6 +1,6 @@
 # Numbers a reviewer trusts: the exact leak bound (no sampling), Clopper-Pearson guarantees,
 # Beta-binomial extrapolation beyond n, the DVC plot/metrics files and the report tables.
-# Wiring only: each rule is one `leakk <stage>` call (src/leakk/trust_stages.py).
+# Wiring only: each rule is one `leakk <stage>` call (src/leakk/stages/trust.py).
 
 
 rule bounds:
@@ -96,7 +96,7 @@ rule report_tables:
 
 
 # The T × top-p heatmap only where sample.decodings form a grid (configs/decoding_grid.yaml).
-from leakk.figures import decoding_grid
+from leakk.report.figures import decoding_grid
 
 HAS_GRID = decoding_grid(DECODINGS) is not None
 

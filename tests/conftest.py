@@ -55,7 +55,7 @@ def micro_full(tmp_path_factory):
     model in ``root / "model"``."""
     from leakk.config import validate_params
     from leakk.data.synthetic import generate
-    from leakk.finetune import finetune
+    from leakk.models.finetune import finetune
 
     root = tmp_path_factory.mktemp("micro_full")
     p = validate_params(MICRO)

@@ -9,8 +9,8 @@ from hub_layout import muse_repo, tofu_repo, wmdp_repo
 from leakk.config import validate_params
 from leakk.data import benchmark_columns, build_benchmark
 from leakk.data.wmdp import chance_leak_at_k
-from leakk.errors import ArtifactError, ParamsError
-from leakk.io import check_contract
+from leakk.core.errors import ArtifactError, ParamsError
+from leakk.core.io import check_contract
 
 
 def test_tofu_groups_authors_of_20_rows_and_takes_paraphrases(tmp_path):

@@ -10,7 +10,7 @@ import yaml
 
 from conftest import ROOT, write_params
 from leakk.config import decoding_names, load_params, model_names, validate_params
-from leakk.errors import ParamsError
+from leakk.core.errors import ParamsError
 
 
 def test_default_params_validate_and_fill_defaults():

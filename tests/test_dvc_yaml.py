@@ -14,7 +14,7 @@ import yaml
 from conftest import MICRO, ROOT, write_params
 from leakk.cli import main
 from leakk.config import load_params
-from leakk.dvc_yaml import model_lists, render, stale
+from leakk.workflow.dvc import model_lists, render, stale
 
 TEXT = (ROOT / "dvc.yaml").read_text()
 PRESETS = sorted((ROOT / "configs").glob("*.yaml"))

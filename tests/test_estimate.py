@@ -1,4 +1,4 @@
-"""leak@k estimator, clustered bootstrap and the leak/utility tables (src/leakk/estimate.py)."""
+"""leak@k estimator, clustered bootstrap and the leak/utility tables (src/leakk/stats/estimate.py)."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from leakk import estimate
-from leakk.errors import ArtifactError
-from leakk.estimate import (
+from leakk.stats import estimate
+from leakk.core.errors import ArtifactError
+from leakk.stats.estimate import (
     LEAK_TABLE_COLUMNS,
     cluster_bootstrap_ci,
     leak_at_k,

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from rouge_score import rouge_scorer
 from rouge_score.tokenizers import DefaultTokenizer
 
-from leakk.errors import ArtifactError, ParamsError
+from leakk.core.errors import ArtifactError, ParamsError
 from leakk.judges import (
     JUDGES,
     Judge,

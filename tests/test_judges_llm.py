@@ -26,7 +26,7 @@ import pytest
 import yaml
 
 from conftest import ROOT
-from leakk.errors import ParamsError
+from leakk.core.errors import ParamsError
 from leakk.judges import make_judge
 from leakk.judges.llm import parse_verdict, retry_after_seconds
 from leakk.judges.run import judge_samples

@@ -1,4 +1,4 @@
-"""One declaration of what each stage reads (leakk.pipeline.STAGES): dvc.yaml must agree with
+"""One declaration of what each stage reads (leakk.workflow.table.STAGES): dvc.yaml must agree with
 it, and the Snakemake jobs take their params from it."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import yaml
 
 from conftest import MICRO, ROOT
 from leakk.config import validate_params
-from leakk.pipeline import STAGES, dvc_params, gpu_requested, stage_params, stage_resources
+from leakk.workflow.table import STAGES, dvc_params, gpu_requested, stage_params, stage_resources
 
 
 def _dvc_stages() -> dict:
@@ -30,12 +30,12 @@ def test_every_dvc_stage_declares_what_the_table_says():
     covered = set()
     for name, spec in STAGES.items():
         for dvc_name in spec.dvc:
-            assert dvc_name in dvc, f"dvc.yaml lacks stage {dvc_name!r} (leakk.pipeline.STAGES[{name!r}])"
+            assert dvc_name in dvc, f"dvc.yaml lacks stage {dvc_name!r} (leakk.workflow.table.STAGES[{name!r}])"
             assert _declared(dvc[dvc_name]) == dvc_params(name), (
                 f"dvc.yaml stage {dvc_name!r} declares {_declared(dvc[dvc_name])}, "
-                f"leakk.pipeline.STAGES[{name!r}] says {dvc_params(name)}")
+                f"leakk.workflow.table.STAGES[{name!r}] says {dvc_params(name)}")
             covered.add(dvc_name)
-    assert set(dvc) - covered == {"validate"}, "a dvc.yaml stage that leakk.pipeline does not declare"
+    assert set(dvc) - covered == {"validate"}, "a dvc.yaml stage that leakk.workflow.table does not declare"
 
 
 def test_validate_stage_reads_the_whole_params_file_and_everything_depends_on_it():

@@ -51,7 +51,7 @@ def test_tofu_preset_plans_the_paper_dag(tmp_path):
 
 
 def test_a_download_job_reads_only_its_own_source():
-    from leakk.pipeline import dvc_params, stage_params
+    from leakk.workflow.table import dvc_params, stage_params
 
     p = load_params(ROOT / "configs" / "tofu_forget10.yaml")
     assert stage_params(p, "download", source="models.full") == {"models.full": p["models"]["full"]}

@@ -11,11 +11,11 @@ import logging
 import sys
 from pathlib import Path
 
-from leakk.errors import LeakkError
+from leakk.core.errors import LeakkError
 
 
 def _download(args, params):
-    from leakk.hub import download
+    from leakk.data.hub import download
 
     for line in download(params, args.key or None, args.hub_dir, record=args.record):
         print(line)
@@ -23,8 +23,8 @@ def _download(args, params):
 
 def _data(args, params):
     from leakk.data import build_benchmark
-    from leakk.hub import dataset_folder
-    from leakk.io import write_parquet
+    from leakk.data.hub import dataset_folder
+    from leakk.core.io import write_parquet
 
     d = params["data"]
     frame = build_benchmark(d["benchmark"], d.get(d["benchmark"]) or {}, params["seed"],
@@ -33,14 +33,14 @@ def _data(args, params):
 
 
 def _read_data(path):
-    from leakk.io import read_parquet
+    from leakk.core.io import read_parquet
 
     return read_parquet(path, "data")
 
 
 def _finetune(args, params):
     from leakk.config import base_folder
-    from leakk.finetune import finetune
+    from leakk.models.finetune import finetune
 
     splits = ["forget", "retain"] if args.which == "full" else ["retain"]
     model_params = dict(params["model"], base=base_folder(params))  # a hub id: its download
@@ -50,7 +50,7 @@ def _finetune(args, params):
 
 
 def _unlearn(args, params):
-    from leakk.errors import ParamsError
+    from leakk.core.errors import ParamsError
     from leakk.unlearn.run import run_unlearning
 
     if args.name not in params["unlearn"]:
@@ -61,7 +61,7 @@ def _unlearn(args, params):
 
 def _decodings(params, names):
     from leakk.config import decoding_names
-    from leakk.errors import ParamsError
+    from leakk.core.errors import ParamsError
     from leakk.sampling import Decoding
 
     known = decoding_names(params)
@@ -73,8 +73,8 @@ def _decodings(params, names):
 
 def _sample(args, params):
     from leakk.config import decoding_names
-    from leakk.io import write_parquet
-    from leakk.modeling import check_model_dir
+    from leakk.core.io import write_parquet
+    from leakk.models.modeling import check_model_dir
     from leakk.sampling.stage import run_sampling
 
     check_model_dir(args.model_dir, "--model-dir")
@@ -91,15 +91,15 @@ def _sample(args, params):
 def _merge(args, params):
     import polars as pl
 
-    from leakk.io import read_parquet, write_parquet
+    from leakk.core.io import read_parquet, write_parquet
 
     frames = [read_parquet(p, "samples") for p in args.shards_in]
     write_parquet(pl.concat(frames).sort("qid", "sample_idx"), args.out, "samples")
 
 
 def _judge(args, params):
-    from leakk.errors import ArtifactError, ParamsError
-    from leakk.stages import judge_file
+    from leakk.core.errors import ArtifactError, ParamsError
+    from leakk.stages.evaluate import judge_file
 
     data = _read_data(args.data)
     src = Path(args.samples)
@@ -120,33 +120,33 @@ def _judge(args, params):
 
 
 def _estimate(args, params):
-    from leakk.stages import estimate
+    from leakk.stages.evaluate import estimate
 
     print(estimate(args.judgments, _read_data(args.data), params, args.out_dir))
 
 
 def _calibrate(args, params):
-    from leakk.calibrate import write_calibration
+    from leakk.stats.calibrate import write_calibration
 
     table = write_calibration(args.judgments, _read_data(args.data), params, args.out_dir, args.figure)
     print(f"calibration: {table.height} rows (judge × model × decoding) against fact")
 
 
 def _figures(args, params):
-    from leakk.stages import figures
+    from leakk.stages.evaluate import figures
 
     figures(args.leak, params, args.out_dir, judges=[args.judge] if args.judge else None)
 
 
 def _rule_round(args, params):
-    from leakk.rule import run_round
+    from leakk.unlearn.rule import run_round
 
     run_round(_read_data(args.data), params, name=args.name, round_idx=args.round,
               prev_dir=args.prev, out_dir=args.out, reference_dir=args.reference)
 
 
 def _rule(args, params):
-    from leakk.rule import run_all_rounds
+    from leakk.unlearn.rule import run_all_rounds
 
     run_all_rounds(_read_data(args.data), params, name=args.name, base_model=args.model_dir,
                    out_root=args.out, reference_dir=args.reference)
@@ -164,7 +164,7 @@ def _round_order(folders: list[str]) -> list[str]:
 
 
 def _rule_eval(args, params):
-    from leakk.rule import evaluate_round
+    from leakk.unlearn.rule import evaluate_round
 
     data = _read_data(args.data)
     for i, folder in enumerate(_round_order(args.rounds)):
@@ -173,7 +173,7 @@ def _rule_eval(args, params):
 
 
 def _rule_report(args, params):
-    from leakk.rule import report
+    from leakk.unlearn.rule import report
 
     report([Path(p) for p in _round_order(args.rounds)], [Path(p) for p in args.evals], args.out_log,
            args.out_figure)
@@ -181,15 +181,15 @@ def _rule_report(args, params):
 
 def _validate(args, params):
     if args.stamp:
-        from leakk.io import write_text
+        from leakk.core.io import write_text
 
         write_text("ok\n", args.stamp)  # constant: a stage that depends on it re-runs only on failure
     print(f"{args.params}: ok")
 
 
 def _dvc_record(args, params):
-    from leakk.dvc_record import record
-    from leakk.hub import download
+    from leakk.workflow.dvc_record import record
+    from leakk.data.hub import download
 
     # the download stage's output, as `dvc repro` writes it (the Snakemake run fetched every
     # source already, so this makes no request)
@@ -201,9 +201,9 @@ def _dvc_record(args, params):
 
 
 def _dvc_yaml(args, params):
-    from leakk.dvc_yaml import render, stale
-    from leakk.errors import ParamsError
-    from leakk.io import write_text
+    from leakk.workflow.dvc import render, stale
+    from leakk.core.errors import ParamsError
+    from leakk.core.io import write_text
 
     if args.check:
         wrong = stale(args.file, params)
@@ -216,8 +216,8 @@ def _dvc_yaml(args, params):
 
 
 def _replicates(args, params):
-    from leakk.replicate_stats import aggregate
-    from leakk.replicates import run_seeds
+    from leakk.stats.replicate_stats import aggregate
+    from leakk.workflow.replicates import run_seeds
 
     extra = list(args.snakemake_args)
     if extra[:1] == ["--"]:
@@ -229,7 +229,7 @@ def _replicates(args, params):
 
 
 def _replicates_table(args, params):
-    from leakk.replicate_stats import aggregate
+    from leakk.stats.replicate_stats import aggregate
 
     print(aggregate(params, args.out_dir, seeds=args.seed or None))
 
@@ -406,7 +406,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the folder of seed_<s>/ folders (default: results/replicates)")
     p.add_argument("--seed", type=int, action="append", metavar="S",
                    help="aggregate this seed (repeatable; default: `replicates:`, else every seed_<s> found)")
-    from leakk.trust_stages import add_commands
+    from leakk.stages.trust import add_commands
 
     add_commands(sub)  # bounds, bounds-table, reliability, report-tables, heatmap
     return parser
@@ -418,12 +418,12 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(levelname)s %(name)s: %(message)s")
     try:
         from leakk.config import load_params
-        from leakk.lifeline import watch_parent_engine
+        from leakk.workflow.lifeline import watch_parent_engine
 
         watch_parent_engine()
         params = load_params(args.params)
         if args.threads:
-            from leakk.modeling import set_threads
+            from leakk.models.modeling import set_threads
 
             set_threads(args.threads)
         args.fn(args, params)

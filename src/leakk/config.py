@@ -17,7 +17,7 @@ from typing import Any
 import jsonschema
 import yaml
 
-from leakk.errors import ParamsError
+from leakk.core.errors import ParamsError
 
 BASE_MODELS = ("full", "retrain")
 

@@ -14,9 +14,9 @@ from typing import Any
 
 import polars as pl
 
-from leakk.errors import ArtifactError
-from leakk.io import CONTRACTS
-from leakk.registry import Registry
+from leakk.core.errors import ArtifactError
+from leakk.core.io import CONTRACTS
+from leakk.core.registry import Registry
 
 #: Registered benchmark builders by name; each has a ``columns`` attribute.
 BENCHMARKS: Registry[Callable[..., pl.DataFrame]] = Registry("benchmark", "data.benchmark")

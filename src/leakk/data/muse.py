@@ -18,7 +18,7 @@ import polars as pl
 
 from leakk.data import register_benchmark
 from leakk.data.hubdata import load_split, require
-from leakk.errors import ParamsError
+from leakk.core.errors import ParamsError
 
 TASKS = {
     "knowmem": (("forget_qa", "forget"), ("retain_qa", "retain")),

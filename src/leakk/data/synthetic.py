@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import polars as pl
 
 from leakk.data import register_benchmark
-from leakk.errors import ParamsError
+from leakk.core.errors import ParamsError
 
 _SYLLABLES = (
     "ka", "ren", "tho", "mil", "vor", "sa", "lin", "dra", "bel", "mor", "qui", "zan", "el",

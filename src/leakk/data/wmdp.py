@@ -18,7 +18,7 @@ import polars as pl
 
 from leakk.data import register_benchmark
 from leakk.data.hubdata import load_split, require
-from leakk.errors import ArtifactError, ParamsError
+from leakk.core.errors import ArtifactError, ParamsError
 
 SUBSETS = ("wmdp-bio", "wmdp-cyber", "wmdp-chem")
 

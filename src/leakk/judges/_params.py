@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from leakk.errors import ParamsError
+from leakk.core.errors import ParamsError
 
 #: JSON Schema fragments reused by the judges' ``params_schema``.
 DEVICE_SCHEMA: dict[str, Any] = {

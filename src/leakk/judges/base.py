@@ -29,8 +29,8 @@ from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 
-from leakk.errors import ParamsError
-from leakk.registry import Registry
+from leakk.core.errors import ParamsError
+from leakk.core.registry import Registry
 
 __all__ = ["JUDGES", "Judge", "make_judge", "register_judge", "check_threshold", "aligned_length", "STAGE_KEYS",
            "label_schema"]

@@ -56,7 +56,7 @@ class EmbeddingJudge(Judge):
         self.device_name = check_device("embedding", device)
         from sentence_transformers import SentenceTransformer
 
-        from leakk.modeling import pick_device
+        from leakk.models.modeling import pick_device
 
         try:
             self.model = SentenceTransformer(self.model_id, device=str(pick_device(self.device_name)),

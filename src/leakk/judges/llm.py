@@ -38,7 +38,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from leakk.errors import ParamsError
+from leakk.core.errors import ParamsError
 from leakk.judges._params import check_int, check_number, check_str
 from leakk.judges.base import Judge, aligned_length, register_judge
 

@@ -16,7 +16,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from leakk.errors import ParamsError
+from leakk.core.errors import ParamsError
 from leakk.judges._params import (
     DEVICE_SCHEMA,
     REVISION_SCHEMA,
@@ -81,7 +81,7 @@ class NLIJudge(Judge):
         import torch
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-        from leakk.modeling import pick_device
+        from leakk.models.modeling import pick_device
 
         self._torch = torch
         self.device = pick_device(self.device_name)

@@ -12,7 +12,7 @@ import numpy as np
 import polars as pl
 from tqdm.auto import tqdm
 
-from leakk.errors import ArtifactError, LeakkError, ParamsError
+from leakk.core.errors import ArtifactError, LeakkError, ParamsError
 from leakk.judges.base import JUDGES, STAGE_KEYS, Judge, make_judge
 
 __all__ = ["judge_samples", "build_judges", "judge_spec", "check_missing", "missing_fraction",

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from leakk.registry import Registry
+from leakk.core.registry import Registry
 
 if TYPE_CHECKING:  # torch is imported by the losses, so validating params stays light
     import torch
@@ -51,7 +51,7 @@ class GradAscent(Method):
     uses_retain = False
 
     def forget_loss(self, model, batch, ref_logp):
-        from leakk.prompting import answer_nll
+        from leakk.models.prompting import answer_nll
 
         return -answer_nll(model, batch)
 
@@ -75,7 +75,7 @@ class NPO(Method):
     def forget_loss(self, model, batch, ref_logp):
         import torch.nn.functional as F
 
-        from leakk.prompting import answer_logprob
+        from leakk.models.prompting import answer_logprob
 
         log_ratio = answer_logprob(model, batch) - ref_logp
         return -(2.0 / self.beta) * F.logsigmoid(-self.beta * log_ratio).mean()

@@ -7,9 +7,9 @@ from typing import Any
 
 import polars as pl
 
-from leakk.errors import ParamsError
-from leakk.finetune import training_pairs
-from leakk.modeling import load_model, pick_device, save_model
+from leakk.core.errors import ParamsError
+from leakk.models.finetune import training_pairs
+from leakk.models.modeling import load_model, pick_device, save_model
 from leakk.unlearn.loop import unlearn_loop
 from leakk.unlearn.methods import make_method
 

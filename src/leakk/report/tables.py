@@ -15,7 +15,7 @@ from pathlib import Path
 
 import polars as pl
 
-from leakk.io import write_text
+from leakk.core.io import write_text
 
 _STYLE = """
 body{font-family:system-ui,sans-serif;margin:1.5em;max-width:70em;color:#222}
@@ -90,7 +90,7 @@ def bounds_markdown(bounds: pl.DataFrame, judge: str, decoding: str,
     sub = bounds.filter((pl.col("decoding") == decoding)
                         & (pl.col("judge").is_null() | (pl.col("judge") == judge))
                         & pl.col("k").is_in(list(ks)))
-    from leakk.estimate import model_order
+    from leakk.stats.estimate import model_order
 
     lines = [f"## Exact lower bound on leak@k (decoding `{decoding}`; sampled leak@k, judge `{judge}`, "
              "in brackets where k ≤ n)", "",

@@ -25,7 +25,7 @@ from typing import Any
 import yaml
 
 from leakk.config import model_folder, model_names, trained_models
-from leakk.errors import ArtifactError
+from leakk.core.errors import ArtifactError
 
 
 def evaluated_models(p: dict[str, Any]) -> dict[str, str]:

@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from leakk.config import hub_sources, is_local, source_param
-from leakk.errors import ArtifactError, ParamsError
-from leakk.io import atomic_path, one_line
+from leakk.core.errors import ArtifactError, ParamsError
+from leakk.core.io import atomic_path, one_line
 
 HUB_DIR = Path("results/hub")
 STAMP = ".leakk_download.json"
@@ -84,7 +84,7 @@ def fetch(key: str, source: dict[str, Any], hub_dir: str | os.PathLike = HUB_DIR
         raise ArtifactError(f"{where}: {repo}@{revision} is not downloaded and the hub cannot be reached "
                             f"({one_line(exc, 120)})") from None
     if repo_type == "model":
-        from leakk.modeling import check_model_dir
+        from leakk.models.modeling import check_model_dir
 
         check_model_dir(path, f"{where} ({repo}@{revision})")  # safetensors only: refuse now, not at sampling
     commit = _commit_of(Path(path), revision)

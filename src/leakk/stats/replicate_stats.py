@@ -8,7 +8,7 @@ Two views of the same seeds, reported side by side because they answer different
   seed's row here is exactly what its run reported.
 * **Pooled** (``pooled``, ``pooled_ci_low/high``): every seed's judgments in one frame, with
   qids and groups prefixed by the seed so that the bootstrap resamples (seed, author) clusters,
-  run through the package's own :func:`leakk.estimate.leak_table` — one estimator, not a second
+  run through the package's own :func:`leakk.stats.estimate.leak_table` — one estimator, not a second
   copy. Its CI covers question sampling only; the sd covers the seeds. A reader needs both.
 """
 
@@ -20,9 +20,9 @@ from typing import Any
 
 import polars as pl
 
-from leakk.errors import ArtifactError
-from leakk.estimate import leak_table, model_order, utility_table
-from leakk.io import atomic_path, read_parquet, write_parquet, write_text
+from leakk.core.errors import ArtifactError
+from leakk.stats.estimate import leak_table, model_order, utility_table
+from leakk.core.io import atomic_path, read_parquet, write_parquet, write_text
 
 KEYS = ["model", "decoding", "judge", "k"]
 
@@ -109,7 +109,7 @@ def _cell(row: dict | None) -> str:
 
 def summary_markdown(table: pl.DataFrame, utility: pl.DataFrame, judge: str, headline_decoding: str,
                      seeds: list[int], greedy: str = "greedy") -> str:
-    """One row per model (:func:`leakk.estimate.model_order`): greedy leak and leak@k_max at
+    """One row per model (:func:`leakk.stats.estimate.model_order`): greedy leak and leak@k_max at
     the headline decoding as ``mean ± sd [pooled CI]``, excess over retrain and retain
     accuracy as ``mean ± sd``."""
     sub = table.filter(pl.col("judge") == judge)
@@ -138,11 +138,11 @@ def plot_replicate_curves(table: pl.DataFrame, judge: str, out_path: str | os.Pa
     """leak@k vs k (log-2 axis) per model, one panel per sampled decoding: the mean across
     seeds with ± sd error bars (artist gid ``mean:<model>``; each model's points nudged
     sideways by a few % of an octave so that bars at one k stay apart), and the greedy mean as a
-    dashed line — the style of :func:`leakk.figures.plot_leak_curves` (colour + marker per model,
+    dashed line — the style of :func:`leakk.report.figures.plot_leak_curves` (colour + marker per model,
     direct labels, legend below the panels)."""
     from matplotlib.lines import Line2D
 
-    from leakk import figures
+    from leakk.report import figures
 
     plt = figures._pyplot()
     sub = table.filter((pl.col("judge") == judge) & pl.col("mean").is_not_null())
@@ -192,7 +192,7 @@ def plot_replicate_curves(table: pl.DataFrame, judge: str, out_path: str | os.Pa
 
 def _read_seed(root: Path, seed: int, params: dict[str, Any]) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
     """(leak table, utility table, judgments joined with groups) of one finished seed."""
-    from leakk.stages import collect_judgments
+    from leakk.stages.evaluate import collect_judgments
 
     res = seed_results(root, seed)
     leak_path, util_path = res / "leak_at_k.parquet", res / "utility.csv"

@@ -4,7 +4,7 @@
 ``leakk`` stage that goes on for minutes and then writes an output nobody will record. Under
 DVC (``DVC_STAGE`` is set) :func:`watch_parent_engine` follows the engine from a daemon thread
 and sends the stage SIGTERM when it is gone; the stage then exits like on Ctrl-C, and
-``leakk.io.atomic_path`` removes its unfinished temp files. (Snakemake on SIGTERM lets running
+``leakk.core.io.atomic_path`` removes its unfinished temp files. (Snakemake on SIGTERM lets running
 jobs finish and then exits itself.) Linux only: elsewhere it does nothing.
 """
 

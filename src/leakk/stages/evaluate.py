@@ -13,8 +13,8 @@ from typing import Any
 import polars as pl
 
 from leakk.config import decoding_names, model_names, utility_judge
-from leakk.errors import ArtifactError
-from leakk.io import atomic_path, read_parquet, write_parquet, write_text
+from leakk.core.errors import ArtifactError
+from leakk.core.io import atomic_path, read_parquet, write_parquet, write_text
 
 
 def judgment_path(judgments_dir: str | os.PathLike, model: str, decoding: str, judge: str) -> Path:
@@ -27,7 +27,7 @@ def judge_file(samples_path: str | os.PathLike, data: pl.DataFrame, params: dict
                label: str, out: str | os.PathLike) -> None:
     """Judge one samples Parquet with the judge ``judge.<label>``; fail (writing nothing)
     when more than its ``max_missing`` fraction of judgments failed."""
-    from leakk.errors import ParamsError
+    from leakk.core.errors import ParamsError
     from leakk.judges import judge_samples
     from leakk.judges.run import check_missing, judge_spec
 
@@ -78,7 +78,7 @@ def collect_judgments(judgments_dir: str | os.PathLike, data: pl.DataFrame, para
 def estimate(judgments_dir: str | os.PathLike, data: pl.DataFrame, params: dict[str, Any],
              out_dir: str | os.PathLike) -> str:
     """Write leak_at_k.parquet/.csv, utility.csv and summary.md; return the summary."""
-    from leakk.estimate import leak_table, summary_markdown, utility_table
+    from leakk.stats.estimate import leak_table, summary_markdown, utility_table
 
     est = params["estimate"]
     frame = collect_judgments(judgments_dir, data, params)
@@ -105,7 +105,7 @@ def estimate(judgments_dir: str | os.PathLike, data: pl.DataFrame, params: dict[
 def figures(leak_path: str | os.PathLike, params: dict[str, Any], out_dir: str | os.PathLike,
             judges: list[str] | None = None) -> None:
     """leak@k curves per judge, and the greedy-vs-sampled bars at the headline decoding."""
-    from leakk.figures import plot_greedy_vs_sampled, plot_leak_curves
+    from leakk.report.figures import plot_greedy_vs_sampled, plot_leak_curves
 
     leak = read_parquet(leak_path, "leak_table")
     out_dir = Path(out_dir)

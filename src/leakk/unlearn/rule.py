@@ -30,8 +30,8 @@ from typing import Any
 import polars as pl
 
 from leakk.config import utility_judge
-from leakk.errors import ArtifactError
-from leakk.io import atomic_path, contract_schema, read_parquet, write_parquet
+from leakk.core.errors import ArtifactError
+from leakk.core.io import atomic_path, contract_schema, read_parquet, write_parquet
 from leakk.sampling.stage import questions_for
 
 LEAKED_SCHEMA = contract_schema("rule_leaked")
@@ -67,9 +67,9 @@ def select_leaked(judged: pl.DataFrame, questions: pl.DataFrame, known: pl.DataF
 def leak_stats(judged: pl.DataFrame, data: pl.DataFrame, ks: list[int], est: dict[str, Any],
                prefix: str = "") -> dict[str, float | None]:
     """``{prefix}leak_at_<k>`` and its CI bounds for judged forget samples, computed by the leak
-    table's own estimator (:func:`leakk.estimate.leak_table`: valid judgments only, clustered
+    table's own estimator (:func:`leakk.stats.estimate.leak_table`: valid judgments only, clustered
     bootstrap over ``group``); None where leak@k is undefined."""
-    from leakk.estimate import leak_table
+    from leakk.stats.estimate import leak_table
 
     frame = judged.join(data.select("qid", "group"), on="qid", how="left").with_columns(
         model=pl.lit("rule"), decoding=pl.lit("round"), judge=pl.lit("judge"))
@@ -123,7 +123,7 @@ def forget_examples(data: pl.DataFrame, leaked: pl.DataFrame, cfg: dict[str, Any
     ``forget_set: augmented`` the forget split's own training pairs. With ``forget_tokens:
     span`` each pair carries the character span of its fact (where the fact judge finds it;
     the whole text where it does not), so the loss acts on the leaked tokens only."""
-    from leakk.finetune import training_pairs
+    from leakk.models.finetune import training_pairs
     from leakk.judges.fact import fact_span
 
     if "fact" not in data.columns:  # no facts: every span is the whole text
@@ -149,9 +149,9 @@ def run_round(data: pl.DataFrame, params: dict[str, Any], *, name: str, round_id
     ``reference: full``. Reads only ``rule.<name>``, the base unlearn run, the rule's judge,
     the prompt and the backend, so editing evaluation parameters never re-trains RULE.
     """
-    from leakk.finetune import training_pairs
+    from leakk.models.finetune import training_pairs
     from leakk.judges import judge_samples
-    from leakk.modeling import load_model, pick_device
+    from leakk.models.modeling import load_model, pick_device
     from leakk.sampling.decoding import Decoding
     from leakk.unlearn.loop import unlearn_loop
     from leakk.unlearn.methods import make_method
@@ -298,7 +298,7 @@ def run_all_rounds(data: pl.DataFrame, params: dict[str, Any], *, name: str, bas
 def report(round_dirs: list[Path], eval_files: list[Path], out_log: str | os.PathLike,
            out_figure: str | os.PathLike) -> pl.DataFrame:  # pragma: no mutate block
     """Join each round's training log with its evaluation into one Parquet; plot the trajectory."""
-    from leakk.figures import plot_rule_trajectory
+    from leakk.report.figures import plot_rule_trajectory
 
     train = pl.concat([read_parquet(Path(d) / "round.parquet") for d in round_dirs], how="diagonal_relaxed")
     evals = pl.concat([read_parquet(f) for f in eval_files], how="diagonal_relaxed")

@@ -14,8 +14,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from leakk.errors import ArtifactError
-from leakk.io import write_text
+from leakk.core.errors import ArtifactError
+from leakk.core.io import write_text
 
 #: the stage that validates params.yaml; its stamp stands for "the Snakefile validated them"
 VALIDATE_STAGE = "validate"

@@ -17,11 +17,11 @@ import torch
 from transformers import get_cosine_schedule_with_warmup
 
 from leakk.data import training_column
-from leakk.errors import ParamsError
-from leakk.modeling import build_gpt2, build_tokenizer, load_model, max_positions, pick_device, save_model
-from leakk.progress import tqdm
-from leakk.prompting import answer_nll, encode_example
-from leakk.training import Term, Trainer, TrainingSpec, resolve
+from leakk.core.errors import ParamsError
+from leakk.models.modeling import build_gpt2, build_tokenizer, load_model, max_positions, pick_device, save_model
+from leakk.core.progress import tqdm
+from leakk.models.prompting import answer_nll, encode_example
+from leakk.models.training import Term, Trainer, TrainingSpec, resolve
 
 
 def training_pairs(data: pl.DataFrame, *extra: str) -> list[tuple]:
@@ -55,7 +55,7 @@ def train_loop(
 ) -> list[dict[str, Any]]:
     """Plain SFT on answer tokens; returns a per-step log. ``batch_size`` is the effective
     batch; ``training`` (default: the active ``training:`` section) sets precision,
-    accumulation, checkpointing and LoRA (:mod:`leakk.training`)."""
+    accumulation, checkpointing and LoRA (:mod:`leakk.models.training`)."""
     examples = [encode_example(q, a, tokenizer, template) for q, a in pairs]
     limit = max_positions(model)
     longest = max((len(ids) for ids, _ in examples), default=0)

@@ -16,7 +16,7 @@ from typing import Any
 
 import polars as pl
 
-from leakk.errors import ArtifactError
+from leakk.core.errors import ArtifactError
 
 #: The one definition of each Parquet artifact's required columns (docs/design.md §4), with
 #: the dtype each must have where the pipeline builds it (``None``: any dtype); extra
@@ -43,13 +43,13 @@ CONTRACTS: dict[str, dict[str, Any] | tuple[str, ...]] = {
                 "missing": pl.Int64},
     # RULE: the (question, leaked completion) pairs a round adds to the forget set
     "rule_leaked": {"qid": pl.String, "question": pl.String, "completion": pl.String, "round": pl.Int64},
-    # judge vs fact (ground truth) per (judge, model, decoding): leakk.calibrate
+    # judge vs fact (ground truth) per (judge, model, decoding): leakk.stats.calibrate
     "calibration": {
         "judge": pl.String, "model": pl.String, "decoding": pl.String, "items": None, "tp": None,
         "fp": None, "fn": None, "tn": None, "precision": pl.Float64, "recall": pl.Float64, "f1": pl.Float64,
         "false_positive_rate": pl.Float64, "k": None, "leak_at_k": pl.Float64, "leak_at_k_fact": pl.Float64,
     },
-    # exact probability that one completion begins with the answer (leakk.bounds)
+    # exact probability that one completion begins with the answer (leakk.stats.bounds)
     "bounds": (
         "model", "decoding", "qid", "group", "answer_tokens", "log_p", "p", "fact_token_index",
         "fact_token_rank", "fact_token_prob",

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from leakk.errors import ArtifactError
+from leakk.core.errors import ArtifactError
 
 __all__ = ["CALIBRATION_COLUMNS", "calibration_table", "plot_calibration", "write_calibration"]
 
@@ -37,7 +37,7 @@ def _ratio(a: int, b: int) -> float | None:
 
 
 def _mean_leak(per_q: pl.DataFrame, col: str, k: int) -> float | None:
-    from leakk.estimate import leak_at_k
+    from leakk.stats.estimate import leak_at_k
 
     usable = per_q.filter(pl.col("n") >= k)
     if usable.is_empty():
@@ -47,7 +47,7 @@ def _mean_leak(per_q: pl.DataFrame, col: str, k: int) -> float | None:
 
 def calibration_table(frame: pl.DataFrame, ks: list[int], truth: str = TRUTH) -> pl.DataFrame:
     """One row per (judge ≠ truth, model, decoding); ``frame`` is
-    :func:`leakk.stages.collect_judgments`'s long frame. ``k`` = the largest of ``ks`` that
+    :func:`leakk.stages.evaluate.collect_judgments`'s long frame. ``k`` = the largest of ``ks`` that
     every scored question's n reaches (1 for greedy). Empty when ``truth`` is absent."""
     need = {"judge", "model", "decoding", "qid", "sample_idx", "leaked", "split"}
     missing = need - set(frame.columns)
@@ -79,7 +79,7 @@ def calibration_table(frame: pl.DataFrame, ks: list[int], truth: str = TRUTH) ->
         })
     if not rows:
         return pl.DataFrame(schema=_SCHEMA)
-    from leakk.estimate import model_order
+    from leakk.stats.estimate import model_order
 
     order = {m: i for i, m in enumerate(model_order(sorted({r["model"] for r in rows})))}
     table = pl.DataFrame(rows, schema=_SCHEMA)
@@ -90,7 +90,7 @@ def calibration_table(frame: pl.DataFrame, ks: list[int], truth: str = TRUTH) ->
 def plot_calibration(table: pl.DataFrame, out_path: str | os.PathLike, decoding: str | None = None) -> None:
     """Left: precision / recall / false-positive rate per judge (pooled over models) at
     ``decoding``. Right: leak@k under each judge vs under fact, one point per model."""
-    from leakk.figures import _pyplot, _save
+    from leakk.report.figures import _pyplot, _save
 
     plt = _pyplot()
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
@@ -139,8 +139,8 @@ def write_calibration(judgments_dir: str | os.PathLike, data: pl.DataFrame, para
                       out_dir: str | os.PathLike, figure: str | os.PathLike) -> pl.DataFrame:
     """The ``calibrate`` stage: calibration.parquet/.csv in ``out_dir`` and the figure.
     Without a ``fact`` judge (or facts) the table is empty and the figure says so."""
-    from leakk.io import atomic_path, write_parquet
-    from leakk.stages import collect_judgments
+    from leakk.core.io import atomic_path, write_parquet
+    from leakk.stages.evaluate import collect_judgments
 
     if TRUTH in params["judge"] and data["fact"].null_count() < data.height:
         table = calibration_table(collect_judgments(judgments_dir, data, params), params["estimate"]["ks"])

@@ -1,7 +1,7 @@
 """Exact leak probability without sampling: a lower bound on leak@k for every k.
 
 For a forget question with prompt x and reference answer a = (a_1, …, a_m) (the answer's
-token ids exactly as training encodes them, :func:`leakk.prompting.encode_example`, without
+token ids exactly as training encodes them, :func:`leakk.models.prompting.encode_example`, without
 the EOS), the probability that one completion drawn with decoding D *begins with* a is
 
     p = prod_t π_D(a_t | x, a_<t)
@@ -34,11 +34,11 @@ import numpy as np
 import polars as pl
 import torch
 
-from leakk.prompting import encode_example, encode_prompt
+from leakk.models.prompting import encode_example, encode_prompt
 from leakk.sampling.decoding import Decoding
 from leakk.sampling.hf import nucleus_logprobs
 
-#: per-question columns of a bounds file (``leakk.io.CONTRACTS["bounds"]``)
+#: per-question columns of a bounds file (``leakk.core.io.CONTRACTS["bounds"]``)
 BOUNDS_SCHEMA: dict[str, pl.DataType] = {
     "model": pl.String, "decoding": pl.String, "qid": pl.String, "group": pl.String,
     "answer_tokens": pl.Int64, "log_p": pl.Float64, "p": pl.Float64,
@@ -217,7 +217,7 @@ def _exact_upper(leak: pl.DataFrame, confidence: float = 0.95) -> pl.DataFrame:
     interval to compare with where the clustered bootstrap degenerates — with no leak at all
     it returns [0, 0], which is no confidence interval.
     """
-    from leakk.guarantees import cp_upper
+    from leakk.stats.guarantees import cp_upper
 
     at1 = leak.filter((pl.col("k") == 1) & pl.col("leak_at_k").is_not_null() & (pl.col("questions") > 0))
     rows = []
@@ -261,7 +261,7 @@ def why_leaks_table(per_q: pl.DataFrame, decoding: str) -> pl.DataFrame:
     (greedy decoding cannot produce the fact there, sampling can); ``fact_rank_median`` and
     ``fact_prob_mean`` describe the mass greedy decoding hides.
     """
-    from leakk.estimate import model_order
+    from leakk.stats.estimate import model_order
 
     rows = []
     for m in model_order(per_q["model"].to_list()):

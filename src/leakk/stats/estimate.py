@@ -15,11 +15,11 @@ from collections.abc import Sequence
 import numpy as np
 import polars as pl
 
-from leakk.errors import ArtifactError
-from leakk.io import CONTRACTS, contract_schema, require_columns
+from leakk.core.errors import ArtifactError
+from leakk.core.io import CONTRACTS, contract_schema, require_columns
 
 #: Columns of the leak table, in order, and the leak and utility schemas: from the one
-#: definition of the artifact contracts (:data:`leakk.io.CONTRACTS`).
+#: definition of the artifact contracts (:data:`leakk.core.io.CONTRACTS`).
 LEAK_TABLE_COLUMNS: tuple[str, ...] = tuple(CONTRACTS["leak_table"])
 _LEAK_SCHEMA: dict[str, pl.DataType] = contract_schema("leak_table")
 _UTILITY_SCHEMA: dict[str, pl.DataType] = contract_schema("utility")

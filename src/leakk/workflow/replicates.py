@@ -4,18 +4,18 @@ Why: an unlearning result tuned on one seed can sit next to a cliff (issue 9: th
 miniature's effect held for ``seed: 0`` and failed for ``seed: 1``). ``replicates: [0, 1, 2]``
 in a params file makes ``leakk replicates`` build each seed as an ordinary run in its own
 folder and then report mean ± sd across seeds beside the pooled CI
-(:mod:`leakk.replicate_stats`).
+(:mod:`leakk.stats.replicate_stats`).
 
 Why one Snakemake run per seed folder, not a ``{seed}`` wildcard through every rule: a seed
 run is then *exactly* a normal run (same Snakefile, same rules, same caching), with
 ``seed: s`` written into its own params file. Nothing in the pipeline reads ``replicates``
-(``leakk.pipeline.STAGES``), so a plain ``snakemake`` or ``dvc repro`` still runs ``seed``.
+(``leakk.workflow.table.STAGES``), so a plain ``snakemake`` or ``dvc repro`` still runs ``seed``.
 
 Layout, under ``results/replicates/``::
 
     seed_<s>/params.yaml     the params file with seed: s (replicates removed)
     seed_<s>/results/...     that seed's complete run (Snakemake --directory seed_<s>)
-    leak_at_k.csv, ...       the aggregate (leakk.replicate_stats.write_aggregate)
+    leak_at_k.csv, ...       the aggregate (leakk.stats.replicate_stats.write_aggregate)
 """
 
 from __future__ import annotations
@@ -30,8 +30,8 @@ from typing import Any
 import yaml
 
 from leakk.config import is_local, read_params_file
-from leakk.errors import LeakkError, ParamsError
-from leakk.io import write_text
+from leakk.core.errors import LeakkError, ParamsError
+from leakk.core.io import write_text
 
 #: where ``leakk replicates`` puts the seed folders and the aggregate (relative to the repo)
 ROOT = Path("results/replicates")

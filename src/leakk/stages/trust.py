@@ -2,11 +2,11 @@
 numbers a reviewer asks for after the leak table (issue 11).
 
 - ``bounds``: per model, the exact probability that one completion begins with the answer,
-  for every configured decoding (:mod:`leakk.bounds`).
+  for every configured decoding (:mod:`leakk.stats.bounds`).
 - ``bounds-table``: the lower bound 1 − (1 − p)^k up to k = 10⁴ beside the sampled leak@k,
   the starts-with-answer check against the samples, and the bound-vs-sampled figure.
-- ``reliability``: Clopper–Pearson guarantees (:mod:`leakk.guarantees`), Beta-binomial
-  extrapolation beyond n and its hold-out check (:mod:`leakk.extrapolate`), the per-question
+- ``reliability``: Clopper–Pearson guarantees (:mod:`leakk.stats.guarantees`), Beta-binomial
+  extrapolation beyond n and its hold-out check (:mod:`leakk.stats.extrapolate`), the per-question
   leak-rate figure, and the headline metrics/plot files DVC reads.
 """
 
@@ -20,7 +20,7 @@ from typing import Any
 import polars as pl
 
 from leakk.config import decoding_names
-from leakk.io import atomic_path, read_parquet, write_parquet, write_text
+from leakk.core.io import atomic_path, read_parquet, write_parquet, write_text
 
 
 def _write_csv(frame: pl.DataFrame, path: str | os.PathLike) -> None:
@@ -39,8 +39,8 @@ def forget_questions(data: pl.DataFrame, question_column: str) -> pl.DataFrame:
 def bounds(data: pl.DataFrame, params: dict[str, Any], *, model_name: str, model_dir: str,
            out: str | os.PathLike) -> pl.DataFrame:
     """Teacher-forced exact p for every forget question × configured decoding of one model."""
-    from leakk.bounds import question_bounds
-    from leakk.modeling import load_model, pick_device
+    from leakk.stats.bounds import question_bounds
+    from leakk.models.modeling import load_model, pick_device
     from leakk.sampling.decoding import Decoding
 
     sample = params["sample"]
@@ -57,8 +57,8 @@ def bounds_table(data: pl.DataFrame, params: dict[str, Any], *, bound_files: lis
                  leak_path: str | os.PathLike, samples_dir: str | os.PathLike,
                  out_dir: str | os.PathLike) -> pl.DataFrame:
     """results/bounds.parquet + .csv, bounds_check.csv, why_leaks.csv and figures/bound_vs_sampled.png."""
-    from leakk.bounds import bound_table, starts_with_check, why_leaks_table
-    from leakk.figures import plot_bound_vs_sampled
+    from leakk.stats.bounds import bound_table, starts_with_check, why_leaks_table
+    from leakk.report.figures import plot_bound_vs_sampled
 
     per_q = pl.concat([read_parquet(f, "bounds") for f in bound_files])
     leak = read_parquet(leak_path, "leak_table")
@@ -85,10 +85,10 @@ def reliability(judgments_dir: str | os.PathLike, data: pl.DataFrame, params: di
                 out_dir: str | os.PathLike, n_boot: int = 200) -> str:
     """guarantees.csv, extrapolation.csv, extrapolation_check.csv, reliability.md,
     figures/leak_rate_distribution.png, and the DVC files leak_curve.csv + metrics.json."""
-    from leakk.extrapolate import extrapolation_table, holdout_check, per_question_counts
-    from leakk.figures import plot_leak_rate_distribution
-    from leakk.guarantees import guarantee_table, per_question
-    from leakk.stages import collect_judgments
+    from leakk.stats.extrapolate import extrapolation_table, holdout_check, per_question_counts
+    from leakk.report.figures import plot_leak_rate_distribution
+    from leakk.stats.guarantees import guarantee_table, per_question
+    from leakk.stages.evaluate import collect_judgments
 
     est = params["estimate"]
     frame = collect_judgments(judgments_dir, data, params)
@@ -174,7 +174,7 @@ def _read_data(path):
 
 
 def _bounds(args, params):
-    from leakk.modeling import check_model_dir
+    from leakk.models.modeling import check_model_dir
 
     check_model_dir(args.model_dir, "--model-dir")
     bounds(_read_data(args.data), params, model_name=args.model, model_dir=args.model_dir, out=args.out)
@@ -191,7 +191,7 @@ def _reliability(args, params):
 
 
 def _heatmap(args, params):
-    from leakk.figures import plot_decoding_heatmap
+    from leakk.report.figures import plot_decoding_heatmap
 
     leak = read_parquet(args.leak, "leak_table")
     k = args.k or int(leak.filter(pl.col("decoding") != "greedy")["k"].max())
@@ -199,7 +199,7 @@ def _heatmap(args, params):
 
 
 def _report_tables(args, params):
-    from leakk.report import write_tables_page
+    from leakk.report.tables import write_tables_page
 
     est = params["estimate"]
     write_tables_page(args.summary, args.bounds, args.check, args.reliability, args.out,

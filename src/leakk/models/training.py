@@ -29,8 +29,8 @@ from typing import Any
 
 import torch
 
-from leakk.errors import ParamsError
-from leakk.prompting import collate
+from leakk.core.errors import ParamsError
+from leakk.models.prompting import collate
 
 #: an encoded training example: (input_ids, labels with -100 outside the answer)
 Example = tuple[list[int], list[int]]

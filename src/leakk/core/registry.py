@@ -2,7 +2,7 @@
 
 A module registers its class (or function) with a decorator built from
 :meth:`Registry.register`, and the package's ``__init__`` imports the module; a name that is
-not registered fails with the same one-line :class:`~leakk.errors.ParamsError` everywhere::
+not registered fails with the same one-line :class:`~leakk.core.errors.ParamsError` everywhere::
 
     <params key>: unknown <kind> 'x' (known: ['a', 'b'])
 
@@ -16,7 +16,7 @@ import importlib
 from collections.abc import Callable, Iterator, Mapping
 from typing import Generic, TypeVar
 
-from leakk.errors import ParamsError
+from leakk.core.errors import ParamsError
 
 T = TypeVar("T")
 

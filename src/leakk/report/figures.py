@@ -2,7 +2,7 @@
 
 matplotlib is imported lazily with the non-interactive Agg backend, so the package imports
 without a display and a headless cluster job never tries to open a window. Every PNG is
-written to a temporary sibling and renamed into place (``leakk.io.atomic_path``), so an
+written to a temporary sibling and renamed into place (``leakk.core.io.atomic_path``), so an
 interrupted run never leaves a truncated figure that Snakemake/DVC would take as done.
 """
 
@@ -12,9 +12,9 @@ import os
 
 import polars as pl
 
-from leakk.errors import ArtifactError
-from leakk.estimate import model_order as _model_order
-from leakk.io import atomic_path
+from leakk.core.errors import ArtifactError
+from leakk.stats.estimate import model_order as _model_order
+from leakk.core.io import atomic_path
 
 GREEDY = "greedy"
 
@@ -51,7 +51,7 @@ LINESTYLES = ("-", "--", "-.", ":")
 
 
 def model_styles(models) -> dict[str, dict]:
-    """Colour, marker and line style per model, in :func:`leakk.estimate.model_order`."""
+    """Colour, marker and line style per model, in :func:`leakk.stats.estimate.model_order`."""
     import matplotlib
 
     cmap = matplotlib.colormaps["tab10"]

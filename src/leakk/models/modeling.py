@@ -23,8 +23,8 @@ from transformers import (
     PreTrainedTokenizerFast,
 )
 
-from leakk.errors import ArtifactError, ParamsError
-from leakk.io import atomic_path, corrupt_folder
+from leakk.core.errors import ArtifactError, ParamsError
+from leakk.core.io import atomic_path, corrupt_folder
 
 SPECIAL_TOKENS = {"pad_token": "<pad>", "eos_token": "<eos>", "bos_token": "<bos>", "unk_token": "<unk>"}
 

@@ -10,7 +10,7 @@ it in Chromium, whose script records which images decoded (``naturalWidth > 0``)
 many table rows rendered, and screenshots it; (3) checks that every PNG under
 ``results/figures`` is in the report and that the screenshots are not blank.
 
-    python -m leakk.report_check results/report.html --figures results/figures --out-dir results/report_check
+    python -m leakk.report.check results/report.html --figures results/figures --out-dir results/report_check
 """
 
 from __future__ import annotations
@@ -163,7 +163,7 @@ def check(report: Path, figures_dir: Path | None, out_dir: Path, binary: str | N
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m leakk.report_check", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m leakk.report.check", description=__doc__.splitlines()[0])
     parser.add_argument("report", type=Path)
     parser.add_argument("--figures", type=Path, help="every PNG here must be in the report")
     parser.add_argument("--out-dir", type=Path, required=True, help="screenshots and the contact sheet go here")

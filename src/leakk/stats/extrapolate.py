@@ -32,7 +32,7 @@ import numpy as np
 import polars as pl
 from scipy import optimize, special
 
-from leakk.estimate import leak_at_k
+from leakk.stats.estimate import leak_at_k
 
 _LIM = 12.0  # |log a|, |log b|, |logit π| ≤ 12: keeps the optimiser off degenerate edges
 
@@ -212,8 +212,8 @@ def extrapolation_table(counts: pl.DataFrame, multiples: Sequence[float] = (1, 2
             # no leak at all: the fit (and every bootstrap refit) says 0 with no width, which
             # is no interval. Use the exact one instead: a Clopper–Pearson upper bound U on
             # the pooled per-sample rate gives leak@k ≤ 1 − (1 − U)^k (see
-            # leakk.bounds._exact_upper for why pooling and Jensen keep it valid).
-            from leakk.guarantees import cp_upper
+            # leakk.stats.bounds._exact_upper for why pooling and Jensen keep it valid).
+            from leakk.stats.guarantees import cp_upper
 
             u = float(cp_upper(0, int(n.sum()), ci))
             hi = -np.expm1(np.asarray(ks, dtype=np.float64) * np.log1p(-u))
