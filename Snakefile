@@ -3,8 +3,11 @@
 import shlex
 import sys
 
-from leakk.config import (BASE_KEY, base_folder, decoding_names, hub_sources, is_local, model_folder, model_names,
-                          source_param, trained_models, utility_judge, workflow_params)
+from leakk.config import workflow_params
+from leakk.core.layout import BASE_KEY, is_local, model_folder, model_names, trained_models
+from leakk.data.hub import base_folder, hub_sources, source_param
+from leakk.judges.run import utility_judge
+from leakk.sampling.decoding import decoding_names
 from leakk.data.hub import dataset_folder
 from leakk.core.errors import ParamsError
 from leakk.workflow.table import stage_params, stage_resources

@@ -10,7 +10,9 @@ import random
 import polars as pl
 import pytest
 
-from leakk.stats.calibrate import calibration_table, plot_calibration, write_calibration
+from leakk.report.figures import plot_calibration
+from leakk.stages.evaluate import write_calibration
+from leakk.stats.calibrate import calibration_table
 
 
 def brute_leak_at_k(flags: list[bool], k: int) -> float:

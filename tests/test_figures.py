@@ -257,7 +257,8 @@ def test_decoding_grid_detection():
 def test_decoding_grid_preset_is_a_complete_valid_params_file():
     from pathlib import Path
 
-    from leakk.config import decoding_names, load_params
+    from leakk.config import load_params
+    from leakk.sampling.decoding import decoding_names
     from leakk.report.figures import decoding_grid
 
     root = Path(__file__).resolve().parents[1]

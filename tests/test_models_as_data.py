@@ -7,7 +7,8 @@ import polars as pl
 import pytest
 
 from conftest import MICRO, write_params
-from leakk.config import model_folder, model_names, validate_params
+from leakk.config import validate_params
+from leakk.core.layout import model_folder, model_names
 from test_workflow import planned_rules, snakemake
 
 
@@ -67,7 +68,7 @@ def test_a_models_entry_reaches_the_leak_table_without_training(tmp_path):
 
 
 def test_model_base_as_a_hub_id_is_downloaded_before_finetuning(tmp_path):
-    from leakk.config import base_folder, hub_sources
+    from leakk.data.hub import base_folder, hub_sources
     from leakk.core.errors import ParamsError
 
     p = dict(MICRO, model={"base": "org/tiny-llama"})

@@ -513,7 +513,9 @@ def test_load_params_names_the_file(tmp_path):
 
 
 def test_model_and_decoding_names_include_rule_runs():
-    from leakk.config import decoding_names, model_names, utility_judge
+    from leakk.core.layout import model_names
+    from leakk.judges.run import utility_judge
+    from leakk.sampling.decoding import decoding_names
 
     p = validate_params(MICRO)
     assert model_names(p) == ["full", "retrain", "ga", "npo", "rule_npo"]
@@ -954,7 +956,7 @@ def test_invalid_yaml_message_keeps_the_parser_explanation_on_one_line(tmp_path)
 
 
 def test_utility_judge_prefers_fact_over_the_headline_judge():
-    from leakk.config import utility_judge
+    from leakk.judges.run import utility_judge
 
     p = copy.deepcopy(MICRO)
     p["estimate"]["headline_judge"] = "rougeL"

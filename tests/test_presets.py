@@ -9,7 +9,9 @@ import shutil
 import pytest
 
 from conftest import ROOT
-from leakk.config import hub_sources, load_params, model_names
+from leakk.config import load_params
+from leakk.core.layout import model_names
+from leakk.data.hub import hub_sources
 from test_workflow import planned_rules, snakemake
 
 PRESETS = sorted((ROOT / "configs").glob("*.yaml"))

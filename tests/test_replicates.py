@@ -20,7 +20,8 @@ from leakk.report import figures
 from leakk.config import load_params, read_params_file, validate_params
 from leakk.core.errors import ParamsError
 from leakk.stats.estimate import leak_table, utility_table
-from leakk.stats.replicate_stats import (plot_replicate_curves, pool_judgments, spread_table, summary_markdown,
+from leakk.report.figures import plot_replicate_curves
+from leakk.stats.replicate_stats import (pool_judgments, spread_table, summary_markdown,
                                    utility_spread)
 from leakk.workflow.replicates import seed_params_text, seeds, snakemake_command, write_seed_params
 
@@ -286,7 +287,8 @@ def fake_seed_run(res, seed: int, params: dict) -> None:
     """A finished seed's results folder without training anything: the data, one judgments file
     per (model, judge, decoding), and the seed's own leak table/utility/summary written by the
     estimate stage itself."""
-    from leakk.config import decoding_names, model_names
+    from leakk.core.layout import model_names
+    from leakk.sampling.decoding import decoding_names
     from leakk.core.io import write_parquet
     from leakk.stages.evaluate import estimate, judgment_path
 

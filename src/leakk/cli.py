@@ -39,7 +39,7 @@ def _read_data(path):
 
 
 def _finetune(args, params):
-    from leakk.config import base_folder
+    from leakk.data.hub import base_folder
     from leakk.models.finetune import finetune
 
     splits = ["forget", "retain"] if args.which == "full" else ["retain"]
@@ -60,7 +60,7 @@ def _unlearn(args, params):
 
 
 def _decodings(params, names):
-    from leakk.config import decoding_names
+    from leakk.sampling.decoding import decoding_names
     from leakk.core.errors import ParamsError
     from leakk.sampling import Decoding
 
@@ -72,7 +72,7 @@ def _decodings(params, names):
 
 
 def _sample(args, params):
-    from leakk.config import decoding_names
+    from leakk.sampling.decoding import decoding_names
     from leakk.core.io import write_parquet
     from leakk.models.modeling import check_model_dir
     from leakk.sampling.stage import run_sampling
@@ -126,7 +126,7 @@ def _estimate(args, params):
 
 
 def _calibrate(args, params):
-    from leakk.stats.calibrate import write_calibration
+    from leakk.stages.evaluate import write_calibration
 
     table = write_calibration(args.judgments, _read_data(args.data), params, args.out_dir, args.figure)
     print(f"calibration: {table.height} rows (judge × model × decoding) against fact")
@@ -173,7 +173,7 @@ def _rule_eval(args, params):
 
 
 def _rule_report(args, params):
-    from leakk.unlearn.rule import report
+    from leakk.stages.rule import report
 
     report([Path(p) for p in _round_order(args.rounds)], [Path(p) for p in args.evals], args.out_log,
            args.out_figure)
@@ -216,7 +216,7 @@ def _dvc_yaml(args, params):
 
 
 def _replicates(args, params):
-    from leakk.stats.replicate_stats import aggregate
+    from leakk.stages.replicates import aggregate
     from leakk.workflow.replicates import run_seeds
 
     extra = list(args.snakemake_args)
@@ -229,7 +229,7 @@ def _replicates(args, params):
 
 
 def _replicates_table(args, params):
-    from leakk.stats.replicate_stats import aggregate
+    from leakk.stages.replicates import aggregate
 
     print(aggregate(params, args.out_dir, seeds=args.seed or None))
 

@@ -9,105 +9,35 @@ from __future__ import annotations
 import copy
 import os
 import string
-from functools import cache
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import jsonschema
 import yaml
 
 from leakk.core.errors import ParamsError
-
-BASE_MODELS = ("full", "retrain")
-
-
-@cache
-def schema() -> dict[str, Any]:
-    return yaml.safe_load(resources.files("leakk").joinpath("schemas/params.schema.yaml").read_text())
-
-
-def _with_defaults(validator_class):
-    """A validator that also fills ``default`` values into the instance (jsonschema recipe)."""
-    validate_props = validator_class.VALIDATORS["properties"]
-
-    def set_defaults(validator, properties, instance, schema_):
-        if isinstance(instance, dict):
-            for name, sub in properties.items():
-                if isinstance(sub, dict) and "default" in sub:
-                    instance.setdefault(name, copy.deepcopy(sub["default"]))
-        yield from validate_props(validator, properties, instance, schema_)
-
-    return jsonschema.validators.extend(validator_class, {"properties": set_defaults})
-
-
-def _key(path) -> str:
-    out = ""
-    for part in path:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out or "(top level)"
-
-
-def _error_line(e: jsonschema.ValidationError, prefix: tuple = ()) -> tuple[str, str]:
-    """(key, message) of a schema error; an unknown key is named itself, not its parent."""
-    path = [*prefix, *e.absolute_path]
-    if e.validator == "additionalProperties" and isinstance(e.instance, dict):
-        allowed = set(e.schema.get("properties", {}))
-        extra = sorted(k for k in e.instance if k not in allowed)
-        if extra and allowed:
-            return _key([*path, extra[0]]), _unknown_key(extra[0], allowed)
-        if extra:
-            return _key([*path, extra[0]]), "unknown key (this section takes no keys)"
-    if e.validator == "pattern" and isinstance(e.schema, dict) and e.schema.get("description"):
-        return _key(path), f"{e.instance!r} is not one of: {e.schema['description']}"
-    return _key(path), e.message
-
-
-def _unknown_key(key: Any, allowed: set[str]) -> str:
-    import difflib
-
-    close = difflib.get_close_matches(str(key), sorted(allowed), n=1)
-    hint = f"did you mean {close[0]!r}? " if close else ""
-    return f"unknown key ({hint}allowed: {sorted(allowed)})"
-
-
-def _schema_errors(instance: Any, schema_: dict[str, Any], src: str, prefix: tuple = (),
-                   fill_defaults: bool = False) -> None:
-    validator_class = jsonschema.Draft202012Validator
-    validator = (_with_defaults(validator_class) if fill_defaults else validator_class)(schema_)
-    errors = sorted(validator.iter_errors(instance), key=lambda e: [str(p) for p in e.absolute_path])
-    if errors:
-        e = errors[0]
-        key, msg = _error_line(e, prefix)
-        raise ParamsError(f"{src}: {key}: {msg} (rule: {e.validator})")
-
+from leakk.core.layout import is_local, trained_models
+from leakk.core.schema import check, params_schema, unknown_key
+from leakk.data.hub import hub_sources, source_param
+from leakk.unlearn.stopping import stop_judge
 
 def validate_params(params: dict[str, Any], source: str = "params.yaml") -> dict[str, Any]:
     """Return a defaults-filled copy of ``params``, or raise ParamsError on the first problem."""
     if not isinstance(params, dict):
         raise ParamsError(f"{source}: not a mapping of params keys (got {type(params).__name__}; "
                           "rule: a YAML mapping like params.yaml)")
-    missing = [k for k in schema()["required"] if k not in params]
-    unknown = [k for k in params if k not in schema()["properties"]]
+    missing = [k for k in params_schema()["required"] if k not in params]
+    unknown = [k for k in params if k not in params_schema()["properties"]]
     if missing and unknown:  # most likely a misspelt section name
-        raise ParamsError(f"{source}: {unknown[0]}: {_unknown_key(unknown[0], set(schema()['properties']))} "
+        raise ParamsError(f"{source}: {unknown[0]}: {unknown_key(unknown[0], set(params_schema()['properties']))} "
                           "(rule: additionalProperties)")
     if missing:
         raise ParamsError(
             f"{source}: missing top-level keys {missing}: a params file (a preset too) must be "
             "complete; start from a copy of params.yaml (rule: required)")
     params = copy.deepcopy(params)
-    _schema_errors(params, schema(), source, fill_defaults=True)
+    check(params, params_schema(), source, fill_defaults=True)
     _cross_field(params, source)
     return params
-
-
-def schema_section(section: dict[str, Any], key: str, source: str = "params.yaml") -> dict[str, Any]:
-    """A defaults-filled copy of one top-level section checked against its schema alone
-    (for code handed a section directly, e.g. a training loop's ``training=``)."""
-    section = copy.deepcopy(section)
-    _schema_errors(section, schema()["properties"][key], source, prefix=(key,), fill_defaults=True)
-    return section
 
 
 def check_accumulation(p: dict[str, Any], src: str) -> None:
@@ -218,44 +148,6 @@ def _cross_field(p: dict[str, Any], src: str) -> None:
         _check_arch(p, src)
 
 
-def is_local(repo: str) -> bool:
-    """A hub source's ``repo`` names a local folder (used in place of a hub id)."""
-    return repo.startswith((".", "/", "~")) or Path(repo).expanduser().is_dir()
-
-
-def hub_sources(p: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """``{"datasets/<benchmark>" | "models/<name>": source}`` of everything ``leakk download``
-    fetches (hub ids and local folders alike)."""
-    out = {}
-    bench = p["data"]["benchmark"]
-    if bench != "synthetic" and p["data"].get(bench):
-        out[f"datasets/{bench}"] = p["data"][bench]
-    for name, src in (p.get("models") or {}).items():
-        out[f"models/{name}"] = src
-    base = p["model"].get("base")
-    if base and not is_local(base):  # fine-tune a hub model: fetched like the others
-        out[BASE_KEY] = {"repo": base, "revision": p["model"].get("revision")}
-    return out
-
-
-#: the download key of ``model.base`` given as a hub id (not a valid ``models:`` name)
-BASE_KEY = "models/_base"
-
-
-def source_param(key: str) -> str:
-    """The params key of hub source ``key``: ``data.<benchmark>``, ``models.<name>`` or ``model``."""
-    kind, name = key.split("/", 1)
-    if key == BASE_KEY:
-        return "model"
-    return f"data.{name}" if kind == "datasets" else f"models.{name}"
-
-
-def base_folder(p: dict[str, Any]) -> str | None:
-    """The folder ``model.base`` names: as given, or its download (None: build from ``arch``)."""
-    base = p["model"].get("base")
-    if not base:
-        return None
-    return os.path.expanduser(base) if is_local(base) else f"results/hub/{BASE_KEY}"
 
 
 def _check_hub(p: dict[str, Any], src: str) -> None:
@@ -272,11 +164,6 @@ def _check_hub(p: dict[str, Any], src: str) -> None:
         if name in p["unlearn"] or name in (p.get("rule") or {}):
             _fail(src, f"models.{name}", "name already used by an unlearn or rule run (rule: model names are unique)")
 
-
-def stop_judge(stop: dict[str, Any]) -> dict[str, Any]:
-    """The judge spec (``{"type": …, params…}``) of an unlearn run's ``stop`` criterion."""
-    judge = stop["judge"]
-    return {"type": judge} if isinstance(judge, str) else dict(judge)
 
 
 def _check_judge_spec(spec: dict[str, Any], columns, bench: str, src: str, where: tuple[str, ...],
@@ -295,7 +182,7 @@ def _check_judge_spec(spec: dict[str, Any], columns, bench: str, src: str, where
         raise JUDGES.unknown(kind, key).with_source(src)
     # the judge class's own schema of its constructor keywords (no defaults filled in:
     # the rules declare these params, and filling them would re-run finished judging)
-    _schema_errors(cfg, label_schema(JUDGES.get(kind)), src, prefix=where)
+    check(cfg, label_schema(JUDGES.get(kind)), src, prefix=where)
     if getattr(JUDGES.get(kind), "needs_fact", False) and "fact" not in columns:
         _fail(src, base, f"the {kind!r} judge needs a fact column, which the {bench!r} benchmark does not "
                          f"have (known: {sorted(columns)}) (rule: a benchmark with facts)")
@@ -421,50 +308,3 @@ def workflow_params(config: dict[str, Any], configfiles: list) -> tuple[str, dic
     return str(path), params
 
 
-def model_names(p: dict[str, Any]) -> list[str]:
-    """Every model of the experiment, in table order."""
-    extra = [m for m in (p.get("models") or {}) if m not in BASE_MODELS]
-    return [*base_models(p), *p["unlearn"], *(p.get("rule") or {}), *extra]
-
-
-def base_models(p: dict[str, Any]) -> list[str]:
-    """``full`` and ``retrain``, except that with a published target (``models.full``) there
-    is a retrain baseline only where ``models.retrain`` names one (WMDP has none; training one
-    from scratch beside a published 7B target would be meaningless)."""
-    models = p.get("models") or {}
-    return [m for m in BASE_MODELS if "full" not in models or m in models]
-
-
-def trained_models(p: dict[str, Any]) -> list[str]:
-    """The base models the finetune stage trains (those not given under ``models:``)."""
-    return [m for m in base_models(p) if m not in (p.get("models") or {})]
-
-
-def model_folder(p: dict[str, Any], name: str) -> str:
-    """Where model ``name``'s folder is: a ``models:`` entry's local folder as given, a hub
-    entry's download under ``results/hub/models/<name>``, else the trained one under
-    ``results/models/<name>`` (RULE models: see the workflow's round folders)."""
-    source = (p.get("models") or {}).get(name)
-    if source is None:
-        return f"results/models/{name}"
-    return os.path.expanduser(source["repo"]) if is_local(source["repo"]) else f"results/hub/models/{name}"
-
-
-def decoding_names(p: dict[str, Any]) -> list[str]:
-    """``greedy`` plus each sampled decoding's canonical name."""
-    from leakk.sampling.decoding import Decoding
-
-    return ["greedy", *(Decoding(d["temperature"], d["top_p"]).name for d in p["sample"]["decodings"])]
-
-
-def judge_type(p: dict[str, Any], label: str) -> str:
-    """The judge class name of ``judge.<label>`` (its ``type`` key, else the label)."""
-    return (p["judge"][label] or {}).get("type", label)
-
-
-def utility_judge(p: dict[str, Any]) -> str:
-    """The judge label that scores retain-set greedy answers: the first judge of type
-    ``fact`` (ground truth, where the benchmark has facts; chosen by type, not label), else
-    the headline judge."""
-    facts = [label for label in p["judge"] if judge_type(p, label) == "fact"]
-    return facts[0] if facts else p["estimate"]["headline_judge"]

@@ -196,3 +196,14 @@ def write_text(text: str, path: str | os.PathLike) -> None:
     """Write a text file atomically."""
     with atomic_path(path) as tmp:
         tmp.write_text(text)
+
+
+def check_model_dir(path: str | os.PathLike, key: str = "model") -> Path:
+    """Fail clearly if ``path`` is not an HF model folder with safetensors weights (the models
+    contract: pickled weights are refused)."""
+    path = Path(path)
+    if not (path / "config.json").is_file():
+        raise ArtifactError(f"{key}: {path} is not a model folder (no config.json)")
+    if not any(path.glob("*.safetensors")) and not any(path.glob("*.safetensors.index.json")):
+        raise ArtifactError(f"{key}: {path} has no safetensors weights (pickled weights are refused)")
+    return path

@@ -1,7 +1,7 @@
 """The ``download`` stage: hub datasets and models, pinned to a revision, under ``results/hub``.
 
 Each hub source of the params (``data.<benchmark>``, each ``models.<name>``; see
-:func:`leakk.config.hub_sources`) is fetched with ``huggingface_hub.snapshot_download`` into
+:func:`hub_sources`) is fetched with ``huggingface_hub.snapshot_download`` into
 its own folder, ``results/hub/datasets/<benchmark>`` or ``results/hub/models/<name>`` (the
 repo's file tree, as on the hub; ``huggingface_hub`` keeps its download metadata in the
 folder's ``.cache/``, so an interrupted download resumes). The folder's
@@ -18,14 +18,45 @@ import os
 from pathlib import Path
 from typing import Any
 
-from leakk.config import hub_sources, is_local, source_param
+from leakk.core.layout import BASE_KEY, RESULTS, is_local
 from leakk.core.errors import ArtifactError, ParamsError
-from leakk.core.io import atomic_path, one_line
+from leakk.core.io import atomic_path, check_model_dir, one_line
 
-HUB_DIR = Path("results/hub")
+HUB_DIR = Path(RESULTS.hub_dir)
 STAMP = ".leakk_download.json"
 #: weights other than safetensors are never fetched (leakk loads safetensors only)
 MODEL_IGNORE = ["*.bin", "*.pt", "*.pth", "*.ckpt", "*.h5", "*.msgpack", "*.onnx", "original/*"]
+
+
+def hub_sources(p: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """``{"datasets/<benchmark>" | "models/<name>": source}`` of everything ``leakk download``
+    fetches (hub ids and local folders alike)."""
+    out = {}
+    bench = p["data"]["benchmark"]
+    if bench != "synthetic" and p["data"].get(bench):
+        out[f"datasets/{bench}"] = p["data"][bench]
+    for name, src in (p.get("models") or {}).items():
+        out[f"models/{name}"] = src
+    base = p["model"].get("base")
+    if base and not is_local(base):  # fine-tune a hub model: fetched like the others
+        out[BASE_KEY] = {"repo": base, "revision": p["model"].get("revision")}
+    return out
+
+
+def source_param(key: str) -> str:
+    """The params key of hub source ``key``: ``data.<benchmark>``, ``models.<name>`` or ``model``."""
+    kind, name = key.split("/", 1)
+    if key == BASE_KEY:
+        return "model"
+    return f"data.{name}" if kind == "datasets" else f"models.{name}"
+
+
+def base_folder(p: dict[str, Any]) -> str | None:
+    """The folder ``model.base`` names: as given, or its download (None: build from ``arch``)."""
+    base = p["model"].get("base")
+    if not base:
+        return None
+    return os.path.expanduser(base) if is_local(base) else RESULTS.hub(BASE_KEY)
 
 
 def target(key: str, hub_dir: str | os.PathLike = HUB_DIR) -> Path:
@@ -84,8 +115,6 @@ def fetch(key: str, source: dict[str, Any], hub_dir: str | os.PathLike = HUB_DIR
         raise ArtifactError(f"{where}: {repo}@{revision} is not downloaded and the hub cannot be reached "
                             f"({one_line(exc, 120)})") from None
     if repo_type == "model":
-        from leakk.models.modeling import check_model_dir
-
         check_model_dir(path, f"{where} ({repo}@{revision})")  # safetensors only: refuse now, not at sampling
     commit = _commit_of(Path(path), revision)
     with atomic_path(folder / STAMP) as tmp:

@@ -16,7 +16,7 @@ from leakk.core.errors import ArtifactError, LeakkError, ParamsError
 from leakk.judges.base import JUDGES, STAGE_KEYS, Judge, make_judge
 
 __all__ = ["judge_samples", "build_judges", "judge_spec", "check_missing", "missing_fraction",
-           "JudgeFailedError", "PASS_THROUGH"]
+           "JudgeFailedError", "PASS_THROUGH", "judge_type", "utility_judge"]
 
 
 class JudgeFailedError(LeakkError):
@@ -261,3 +261,16 @@ def judge_samples(
     out = pl.concat(parts, how="vertical")
     front = ["qid", "sample_idx", "judge", "score", "leaked"]
     return out.select(front + [c for c in out.columns if c not in front])
+
+
+def judge_type(p: dict[str, Any], label: str) -> str:
+    """The judge class name of ``judge.<label>`` (its ``type`` key, else the label)."""
+    return (p["judge"][label] or {}).get("type", label)
+
+
+def utility_judge(p: dict[str, Any]) -> str:
+    """The judge label that scores retain-set greedy answers: the first judge of type
+    ``fact`` (ground truth, where the benchmark has facts; chosen by type, not label), else
+    the headline judge."""
+    facts = [label for label in p["judge"] if judge_type(p, label) == "fact"]
+    return facts[0] if facts else p["estimate"]["headline_judge"]

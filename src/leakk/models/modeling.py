@@ -24,7 +24,7 @@ from transformers import (
 )
 
 from leakk.core.errors import ArtifactError, ParamsError
-from leakk.core.io import atomic_path, corrupt_folder
+from leakk.core.io import atomic_path, check_model_dir, corrupt_folder
 
 SPECIAL_TOKENS = {"pad_token": "<pad>", "eos_token": "<eos>", "bos_token": "<bos>", "unk_token": "<unk>"}
 
@@ -59,16 +59,6 @@ def build_gpt2(tokenizer: PreTrainedTokenizerFast, arch: dict[str, Any], seed: i
         **arch,
     )
     return GPT2LMHeadModel(config)
-
-
-def check_model_dir(path: str | os.PathLike, key: str = "model") -> Path:
-    """Fail clearly if ``path`` is not an HF model folder with safetensors weights."""
-    path = Path(path)
-    if not (path / "config.json").is_file():
-        raise ArtifactError(f"{key}: {path} is not a model folder (no config.json)")
-    if not any(path.glob("*.safetensors")) and not any(path.glob("*.safetensors.index.json")):
-        raise ArtifactError(f"{key}: {path} has no safetensors weights (pickled weights are refused)")
-    return path
 
 
 def load_model(

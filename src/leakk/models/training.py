@@ -50,7 +50,7 @@ class TrainingSpec:
     def from_params(cls, section: dict[str, Any] | None, source: str = "training") -> TrainingSpec:
         """From a ``training:`` section, checked and defaults-filled by the params schema (so a
         partial ``lora: {r: 8}`` given to a loop directly gets the same defaults as params)."""
-        from leakk.config import schema_section
+        from leakk.core.schema import section as schema_section
 
         return cls(**schema_section(section or {}, "training", source))
 

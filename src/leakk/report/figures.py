@@ -451,3 +451,106 @@ def plot_decoding_heatmap(leak: pl.DataFrame, judge: str, k: int, out_path: str 
     if image is not None:
         fig.colorbar(image, ax=list(axes.flat), shrink=0.8, label=f"leak@{k}")
     _save(fig, out_path)
+
+
+def plot_calibration(table: pl.DataFrame, out_path: str | os.PathLike, decoding: str | None = None) -> None:
+    """Left: precision / recall / false-positive rate per judge (pooled over models) at
+    ``decoding``. Right: leak@k under each judge vs under fact, one point per model."""
+    import numpy as np
+
+    from leakk.stats.calibrate import ratio as _ratio
+
+    plt = _pyplot()
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
+    if table.is_empty():
+        for ax in (ax1, ax2):
+            ax.text(0.5, 0.5, "no ground truth (fact) to calibrate against", ha="center", va="center")
+            ax.set_axis_off()
+        _save(fig, out_path)
+        return
+    if decoding is None or decoding not in table["decoding"].to_list():
+        decoding = table["decoding"].to_list()[0]
+    sub = table.filter(pl.col("decoding") == decoding)
+    pooled = sub.group_by("judge", maintain_order=True).agg(pl.col("tp", "fp", "fn", "tn").sum())
+    judges = pooled["judge"].to_list()
+    x = np.arange(len(judges))
+    for off, (name, fn) in zip((-0.27, 0.0, 0.27), (
+            ("precision", lambda r: _ratio(r["tp"], r["tp"] + r["fp"])),
+            ("recall", lambda r: _ratio(r["tp"], r["tp"] + r["fn"])),
+            ("false-positive rate", lambda r: _ratio(r["fp"], r["fp"] + r["tn"])))):
+        vals = [fn(r) for r in pooled.iter_rows(named=True)]
+        ax1.bar(x + off, [np.nan if v is None else v for v in vals], width=0.27, label=name)
+    ax1.set_xticks(x, judges, rotation=20)
+    ax1.set_ylim(0, 1.05)
+    ax1.set_title(f"vs fact, per completion ({decoding}, all models)")
+    ax1.legend(frameon=False, fontsize=8)
+    markers = "osD^v<>P*X"
+    for i, judge in enumerate(judges):
+        part = sub.filter(pl.col("judge") == judge)
+        ax2.scatter(part["leak_at_k_fact"].to_numpy(), part["leak_at_k"].to_numpy(), marker=markers[i % 10],
+                    label=judge)
+        for r in part.iter_rows(named=True):
+            ax2.annotate(r["model"], (r["leak_at_k_fact"], r["leak_at_k"]), fontsize=6, alpha=0.7)
+    ax2.plot([0, 1], [0, 1], color="grey", lw=0.8, ls="--")
+    ax2.set_xlim(-0.03, 1.03)
+    ax2.set_ylim(-0.03, 1.03)
+    ks = sorted(set(sub["k"].to_list()))
+    ax2.set_xlabel(f"leak@{ks[-1] if len(ks) == 1 else 'k'} under fact (ground truth)")
+    ax2.set_ylabel("leak@k under the judge")
+    ax2.set_title("how far each judge moves leak@k")
+    ax2.legend(frameon=False, fontsize=8)
+    fig.tight_layout()
+    _save(fig, out_path)
+
+
+def plot_replicate_curves(table: pl.DataFrame, judge: str, out_path: str | os.PathLike,
+                          greedy: str = "greedy") -> None:
+    """leak@k vs k (log-2 axis) per model, one panel per sampled decoding: the mean across
+    seeds with ± sd error bars (artist gid ``mean:<model>``; each model's points nudged
+    sideways by a few % of an octave so that bars at one k stay apart), and the greedy mean as a
+    dashed line — the style of :func:`leakk.report.figures.plot_leak_curves` (colour + marker per model,
+    direct labels, legend below the panels)."""
+    from matplotlib.lines import Line2D
+
+    plt = _pyplot()
+    sub = table.filter((pl.col("judge") == judge) & pl.col("mean").is_not_null())
+    decodings = sorted(d for d in sub["decoding"].unique().to_list() if d != greedy)
+    if not decodings:
+        raise ArtifactError(f"replicate table has no sampled decodings for judge {judge!r}")
+    models = _model_order(sub["model"].to_list())
+    styles = model_styles(models)
+    greedy_mean = {r["model"]: r["mean"] for r in sub.filter((pl.col("decoding") == greedy) & (pl.col("k") == 1))
+                   .iter_rows(named=True)}
+    fig, axes = facet_grid(plt, len(decodings), f"leak@k ({judge})", width=5.0, height=3.8, max_cols=3)
+    for ax, dec in zip(axes.flat, decodings):
+        part = sub.filter(pl.col("decoding") == dec)
+        ends, names, kmax = [], [], 1
+        for i, m in enumerate(models):
+            rows = part.filter(pl.col("model") == m).sort("k")
+            if rows.is_empty():
+                continue
+            st = styles[m]
+            # each model's points nudged sideways (a few % of an octave) so error bars at one k do not overlap
+            dodge = 2.0 ** (0.035 * (i - (len(models) - 1) / 2))
+            k, mean = rows["k"].to_numpy() * dodge, rows["mean"].to_numpy()
+            sd = rows["sd"].fill_null(0.0).to_numpy()
+            kmax = max(kmax, int(rows["k"].max()))
+            bars = ax.errorbar(k, mean, yerr=sd, fmt="-", lw=1.4, color=st["color"], marker=st["marker"], ms=4.5,
+                               capsize=3, label=m)
+            bars.lines[0].set_gid(f"mean:{m}")  # the mean's line (not its caps)
+            if greedy_mean.get(m) is not None:
+                ax.plot([k.min(), k.max()], [greedy_mean[m]] * 2, ls="--", lw=1.0, color=st["color"],
+                        marker=st["marker"], ms=4, markevery=[0], markerfacecolor="none", gid=f"greedy:{m}")
+            ends.append(float(mean[-1]))
+            names.append(m)
+        finish_k_panel(ax, dec, names, ends, styles, kmax, sorted(set(part["k"].to_list())))
+    seeds = int(sub["seeds"].max())
+    handles = [Line2D([], [], color=styles[m]["color"], marker=styles[m]["marker"], ls="-") for m in models]
+    labels = [*models, f"mean leak@k ± sd over {seeds} seeds", "greedy leak, mean (same colour/marker)"]
+    handles += [Line2D([], [], color="grey", ls="-"),
+                Line2D([], [], color="grey", ls="--", marker="o", markerfacecolor="none")]
+    fig.suptitle(f"leak@k across {seeds} seeds — judge: {judge}")
+    fig.tight_layout(rect=(0, 0.08 + 0.02 * (len(labels) // 5), 1, 1))
+    fig.legend(handles, labels, loc="lower center", bbox_to_anchor=(0.5, 0.0), ncol=min(5, len(labels)),
+               frameon=False, fontsize=8)
+    _save(fig, out_path)

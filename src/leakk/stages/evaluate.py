@@ -12,7 +12,9 @@ from typing import Any
 
 import polars as pl
 
-from leakk.config import decoding_names, model_names, utility_judge
+from leakk.core.layout import model_names
+from leakk.judges.run import utility_judge
+from leakk.sampling.decoding import decoding_names
 from leakk.core.errors import ArtifactError
 from leakk.core.io import atomic_path, read_parquet, write_parquet, write_text
 
@@ -115,3 +117,22 @@ def figures(leak_path: str | os.PathLike, params: dict[str, Any], out_dir: str |
         sampled = leak.filter((pl.col("judge") == judge) & (pl.col("decoding") == est["headline_decoding"]))
         k = int(sampled["k"].max())
         plot_greedy_vs_sampled(leak, judge, k, est["headline_decoding"], out_dir / f"greedy_vs_sampled_{judge}.png")
+
+
+def write_calibration(judgments_dir: str | os.PathLike, data: pl.DataFrame, params: dict[str, Any],
+                      out_dir: str | os.PathLike, figure: str | os.PathLike) -> pl.DataFrame:
+    """The ``calibrate`` stage: calibration.parquet/.csv in ``out_dir`` and the figure.
+    Without a ``fact`` judge (or facts) the table is empty and the figure says so."""
+    from leakk.report.figures import plot_calibration
+    from leakk.stats.calibrate import EMPTY, TRUTH, calibration_table
+
+    if TRUTH in params["judge"] and data["fact"].null_count() < data.height:
+        table = calibration_table(collect_judgments(judgments_dir, data, params), params["estimate"]["ks"])
+    else:
+        table = pl.DataFrame(schema=EMPTY)
+    out_dir = Path(out_dir)
+    write_parquet(table, out_dir / "calibration.parquet", "calibration")
+    with atomic_path(out_dir / "calibration.csv") as tmp:
+        table.write_csv(tmp)
+    plot_calibration(table, figure, params["estimate"].get("headline_decoding"))
+    return table

@@ -19,7 +19,7 @@ from typing import Any
 
 import polars as pl
 
-from leakk.config import decoding_names
+from leakk.sampling.decoding import decoding_names
 from leakk.core.io import atomic_path, read_parquet, write_parquet, write_text
 
 

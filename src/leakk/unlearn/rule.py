@@ -29,7 +29,7 @@ from typing import Any
 
 import polars as pl
 
-from leakk.config import utility_judge
+from leakk.judges.run import utility_judge
 from leakk.core.errors import ArtifactError
 from leakk.core.io import atomic_path, contract_schema, read_parquet, write_parquet
 from leakk.sampling.stage import questions_for
@@ -293,16 +293,3 @@ def run_all_rounds(data: pl.DataFrame, params: dict[str, Any], *, name: str, bas
     for extra in out_root.glob("round_*"):
         if extra.name.removeprefix("round_").isdigit() and int(extra.name.removeprefix("round_")) > rounds:
             shutil.rmtree(extra)
-
-
-def report(round_dirs: list[Path], eval_files: list[Path], out_log: str | os.PathLike,
-           out_figure: str | os.PathLike) -> pl.DataFrame:  # pragma: no mutate block
-    """Join each round's training log with its evaluation into one Parquet; plot the trajectory."""
-    from leakk.report.figures import plot_rule_trajectory
-
-    train = pl.concat([read_parquet(Path(d) / "round.parquet") for d in round_dirs], how="diagonal_relaxed")
-    evals = pl.concat([read_parquet(f) for f in eval_files], how="diagonal_relaxed")
-    log = evals.join(train, on="round", how="left").sort("round")  # round 0: evaluation only
-    write_parquet(log, out_log)
-    plot_rule_trajectory(log, out_figure)
-    return log

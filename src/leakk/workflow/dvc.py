@@ -24,7 +24,7 @@ from typing import Any
 
 import yaml
 
-from leakk.config import model_folder, model_names, trained_models
+from leakk.core.layout import model_folder, model_names, trained_models
 from leakk.core.errors import ArtifactError
 
 

@@ -29,7 +29,8 @@ from typing import Any
 
 import yaml
 
-from leakk.config import is_local, read_params_file
+from leakk.config import read_params_file
+from leakk.core.layout import is_local
 from leakk.core.errors import LeakkError, ParamsError
 from leakk.core.io import write_text
 

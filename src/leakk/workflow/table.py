@@ -102,7 +102,7 @@ def _fill(key: str, names: dict[str, str]) -> str:
 
 def placeholders(params: dict[str, Any], **names: str) -> dict[str, str]:
     """Values for every placeholder: the given names plus the estimate's judges."""
-    from leakk.config import utility_judge
+    from leakk.judges.run import utility_judge
 
     out = {"headline_judge": params["estimate"]["headline_judge"], "utility_judge": utility_judge(params)}
     if "name" in names and names["name"] in (params.get("rule") or {}):
@@ -136,9 +136,9 @@ def dvc_params(stage: str) -> list[str]:
     ``section.key`` stays as it is where the schema requires ``key`` (so params.yaml always
     writes it) or where ``key`` is a placeholder DVC fills; any other key becomes its section.
     """
-    from leakk.config import schema
+    from leakk.core.schema import params_schema
 
-    props = schema()["properties"]
+    props = params_schema()["properties"]
     if STAGES[stage].dvc_reads:
         return list(STAGES[stage].dvc_reads)
     keys: list[str] = []

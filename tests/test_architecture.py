@@ -1,0 +1,38 @@
+"""The architecture holds: import-linter's contracts ([tool.importlinter] in pyproject.toml)
+— library layers import downwards only, and the library never imports the workflow glue or
+the CLI."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT
+
+LINT = Path(sys.executable).parent / "lint-imports"
+
+
+def test_import_contracts_are_kept():
+    if not LINT.exists():  # pragma: no cover - installed with leakk[test]
+        pytest.fail("lint-imports is missing: pip install -e '.[test]' (import-linter)")
+    proc = subprocess.run([str(LINT), "--no-cache"], cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+    assert "0 broken" in proc.stdout
+
+
+def test_a_library_import_of_the_workflow_breaks_a_contract(tmp_path):
+    """The contracts can fail: a copy of the package whose core imports the stage table."""
+    copy = tmp_path / "src"
+    shutil.copytree(ROOT / "src" / "leakk", copy / "leakk", ignore=shutil.ignore_patterns("__pycache__"))
+    with (copy / "leakk" / "core" / "layout.py").open("a") as f:
+        f.write("\n\ndef _upward():\n    from leakk.workflow import table  # noqa: F401\n")
+    shutil.copy(ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
+    proc = subprocess.run([str(LINT), "--no-cache"], cwd=tmp_path, capture_output=True, text=True,
+                          env={"PYTHONPATH": str(copy), "PATH": str(LINT.parent)})
+    assert proc.returncode != 0
+    assert "Layers import downwards only BROKEN" in proc.stdout
+    assert "The library never imports the workflow glue or the CLI BROKEN" in proc.stdout
