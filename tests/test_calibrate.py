@@ -82,7 +82,7 @@ def test_no_fact_means_an_empty_table(tmp_path):
 
 def test_write_calibration_stage(tmp_path):
     from leakk.core.io import read_parquet, write_parquet
-    from leakk.stages.evaluate import judgment_path
+    from leakk.core.layout import judgment_path
 
     frame = make_frame()
     data = pl.DataFrame({"qid": [f"q{i}" for i in range(5)] + [f"r{i}" for i in range(5)],
@@ -106,7 +106,8 @@ def test_write_calibration_stage(tmp_path):
 def test_collect_judgments_reads_whichever_judges_exist(tmp_path, caplog):
     from leakk.core.errors import ArtifactError
     from leakk.core.io import write_parquet
-    from leakk.stages.evaluate import collect_judgments, judgment_path
+    from leakk.core.layout import judgment_path
+    from leakk.stages.evaluate import collect_judgments
 
     frame = make_frame()
     data = pl.DataFrame({"qid": [f"q{i}" for i in range(5)] + [f"r{i}" for i in range(5)],

@@ -290,7 +290,8 @@ def fake_seed_run(res, seed: int, params: dict) -> None:
     from leakk.core.layout import model_names
     from leakk.sampling.decoding import decoding_names
     from leakk.core.io import write_parquet
-    from leakk.stages.evaluate import estimate, judgment_path
+    from leakk.core.layout import judgment_path
+    from leakk.stages.evaluate import write_estimate as estimate
 
     rng = np.random.default_rng(seed)
     qids = [(f"f{i}", "forget", f"a{i % 2}") for i in range(4)] + [(f"r{i}", "retain", f"a{i % 2 + 2}")

@@ -264,7 +264,8 @@ def test_round_evaluation_reads_the_main_judgments_and_matches_sampling(full_mod
     """Round 0's evaluation from the main pipeline's judgments equals the one that samples the
     same model itself (same backend, seed and judge): the reuse changes nothing but the cost."""
     from leakk.judges import judge_samples
-    from leakk.unlearn.rule import evaluate_round, main_judgments
+    from leakk.core.layout import judgment_path
+    from leakk.unlearn.rule import evaluate_round
     from leakk.sampling.stage import run_sampling
 
     root, d = full_model
@@ -276,7 +277,7 @@ def test_round_evaluation_reads_the_main_judgments_and_matches_sampling(full_mod
     for dec, judge in ((Decoding.from_name(est["headline_decoding"]), est["headline_judge"]), (GREEDY, "fact")):
         samples = run_sampling(str(model_dir), d, dec, model_name=base, params=dict(p["sample"], device="cpu"),
                                template=p["prompt_template"], progress=False)
-        out = main_judgments(tmp_path / "judgments", base, judge, dec.name)
+        out = judgment_path(tmp_path / "judgments", base, dec.name, judge)
         out.parent.mkdir(parents=True, exist_ok=True)
         judge_samples(samples, d, {judge: p["judge"][judge]}, progress=False).write_parquet(out)
     evaluate_round(d, p, name=name, round_idx=0, round_dir=model_dir, out=tmp_path / "reused.parquet",

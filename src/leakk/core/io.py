@@ -7,6 +7,7 @@ place, so a stage killed midway never leaves a partial Parquet (or model folder)
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import tempfile
@@ -131,6 +132,34 @@ def _compatible(actual: pl.DataType, wanted: Any) -> bool:
     return wanted == pl.String and actual in (pl.String, pl.Categorical, pl.Enum)
 
 
+#: this process's execution settings (device, threads, batch sizes): they change where and how
+#: fast a stage runs, not its result, so they are no cache key; every Parquet artifact records
+#: them in its metadata under :data:`EXECUTION_KEY` instead
+_EXECUTION: dict[str, Any] = {}
+EXECUTION_KEY = "leakk.execution"
+
+
+def record_execution(**settings: Any) -> None:
+    """Note execution settings (None: not set) for the artifacts this process writes next."""
+    _EXECUTION.update({k: v for k, v in settings.items() if v is not None})
+
+
+def execution_metadata() -> dict[str, str] | None:
+    """The Parquet key-value metadata recording the execution settings (None: none noted)."""
+    return {EXECUTION_KEY: json.dumps(_EXECUTION, sort_keys=True)} if _EXECUTION else None
+
+
+def read_execution(path: str | os.PathLike) -> dict[str, Any]:
+    """The execution settings a Parquet artifact was written with ({} if it records none)."""
+    meta = pl.read_parquet_metadata(path)
+    return json.loads(meta[EXECUTION_KEY]) if EXECUTION_KEY in meta else {}
+
+
+def write_frame(df: pl.DataFrame, path: str | os.PathLike) -> None:
+    """Write ``df`` to ``path`` (inside an atomic folder being built) with the execution metadata."""
+    df.write_parquet(path, metadata=execution_metadata())
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike, *, is_dir: bool = False) -> Iterator[Path]:
     """Yield a temporary sibling path; on success rename it onto ``path``, else remove it."""
@@ -172,7 +201,7 @@ def write_parquet(df: pl.DataFrame, path: str | os.PathLike, kind: str | None = 
     if kind is not None:
         check_contract(df, kind, path)
     with atomic_path(path) as tmp:
-        df.write_parquet(tmp)
+        write_frame(df, tmp)
 
 
 def read_parquet(path: str | os.PathLike, kind: str | None = None) -> pl.DataFrame:

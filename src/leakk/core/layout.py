@@ -84,9 +84,7 @@ class Layout:
         return self._p("judgments", model, *([judge] if judge is not None else []))
 
     def judgments(self, model: str, judge: str, decoding: str) -> str:
-        """One file per (model, judge, decoding), in a folder per (model, judge) so that DVC can
-        track each judge's files as one stage output."""
-        return self._p("judgments", model, judge, f"{decoding}.parquet")
+        return str(judgment_path(self.judgments_dir, model, decoding, judge))
 
     def rule_eval_dir(self, name: str) -> str:
         return self._p("rule_eval", name)
@@ -132,6 +130,12 @@ class Layout:
 
 
 RESULTS = Layout()
+
+
+def judgment_path(judgments_dir: str | os.PathLike, model: str, decoding: str, judge: str) -> Path:
+    """Where one (model, decoding, judge)'s judgments live: one file per judge, in a folder per
+    (model, judge) so that DVC can track each judge's files as one stage output."""
+    return Path(judgments_dir) / model / judge / f"{decoding}.parquet"
 
 
 def is_local(repo: str) -> bool:

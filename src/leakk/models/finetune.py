@@ -18,6 +18,7 @@ from transformers import get_cosine_schedule_with_warmup
 
 from leakk.data import training_column
 from leakk.core.errors import ParamsError
+from leakk.core.io import write_frame
 from leakk.models.modeling import build_gpt2, build_tokenizer, load_model, max_positions, pick_device, save_model
 from leakk.core.progress import tqdm
 from leakk.models.prompting import answer_nll, encode_example
@@ -108,5 +109,5 @@ def finetune(
     log = train_loop(model, tokenizer, training_pairs(subset), template=template, seed=seed,
                      device=dev, desc=f"finetune {name}", training=training, **train_params)
     save_model(model, tokenizer, out,
-               extra={"train_log.parquet": lambda p: pl.DataFrame(log).write_parquet(p)})
+               extra={"train_log.parquet": lambda p: write_frame(pl.DataFrame(log), p)})
 

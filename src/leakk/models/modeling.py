@@ -24,7 +24,7 @@ from transformers import (
 )
 
 from leakk.core.errors import ArtifactError, ParamsError
-from leakk.core.io import atomic_path, check_model_dir, corrupt_folder
+from leakk.core.io import atomic_path, check_model_dir, corrupt_folder, record_execution
 
 SPECIAL_TOKENS = {"pad_token": "<pad>", "eos_token": "<eos>", "bos_token": "<bos>", "unk_token": "<unk>"}
 
@@ -106,7 +106,9 @@ def pick_device(requested: str = "auto") -> torch.device:
     """``auto`` → CUDA if available, else CPU; a device this machine lacks is one
     ``ParamsError`` line (not a CUDA traceback midway through a stage)."""
     if requested == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        record_execution(device_used=str(dev))
+        return dev
     try:
         dev = torch.device(requested)
     except RuntimeError:
@@ -116,6 +118,7 @@ def pick_device(requested: str = "auto") -> torch.device:
                           "device(s) (use auto or cpu)")
     if dev.type == "mps" and not torch.backends.mps.is_available():
         raise ParamsError(f"device: {requested!r}: MPS is not available on this machine (use auto or cpu)")
+    record_execution(device_used=str(dev))
     return dev
 
 
@@ -123,3 +126,4 @@ def set_threads(threads: int | None) -> None:
     """Bound torch's CPU threads (the workflow passes each job its core share)."""
     if threads:
         torch.set_num_threads(int(threads))
+        record_execution(threads=int(threads))

@@ -1,8 +1,5 @@
-"""Stage functions behind the CLI: read artifacts, call the library, write artifacts.
-
-Each reads only what its rule declares and writes atomically, so Snakemake and DVC can
-cache and resume the pipeline stage by stage.
-"""
+"""The evaluation stages: ``judge`` (one file per judge), ``estimate`` (the leak table, utility
+and summary), ``calibrate`` (judges against fact) and ``figures``."""
 
 from __future__ import annotations
 
@@ -12,17 +9,11 @@ from typing import Any
 
 import polars as pl
 
-from leakk.core.layout import model_names
+from leakk.core.layout import judgment_path, model_names
 from leakk.judges.run import utility_judge
 from leakk.sampling.decoding import decoding_names
 from leakk.core.errors import ArtifactError
 from leakk.core.io import atomic_path, read_parquet, write_parquet, write_text
-
-
-def judgment_path(judgments_dir: str | os.PathLike, model: str, decoding: str, judge: str) -> Path:
-    """Where one (model, decoding, judge)'s judgments live: one file per judge, in a folder
-    per (model, judge) so that DVC can track each judge's files as one stage output."""
-    return Path(judgments_dir) / model / judge / f"{decoding}.parquet"
 
 
 def judge_file(samples_path: str | os.PathLike, data: pl.DataFrame, params: dict[str, Any],
@@ -77,7 +68,7 @@ def collect_judgments(judgments_dir: str | os.PathLike, data: pl.DataFrame, para
     return frame.join(data.select("qid", "group"), on="qid", how="left")
 
 
-def estimate(judgments_dir: str | os.PathLike, data: pl.DataFrame, params: dict[str, Any],
+def write_estimate(judgments_dir: str | os.PathLike, data: pl.DataFrame, params: dict[str, Any],
              out_dir: str | os.PathLike) -> str:
     """Write leak_at_k.parquet/.csv, utility.csv and summary.md; return the summary."""
     from leakk.stats.estimate import leak_table, summary_markdown, utility_table
@@ -104,7 +95,7 @@ def estimate(judgments_dir: str | os.PathLike, data: pl.DataFrame, params: dict[
     return header + summary
 
 
-def figures(leak_path: str | os.PathLike, params: dict[str, Any], out_dir: str | os.PathLike,
+def write_figures(leak_path: str | os.PathLike, params: dict[str, Any], out_dir: str | os.PathLike,
             judges: list[str] | None = None) -> None:
     """leak@k curves per judge, and the greedy-vs-sampled bars at the headline decoding."""
     from leakk.report.figures import plot_greedy_vs_sampled, plot_leak_curves
@@ -136,3 +127,43 @@ def write_calibration(judgments_dir: str | os.PathLike, data: pl.DataFrame, para
         table.write_csv(tmp)
     plot_calibration(table, figure, params["estimate"].get("headline_decoding"))
     return table
+
+
+# ----------------------------------------------------------------------------- stage entries
+
+def judge(params: dict[str, Any], *, data: str, samples: str, judge: str | None, out: str) -> None:
+    """Judge a samples file with judge ``judge`` into the file ``out``; or a folder of
+    ``<decoding>.parquet``: with ``judge``, into ``out/<decoding>.parquet``, without, every
+    configured judge into ``out/<judge>/<decoding>.parquet``."""
+    from leakk.core.errors import ParamsError
+
+    frame = read_parquet(data, "data")
+    src = Path(samples)
+    if not src.is_dir():
+        if judge is None:
+            raise ParamsError("--judge is required with a samples file (one file per judge)")
+        judge_file(src, frame, params, judge, out)
+        return
+    paths = sorted(src.glob("*.parquet"))
+    if not paths:
+        raise ArtifactError(f"{src}: no samples Parquet files")
+    for label in [judge] if judge else list(params["judge"]):
+        folder = Path(out) if judge else Path(out) / label
+        for path in paths:
+            judge_file(path, frame, params, label, folder / path.name)
+
+
+def estimate(params: dict[str, Any], *, data: str, judgments: str, out_dir: str) -> None:
+    """The leak table with CIs, the utility table and the summary (printed too)."""
+    print(write_estimate(judgments, read_parquet(data, "data"), params, out_dir))
+
+
+def calibrate(params: dict[str, Any], *, data: str, judgments: str, out_dir: str, figure: str) -> None:
+    """Every judge against fact; an empty table without a fact judge."""
+    table = write_calibration(judgments, read_parquet(data, "data"), params, out_dir, figure)
+    print(f"calibration: {table.height} rows (judge × model × decoding) against fact")
+
+
+def figures(params: dict[str, Any], *, leak: str, judge: str | None, out_dir: str) -> None:
+    """leak@k curves and greedy-vs-sampled bars for ``judge`` (default: every judge)."""
+    write_figures(leak, params, out_dir, judges=[judge] if judge else None)

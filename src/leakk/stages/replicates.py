@@ -64,3 +64,8 @@ def aggregate(params: dict[str, Any], root: str | os.PathLike, seeds: list[int] 
         if table.filter((pl.col("judge") == judge) & (pl.col("decoding") != "greedy")).height:
             figures.plot_replicate_curves(table, judge, root / "figures" / f"leak_at_k_{judge}.png")
     return text
+
+
+def replicates_table(params: dict[str, Any], *, out_dir: str, seed: list[int] | None) -> None:
+    """Aggregate finished seeds (``seed``: these; default: ``replicates``, else every seed found)."""
+    print(aggregate(params, out_dir, seeds=seed or None))

@@ -1,5 +1,5 @@
-"""Stages behind ``leakk bounds``, ``leakk bounds-table`` and ``leakk reliability``: the
-numbers a reviewer asks for after the leak table (issue 11).
+"""The stages a reviewer asks for after the leak table: ``bounds``, ``bounds-table``,
+``reliability``, ``report-tables`` and ``heatmap``.
 
 - ``bounds``: per model, the exact probability that one completion begins with the answer,
   for every configured decoding (:mod:`leakk.stats.bounds`).
@@ -36,7 +36,7 @@ def forget_questions(data: pl.DataFrame, question_column: str) -> pl.DataFrame:
     return questions_for(data, ["forget"], question_column).join(data.select(cols), on="qid", how="left")
 
 
-def bounds(data: pl.DataFrame, params: dict[str, Any], *, model_name: str, model_dir: str,
+def write_bounds(data: pl.DataFrame, params: dict[str, Any], *, model_name: str, model_dir: str,
            out: str | os.PathLike) -> pl.DataFrame:
     """Teacher-forced exact p for every forget question × configured decoding of one model."""
     from leakk.stats.bounds import question_bounds
@@ -53,7 +53,7 @@ def bounds(data: pl.DataFrame, params: dict[str, Any], *, model_name: str, model
     return frame
 
 
-def bounds_table(data: pl.DataFrame, params: dict[str, Any], *, bound_files: list[str],
+def write_bounds_table(data: pl.DataFrame, params: dict[str, Any], *, bound_files: list[str],
                  leak_path: str | os.PathLike, samples_dir: str | os.PathLike,
                  out_dir: str | os.PathLike) -> pl.DataFrame:
     """results/bounds.parquet + .csv, bounds_check.csv, why_leaks.csv and figures/bound_vs_sampled.png."""
@@ -81,7 +81,7 @@ def bounds_table(data: pl.DataFrame, params: dict[str, Any], *, bound_files: lis
     return table
 
 
-def reliability(judgments_dir: str | os.PathLike, data: pl.DataFrame, params: dict[str, Any],
+def write_reliability(judgments_dir: str | os.PathLike, data: pl.DataFrame, params: dict[str, Any],
                 out_dir: str | os.PathLike, n_boot: int = 200) -> str:
     """guarantees.csv, extrapolation.csv, extrapolation_check.csv, reliability.md,
     figures/leak_rate_distribution.png, and the DVC files leak_curve.csv + metrics.json."""
@@ -167,78 +167,44 @@ def dvc_files(leak_path: str | os.PathLike, params: dict[str, Any], out_dir: str
     write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n", out_dir / "metrics.json")
 
 
-# ------------------------------------------------------------------------------------ CLI
+# ----------------------------------------------------------------------------- stage entries
 
-def _read_data(path):
-    return read_parquet(path, "data")
+def bounds(params: dict[str, Any], *, data: str, model: str, model_dir: str, out: str) -> None:
+    """Exact probability that a completion begins with the answer, per question × decoding."""
+    from leakk.core.io import check_model_dir
 
-
-def _bounds(args, params):
-    from leakk.models.modeling import check_model_dir
-
-    check_model_dir(args.model_dir, "--model-dir")
-    bounds(_read_data(args.data), params, model_name=args.model, model_dir=args.model_dir, out=args.out)
+    check_model_dir(model_dir, "--model-dir")
+    write_bounds(read_parquet(data, "data"), params, model_name=model, model_dir=model_dir, out=out)
 
 
-def _bounds_table(args, params):
-    bounds_table(_read_data(args.data), params, bound_files=args.bounds, leak_path=args.leak,
-                 samples_dir=args.samples, out_dir=args.out_dir)
+def bounds_table(params: dict[str, Any], *, data: str, bounds: list[str], leak: str, samples: str,
+                 out_dir: str) -> None:
+    """Lower bounds up to k = 10⁴ beside sampled leak@k, and their checks against the samples."""
+    write_bounds_table(read_parquet(data, "data"), params, bound_files=bounds, leak_path=leak, samples_dir=samples,
+                       out_dir=out_dir)
 
 
-def _reliability(args, params):
-    print(reliability(args.judgments, _read_data(args.data), params, args.out_dir, n_boot=args.bootstrap))
-    dvc_files(args.leak, params, args.out_dir)
+def reliability(params: dict[str, Any], *, data: str, judgments: str, leak: str, bootstrap: int,
+                out_dir: str) -> None:
+    """Guarantees, extrapolation and its hold-out check, and the files DVC's metrics and plots read."""
+    print(write_reliability(judgments, read_parquet(data, "data"), params, out_dir, n_boot=bootstrap))
+    dvc_files(leak, params, out_dir)
 
 
-def _heatmap(args, params):
-    from leakk.report.figures import plot_decoding_heatmap
-
-    leak = read_parquet(args.leak, "leak_table")
-    k = args.k or int(leak.filter(pl.col("decoding") != "greedy")["k"].max())
-    plot_decoding_heatmap(leak, args.judge or params["estimate"]["headline_judge"], k, args.out)
-
-
-def _report_tables(args, params):
+def report_tables(params: dict[str, Any], *, summary: str, bounds: str, check: str, reliability: str,
+                  why: str | None, out: str) -> None:
+    """The report's tables page (one self-contained HTML file)."""
     from leakk.report.tables import write_tables_page
 
     est = params["estimate"]
-    write_tables_page(args.summary, args.bounds, args.check, args.reliability, args.out,
-                      est["headline_judge"], est["headline_decoding"], why=args.why)
+    write_tables_page(summary, bounds, check, reliability, out, est["headline_judge"], est["headline_decoding"],
+                      why=why)
 
 
-def add_commands(sub) -> None:
-    """Register this module's subcommands on the ``leakk`` parser's subparsers."""
-    p = sub.add_parser("bounds", help="exact probability that a completion begins with the answer (no sampling)")
-    p.set_defaults(fn=_bounds)
-    p.add_argument("--data", required=True)
-    p.add_argument("--model", required=True, help="model name written into the table")
-    p.add_argument("--model-dir", required=True)
-    p.add_argument("--out", required=True)
-    p = sub.add_parser("bounds-table", help="leak@k lower bounds up to k=10^4 beside sampled leak@k, and checks")
-    p.set_defaults(fn=_bounds_table)
-    p.add_argument("--data", required=True)
-    p.add_argument("--bounds", nargs="+", required=True, help="per-model bounds Parquet files")
-    p.add_argument("--leak", required=True)
-    p.add_argument("--samples", required=True, help="folder of <model>/<decoding>.parquet samples")
-    p.add_argument("--out-dir", required=True)
-    p = sub.add_parser("reliability", help="Clopper-Pearson guarantees, Beta-binomial extrapolation, DVC metrics")
-    p.set_defaults(fn=_reliability)
-    p.add_argument("--data", required=True)
-    p.add_argument("--judgments", required=True)
-    p.add_argument("--leak", required=True)
-    p.add_argument("--bootstrap", type=int, default=200, help="group-bootstrap replicates of the fit")
-    p.add_argument("--out-dir", required=True)
-    p = sub.add_parser("report-tables", help="the report's tables page (one self-contained HTML file)")
-    p.set_defaults(fn=_report_tables)
-    p.add_argument("--summary", required=True)
-    p.add_argument("--bounds", required=True, help="bounds.csv")
-    p.add_argument("--check", required=True, help="bounds_check.csv")
-    p.add_argument("--reliability", required=True, help="reliability.md")
-    p.add_argument("--why", help="why_leaks.csv")
-    p.add_argument("--out", required=True)
-    p = sub.add_parser("heatmap", help="leak@k over the temperature x top-p grid, per model")
-    p.set_defaults(fn=_heatmap)
-    p.add_argument("--leak", required=True)
-    p.add_argument("--judge", help="default: estimate.headline_judge")
-    p.add_argument("--k", type=int, help="default: the largest sampled k")
-    p.add_argument("--out", required=True)
+def heatmap(params: dict[str, Any], *, leak: str, judge: str | None, k: int | None, out: str) -> None:
+    """leak@k over the temperature × top-p grid, per model."""
+    from leakk.report.figures import plot_decoding_heatmap
+
+    table = read_parquet(leak, "leak_table")
+    k = k or int(table.filter(pl.col("decoding") != "greedy")["k"].max())
+    plot_decoding_heatmap(table, judge or params["estimate"]["headline_judge"], k, out)

@@ -31,7 +31,9 @@ import polars as pl
 
 from leakk.judges.run import utility_judge
 from leakk.core.errors import ArtifactError
-from leakk.core.io import atomic_path, contract_schema, read_parquet, write_parquet
+from leakk.core.layout import judgment_path
+from leakk.core.params import fingerprint, select
+from leakk.core.io import write_frame, atomic_path, contract_schema, read_parquet, write_parquet
 from leakk.sampling.stage import questions_for
 
 LEAKED_SCHEMA = contract_schema("rule_leaked")
@@ -84,17 +86,24 @@ def leak_stats(judged: pl.DataFrame, data: pl.DataFrame, ks: list[int], est: dic
     return out
 
 
-def round_fingerprint(params: dict[str, Any], name: str) -> str:
-    """A hash of everything a round's training reads (not ``rounds``: adding rounds keeps
-    the finished ones), so a resumed run never mixes rounds trained with other params."""
-    import hashlib
-    import json
+#: what a RULE round reads from params: the stage table's ``rule_round`` entry (its Snakemake
+#: params and dvc.yaml keys) and the resume fingerprint are this one declaration
+ROUND_READS = ("seed", "prompt_template", "rule.{name}", "unlearn.{base}", "judge.{judge}", "sample.backend",
+               "training")
+#: not ``rounds``: adding rounds keeps the finished ones
+ROUND_IGNORES = ("rule.{name}.rounds",)
 
-    cfg = {k: v for k, v in params["rule"][name].items() if k != "rounds"}
-    key = {"rule": cfg, "base": params["unlearn"][cfg["base"]], "judge": params["judge"][cfg["judge"]],
-           "prompt": params["prompt_template"], "seed": params["seed"], "backend": params["sample"]["backend"],
-           "training": params.get("training")}
-    return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+def round_names(params: dict[str, Any], name: str) -> dict[str, str]:
+    """The placeholders of :data:`ROUND_READS` for ``rule.<name>``."""
+    cfg = params["rule"][name]
+    return {"name": name, "base": cfg["base"], "judge": cfg["judge"]}
+
+
+def round_fingerprint(params: dict[str, Any], name: str) -> str:
+    """The hash of everything a round's training reads (:data:`ROUND_READS`), so a resumed run
+    never mixes rounds trained with other params."""
+    return fingerprint(select(params, ROUND_READS, round_names(params, name), ROUND_IGNORES))
 
 
 def _link_model(src: Path, dst: Path) -> None:
@@ -205,8 +214,8 @@ def run_round(data: pl.DataFrame, params: dict[str, Any], *, name: str, round_id
             tokenizer.save_pretrained(tmp / "model")
         else:
             _link_model(Path(model_dir), tmp / "model")
-        leaked.write_parquet(tmp / "leaked.parquet")
-        pl.DataFrame([row]).write_parquet(tmp / "round.parquet")
+        write_frame(leaked, tmp / "leaked.parquet")
+        write_frame(pl.DataFrame([row]), tmp / "round.parquet")
 
 
 def round_model_dir(round_dir: str | os.PathLike) -> Path:
@@ -220,11 +229,6 @@ def round_model_name(params: dict[str, Any], name: str, round_idx: int) -> str |
     the last round is the RULE model itself; None for the rounds in between."""
     cfg = params["rule"][name]
     return cfg["base"] if round_idx == 0 else name if round_idx == cfg["rounds"] else None
-
-
-def main_judgments(root: str | os.PathLike, model: str, judge: str, decoding: str) -> Path:
-    """A judgments file of the main pipeline (``results/judgments/<model>/<judge>/<decoding>``)."""
-    return Path(root) / model / judge / f"{decoding}.parquet"
 
 
 def evaluate_round(data: pl.DataFrame, params: dict[str, Any], *, name: str, round_idx: int,
@@ -244,8 +248,8 @@ def evaluate_round(data: pl.DataFrame, params: dict[str, Any], *, name: str, rou
     decoding = Decoding.from_name(est["headline_decoding"])
     model = round_model_name(params, name, round_idx)
     if judgments is not None and model is not None:
-        sampled = read_parquet(main_judgments(judgments, model, judge, decoding.name), "judgments")
-        greedy = read_parquet(main_judgments(judgments, model, util, GREEDY.name), "judgments")
+        sampled = read_parquet(judgment_path(judgments, model, decoding.name, judge), "judgments")
+        greedy = read_parquet(judgment_path(judgments, model, GREEDY.name, util), "judgments")
     else:
         model_dir = round_model_dir(round_dir)
         sampled, greedy = (judge_samples(

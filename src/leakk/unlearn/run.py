@@ -8,6 +8,7 @@ from typing import Any
 import polars as pl
 
 from leakk.core.errors import ParamsError
+from leakk.core.io import write_frame
 from leakk.models.finetune import training_pairs
 from leakk.models.modeling import load_model, pick_device, save_model
 from leakk.unlearn.loop import unlearn_loop
@@ -50,7 +51,7 @@ def run_unlearning(data: pl.DataFrame, start_model: str | Path, out: str | Path,
                        check_every=stop["every"] if stop else 0, training=params.get("training"), **loop_kw)
     reason = stop_reason(log, run)
     save_model(model, tokenizer, out,
-               extra={"train_log.parquet": lambda p: pl.DataFrame(log, infer_schema_length=None).write_parquet(p)})
+               extra={"train_log.parquet": lambda p: write_frame(pl.DataFrame(log, infer_schema_length=None), p)})
     return reason
 
 
