@@ -1,8 +1,9 @@
 # Every stage of the stage table (leakk.workflow.table.STAGES) as one rule: inputs, outputs,
 # params (what the job reads), resources and one `leakk <command>` shell line, all derived there.
+# (A function, not a loop body: each rule's directives must see their own `r` when the job runs.)
 
-for r in snakemake_rules(P, LEAKK):
 
+def stage_rule(r):
     rule:
         name:
             r.name
@@ -23,3 +24,7 @@ for r in snakemake_rules(P, LEAKK):
             r.benchmark
         shell:
             r.shell
+
+
+for r in snakemake_rules(P, LEAKK):
+    stage_rule(r)

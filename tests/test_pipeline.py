@@ -166,6 +166,10 @@ def test_snakemake_rules_wire_the_commands():
     assert by_name["sample"].wildcard_constraints["decoding"] == r"greedy|t1\.0_p1\.0"
     assert by_name["rule_round"].params["reads"](SimpleNamespace(name="rule_npo", round="1")) == stage_params(
         p, "rule_round", name="rule_npo")
+    # each job's params are its own: its run, its judge
+    assert by_name["unlearn"].params["reads"](SimpleNamespace(name="ga"))["unlearn.ga"] == p["unlearn"]["ga"]
+    assert by_name["judge"].params["reads"](SimpleNamespace(model="full", judge="rougeL", decoding="greedy")) == {
+        "judge.rougeL": p["judge"]["rougeL"]}
     assert shell(STAGES["figures"], "leakk").startswith("leakk figures --leak {input.leak} --judge {wildcards.judge}")
     files = targets(p)
     assert "results/rule_eval/rule_npo/rounds.parquet" in files and "results/tables.html" in files

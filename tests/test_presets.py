@@ -53,9 +53,12 @@ def test_tofu_preset_plans_the_paper_dag(tmp_path):
 
 
 def test_a_download_job_reads_only_its_own_source():
-    from leakk.workflow.table import dvc_params, stage_params
+    from leakk.workflow.dvc import document
+    from leakk.workflow.table import stage_params
 
-    p = load_params(ROOT / "configs" / "tofu_forget10.yaml")
+    path = ROOT / "configs" / "tofu_forget10.yaml"
+    p = load_params(path)
     assert stage_params(p, "download", source="models.full") == {"models.full": p["models"]["full"]}
     assert stage_params(p, "download", source="data.tofu") == {"data.tofu": p["data"]["tofu"]}
-    assert dvc_params("download") == ["data", "models"]  # DVC: one stage fetches every source
+    # DVC: one stage fetches every source, reading each source's entry
+    assert document(path, p)["stages"]["download"]["params"] == ["data.tofu", "models.full", "models.retrain"]

@@ -79,7 +79,7 @@ def rules(p: Params, leakk: str) -> list[SnakemakeRule]:
         wildcards = wildcards_of(stage)
         constraints = {w: r"\d+" if w in NUMERIC else "|".join(sorted({re.escape(str(j[w])) for j in jobs}))
                        for w in wildcards}
-        names = rule.names or (lambda p_, w: {k: getattr(w, k) for k in wildcards})
+        names = rule.names or (lambda p_, w, keys=tuple(wildcards): {k: getattr(w, k) for k in keys})
         params: dict[str, Any] = {
             "reads": (lambda w, s=stage.name, n=names: stage_params(p, s, **n(p, w)))}
         params.update({k: _bind(v, p) for k, v in rule.args.items() if callable(v)})

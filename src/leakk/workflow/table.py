@@ -379,6 +379,10 @@ def _grid(p: Params) -> bool:
     return decoding_grid(decoding_names(p)) is not None
 
 
+def _calibrated(p: Params) -> bool:
+    return "fact" in p["judge"] and len(p["judge"]) > 1
+
+
 def _sharded(p: Params) -> bool:
     return p["sample"]["shards"] > 1
 
@@ -539,15 +543,16 @@ _STAGES = [
           dvc=Dvc({"data": L.benchmark, "judgments": L.judgments_dir, "out_dir": L.root},
                   deps=(L.benchmark, L.judgments_dir),
                   outs=tuple(L.file(f) for f in ("leak_at_k.parquet", "leak_at_k.csv", "utility.csv", "summary.md")))),
-    # judges against fact (ground truth); without a fact judge an empty table and a figure saying so
+    # judges against fact (ground truth): in Snakemake where a fact judge and another judge exist (the
+    # report shows no empty figure); DVC always runs it (an empty table without a fact judge)
     Stage("calibrate", "calibrate", ("estimate.ks", "estimate.headline_decoding", "judge"),
           snakemake=Rule(_one, {"data": L.benchmark, "judgments": _all_judgments},
                          {"table": Out(L.file("calibration.parquet")), "csv": Out(L.file("calibration.csv")),
                           "figure": Out(L.figure("calibration"), report=_report("calibration", "6. Judges"))},
                          {"data": "{input.data}", "judgments": L.judgments_dir, "out_dir": L.root,
-                          "figure": "{output.figure}"}),
+                          "figure": "{output.figure}"}, enabled=_calibrated),
           dvc=Dvc({"data": L.benchmark, "judgments": L.judgments_dir, "out_dir": L.root,
-                   "figure": L.figure("calibration")}, deps=(L.benchmark, L.judgments_dir),
+                   "figure": L.figure("calibration")}, deps=(L.benchmark, L.judgments_dir), enabled=lambda p: True,
                   outs=(L.file("calibration.parquet"), L.file("calibration.csv"), L.figure("calibration")))),
     Stage("figures", "figures", ("estimate",),
           snakemake=Rule(_per("judge", lambda p: list(p["judge"])), {"leak": L.file("leak_at_k.parquet")},
