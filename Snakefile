@@ -49,4 +49,4 @@ onsuccess:
               "(results/logs/dvc_record.log); dvc status does not know this run' >&2")
     summary = Path("results/summary.md")
     if summary.exists():
-        print("\n" + summary.read_text())
+        print(f"\n{summary.read_text()}")

@@ -16,7 +16,7 @@ import yaml
 
 from leakk.core.errors import ParamsError
 from leakk.core.layout import is_local, trained_models
-from leakk.core.schema import check, params_schema, unknown_key
+from leakk.core.schema import check, filled, key_path, params_schema, unknown_key
 from leakk.data.hub import hub_sources, source_param
 from leakk.unlearn.stopping import stop_judge
 
@@ -77,7 +77,7 @@ def check_template(template: str, src: str = "params.yaml", key: str = "prompt_t
 
 
 def _cross_field(p: dict[str, Any], src: str) -> None:
-    from leakk.data import BENCHMARKS
+    from leakk.data import BENCHMARKS, benchmark_params
     from leakk.sampling import BACKENDS
     from leakk.sampling.decoding import Decoding
     from leakk.unlearn.methods import METHODS
@@ -85,6 +85,12 @@ def _cross_field(p: dict[str, Any], src: str) -> None:
     check_template(p["prompt_template"], src)
     if p["data"]["benchmark"] not in BENCHMARKS:
         raise BENCHMARKS.unknown(p["data"]["benchmark"]).with_source(src)
+    for name in [k for k in p["data"] if k != "benchmark"]:  # each benchmark's section, by its own schema
+        if name not in BENCHMARKS:
+            _fail(src, f"data.{name}", f"{unknown_key(name, {'benchmark', *BENCHMARKS})} (rule: additionalProperties)")
+        p["data"][name] = benchmark_params(name, p["data"][name], src)
+    if p["data"]["benchmark"] not in p["data"] and not BENCHMARKS.get(p["data"]["benchmark"]).params_schema.get("required"):
+        p["data"][p["data"]["benchmark"]] = benchmark_params(p["data"]["benchmark"], {}, src)
     columns = BENCHMARKS.get(p["data"]["benchmark"]).columns
     if p["sample"]["backend"] not in BACKENDS:  # no import: a backend module may be heavy
         raise BACKENDS.unknown(p["sample"]["backend"]).with_source(src)
@@ -92,9 +98,14 @@ def _cross_field(p: dict[str, Any], src: str) -> None:
     for k in p["estimate"]["ks"]:
         if k > n:
             _fail(src, "estimate.ks", f"k={k} > sample.n={n}: leak@k is undefined for k > n (rule: k ≤ n)")
+    loop = params_schema()["$defs"]["unlearn_run"]
     for name, run in p["unlearn"].items():
         if run["method"] not in METHODS:
             raise METHODS.unknown(run["method"], f"unlearn.{name}.method").with_source(src)
+        own = METHODS.get(run["method"]).params_schema  # the loop's keys and the method's own
+        p["unlearn"][name] = run = filled(run, {**loop, "additionalProperties": False,
+                                                "properties": {**loop["properties"], **own["properties"]}},
+                                          src, ("unlearn", name))
         if run.get("stop"):
             spec = stop_judge(run["stop"])
             _check_judge_spec(spec, columns, p["data"]["benchmark"], src, ("unlearn", name, "stop", "judge"),
@@ -102,9 +113,10 @@ def _cross_field(p: dict[str, Any], src: str) -> None:
     names = [Decoding(d["temperature"], d["top_p"]).name for d in p["sample"]["decodings"]]
     if len(set(names)) != len(names):
         _fail(src, "sample.decodings", f"duplicate decodings {names} (rule: unique)")
-    for label, cfg in p["judge"].items():
-        _check_judge_spec(dict(cfg or {}, type=(cfg or {}).get("type", label)), columns, p["data"]["benchmark"],
-                          src, ("judge", label), default_type=label)
+    for label, cfg in p["judge"].items():  # each judge's params, filled with its class's defaults
+        full = _check_judge_spec(dict(cfg or {}, type=(cfg or {}).get("type", label)), columns,
+                                 p["data"]["benchmark"], src, ("judge", label), default_type=label)
+        p["judge"][label] = {**({"type": cfg["type"]} if "type" in (cfg or {}) else {}), **full}
     _question_column(p["sample"]["question_column"], columns, p["data"]["benchmark"], src, "sample.question_column")
     for name, run in (p.get("rule") or {}).items():
         if name in p["unlearn"]:
@@ -125,19 +137,6 @@ def _cross_field(p: dict[str, Any], src: str) -> None:
         _fail(src, "estimate.headline_judge", f"{est['headline_judge']!r} is not a configured judge (known: {sorted(p['judge'])})")
     if est["headline_decoding"] not in names:
         _fail(src, "estimate.headline_decoding", f"{est['headline_decoding']!r} is not among sample.decodings {names}")
-    if p["data"]["benchmark"] == "synthetic":
-        from leakk.data.synthetic import RELATIONS
-
-        syn = p["data"].get("synthetic") or {}
-        authors, frac = syn.get("authors", 100), syn.get("forget_fraction", 0.1)
-        if round(authors * frac) < 1:
-            _fail(src, "data.synthetic.forget_fraction",
-                  f"{frac} × {authors} authors gives an empty forget split (rule: ≥ 1 forget author)")
-        if round(authors * frac) >= authors:
-            _fail(src, "data.synthetic.forget_fraction", f"{frac} leaves no retain split")
-        if syn.get("qa_per_author", 12) > len(RELATIONS):
-            _fail(src, "data.synthetic.qa_per_author",
-                  f"{syn['qa_per_author']} > the {len(RELATIONS)} relations the benchmark has (rule: maximum)")
     check_accumulation(p, src)
     _check_hub(p, src)
     base = p["model"].get("base")
@@ -167,8 +166,9 @@ def _check_hub(p: dict[str, Any], src: str) -> None:
 
 
 def _check_judge_spec(spec: dict[str, Any], columns, bench: str, src: str, where: tuple[str, ...],
-                      default_type: str | None = None) -> None:
-    """One judge spec: a registered type, params its class accepts, and the columns it needs."""
+                      default_type: str | None = None) -> dict[str, Any]:
+    """One judge spec: a registered type, params its class accepts (returned with its defaults,
+    ``type`` left out), and the columns it needs."""
     from leakk.judges import JUDGES
     from leakk.judges.base import label_schema
 
@@ -180,12 +180,13 @@ def _check_judge_spec(spec: dict[str, Any], columns, bench: str, src: str, where
         _fail(src, key, f"{kind!r} is not a judge name (rule: type)")
     if kind not in JUDGES:
         raise JUDGES.unknown(kind, key).with_source(src)
-    # the judge class's own schema of its constructor keywords (no defaults filled in:
-    # the rules declare these params, and filling them would re-run finished judging)
-    check(cfg, label_schema(JUDGES.get(kind)), src, prefix=where)
+    cls = JUDGES.get(kind)
+    full = filled(cfg, label_schema(cls), src, where)  # the class's schema + the stage's keys
+    cls.check_params({k: v for k, v in full.items() if k != "max_missing"}, f"{src}: {'.'.join(where)}")
     if getattr(JUDGES.get(kind), "needs_fact", False) and "fact" not in columns:
         _fail(src, base, f"the {kind!r} judge needs a fact column, which the {bench!r} benchmark does not "
                          f"have (known: {sorted(columns)}) (rule: a benchmark with facts)")
+    return full
 
 
 def _question_column(column: str, columns: tuple[str, ...], bench: str, src: str, key: str) -> None:
@@ -231,7 +232,7 @@ def _duplicate_keys(node: yaml.Node, path: tuple = ()) -> tuple[str, int, int] |
             key = key_node.value if isinstance(key_node, yaml.ScalarNode) else None
             if key is not None:
                 if key in seen:
-                    return _key([*path, key]), key_node.start_mark.line + 1, seen[key]
+                    return key_path([*path, key]), key_node.start_mark.line + 1, seen[key]
                 seen[key] = key_node.start_mark.line + 1
             found = _duplicate_keys(value_node, (*path, key))
             if found:

@@ -39,7 +39,8 @@ def _with_defaults(validator_class):
     return jsonschema.validators.extend(validator_class, {"properties": set_defaults})
 
 
-def _key(path) -> str:
+def key_path(path) -> str:
+    """A key path as params.yaml spells it: `sample.decodings[1].top_p`."""
     out = ""
     for part in path:
         out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
@@ -53,12 +54,12 @@ def _error_line(e: jsonschema.ValidationError, prefix: tuple = ()) -> tuple[str,
         allowed = set(e.schema.get("properties", {}))
         extra = sorted(k for k in e.instance if k not in allowed)
         if extra and allowed:
-            return _key([*path, extra[0]]), unknown_key(extra[0], allowed)
+            return key_path([*path, extra[0]]), unknown_key(extra[0], allowed)
         if extra:
-            return _key([*path, extra[0]]), "unknown key (this section takes no keys)"
+            return key_path([*path, extra[0]]), "unknown key (this section takes no keys)"
     if e.validator == "pattern" and isinstance(e.schema, dict) and e.schema.get("description"):
-        return _key(path), f"{e.instance!r} is not one of: {e.schema['description']}"
-    return _key(path), e.message
+        return key_path(path), f"{e.instance!r} is not one of: {e.schema['description']}"
+    return key_path(path), e.message
 
 
 def unknown_key(key: Any, allowed: set[str]) -> str:
@@ -69,8 +70,22 @@ def unknown_key(key: Any, allowed: set[str]) -> str:
     return f"unknown key ({hint}allowed: {sorted(allowed)})"
 
 
+def _nan(instance: Any, path: tuple = ()) -> tuple | None:
+    """The path of the first NaN in ``instance`` (JSON Schema's ranges let NaN through)."""
+    if isinstance(instance, float) and instance != instance:
+        return path
+    items = instance.items() if isinstance(instance, dict) else enumerate(instance) if isinstance(instance, list) else ()
+    for k, v in items:
+        found = _nan(v, (*path, k))
+        if found is not None:
+            return found
+    return None
+
+
 def check(instance: Any, schema_: dict[str, Any], src: str, prefix: tuple = (),
-                   fill_defaults: bool = False) -> None:
+          fill_defaults: bool = False) -> None:
+    """Validate ``instance`` against ``schema_`` (filling its defaults in place if asked); the first
+    error is one ParamsError line: ``<src>: <key path>: <message> (rule: <keyword>)``."""
     validator_class = jsonschema.Draft202012Validator
     validator = (_with_defaults(validator_class) if fill_defaults else validator_class)(schema_)
     errors = sorted(validator.iter_errors(instance), key=lambda e: [str(p) for p in e.absolute_path])
@@ -78,6 +93,22 @@ def check(instance: Any, schema_: dict[str, Any], src: str, prefix: tuple = (),
         e = errors[0]
         key, msg = _error_line(e, prefix)
         raise ParamsError(f"{src}: {key}: {msg} (rule: {e.validator})")
+    nan = _nan(instance)
+    if nan is not None:
+        raise ParamsError(f"{src}: {key_path([*prefix, *nan])}: nan is not a number (rule: finite)")
+
+
+def defaults(schema_: dict[str, Any]) -> dict[str, Any]:
+    """The ``default`` of every top-level property of an object schema."""
+    return {k: copy.deepcopy(v["default"]) for k, v in schema_.get("properties", {}).items()
+            if isinstance(v, dict) and "default" in v}
+
+
+def filled(instance: dict[str, Any] | None, schema_: dict[str, Any], src: str, prefix: tuple = ()) -> dict[str, Any]:
+    """A validated, defaults-filled copy of ``instance`` (a plugin's parameters)."""
+    out = copy.deepcopy(dict(instance or {}))
+    check(out, schema_, src, prefix, fill_defaults=True)
+    return out
 
 
 def section(section: dict[str, Any], key: str, source: str = "params.yaml") -> dict[str, Any]:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -23,7 +22,7 @@ from transformers import (
     PreTrainedTokenizerFast,
 )
 
-from leakk.core.errors import ArtifactError, ParamsError
+from leakk.core.errors import ParamsError
 from leakk.core.io import atomic_path, check_model_dir, corrupt_folder, record_execution
 
 SPECIAL_TOKENS = {"pad_token": "<pad>", "eos_token": "<eos>", "bos_token": "<bos>", "unk_token": "<unk>"}

@@ -14,9 +14,8 @@ params section:
 - ``lora``: a ``peft`` LoRA adapter is trained instead of the full weights and merged into
   them at the end, so every saved model stays a plain HF safetensors folder.
 
-At the defaults (fp32 on CPU, accumulation 1, no checkpointing, no LoRA) a step performs
-exactly the arithmetic the loops did before this module existed: the offline miniature's
-numbers are unchanged, bit for bit.
+At the defaults (fp32 on CPU, accumulation 1, no checkpointing, no LoRA) a step is one plain
+forward, backward and AdamW step over the whole batch.
 """
 
 from __future__ import annotations
@@ -63,9 +62,6 @@ class TrainingSpec:
         return None
 
 
-# Commands set the section once (``leakk.cli``), so the unlearn stage and RULE rounds — whose
-# call sites predate it — train as params say without one more argument threaded through
-# them; a loop given ``training=`` uses that instead. The memory line names what was used.
 def resolve(training: TrainingSpec | dict[str, Any] | None) -> TrainingSpec:
     """The spec a loop trains with: the one passed (a spec or a ``training:`` section), else the
     defaults (fp32 on CPU, no accumulation, checkpointing or LoRA)."""

@@ -9,8 +9,6 @@ retrain model's leak@k is all false positives, since it never saw the forget fac
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
 from typing import Any
 
 import numpy as np

@@ -90,25 +90,14 @@ def leak_at_k(n, c, k: int):
     return float(out) if scalar else out
 
 
-#: Above this many factors in total, use one cumulative-sum table instead of exact segments.
-_SEGMENT_LIMIT = 20_000_000
-
-
 def _log_no_leak(lo: np.ndarray, hi: np.ndarray, k: int) -> np.ndarray:
     """sum_{i=lo+1}^{hi} log1p(-k/i) per element (all lo ≥ k, hi > lo).
 
-    Summing each element's own factors avoids the cancellation of ``cum[hi] - cum[lo]``
-    (which costs ~1e-11 relative error for n = 10^4, c = 1); the cumulative table is the
-    fallback only when the factors would not fit comfortably in memory.
+    Summing each element's own factors avoids the cancellation of a cumulative table's
+    ``cum[hi] - cum[lo]`` (which costs ~1e-11 relative error for n = 10^4, c = 1).
     """
     lengths = hi - lo
     total = int(lengths.sum())
-    if total > _SEGMENT_LIMIT:
-        n_max = int(hi.max())
-        terms = np.zeros(n_max + 1)
-        terms[k + 1:] = np.log1p(-k / np.arange(k + 1, n_max + 1, dtype=np.float64))
-        cum = np.cumsum(terms)
-        return cum[hi] - cum[lo]
     starts = np.cumsum(lengths) - lengths
     i = np.arange(total) - np.repeat(starts, lengths) + np.repeat(lo + 1, lengths)
     return np.add.reduceat(np.log1p(-k / i.astype(np.float64)), starts)

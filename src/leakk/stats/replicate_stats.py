@@ -16,13 +16,11 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
 
 import polars as pl
 
 from leakk.core.errors import ArtifactError
-from leakk.stats.estimate import leak_table, model_order, utility_table
-from leakk.core.io import atomic_path, read_parquet, write_parquet, write_text
+from leakk.stats.estimate import model_order
 
 KEYS = ["model", "decoding", "judge", "k"]
 

@@ -163,7 +163,7 @@ def run_round(data: pl.DataFrame, params: dict[str, Any], *, name: str, round_id
     from leakk.models.modeling import load_model, pick_device
     from leakk.sampling.decoding import Decoding
     from leakk.unlearn.loop import unlearn_loop
-    from leakk.unlearn.methods import make_method
+    from leakk.unlearn.methods import METHODS
     from leakk.unlearn.run import split_run_params
 
     cfg = params["rule"][name]
@@ -196,7 +196,7 @@ def run_round(data: pl.DataFrame, params: dict[str, Any], *, name: str, round_id
         model, tokenizer = load_model(model_dir, dev)
         method_name, method_kw, loop_kw = split_run_params(params["unlearn"][cfg["base"]])
         loop_kw.update(steps=cfg["steps"], lr=cfg.get("lr", loop_kw["lr"]))
-        method = make_method(method_name, **method_kw)
+        method = METHODS.get(method_name)(**method_kw)
         reference = None
         if method.needs_reference and cfg["reference"] == "full":
             if reference_dir is None:
