@@ -36,3 +36,27 @@ def test_a_library_import_of_the_workflow_breaks_a_contract(tmp_path):
     assert proc.returncode != 0
     assert "Layers import downwards only BROKEN" in proc.stdout
     assert "The library never imports the workflow glue or the CLI BROKEN" in proc.stdout
+
+
+def test_plugins_declare_their_parameters_once():
+    """Judges, unlearning methods and benchmarks declare their parameters (names, defaults,
+    ranges) in a schema on the registered class or builder; no constructor or builder declares
+    a default of its own."""
+    import inspect
+
+    from leakk.data import BENCHMARKS
+    from leakk.judges import JUDGES
+    from leakk.unlearn.methods import METHODS
+
+    plugins = [(f"judge {n}", JUDGES.get(n), JUDGES.get(n).__init__) for n in JUDGES]
+    plugins += [(f"method {n}", METHODS.get(n), METHODS.get(n).__init__) for n in METHODS]
+    plugins += [(f"benchmark {n}", BENCHMARKS.get(n), BENCHMARKS.get(n)) for n in BENCHMARKS]
+    for what, plugin, fn in plugins:
+        assert plugin.params_schema["type"] == "object", what
+        if fn is object.__init__:
+            continue
+        defaults = [p.name for p in inspect.signature(fn).parameters.values()
+                    if p.default is not inspect.Parameter.empty]
+        assert defaults == [], f"{what}: defaults outside its schema: {defaults}"
+    assert {"beta"} == set(METHODS.get("npo").params_schema["properties"])
+    assert not METHODS.get("ga").params_schema["properties"]

@@ -182,3 +182,46 @@ def test_sharded_sampling_is_shard_jobs_and_a_merge():
     assert "sample" not in by_name and {"sample_shard", "merge_samples"} <= set(by_name)
     assert "--shard {wildcards.shard} --shards {params.shards}" in by_name["sample_shard"].shell
     assert not [f for f in targets(p) if ".shard" in f]  # temporary: never a target
+
+
+def test_a_new_stage_is_its_module_and_one_table_entry(tmp_path, monkeypatch, capsys):
+    """What adding a stage touches: its entry function (a module), one Command and one Stage in
+    the table. The CLI, the Snakemake rules, `rule all` and dvc.yaml pick it up with no other edit."""
+    import sys
+
+    from leakk.cli import main
+    from leakk.core.layout import RESULTS as L
+    from leakk.workflow import table
+    from leakk.workflow.table import Command, Dvc, Out, Rule, Stage, arg
+
+    (tmp_path / "leakk_newstage.py").write_text(
+        "def count(params, *, leak, out):\n"
+        "    import polars as pl\n"
+        "    open(out, 'w').write(f\"{pl.read_parquet(leak).height} rows, ks {params['estimate']['ks']}\\n\")\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    command = Command("count-rows", "leakk_newstage:count", "count the leak table's rows",
+                      args=(arg("--leak", required=True), arg("--out", required=True)))
+    stage = Stage("count_rows", "count-rows", ("estimate.ks",),
+                  snakemake=Rule(lambda p: [{}], {"leak": L.file("leak_at_k.parquet")},
+                                 {"out": Out(L.file("rows.txt"))}, {"leak": "{input.leak}", "out": "{output.out}"}),
+                  dvc=Dvc({"leak": L.file("leak_at_k.parquet"), "out": L.file("rows.txt")},
+                          deps=(L.file("leak_at_k.parquet"),), outs=(L.file("rows.txt"),)))
+    monkeypatch.setitem(table.COMMANDS, command.name, command)
+    monkeypatch.setitem(table.STAGES, stage.name, stage)
+
+    p = validate_params(MICRO)
+    rule = {r.name: r for r in rules(p, "leakk")}["count_rows"]
+    assert rule.shell == "leakk count-rows --leak {input.leak} --out {output.out} 2> {log}"
+    assert rule.params["reads"](SimpleNamespace()) == {"estimate.ks": MICRO["estimate"]["ks"]}
+    assert "results/rows.txt" in targets(p)
+    path = write_params(tmp_path / "params.yaml", MICRO)
+    assert document(path, p)["stages"]["count_rows"] == {
+        "cmd": "leakk count-rows --leak results/leak_at_k.parquet --out results/rows.txt",
+        "deps": ["results/leak_at_k.parquet"], "params": ["estimate.ks"], "outs": ["results/rows.txt"]}
+    import polars as pl
+
+    pl.DataFrame({"k": [1, 2]}).write_parquet(tmp_path / "leak.parquet")
+    assert main(["--params", str(path), "count-rows", "--leak", str(tmp_path / "leak.parquet"),
+                 "--out", str(tmp_path / "rows.txt")]) == 0
+    assert (tmp_path / "rows.txt").read_text() == "2 rows, ks [1, 2, 4]\n"
+    assert "leakk_newstage" in sys.modules
