@@ -356,7 +356,10 @@ def test_leak_table_missing_columns_named():
 # ---------------------------------------------------------------------------------- judges
 
 def test_fact_in_text_whole_words_after_normalisation():
-    from leakk.judges import fact_in_text, normalize_text
+    from leakk.judges import make_judge, normalize_text
+
+    def fact_in_text(fact, text):  # the fact judge's verdict on one completion
+        return bool(make_judge("fact").score_batch([text], [""], [fact])[1][0])
 
     assert fact_in_text("Glass Harbor", "She wrote *The glass-harbor* in 1987.")
     assert fact_in_text("ＧＬＡＳＳ harbor", "glass harbor")  # NFKC full-width letters

@@ -19,7 +19,7 @@ from leakk.config import validate_params
 from leakk.data.synthetic import generate
 from leakk.core.errors import ArtifactError, ParamsError
 from leakk.models.finetune import corpus_texts, finetune, training_pairs
-from leakk.judges.fact import fact_in_text, fact_span, normalize_text
+from leakk.judges.fact import fact_span, normalize_text
 from leakk.models.modeling import build_gpt2, build_tokenizer
 from leakk.models.prompting import collate, encode_example
 from leakk.sampling.decoding import GREEDY, Decoding
@@ -29,6 +29,14 @@ from leakk.unlearn.loop import reference_logprobs, unlearn_loop
 from leakk.unlearn.methods import make_method
 
 T = "Question: {question} Answer:"
+
+
+def fact_in_text(fact: str, text: str) -> bool:
+    """The fact judge's verdict on one completion (the match the span finder must agree with)."""
+    from leakk.judges import make_judge
+
+    return bool(make_judge("fact").score_batch([text], [""], [fact])[1][0])
+
 
 
 @pytest.fixture(scope="module")
