@@ -60,3 +60,13 @@ def test_plugins_declare_their_parameters_once():
         assert defaults == [], f"{what}: defaults outside its schema: {defaults}"
     assert {"beta"} == set(METHODS.get("npo").params_schema["properties"])
     assert not METHODS.get("ga").params_schema["properties"]
+
+
+def test_the_unlearn_loops_keys_are_the_central_schemas():
+    """The loop's keys (shared by every method) are the central schema's `unlearn_run`; a
+    method's own keys come from its class."""
+    from leakk.core.schema import params_schema
+    from leakk.unlearn.run import LOOP_KEYS, RUN_KEYS
+
+    run = params_schema()["$defs"]["unlearn_run"]["properties"]
+    assert set(run) == {*LOOP_KEYS, *RUN_KEYS}
