@@ -297,7 +297,8 @@ def test_round_model_dir(rule_setup):
 def test_evaluate_round_and_report(rule_setup, tmp_path):
     """Evaluation uses the *evaluation* seed and decoding: its leak@1/leak@n and retain
     accuracy equal an independent recomputation; the report joins training and evaluation."""
-    from leakk.unlearn.rule import evaluate_round, report
+    from leakk.stages.rule import report
+    from leakk.unlearn.rule import evaluate_round
     from leakk.sampling.decoding import GREEDY, Decoding
     from leakk.sampling.stage import questions_for
 
