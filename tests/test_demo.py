@@ -11,7 +11,7 @@ import yaml
 
 from conftest import ROOT
 from leakk.config import load_params
-from leakk.demo import TRIM, demo_params
+from leakk.workflow.demo import TRIM, demo_params
 
 #: the demo trimmed further for the test: GA, NPO and one RULE run, 8 samples per question
 SMALLER = {"unlearn.graddiff": None, "rule.rule_graddiff": None, "sample.n": 8, "estimate.ks": [1, 2, 4, 8],
@@ -47,7 +47,7 @@ def test_the_demo_params_are_the_preset_with_local_folders_and_the_listed_trims(
 @pytest.mark.slow  # builds two tiny Llamas and runs ~40 jobs: ~6 CPU-minutes
 def test_demo_tofu_runs_the_real_path_offline_in_its_own_folder(tmp_path, monkeypatch):
     from leakk.config import read_params_file
-    from leakk.demo import run
+    from leakk.workflow.demo import run
 
     work = tmp_path / "demo"
     overrides = _overrides(read_params_file(ROOT / "configs" / "tofu_forget10.yaml"))
@@ -80,7 +80,7 @@ def test_demo_tofu_runs_the_real_path_offline_in_its_own_folder(tmp_path, monkey
     assert {p: p.stat().st_mtime_ns for p in before} == before
     import subprocess
 
-    from leakk.replicates import _env, snakemake_command
+    from leakk.workflow.replicates import _env, snakemake_command
 
     plan = subprocess.run(snakemake_command(ROOT / "Snakefile", work, work / "params.yaml", "1", ["-n"]),
                           capture_output=True, text=True, env=_env())

@@ -9,7 +9,7 @@ from conftest import write_params
 from fake_hub import FakeHub
 from hub_layout import tofu_repo
 from leakk.cli import main
-from leakk.data.demo import tiny_llama_folder
+from leakk.models.demo import tiny_llama_folder
 
 
 def tiny_model_repo(root):

@@ -1,4 +1,4 @@
-"""The report's leaked-completions page (leakk.examples): which questions it shows, and what
+"""The report's leaked-completions page (leakk.report.examples): which questions it shows, and what
 it highlights."""
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from hypothesis import strategies as st
 
 from conftest import MICRO
 from leakk.config import validate_params
-from leakk.examples import examples_page, highlight, leaked_examples, shared_word_spans, write_examples
-from leakk.io import write_parquet
+from leakk.report.examples import examples_page, highlight, leaked_examples, shared_word_spans, write_examples
+from leakk.core.io import write_parquet
 
 QUESTIONS = pl.DataFrame({"qid": ["q1", "q2", "q3", "q4", "q5"],
                           "question": [f"Who is {q}?" for q in ("A", "B", "C", "D", "E")],

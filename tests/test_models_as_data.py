@@ -7,8 +7,9 @@ import polars as pl
 import pytest
 
 from conftest import MICRO, write_params
-from leakk.config import model_folder, model_names, validate_params
-from leakk.data.demo import tiny_llama_folder
+from leakk.config import validate_params
+from leakk.core.layout import model_folder, model_names
+from leakk.models.demo import tiny_llama_folder
 from test_workflow import planned_rules, snakemake
 
 
@@ -51,8 +52,8 @@ def test_a_models_entry_reaches_the_leak_table_without_training(tmp_path):
 
 
 def test_model_base_as_a_hub_id_is_downloaded_before_finetuning(tmp_path):
-    from leakk.config import base_folder, hub_sources
-    from leakk.errors import ParamsError
+    from leakk.data.hub import base_folder, hub_sources
+    from leakk.core.errors import ParamsError
 
     p = dict(MICRO, model={"base": "org/tiny-llama"})
     with pytest.raises(ParamsError, match=r"model.revision: 'org/tiny-llama' is a hub id: pin its revision"):
@@ -69,7 +70,7 @@ def test_model_base_as_a_hub_id_is_downloaded_before_finetuning(tmp_path):
 
 
 def test_revision_null_is_a_local_folder_and_refused_for_a_hub_id(tmp_path):
-    from leakk.errors import ParamsError
+    from leakk.core.errors import ParamsError
 
     p, folders = _params(tmp_path)
     p["models"] = {m: {"repo": f, "revision": None} for m, f in folders.items()}
@@ -83,8 +84,8 @@ def test_revision_null_is_a_local_folder_and_refused_for_a_hub_id(tmp_path):
 def test_chat_prompt_template_is_checked_against_each_tokenizer_on_disk(tmp_path, monkeypatch):
     """`prompt_template: chat` with a local model whose tokenizer has no chat template fails at
     validation with one line naming the key and the model (not a traceback at sampling)."""
-    from leakk.data.demo import CHAT_TEMPLATE
-    from leakk.errors import ParamsError
+    from leakk.models.demo import CHAT_TEMPLATE
+    from leakk.core.errors import ParamsError
 
     p, folders = _params(tmp_path)
     p["prompt_template"] = "chat"

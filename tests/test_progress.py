@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 
-from leakk.progress import tqdm
+from leakk.core.progress import tqdm
 
 
 def _lines(cap: bool, steps_done: int, total: int = 300, postfix: dict | None = None) -> list[str]:

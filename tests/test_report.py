@@ -9,8 +9,8 @@ import json
 import polars as pl
 import pytest
 
-from leakk.report import bounds_markdown, markdown_to_html, tables_page
-from leakk.report_check import contact_sheet, decode_data_uri, embedded_results, find_chromium, parse_status
+from leakk.report.tables import bounds_markdown, markdown_to_html, tables_page
+from leakk.report.check import contact_sheet, decode_data_uri, embedded_results, find_chromium, parse_status
 
 
 def test_markdown_tables_become_html_tables():
@@ -64,8 +64,8 @@ def test_embedded_results_and_contact_sheet(tmp_path):
 
 
 def test_dvc_metrics_and_plot_files(tmp_path):
-    from leakk.io import write_parquet
-    from leakk.trust_stages import dvc_files
+    from leakk.core.io import write_parquet
+    from leakk.stages.trust import dvc_files
 
     rows = [dict(model=m, decoding=d, judge="fact", k=k, leak_at_k=v, ci_low=v, ci_high=v, n=4, questions=3,
                  missing=0, excess_over_retrain=v)
@@ -97,7 +97,7 @@ def test_report_renders_in_headless_chromium(tmp_path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from leakk.report_check import check
+    from leakk.report.check import check
 
     fig, ax = plt.subplots()
     ax.plot([0, 1], [0, 1])
@@ -116,7 +116,7 @@ def test_report_renders_in_headless_chromium(tmp_path):
 
 
 def test_the_headline_fragment_is_the_summary_table_without_its_title(tmp_path):
-    from leakk.report import HEADLINE, headline_fragment, write_tables_page
+    from leakk.report.tables import HEADLINE, headline_fragment, write_tables_page
 
     summary = ("# leak@k summary\n\nn = 4 samples per forget question; 95% CIs: a bootstrap …\n\n"
                "| model | greedy leak |\n|---|---|\n| full | 1.00 [1.00, 1.00] |\n| ga | 0.10 [0.00, 0.20] |\n")
@@ -162,7 +162,7 @@ def _render_landing(tmp_path, names, config):
 
 def test_the_landing_page_opens_with_the_figure_and_the_headline_table(tmp_path):
     from leakk.config import load_params
-    from leakk.report import figure_fragment, headline_fragment
+    from leakk.report.tables import figure_fragment, headline_fragment
 
     from conftest import ROOT
 
@@ -203,7 +203,7 @@ def test_plot_captions_state_the_ci_level_of_the_params():
 
 
 def test_the_dvc_plots_page_template_has_vega_inline_and_no_cdn():
-    from leakk.dvc_plots import html_template
+    from leakk.workflow.dvc_plots import html_template
 
     page = html_template()
     assert page.count("{plot_divs}") == 1 and "{scripts}" not in page
@@ -229,7 +229,7 @@ def test_dvc_metrics_and_plots_views_offline(tmp_path):
     shutil.copy(ROOT / ".dvc" / "config", tmp_path / ".dvc" / "config")
     shutil.copytree(ROOT / "dvc_plots", tmp_path / "dvc_plots")
     (tmp_path / "results" / "metrics").mkdir(parents=True)
-    from leakk.trust_stages import model_metrics
+    from leakk.stages.trust import model_metrics
 
     k, numbers = 64, {"full": 1.0, "ga": 0.433, "retrain": 0.0, "rule_graddiff": 0.0667}  # the widest names
     metrics = {"k_max": k, "models": {m: {"greedy_leak": v / 3, "leak_at_1": v / 7, f"leak_at_{k}": v,
@@ -256,7 +256,7 @@ def test_dvc_metrics_and_plots_views_offline(tmp_path):
 
 
 def test_the_report_check_wants_the_finding_on_the_landing_page_and_highlights_in_examples():
-    from leakk.report_check import examples_problems, landing_problems
+    from leakk.report.check import examples_problems, landing_problems
 
     good = ('<p>x</p><img class="leakk-figure" alt="a" style="width:100%" src="data:image/png;base64,AAAA">'
             '<div class="leakk-headline"><table><tr><td>full</td></tr></table></div>')

@@ -137,7 +137,7 @@ def test_the_download_record_names_a_local_folder_as_the_params_do(tmp_path, mon
     """`~/…` stays `~/…` in results/hub/downloads.json (a DVC output): not this machine's home."""
     import json
 
-    from leakk.data.demo import tofu_repo
+    from leakk.models.demo import tofu_repo
 
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     tofu_repo(tmp_path / "home" / "TOFU")

@@ -158,7 +158,7 @@ def test_sampler_matches_per_question_reference(tiny_lm):
 def test_vllm_backend_without_vllm_is_one_clear_error():
     import importlib.util
 
-    from leakk.errors import ParamsError
+    from leakk.core.errors import ParamsError
     from leakk.sampling import load_backend
 
     if importlib.util.find_spec("vllm") is not None:
@@ -169,7 +169,7 @@ def test_vllm_backend_without_vllm_is_one_clear_error():
 
 
 def test_unknown_backend():
-    from leakk.errors import ParamsError
+    from leakk.core.errors import ParamsError
     from leakk.sampling import load_backend
 
     with pytest.raises(ParamsError, match="unknown backend"):

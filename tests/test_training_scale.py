@@ -1,4 +1,4 @@
-"""Training that scales (leakk.training): accumulation gives the full batch's gradient, the
+"""Training that scales (leakk.models.training): accumulation gives the full batch's gradient, the
 memory estimate matches a hand computation, a tiny Llama goes through finetune (accumulation
 + checkpointing), unlearn (full and LoRA, merged on save), sampling and judging on CPU — and
 the defaults leave the offline miniature's numbers bit-identical."""
@@ -15,13 +15,13 @@ import yaml
 
 from conftest import MICRO
 from leakk.cli import main
-from leakk.data.demo import tiny_llama_folder
+from leakk.models.demo import tiny_llama_folder
 from leakk.data.synthetic import generate
-from leakk.errors import ParamsError
-from leakk.finetune import corpus_texts, train_loop, training_pairs
-from leakk.modeling import build_gpt2, build_tokenizer
-from leakk.prompting import answer_nll, collate, encode_example
-from leakk.training import Term, Trainer, TrainingSpec, memory_estimate, memory_line, micro_slices, model_memory
+from leakk.core.errors import ParamsError
+from leakk.models.finetune import corpus_texts, train_loop, training_pairs
+from leakk.models.modeling import build_gpt2, build_tokenizer
+from leakk.models.prompting import answer_nll, collate, encode_example
+from leakk.models.training import Term, Trainer, TrainingSpec, memory_estimate, memory_line, micro_slices, model_memory
 from leakk.unlearn.loop import reference_logprobs, unlearn_loop
 from leakk.unlearn.methods import make_method
 

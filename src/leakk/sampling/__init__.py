@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from leakk.registry import Registry
+from leakk.core.registry import Registry
 from leakk.sampling.decoding import GREEDY, Decoding
 
 #: backend name → function(model_dir, qids, questions, decoding, **params) → list of

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from leakk.progress import tqdm
+from leakk.core.progress import tqdm
 from leakk.sampling.decoding import Decoding
 from leakk.sampling.rng import gumbel, keys_tensor, row_keys
 
@@ -193,7 +193,7 @@ def auto_batch_rows(model, max_len: int, device: torch.device, fraction: float =
 def nucleus_logprobs(logits: torch.Tensor, decoding: Decoding) -> torch.Tensor:
     """Temperature-scaled log-probabilities (..., V) with the tokens outside the top-p nucleus
     set to −inf (not renormalised): exactly what :func:`next_tokens` draws from, so
-    ``leakk.bounds`` computes the sampler's own distribution, not a re-implementation."""
+    ``leakk.stats.bounds`` computes the sampler's own distribution, not a re-implementation."""
     logp = torch.log_softmax(logits.float() / decoding.temperature, dim=-1)
     if decoding.top_p < 1.0:
         sorted_lp, order = logp.sort(dim=-1, descending=True)

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from leakk.errors import ParamsError
-from leakk.modeling import load_model, max_positions, pick_device
-from leakk.prompting import encode_prompt
+from leakk.core.errors import ParamsError
+from leakk.models.modeling import load_model, max_positions, pick_device
+from leakk.models.prompting import encode_prompt
 from leakk.sampling import register_backend
 from leakk.sampling.decoding import Decoding
 from leakk.sampling.hf import sample_hf

@@ -8,7 +8,7 @@ the two backends' random streams differ, so their samples differ row by row).
 
 from __future__ import annotations
 
-from leakk.errors import ParamsError
+from leakk.core.errors import ParamsError
 from leakk.sampling import register_backend
 from leakk.sampling.decoding import Decoding
 from leakk.sampling.rng import qid_key
@@ -41,7 +41,7 @@ def sample_vllm(model_dir, qids, questions, decoding: Decoding, *, n, max_new_to
         raise ParamsError("sample.backend=vllm: vLLM is not installed (pip install 'leakk[gpu]')") from None
     from transformers import AutoTokenizer
 
-    from leakk.prompting import prompt_text
+    from leakk.models.prompting import prompt_text
 
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     llm = LLM(model=str(model_dir), tokenizer=str(model_dir), enable_prefix_caching=True, seed=seed,
