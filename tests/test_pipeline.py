@@ -52,7 +52,7 @@ def test_rule_rounds_survive_a_dvc_rerun():
 def test_snakemake_jobs_read_the_declared_keys():
     p = validate_params(MICRO)
     sample = stage_params(p, "sample")
-    assert set(sample) == {"device", "prompt_template", "sample.backend", "sample.n", "sample.max_new_tokens",
+    assert set(sample) == {"device", "prompt_template", "sample.backend", "sample.options", "sample.n", "sample.max_new_tokens",
                            "sample.seed", "sample.batch_rows", "sample.question_column"}
     assert sample["sample.n"] == MICRO["sample"]["n"]
     rnd = stage_params(p, "rule_round", name="rule_npo")

@@ -155,17 +155,30 @@ def test_sampler_matches_per_question_reference(tiny_lm):
         assert c.token_ids == out
 
 
-def test_vllm_backend_without_vllm_is_one_clear_error():
+def test_vllm_backend_without_vllm_is_one_clear_error(tmp_path, tiny_lm):
     import importlib.util
 
     from leakk.errors import ParamsError
-    from leakk.sampling import load_backend
+    from leakk.sampling import open_backend
 
     if importlib.util.find_spec("vllm") is not None:
         pytest.skip("vLLM is installed")
-    backend = load_backend("vllm")
     with pytest.raises(ParamsError, match="pip install 'leakk\\[gpu\\]'"):
-        backend("m", ["q"], ["Q?"], Decoding(1.0, 1.0), n=2, max_new_tokens=4, seed=0, template="{question}")
+        open_backend({"backend": "vllm"}, str(tmp_path))
+
+
+def test_backend_options_are_checked_against_the_backends_schema(micro_params):
+    from leakk.config import validate_params
+    from leakk.errors import ParamsError
+
+    micro_params["sample"].update(backend="vllm", options={"batch_invariant": "yes"})
+    with pytest.raises(ParamsError, match="sample.options.batch_invariant"):
+        validate_params(micro_params)
+    micro_params["sample"]["options"] = {"tensor_parallel": 2}
+    with pytest.raises(ParamsError, match="tensor_parallel"):
+        validate_params(micro_params)
+    micro_params["sample"]["options"] = {"batch_invariant": True}
+    assert validate_params(micro_params)["sample"]["options"] == {"batch_invariant": True}
 
 
 def test_unknown_backend():
@@ -174,22 +187,6 @@ def test_unknown_backend():
 
     with pytest.raises(ParamsError, match="unknown backend"):
         load_backend("tgi")
-
-
-@pytest.mark.gpu
-def test_vllm_backend_matches_contract(tmp_path, tiny_lm):
-    """Where vLLM and a GPU exist: the same rows as the HF backend's contract."""
-    pytest.importorskip("vllm")
-    if not torch.cuda.is_available():
-        pytest.skip("vLLM needs a GPU")
-    from leakk.sampling import load_backend
-
-    model, tokenizer = tiny_lm
-    model.save_pretrained(tmp_path)
-    tokenizer.save_pretrained(tmp_path)
-    rows = load_backend("vllm")(str(tmp_path), ["q0", "q1"], ["w3 w4", "w5"], Decoding(1.0, 1.0), n=3,
-                                max_new_tokens=5, seed=0, template="{question}", progress=False)
-    assert sorted((q, i) for q, i, *_ in rows) == [(q, i) for q in ("q0", "q1") for i in range(3)]
 
 
 @pytest.mark.parametrize("force", ["version", "switch"])

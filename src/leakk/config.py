@@ -158,6 +158,9 @@ def _cross_field(p: dict[str, Any], src: str) -> None:
     columns = BENCHMARKS.get(p["data"]["benchmark"]).columns
     if p["sample"]["backend"] not in BACKENDS:  # no import: a backend module may be heavy
         raise BACKENDS.unknown(p["sample"]["backend"]).with_source(src)
+    if p["sample"].get("options"):  # (only then imported: a backend module may be heavy)
+        _schema_errors(p["sample"]["options"], BACKENDS.get(p["sample"]["backend"]).params_schema, src,
+                       prefix=("sample", "options"))
     n = p["sample"]["n"]
     for k in p["estimate"]["ks"]:
         if k > n:

@@ -47,7 +47,7 @@ class Stage:
     dvc_reads: tuple[str, ...] = ()
 
 
-_SAMPLE = ("sample.backend", "sample.n", "sample.max_new_tokens", "sample.seed", "sample.batch_rows",
+_SAMPLE = ("sample.backend", "sample.options", "sample.n", "sample.max_new_tokens", "sample.seed", "sample.batch_rows",
            "sample.question_column")
 
 STAGES: dict[str, Stage] = {

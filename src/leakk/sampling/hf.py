@@ -16,12 +16,12 @@ import inspect
 import logging
 import math
 import os
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from leakk.progress import tqdm
+from leakk.sampling.backend import Completion
 from leakk.sampling.decoding import Decoding
 from leakk.sampling.rng import gumbel, keys_tensor, row_keys
 
@@ -44,14 +44,6 @@ def _fallback(reason: str) -> None:
         _warned.add(reason)
         log.warning("sampler: %s; using transformers' own KV cache instead of PreallocatedKV "
                     "(same results, slower)", reason)
-
-
-@dataclass
-class Completion:
-    qid: str
-    sample_idx: int
-    token_ids: list[int]
-    finish_reason: str  # "stop" (an EOS was produced) or "length"
 
 
 def _cache_arg(model) -> str:  # pragma: no mutate block
@@ -332,8 +324,8 @@ def _run_batch(model, prompts: list[list[int]], units, qids: list[str], decoding
 def sample_hf(model, tokenizer, qids: list[str], prompts: list[list[int]], decoding: Decoding,
               n: int, max_new_tokens: int, seed: int, batch_rows: int | str = "auto",
               progress: bool = True, desc: str = "sample") -> list[Completion]:
-    """``n`` completions (1 if greedy) of each prompt; ``prompts`` are token-id lists."""
-    n = 1 if decoding.greedy else n
+    """``n`` completions of each prompt (a :class:`~leakk.sampling.backend.SamplingRequest`
+    makes that 1 for greedy); ``prompts`` are token-id lists."""
     if not prompts:  # an empty shard
         return []
     device = next(model.parameters()).device
