@@ -113,6 +113,8 @@ def schema_section(section: dict[str, Any], key: str, source: str = "params.yaml
 def check_accumulation(p: dict[str, Any], src: str) -> None:
     """Every batch that trains splits evenly into ``training.gradient_accumulation``
     micro-batches (``batch_size`` is the effective batch; RULE uses its base run's)."""
+    if p["training"].get("weights") == "bf16" and p["training"]["precision"] == "fp32":
+        _fail(src, "training.weights", "bf16 needs training.precision bf16 or auto (rule: bf16 weights train in bf16)")
     accumulation = p["training"]["gradient_accumulation"]
     batches = {"finetune.batch_size": p["finetune"]["batch_size"]}
     batches.update({f"unlearn.{name}.batch_size": run["batch_size"] for name, run in p["unlearn"].items()})

@@ -86,8 +86,7 @@ class VLLMBackend(Backend):
         from leakk.sampling.hf import eos_ids
 
         check_model_dir(model_dir, "sample: model")
-        if opts["batch_invariant"]:
-            os.environ["VLLM_BATCH_INVARIANT"] = "1"  # read when the engine starts
+        os.environ["VLLM_BATCH_INVARIANT"] = "1" if opts["batch_invariant"] else "0"  # read as the engine starts
         tokenizer = AutoTokenizer.from_pretrained(model_dir)
         config = AutoConfig.from_pretrained(model_dir)
         text = config.get_text_config()
