@@ -170,7 +170,7 @@ def test_training_section_defaults_and_checks(micro_params):
 
     p = validate_params(micro_params)
     assert p["training"] == {"precision": "auto", "gradient_accumulation": 1, "gradient_checkpointing": False,
-                             "lora": None}
+                             "lora": None, "weights": "fp32"}
     assert TrainingSpec.from_params(p["training"]) == TrainingSpec()
     assert TrainingSpec().autocast_dtype("cpu") is None and TrainingSpec(precision="bf16").autocast_dtype("cpu")
     lora = validate_params(dict(micro_params, training={"lora": {"r": 8}}))["training"]["lora"]
@@ -251,7 +251,7 @@ def _write(path, params):
 
 # --- reduced precision: answer positions only, bf16 weights ----------------------------------
 
-def _tiny_llama(vocab=96):
+def _small_llama(vocab=96):
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(0)
@@ -276,7 +276,7 @@ def test_answer_position_logits_equal_the_full_forwards():
     the same weights, so agreement to float rounding (1e-5 relative)."""
     from leakk.prompting import answer_logits, answer_logprob
 
-    model = _tiny_llama()
+    model = _small_llama()
     batch = _qa_batch()
     logits, labels, example = answer_logits(model, batch)
     full = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1]
@@ -302,7 +302,7 @@ def test_bf16_weights_keep_an_fp32_master_and_track_fp32_weights():
                                                      _qa_batch()["labels"].tolist())]
     losses = {}
     for weights in ("fp32", "bf16"):
-        model = _tiny_llama()
+        model = _small_llama()
         trainer = Trainer(model, TrainingSpec(precision="bf16", weights=weights), "cpu", lr=1e-2, weight_decay=0.0,
                           schedule=lambda opt: torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0), pad_id=0)
         if weights == "bf16":

@@ -69,7 +69,11 @@ def grouped_decoding(model) -> Iterator[bool]:
     if impl != "sdpa" or not _grouped(model) or not _register():
         yield False
         return
-    model.set_attn_implementation(NAME)
+    try:
+        model.set_attn_implementation(NAME)
+    except (ValueError, KeyError, AttributeError, ImportError):  # a transformers that refuses it: SDPA as is
+        yield False
+        return
     try:
         yield True
     finally:

@@ -134,6 +134,16 @@ class PreallocatedKV:  # pragma: no mutate block
             return st["layer"].keys, st["layer"].values
         return update
 
+    def release(self) -> None:
+        """Give the buffers back now: each layer's ``update`` closure refers to its state and the
+        state to the layer, a cycle that only the garbage collector would free — holding a
+        whole batch's KV cache (on a GPU, half its memory) into the next batch and beyond."""
+        for st in self.state:
+            st["layer"].__dict__.pop("update", None)
+            st["layer"].keys = st["layer"].values = None
+            st.clear()
+        self.state = []
+
     def select(self, rows: torch.Tensor) -> None:
         """Keep only ``rows``: copy their live tokens into new buffers (same token capacity,
         fewer rows), so the dropped rows' memory is freed."""
@@ -319,6 +329,8 @@ def _run_batch(model, prompts: list[list[int]], units, qids: list[str], decoding
             _fallback("the model bypassed the cache layers' update")
             kv = None
 
+    if kv is not None:
+        kv.release()
     tokens, length, stopped = tokens.cpu(), length.cpu().tolist(), stopped.cpu().tolist()
     return [
         Completion(row_qids[r], int(sample_idx[r]), tokens[r, : length[r]].tolist(),
