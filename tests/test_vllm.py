@@ -117,7 +117,7 @@ def test_chat_template_prompt_ids_are_the_hf_paths_with_one_bos(tmp_path):
     with open_backend({"backend": "vllm", "options": OPTIONS}, str(tmp_path), "cpu") as vllm:
         seen = vllm.llm.generate(
             [__import__("vllm").inputs.TokensPrompt(prompt_token_ids=encode_prompt(q, tok, "chat")) for q in qs],
-            __import__("vllm").SamplingParams(max_tokens=1, temperature=0.0))
+            __import__("vllm").SamplingParams(max_tokens=1, temperature=0.0), use_tqdm=False)
         assert [list(o.prompt_token_ids) for o in seen] == [encode_prompt(q, tok, "chat") for q in qs]
         got = sample_texts(vllm, qids, qs, request, template="chat")
     assert got == sample_texts(HFBackend(model, tok, 8), qids, qs, request, template="chat")
