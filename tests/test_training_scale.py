@@ -170,7 +170,7 @@ def test_training_section_defaults_and_checks(micro_params):
 
     p = validate_params(micro_params)
     assert p["training"] == {"precision": "auto", "gradient_accumulation": 1, "gradient_checkpointing": False,
-                             "lora": None, "weights": "fp32"}
+                             "lora": None}
     assert TrainingSpec.from_params(p["training"]) == TrainingSpec()
     assert TrainingSpec().autocast_dtype("cpu") is None and TrainingSpec(precision="bf16").autocast_dtype("cpu")
     lora = validate_params(dict(micro_params, training={"lora": {"r": 8}}))["training"]["lora"]
