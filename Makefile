@@ -32,7 +32,7 @@ replicates: install
 
 ## report-check: render results/report.html in headless Chromium, screenshots in results/report_check
 report-check: install
-	$(BIN)/python -m leakk.report_check results/report.html --figures results/figures --out-dir results/report_check
+	$(BIN)/python -m leakk.report.check results/report.html --figures results/figures --out-dir results/report_check
 
 ## test: install, then run the default test suite (fast; slow end-to-end tests: make test-all)
 test: install

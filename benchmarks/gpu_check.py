@@ -74,8 +74,8 @@ def _chat_ids() -> dict:
     """A Llama-style tokenizer (BOS from its post-processor and from the chat template)."""
     from tokenizers import processors
 
-    from leakk.modeling import build_tokenizer
-    from leakk.prompting import encode_prompt, prompt_text
+    from leakk.models.modeling import build_tokenizer
+    from leakk.models.prompting import encode_prompt, prompt_text
 
     tok = build_tokenizer([f"who wrote book {i}? author {i % 7}." for i in range(200)], 200)
     bos = tok.bos_token_id

@@ -133,8 +133,8 @@ def sampler_baseline():
 @contextlib.contextmanager
 def training_baseline():
     """Every position's logits in fp32 (the full forward), no fused AdamW."""
-    import leakk.prompting as prompting
-    import leakk.training as training
+    import leakk.models.prompting as prompting
+    import leakk.models.training as training
 
     saved = prompting._reduced_precision, training.torch.optim.AdamW
     real = torch.optim.AdamW
@@ -204,8 +204,8 @@ def _examples(count, vocab, gen, prompt=(20, 40), answer=(30, 60)):
 def train_run(shape, device, *, weights, examples, steps, peak_tflops):
     """An NPO + retain step (``examples`` each) with leakk's Trainer, as unlearn_loop builds it:
     median step seconds, tokens/s, MFU (6·params·tokens), peak memory vs leakk's estimate."""
-    from leakk.prompting import answer_nll, collate
-    from leakk.training import Term, Trainer, TrainingSpec, model_memory
+    from leakk.models.prompting import answer_nll, collate
+    from leakk.models.training import Term, Trainer, TrainingSpec, model_memory
     from leakk.unlearn.loop import reference_logprobs
     from leakk.unlearn.methods import make_method
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import polars as pl
 import pytest
 
-from leakk.errors import ArtifactError
-from leakk.figures import plot_greedy_vs_sampled, plot_leak_curves
+from leakk.core.errors import ArtifactError
+from leakk.report.figures import plot_greedy_vs_sampled, plot_leak_curves
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -56,8 +56,8 @@ def test_unknown_judge_is_a_clear_error(leak, tmp_path):
 
 import numpy as np  # noqa: E402
 
-from leakk import figures  # noqa: E402
-from leakk.figures import (  # noqa: E402
+from leakk.report import figures  # noqa: E402
+from leakk.report.figures import (  # noqa: E402
     leak_rate_shares,
     plot_bound_vs_sampled,
     plot_leak_rate_distribution,
@@ -226,7 +226,7 @@ def _grid_leak():
 
 
 def test_decoding_heatmap_cells_equal_the_leak_table(captured, tmp_path):
-    from leakk.figures import plot_decoding_heatmap
+    from leakk.report.figures import plot_decoding_heatmap
 
     plot_decoding_heatmap(_grid_leak(), "fact", 8, tmp_path / "h.png")
     (fig,) = captured
@@ -243,13 +243,13 @@ def test_decoding_heatmap_cells_equal_the_leak_table(captured, tmp_path):
 
 
 def test_decoding_grid_detection():
-    from leakk.figures import decoding_grid
+    from leakk.report.figures import decoding_grid
 
     assert decoding_grid(["greedy", "t1.0_p1.0", "t0.8_p0.8"]) is None
     assert decoding_grid(["greedy", "t1.0_p1.0", "t1.0_p0.8", "t0.8_p1.0"]) is None  # a corner missing
     assert decoding_grid(["t1.0_p1.0", "t1.0_p0.8", "t0.8_p1.0", "t0.8_p0.8"]) == ([0.8, 1.0], [0.8, 1.0])
     with pytest.raises(ArtifactError, match="grid"):
-        from leakk.figures import plot_decoding_heatmap
+        from leakk.report.figures import plot_decoding_heatmap
 
         plot_decoding_heatmap(_grid_leak().filter(pl.col("decoding") != "t0.2_p0.2"), "fact", 8, "x.png")
 
@@ -257,8 +257,9 @@ def test_decoding_grid_detection():
 def test_decoding_grid_preset_is_a_complete_valid_params_file():
     from pathlib import Path
 
-    from leakk.config import decoding_names, load_params
-    from leakk.figures import decoding_grid
+    from leakk.config import load_params
+    from leakk.sampling.decoding import decoding_names
+    from leakk.report.figures import decoding_grid
 
     root = Path(__file__).resolve().parents[1]
     p = load_params(root / "configs" / "decoding_grid.yaml")

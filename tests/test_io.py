@@ -5,8 +5,8 @@ from __future__ import annotations
 import polars as pl
 import pytest
 
-from leakk.errors import ArtifactError
-from leakk.io import atomic_path, read_parquet, write_parquet
+from leakk.core.errors import ArtifactError
+from leakk.core.io import atomic_path, read_parquet, write_parquet
 
 
 def test_atomic_file_failure_leaves_nothing(tmp_path):
@@ -50,7 +50,7 @@ def test_folder_artifact_files_get_usual_permissions(tmp_path):
 
 
 def test_contract_entry_may_be_a_tuple_of_columns(tmp_path, monkeypatch):
-    from leakk import io
+    from leakk.core import io
 
     monkeypatch.setitem(io.CONTRACTS, "extra", ("a", "b"))
     write_parquet(pl.DataFrame({"a": [1], "b": ["x"]}), tmp_path / "e.parquet", "extra")

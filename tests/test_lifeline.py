@@ -1,4 +1,4 @@
-"""SIGTERM to `dvc repro` leaves no leakk stage running (leakk.lifeline)."""
+"""SIGTERM to `dvc repro` leaves no leakk stage running (leakk.workflow.lifeline)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from leakk.lifeline import _stat, ancestors_to_engine
+from leakk.workflow.lifeline import _stat, ancestors_to_engine
 
 BIN = str(Path(sys.executable).parent)
 
@@ -35,7 +35,7 @@ def _leakk_pids(marker: str) -> list[int]:
 def test_ancestors_stop_at_the_first_non_shell():
     chain = ancestors_to_engine()
     assert chain and chain[0][0] == os.getppid()
-    shell = subprocess.run(["sh", "-c", f"{sys.executable} -c 'from leakk.lifeline import ancestors_to_engine as a; "
+    shell = subprocess.run(["sh", "-c", f"{sys.executable} -c 'from leakk.workflow.lifeline import ancestors_to_engine as a; "
                             f"print(len(a()))'; true"], capture_output=True, text=True, env=os.environ)
     assert shell.stdout.strip() == "2"  # the shell, then this test process (not a shell)
 
@@ -47,7 +47,7 @@ def test_sigterm_to_dvc_repro_stops_the_leakk_stage(tmp_path):
     # a stage whose leakk command runs long (a python loop standing in for training), behind a shell
     (tmp_path / "dvc.yaml").write_text(
         "stages:\n  long:\n    cmd: true && python -c \"import time; from leakk.cli import main; "
-        "import leakk.lifeline as l; l.watch_parent_engine(0.2); time.sleep(120)\" leakk-stage\n")
+        "import leakk.workflow.lifeline as l; l.watch_parent_engine(0.2); time.sleep(120)\" leakk-stage\n")
     subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
     subprocess.run([f"{BIN}/dvc", "init", "-q"], cwd=tmp_path, check=True, env=env)
     dvc = subprocess.Popen([f"{BIN}/dvc", "repro"], cwd=tmp_path, env=env,

@@ -7,7 +7,8 @@ import polars as pl
 import pytest
 
 from conftest import MICRO, write_params
-from leakk.config import model_folder, model_names, validate_params
+from leakk.config import validate_params
+from leakk.core.layout import model_folder, model_names
 from test_workflow import planned_rules, snakemake
 
 
@@ -16,7 +17,7 @@ def tiny_llama_folder(path, texts, *, vocab_size=120, hidden=16, layers=1, posit
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from leakk.modeling import build_tokenizer
+    from leakk.models.modeling import build_tokenizer
 
     tok = build_tokenizer(texts, vocab_size=vocab_size)
     torch.manual_seed(0)
@@ -67,8 +68,8 @@ def test_a_models_entry_reaches_the_leak_table_without_training(tmp_path):
 
 
 def test_model_base_as_a_hub_id_is_downloaded_before_finetuning(tmp_path):
-    from leakk.config import base_folder, hub_sources
-    from leakk.errors import ParamsError
+    from leakk.data.hub import base_folder, hub_sources
+    from leakk.core.errors import ParamsError
 
     p = dict(MICRO, model={"base": "org/tiny-llama"})
     with pytest.raises(ParamsError, match=r"model.revision: 'org/tiny-llama' is a hub id: pin its revision"):

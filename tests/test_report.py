@@ -9,8 +9,8 @@ import json
 import polars as pl
 import pytest
 
-from leakk.report import bounds_markdown, markdown_to_html, tables_page
-from leakk.report_check import contact_sheet, decode_data_uri, embedded_results, find_chromium, parse_status
+from leakk.report.tables import bounds_markdown, markdown_to_html, tables_page
+from leakk.report.check import contact_sheet, decode_data_uri, embedded_results, find_chromium, parse_status
 
 
 def test_markdown_tables_become_html_tables():
@@ -64,8 +64,8 @@ def test_embedded_results_and_contact_sheet(tmp_path):
 
 
 def test_dvc_metrics_and_plot_files(tmp_path):
-    from leakk.io import write_parquet
-    from leakk.trust_stages import dvc_files
+    from leakk.core.io import write_parquet
+    from leakk.stages.trust import dvc_files
 
     rows = [dict(model=m, decoding=d, judge="fact", k=k, leak_at_k=v, ci_low=v, ci_high=v, n=4, questions=3,
                  missing=0, excess_over_retrain=v)
@@ -90,7 +90,7 @@ def test_report_renders_in_headless_chromium(tmp_path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from leakk.report_check import check
+    from leakk.report.check import check
 
     fig, ax = plt.subplots()
     ax.plot([0, 1], [0, 1])

@@ -17,11 +17,11 @@ from hypothesis import strategies as st
 from conftest import MICRO, register_rule_judge
 from leakk.config import validate_params
 from leakk.data.synthetic import generate
-from leakk.errors import ArtifactError, ParamsError
-from leakk.finetune import corpus_texts, finetune, training_pairs
-from leakk.judges.fact import fact_in_text, fact_span, normalize_text
-from leakk.modeling import build_gpt2, build_tokenizer
-from leakk.prompting import collate, encode_example
+from leakk.core.errors import ArtifactError, ParamsError
+from leakk.models.finetune import corpus_texts, finetune, training_pairs
+from leakk.judges.fact import fact_span, normalize_text
+from leakk.models.modeling import build_gpt2, build_tokenizer
+from leakk.models.prompting import collate, encode_example
 from leakk.sampling.backend import Backend, Completion, SamplingRequest, sample_texts
 from leakk.sampling.decoding import GREEDY, Decoding
 from leakk.sampling.stage import (ROW_SCHEMA, TRAINING_PHRASINGS, questions_for, sample_phrasings,
@@ -30,6 +30,14 @@ from leakk.unlearn.loop import reference_logprobs, unlearn_loop
 from leakk.unlearn.methods import make_method
 
 T = "Question: {question} Answer:"
+
+
+def fact_in_text(fact: str, text: str) -> bool:
+    """The fact judge's verdict on one completion (the match the span finder must agree with)."""
+    from leakk.judges import make_judge
+
+    return bool(make_judge("fact").score_batch([text], [""], [fact])[1][0])
+
 
 
 @pytest.fixture(scope="module")
@@ -233,7 +241,7 @@ def test_stop_criterion(full_model, tmp_path, judge, greedy_leak, last_step, sto
 
 def test_stop_checks_the_training_phrasings_with_the_fact_judge(full_model):
     """The check's greedy leak equals an independent greedy pass over the training phrasings."""
-    from leakk.modeling import load_model
+    from leakk.models.modeling import load_model
     from leakk.sampling.hf_backend import sample_model
     from leakk.unlearn.stopping import GreedyStop
 
@@ -285,7 +293,8 @@ def test_round_evaluation_reads_the_main_judgments_and_matches_sampling(full_mod
     """Round 0's evaluation from the main pipeline's judgments equals the one that samples the
     same model itself (same backend, seed and judge): the reuse changes nothing but the cost."""
     from leakk.judges import judge_samples
-    from leakk.rule import evaluate_round, main_judgments
+    from leakk.core.layout import judgment_path
+    from leakk.unlearn.rule import evaluate_round
     from leakk.sampling.stage import run_sampling
 
     root, d = full_model
@@ -297,7 +306,7 @@ def test_round_evaluation_reads_the_main_judgments_and_matches_sampling(full_mod
     for dec, judge in ((Decoding.from_name(est["headline_decoding"]), est["headline_judge"]), (GREEDY, "fact")):
         samples = run_sampling(str(model_dir), d, dec, model_name=base, params=dict(p["sample"], device="cpu"),
                                template=p["prompt_template"], progress=False)
-        out = main_judgments(tmp_path / "judgments", base, judge, dec.name)
+        out = judgment_path(tmp_path / "judgments", base, dec.name, judge)
         out.parent.mkdir(parents=True, exist_ok=True)
         judge_samples(samples, d, {judge: p["judge"][judge]}, progress=False).write_parquet(out)
     evaluate_round(d, p, name=name, round_idx=0, round_dir=model_dir, out=tmp_path / "reused.parquet",
@@ -312,7 +321,7 @@ def test_round_evaluation_reads_the_main_judgments_and_matches_sampling(full_mod
 
 
 def test_augmented_forget_examples_follow_training_pairs(data):
-    from leakk.rule import LEAKED_SCHEMA, forget_examples
+    from leakk.unlearn.rule import LEAKED_SCHEMA, forget_examples
 
     leaked = pl.DataFrame({"qid": [data.filter(pl.col("split") == "forget")["qid"][0]], "question": ["Q?"],
                            "completion": ["nothing here"], "round": [1]}, schema=LEAKED_SCHEMA)

@@ -27,11 +27,11 @@ import torch
 from conftest import MICRO
 from leakk.config import validate_params
 from leakk.data.synthetic import generate
-from leakk.errors import ParamsError
-from leakk.finetune import corpus_texts, finetune, training_pairs
-from leakk.io import read_parquet, write_parquet
-from leakk.modeling import build_gpt2, build_tokenizer, load_model
-from leakk.prompting import answer_nll, collate, encode_example
+from leakk.core.errors import ParamsError
+from leakk.models.finetune import corpus_texts, finetune, training_pairs
+from leakk.core.io import read_parquet, write_parquet
+from leakk.models.modeling import build_gpt2, build_tokenizer, load_model
+from leakk.models.prompting import answer_nll, collate, encode_example
 from leakk.sampling.decoding import Decoding
 from leakk.sampling.hf import sample_hf
 from leakk.unlearn.loop import unlearn_loop
@@ -214,7 +214,7 @@ def _leak_at_k(n: int, c: int, k: int) -> float:
 def rule_run(tmp_path_factory):
     """Two RULE rounds on the micro model; a ROUGE-L threshold of 0.1 makes a few of the
     barely trained model's completions leak, so round 1 trains and round 2 samples."""
-    from leakk.rule import run_all_rounds
+    from leakk.unlearn.rule import run_all_rounds
 
     root = tmp_path_factory.mktemp("rule_survivors")
     p = validate_params(dict(MICRO, judge={"fact": {}, "rougeL": {"threshold": 0.1}}))

@@ -1,4 +1,4 @@
-"""Training that scales (leakk.training): accumulation gives the full batch's gradient, the
+"""Training that scales (leakk.models.training): accumulation gives the full batch's gradient, the
 memory estimate matches a hand computation, a tiny Llama goes through finetune (accumulation
 + checkpointing), unlearn (full and LoRA, merged on save), sampling and judging on CPU — and
 the defaults leave the offline miniature's numbers bit-identical."""
@@ -16,11 +16,11 @@ import yaml
 from conftest import MICRO
 from leakk.cli import main
 from leakk.data.synthetic import generate
-from leakk.errors import ParamsError
-from leakk.finetune import corpus_texts, train_loop, training_pairs
-from leakk.modeling import build_gpt2, build_tokenizer
-from leakk.prompting import answer_nll, collate, encode_example
-from leakk.training import Term, Trainer, TrainingSpec, memory_estimate, memory_line, micro_slices, model_memory
+from leakk.core.errors import ParamsError
+from leakk.models.finetune import corpus_texts, train_loop, training_pairs
+from leakk.models.modeling import build_gpt2, build_tokenizer
+from leakk.models.prompting import answer_nll, collate, encode_example
+from leakk.models.training import Term, Trainer, TrainingSpec, memory_estimate, memory_line, micro_slices, model_memory
 from leakk.unlearn.loop import reference_logprobs, unlearn_loop
 from leakk.unlearn.methods import make_method
 from test_models_as_data import tiny_llama_folder
@@ -37,7 +37,7 @@ def one_thread():
     torch.set_num_threads(before)
 
 
-# Recorded on main at 8b69f64 (before leakk.training existed), one CPU thread, with the script
+# Recorded on main at 8b69f64 (before leakk.models.training existed), one CPU thread, with the script
 # this test repeats: the loss of each step, as float.hex().
 BEFORE = {
     "finetune": ["0x1.52c2be0000000p+2", "0x1.49e14a0000000p+2", "0x1.425b880000000p+2"],
@@ -274,7 +274,7 @@ def test_answer_position_logits_equal_the_full_forwards():
     """answer_logits (the body once, the head at answer positions only) against the full
     forward's logits at those positions, and the two losses built on each: fp32 arithmetic on
     the same weights, so agreement to float rounding (1e-5 relative)."""
-    from leakk.prompting import answer_logits, answer_logprob
+    from leakk.models.prompting import answer_logits, answer_logprob
 
     model = _small_llama()
     batch = _qa_batch()
@@ -296,7 +296,7 @@ def test_bf16_weights_keep_an_fp32_master_and_track_fp32_weights():
     """training.weights=bf16: the model trains in bf16, the optimiser steps an fp32 master copy
     (so a small update is not rounded away), and the model comes back fp32 as it was loaded,
     holding the master weights; its loss follows fp32-weight autocast training closely."""
-    from leakk.training import Term, Trainer, TrainingSpec
+    from leakk.models.training import Term, Trainer, TrainingSpec
 
     batch_examples = [(ids, lab) for ids, lab in zip(_qa_batch()["input_ids"].tolist(),
                                                      _qa_batch()["labels"].tolist())]
@@ -319,7 +319,7 @@ def test_bf16_weights_keep_an_fp32_master_and_track_fp32_weights():
 
 def test_bf16_weights_need_bf16_precision(micro_params):
     from leakk.config import validate_params
-    from leakk.errors import ParamsError
+    from leakk.core.errors import ParamsError
 
     micro_params["training"] = {"precision": "fp32", "weights": "bf16"}
     with pytest.raises(ParamsError, match="training.weights"):

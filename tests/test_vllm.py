@@ -19,7 +19,7 @@ pytestmark = pytest.mark.vllm
 os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")  # GiB of KV cache: plenty for these models
 
 from leakk.config import load_params  # noqa: E402
-from leakk.prompting import encode_prompt, prompt_text  # noqa: E402
+from leakk.models.prompting import encode_prompt, prompt_text  # noqa: E402
 from leakk.sampling import open_backend  # noqa: E402
 from leakk.sampling.backend import SamplingRequest, sample_texts  # noqa: E402
 from leakk.sampling.decoding import GREEDY, Decoding  # noqa: E402
@@ -36,7 +36,7 @@ def default_full(tmp_path_factory):
     """(params, data, folder) of the default pipeline's full model: results/models/full where
     `make run` built it, else trained here exactly as the finetune stage does (minutes)."""
     from leakk.data.synthetic import generate
-    from leakk.finetune import finetune
+    from leakk.models.finetune import finetune
 
     params = load_params(ROOT / "params.yaml")
     data = generate(**params["data"]["synthetic"], seed=params["seed"])
@@ -51,7 +51,7 @@ def default_full(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def backends(default_full):
-    from leakk.modeling import load_model
+    from leakk.models.modeling import load_model
 
     params, _, folder = default_full
     model, tok = load_model(folder, "cpu")
@@ -95,7 +95,7 @@ def test_chat_template_prompt_ids_are_the_hf_paths_with_one_bos(tmp_path):
     template): vLLM samples exactly the ids encode_prompt makes, one BOS, and greedy agrees."""
     from tokenizers import processors
 
-    from leakk.modeling import build_gpt2, build_tokenizer, load_model
+    from leakk.models.modeling import build_gpt2, build_tokenizer, load_model
 
     texts = [f"who wrote book {i}? It was author {i % 17}." for i in range(300)]
     tok = build_tokenizer(texts, 200)
@@ -127,7 +127,7 @@ def test_leak_at_k_agrees_with_hf_within_ci(default_full, backends):
     """The sample stage's headline decoding through both backends, judged by fact match:
     each backend's leak@k lies inside the other's confidence interval, for every k."""
     from leakk.judges import judge_samples
-    from leakk.rule import leak_stats
+    from leakk.unlearn.rule import leak_stats
 
     params, data, _ = default_full
     questions = questions_for(data, ["forget"], params["sample"]["question_column"])

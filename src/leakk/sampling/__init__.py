@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from leakk.registry import Registry
+from leakk.core.registry import Registry
 from leakk.sampling.backend import Backend, SamplingRequest
 from leakk.sampling.decoding import GREEDY, Decoding
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Any, ClassVar
 
-from leakk.errors import ParamsError
+from leakk.core.errors import ParamsError
 from leakk.sampling.decoding import Decoding
 
 
@@ -88,7 +88,7 @@ def sample_texts(backend: Backend, qids: list[str], questions: list[str], reques
     """Encode ``questions`` (one encoding function, shared with training), sample them through
     ``backend`` and decode the completions with the model's tokenizer; ``key`` names the
     parameter that set ``max_new_tokens``, for the error message."""
-    from leakk.prompting import encode_prompt
+    from leakk.models.prompting import encode_prompt
 
     prompts = [encode_prompt(q, backend.tokenizer, template) for q in questions]
     limit = backend.max_positions

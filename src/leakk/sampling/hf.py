@@ -20,7 +20,7 @@ import os
 import numpy as np
 import torch
 
-from leakk.progress import tqdm
+from leakk.core.progress import tqdm
 from leakk.sampling.attention import grouped_decoding
 from leakk.sampling.backend import Completion
 from leakk.sampling.decoding import Decoding
@@ -196,7 +196,7 @@ def auto_batch_rows(model, max_len: int, device: torch.device, fraction: float =
 def nucleus_logprobs(logits: torch.Tensor, decoding: Decoding) -> torch.Tensor:
     """Temperature-scaled log-probabilities (..., V) with the tokens outside the top-p nucleus
     set to −inf (not renormalised): exactly what :func:`next_tokens` draws from, so
-    ``leakk.bounds`` computes the sampler's own distribution, not a re-implementation."""
+    ``leakk.stats.bounds`` computes the sampler's own distribution, not a re-implementation."""
     # one pass fewer each where exact: x / 1.0 == x, and log_softmax upcasts half-precision logits
     # itself (the vocabulary-sized fp32 passes are much of a decoding step's memory traffic)
     scaled = logits if decoding.temperature == 1 else logits.float() / decoding.temperature

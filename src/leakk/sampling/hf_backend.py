@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from leakk.modeling import load_model, max_positions, pick_device
+from leakk.models.modeling import load_model, max_positions, pick_device
 from leakk.sampling import register_backend
 from leakk.sampling.backend import Backend, Completion, Row, SamplingRequest, sample_texts
 from leakk.sampling.decoding import Decoding

@@ -7,8 +7,8 @@ from typing import Any
 import polars as pl
 
 from leakk.data import training_column
-from leakk.errors import ArtifactError, ParamsError
-from leakk.io import contract_schema
+from leakk.core.errors import ArtifactError, ParamsError
+from leakk.core.io import contract_schema
 from leakk.sampling import open_backend
 from leakk.sampling.backend import Backend, SamplingRequest, sample_texts
 from leakk.sampling.decoding import Decoding

@@ -18,7 +18,8 @@ from __future__ import annotations
 import os
 from typing import Any, ClassVar
 
-from leakk.errors import ParamsError
+from leakk.core.errors import ParamsError
+from leakk.core.schema import filled
 from leakk.sampling import register_backend
 from leakk.sampling.backend import Backend, Completion, SamplingRequest
 from leakk.sampling.rng import qid_key
@@ -40,15 +41,6 @@ def _free_gpu_memory() -> None:
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
-
-
-def with_defaults(schema: dict[str, Any], options: dict[str, Any] | None) -> dict[str, Any]:
-    """``options`` with the schema's defaults filled in (validation already checked the keys)."""
-    props = schema.get("properties", {})
-    unknown = sorted(set(options or {}) - set(props))
-    if unknown:
-        raise ParamsError(f"sample.options: unknown option {unknown[0]!r} (known: {sorted(props)})")
-    return {**{k: v["default"] for k, v in props.items() if "default" in v}, **(options or {})}
 
 
 @register_backend("vllm")
@@ -74,7 +66,7 @@ class VLLMBackend(Backend):
     @classmethod
     def load(cls, model_dir: str, *, device: str = "auto", batch_rows: int | str = "auto",
              options: dict[str, Any] | None = None) -> VLLMBackend:
-        opts = with_defaults(cls.params_schema, options)
+        opts = filled(options, cls.params_schema, "sample", ("options",))  # validated at load too
         try:
             from vllm import LLM
         except ImportError:
@@ -82,7 +74,7 @@ class VLLMBackend(Backend):
                               "on a CPU: make test-vllm)") from None
         from transformers import AutoConfig, AutoTokenizer
 
-        from leakk.modeling import check_model_dir
+        from leakk.models.modeling import check_model_dir
         from leakk.sampling.hf import eos_ids
 
         check_model_dir(model_dir, "sample: model")

@@ -9,9 +9,9 @@ from typing import Any
 
 import torch
 
-from leakk.progress import tqdm
-from leakk.prompting import answer_logprob, answer_nll, collate, encode_example
-from leakk.training import Term, Trainer, TrainingSpec, autocast, resolve
+from leakk.core.progress import tqdm
+from leakk.models.prompting import answer_logprob, answer_nll, collate, encode_example
+from leakk.models.training import Term, Trainer, TrainingSpec, autocast, resolve
 from leakk.unlearn.methods import Method
 
 
@@ -63,7 +63,7 @@ def unlearn_loop(
     step). ``check``, called every ``check_every`` steps and after the last, may stop the run
     early (its fields join that step's log row). ``batch_size`` is the effective batch;
     ``training`` (default: the active ``training:`` section) sets precision, accumulation,
-    checkpointing and LoRA (:mod:`leakk.training`); a LoRA adapter is merged into ``model``
+    checkpointing and LoRA (:mod:`leakk.models.training`); a LoRA adapter is merged into ``model``
     before returning."""
     pad = tokenizer.pad_token_id
     spec = resolve(training)

@@ -17,14 +17,18 @@ import polars as pl
 log = logging.getLogger(__name__)
 
 
+def stop_judge(stop: dict[str, Any]) -> dict[str, Any]:
+    """The judge spec (``{"type": …, params…}``) of an unlearn run's ``stop`` criterion."""
+    judge = stop["judge"]
+    return {"type": judge} if isinstance(judge, str) else dict(judge)
+
+
 class GreedyStop:
     """A :data:`leakk.unlearn.loop.StopCheck` for ``unlearn.<name>.stop``."""
 
     def __init__(self, model, tokenizer, data: pl.DataFrame, params: dict[str, Any], *, name: str,
                  stop: dict[str, Any]):
         from leakk.sampling.stage import TRAINING_PHRASINGS, questions_for
-
-        from leakk.config import stop_judge
 
         self.model, self.tokenizer, self.data, self.params, self.name = model, tokenizer, data, params, name
         self.threshold, self.judge = stop["greedy_leak"], stop_judge(stop)
