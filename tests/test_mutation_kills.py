@@ -48,17 +48,15 @@ def _sample_judge(model_dir, data, p, questions, decoding, n, seed, judge):
     """Sample with the package's sampler on an in-memory model (not the backend RULE goes
     through), spreading n per qid over its phrasings, and judge: the reference for round
     statistics."""
-    from functools import partial
-
     from leakk.judges import judge_samples
     from leakk.models.modeling import load_model
-    from leakk.sampling.hf_backend import sample_model
+    from leakk.sampling.backend import SamplingRequest
+    from leakk.sampling.hf_backend import HFBackend
     from leakk.sampling.stage import sample_phrasings
 
     model, tok = load_model(model_dir)
-    samples = sample_phrasings(partial(sample_model, model, tok), questions, decoding, n=n, seed=seed,
-                               max_new_tokens=p["sample"]["max_new_tokens"], template=p["prompt_template"],
-                               batch_rows=16, progress=False)
+    request = SamplingRequest.build(decoding, n=n, seed=seed, max_new_tokens=p["sample"]["max_new_tokens"])
+    samples = sample_phrasings(HFBackend(model, tok, 16), questions, request, template=p["prompt_template"])
     return judge_samples(samples, data, {judge: p["judge"][judge]}, progress=False).join(
         samples.select("qid", "sample_idx", "phrasing", "text"), on=["qid", "sample_idx"], how="left")
 
@@ -859,8 +857,12 @@ def test_greedy_is_one_sample_per_question_whatever_n(word_lm):
     from leakk.sampling.decoding import GREEDY
     from leakk.sampling.hf import sample_hf
 
+    from leakk.sampling.backend import SamplingRequest
+
     model, tok, qids, prompts = word_lm
-    out = sample_hf(model, tok, qids, prompts, GREEDY, 5, 8, seed=0, batch_rows=16, progress=False)
+    request = SamplingRequest.build(GREEDY, n=5, max_new_tokens=8, seed=0)
+    assert request.n == 1 and request.with_(n=9).n == 1
+    out = sample_hf(model, tok, qids, prompts, GREEDY, request.n, 8, seed=0, batch_rows=16, progress=False)
     assert sorted((c.qid, c.sample_idx) for c in out) == [(q, 0) for q in qids]
 
 

@@ -22,6 +22,7 @@ from leakk.models.finetune import corpus_texts, finetune, training_pairs
 from leakk.judges.fact import fact_span, normalize_text
 from leakk.models.modeling import build_gpt2, build_tokenizer
 from leakk.models.prompting import collate, encode_example
+from leakk.sampling.backend import Backend, Completion, SamplingRequest, sample_texts
 from leakk.sampling.decoding import GREEDY, Decoding
 from leakk.sampling.stage import (ROW_SCHEMA, TRAINING_PHRASINGS, questions_for, sample_phrasings,
                                   shard_questions)
@@ -60,13 +61,31 @@ def test_training_phrasings_are_the_trained_ones_never_the_held_out(data):
     assert tofu.select("qid", "prompt_question").rows() == forget.select("qid", "question").sort("qid").rows()
 
 
-def _fake_sampler(calls):
-    """A backend stand-in recording its calls; text = prompt#sample_idx."""
-    def sample(qids, prompts, decoding, *, n, seed, **kw):
-        calls.append((list(qids), n, seed))
-        n = 1 if decoding.greedy else n
-        return [(q, i, f"{p}#{i}@{seed}", 1, "stop") for q, p in zip(qids, prompts) for i in range(n)]
-    return sample
+class _TextTokenizer:
+    """A stand-in tokenizer whose one "token" is the whole text."""
+
+    def __call__(self, text, add_special_tokens=True):
+        return {"input_ids": [text]}
+
+    def batch_decode(self, seqs, skip_special_tokens=True):
+        return ["".join(s) for s in seqs]
+
+
+class _FakeBackend(Backend):
+    """A backend stand-in recording its calls; text = prompt#sample_idx@seed."""
+
+    def __init__(self, calls):
+        self.calls, self.tokenizer = calls, _TextTokenizer()
+
+    def generate(self, qids, prompts, request, **kw):
+        self.calls.append((list(qids), request.n, request.seed))
+        return [Completion(q, i, [f"{p[0]}#{i}@{request.seed}"], "stop")
+                for q, p in zip(qids, prompts) for i in range(request.n)]
+
+
+def _phrasings(backend, questions, decoding, n, seed, **kw):
+    return sample_phrasings(backend, questions, SamplingRequest.build(decoding, n=n, max_new_tokens=4, seed=seed),
+                            template="{question}", **kw)
 
 
 @given(n=st.integers(1, 40), counts=st.lists(st.integers(1, 5), min_size=1, max_size=6))
@@ -75,7 +94,7 @@ def test_sample_phrasings_spreads_n_evenly(n, counts):
     rows = [(f"q{i}", j, f"q{i}p{j}") for i, c in enumerate(counts) for j in range(c)]
     questions = pl.DataFrame(rows, schema=["qid", "phrasing", "prompt_question"], orient="row")
     calls = []
-    out = sample_phrasings(_fake_sampler(calls), questions, Decoding(1.0, 1.0), n=n, seed=10)
+    out = _phrasings(_FakeBackend(calls), questions, Decoding(1.0, 1.0), n=n, seed=10)
     for i, c in enumerate(counts):
         mine = out.filter(pl.col("qid") == f"q{i}")
         assert mine["sample_idx"].to_list() == list(range(n))  # n per qid, numbered 0..n-1
@@ -89,16 +108,18 @@ def test_sample_phrasings_spreads_n_evenly(n, counts):
 def test_one_phrasing_is_exactly_one_backend_call(data):
     questions = questions_for(data, ["forget"], "paraphrased_question")
     calls = []
-    out = sample_phrasings(_fake_sampler(calls), questions, Decoding(1.0, 1.0), n=5, seed=3)
+    out = _phrasings(_FakeBackend(calls), questions, Decoding(1.0, 1.0), n=5, seed=3)
     assert calls == [(questions["qid"].to_list(), 5, 3)]
-    direct = pl.DataFrame(_fake_sampler([])(questions["qid"].to_list(), questions["prompt_question"].to_list(),
-                                            Decoding(1.0, 1.0), n=5, seed=3), schema=ROW_SCHEMA, orient="row")
+    direct = pl.DataFrame(sample_texts(_FakeBackend([]), questions["qid"].to_list(),
+                                       questions["prompt_question"].to_list(),
+                                       SamplingRequest.build(Decoding(1.0, 1.0), n=5, max_new_tokens=4, seed=3),
+                                       template="{question}"), schema=ROW_SCHEMA, orient="row")
     assert out.drop("phrasing").sort("qid", "sample_idx").equals(direct.sort("qid", "sample_idx"))
 
 
 def test_greedy_draws_one_per_phrasing(data):
     questions = questions_for(data, ["forget"], TRAINING_PHRASINGS)
-    out = sample_phrasings(_fake_sampler([]), questions, GREEDY, n=None, seed=0)
+    out = _phrasings(_FakeBackend([]), questions, GREEDY, n=7, seed=0, every_phrasing=True)
     assert out.height == questions.height
     assert out.select("qid", "phrasing").rows() == questions.select("qid", "phrasing").rows()
 

@@ -43,6 +43,8 @@ def validate_params(params: dict[str, Any], source: str = "params.yaml") -> dict
 def check_accumulation(p: dict[str, Any], src: str) -> None:
     """Every batch that trains splits evenly into ``training.gradient_accumulation``
     micro-batches (``batch_size`` is the effective batch; RULE uses its base run's)."""
+    if p["training"].get("weights") == "bf16" and p["training"]["precision"] == "fp32":
+        _fail(src, "training.weights", "bf16 needs training.precision bf16 or auto (rule: bf16 weights train in bf16)")
     accumulation = p["training"]["gradient_accumulation"]
     batches = {"finetune.batch_size": p["finetune"]["batch_size"]}
     batches.update({f"unlearn.{name}.batch_size": run["batch_size"] for name, run in p["unlearn"].items()})
@@ -94,6 +96,9 @@ def _cross_field(p: dict[str, Any], src: str) -> None:
     columns = BENCHMARKS.get(p["data"]["benchmark"]).columns
     if p["sample"]["backend"] not in BACKENDS:  # no import: a backend module may be heavy
         raise BACKENDS.unknown(p["sample"]["backend"]).with_source(src)
+    if p["sample"].get("options"):  # (only then imported: a backend module may be heavy)
+        p["sample"]["options"] = filled(p["sample"]["options"], BACKENDS.get(p["sample"]["backend"]).params_schema,
+                                        src, ("sample", "options"))
     n = p["sample"]["n"]
     for k in p["estimate"]["ks"]:
         if k > n:

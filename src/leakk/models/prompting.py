@@ -55,8 +55,47 @@ def collate(examples: list[tuple[list[int], list[int]]], pad_id: int) -> dict[st
     return {"input_ids": input_ids, "labels": labels, "attention_mask": mask}
 
 
+def _reduced_precision(model, batch) -> bool:
+    """Whether the forward pass runs below fp32 (bf16 autocast, or half-precision weights)."""
+    device = batch["input_ids"].device.type
+    return torch.is_autocast_enabled(device) or next(model.parameters()).dtype != torch.float32
+
+
+def _plain_head(lm) -> bool:
+    """Whether ``lm``'s logits are its output embedding applied to the body's last hidden state
+    (no logit scaling or soft-capping in between, which the full forward would apply)."""
+    cfg = lm.config.get_text_config() if hasattr(lm.config, "get_text_config") else lm.config
+    return (getattr(cfg, "final_logit_softcapping", None) is None and getattr(cfg, "logit_scale", None) is None
+            and getattr(lm, "base_model", lm) is not lm and lm.get_output_embeddings() is not None)
+
+
+def answer_logits(model, batch: dict[str, torch.Tensor]):
+    """(fp32 logits at the answer positions (N, V), their labels (N,), each one's example index
+    (N,)), or None where the model's head is not a plain projection (then use the full forward).
+
+    The body runs over every position, the vocabulary projection only where a label is: with a
+    128k vocabulary the logits of every position (and their fp32 log-softmax) cost as much
+    memory traffic as the rest of a 1B model's step, and the prompt's positions are not needed."""
+    lm = model.get_base_model() if hasattr(model, "get_base_model") else model  # a peft (LoRA) wrapper
+    if not _plain_head(lm):
+        return None
+    hidden = lm.base_model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
+    labels = batch["labels"][:, 1:]
+    where = labels != -100
+    logits = lm.get_output_embeddings()(hidden[:, :-1][where])
+    return logits.float(), labels[where], where.nonzero()[:, 0]
+
+
 def answer_logprob(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    """Per-example log π(answer | prompt), summed over answer tokens (labels ≠ −100)."""
+    """Per-example log π(answer | prompt), summed over answer tokens (labels ≠ −100).
+
+    In fp32 every position's logits are computed (the offline miniature's exact arithmetic);
+    below fp32 only the answer positions are projected to the vocabulary (:func:`answer_logits`)."""
+    picked = answer_logits(model, batch) if _reduced_precision(model, batch) else None
+    if picked is not None:
+        logits, labels, example = picked
+        token_lp = -torch.nn.functional.cross_entropy(logits, labels, reduction="none")
+        return torch.zeros(batch["labels"].shape[0], device=logits.device).index_add(0, example, token_lp)
     logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
     logits = logits[:, :-1].float()
     labels = batch["labels"][:, 1:]
@@ -66,7 +105,12 @@ def answer_logprob(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
 
 
 def answer_nll(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    """Mean token-level NLL over answer tokens of the batch (the SFT loss)."""
+    """Mean token-level NLL over answer tokens of the batch (the SFT loss); below fp32, from the
+    answer positions' logits only (as :func:`answer_logprob`)."""
+    picked = answer_logits(model, batch) if _reduced_precision(model, batch) else None
+    if picked is not None:
+        logits, labels, _ = picked
+        return torch.nn.functional.cross_entropy(logits, labels)
     logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
     return torch.nn.functional.cross_entropy(
         logits[:, :-1].flatten(0, 1).float(), batch["labels"][:, 1:].flatten(), ignore_index=-100

@@ -6,7 +6,10 @@ fit on one GPU is the same for both, so it lives here once, driven by the ``trai
 params section:
 
 - ``precision``: bf16 autocast (weights, gradients and AdamW states stay fp32; matmuls run
-  in bf16) — ``auto`` picks it on a CUDA device that supports bf16, fp32 elsewhere.
+  in bf16) — ``auto`` picks it on a CUDA device that supports bf16, fp32 elsewhere. Below fp32
+  the losses project only the answer positions to the vocabulary (``prompting.answer_logits``).
+- ``weights: bf16``: the model holds bf16 weights and gradients (nothing to cast per forward
+  pass, half the bytes to read); the optimiser keeps the fp32 master copy and fp32 moments.
 - ``gradient_accumulation``: a step's batch (``batch_size``, still the *effective* batch) is
   split into that many micro-batches, each weighted by its share of what the loss averages
   over (answer tokens or examples), so the accumulated gradient equals the full batch's.
@@ -45,6 +48,7 @@ class TrainingSpec:
     gradient_accumulation: int = 1
     gradient_checkpointing: bool = False
     lora: dict[str, Any] | None = None
+    weights: str = "fp32"
 
     @classmethod
     def from_params(cls, section: dict[str, Any] | None, source: str = "training") -> TrainingSpec:
@@ -81,15 +85,21 @@ def autocast(spec: TrainingSpec, device: torch.device | str) -> contextlib.Abstr
 
 # --- memory -------------------------------------------------------------------------------
 
-def memory_estimate(weight_bytes: int, trainable_bytes: int, cast_bytes: int = 0) -> dict[str, int]:
+def memory_estimate(weight_bytes: int, trainable_bytes: int, cast_bytes: int = 0,
+                    master_bytes: int = 0) -> dict[str, int]:
     """Bytes of training state, activations excluded (they scale with micro-batch × length).
 
     weights: every parameter at its dtype; grads: one per trainable parameter, same dtype;
-    AdamW: two moment tensors per trainable parameter, same dtype; casts: the half-precision
-    copies autocast caches of trainable weights for the forward pass (frozen ones — LoRA's
-    base — are cast per use and not kept).
+    AdamW: two moment tensors per trainable parameter, same dtype as the master copy (the
+    weights themselves unless ``master_bytes``: an fp32 copy the optimiser keeps); casts: the
+    half-precision copies autocast caches of trainable fp32 weights for the forward pass
+    (frozen ones — LoRA's base — are cast per use and not kept).
     """
-    return {"weights": weight_bytes, "grads": trainable_bytes, "adam": 2 * trainable_bytes, "casts": cast_bytes}
+    est = {"weights": weight_bytes, "grads": trainable_bytes, "adam": 2 * (master_bytes or trainable_bytes),
+           "casts": cast_bytes}
+    if master_bytes:
+        est["master"] = master_bytes
+    return est
 
 
 def model_memory(model, spec: TrainingSpec, device: torch.device | str) -> tuple[int, int, dict[str, int]]:
@@ -97,9 +107,11 @@ def model_memory(model, spec: TrainingSpec, device: torch.device | str) -> tuple
     params = list(model.parameters())
     trainable = [p for p in params if p.requires_grad]
     dtype = spec.autocast_dtype(device)
-    casts = sum(p.numel() for p in trainable if p.is_floating_point()) * (dtype.itemsize if dtype else 0)
+    casts = sum(p.numel() for p in trainable if p.is_floating_point() and p.dtype == torch.float32) * \
+        (dtype.itemsize if dtype else 0)
+    master = 4 * sum(p.numel() for p in trainable) if spec.weights == "bf16" and spec.lora is None else 0
     est = memory_estimate(sum(p.numel() * p.element_size() for p in params),
-                          sum(p.numel() * p.element_size() for p in trainable), casts)
+                          sum(p.numel() * p.element_size() for p in trainable), casts, master)
     return sum(p.numel() for p in params), sum(p.numel() for p in trainable), est
 
 
@@ -121,6 +133,8 @@ def memory_line(n_params: int, n_trainable: int, est: dict[str, int], spec: Trai
         how.append("checkpointing")
     if spec.lora is not None:
         how.append(f"LoRA r={spec.lora['r']}")
+    if spec.weights == "bf16" and spec.lora is None:
+        how.append("bf16 weights, fp32 master")
     parts = ", ".join(f"{'AdamW' if k == 'adam' else k} {v / scale:.3g}" for k, v in est.items() if v)
     return (f"memory estimate: {_count(n_params)} params ({_count(n_trainable)} trainable; {', '.join(how)}) "
             f"→ ~{total / scale:.3g} {unit} before activations ({parts})")
@@ -196,7 +210,16 @@ class Trainer:
         self.base = self.model
         self._trainable = [p.requires_grad for p in self.base.parameters()]  # LoRA freezes them
         self._loaded = {p.dtype for p in self.base.parameters() if p.is_floating_point()}
-        if self.spec.lora is None and self._loaded - {torch.float32}:
+        self.master: list[torch.Tensor] | None = None
+        if self.spec.weights == "bf16" and self.spec.lora is None:
+            if self.spec.autocast_dtype(self.device) != torch.bfloat16:
+                raise ParamsError("training.weights=bf16 needs bf16 precision (training.precision: bf16, or auto "
+                                  "on a CUDA device with bf16)")
+            # the master copy is taken before rounding: training starts from the weights as loaded
+            self.master = [p.detach().float().clone() for p in self.base.parameters() if p.requires_grad]
+            for p in self.base.parameters():
+                p.data = p.data.to(torch.bfloat16) if p.is_floating_point() else p.data
+        elif self.spec.lora is None and self._loaded - {torch.float32}:
             # fp32 master weights: in bf16, an AdamW update of lr 1e-5 on a weight of 1e-2
             # rounds away (bf16 keeps ~3 digits). A LoRA base is frozen and stays as loaded.
             for p in self.base.parameters():
@@ -216,7 +239,10 @@ class Trainer:
         n, n_train, est = model_memory(self.model, self.spec, self.device)
         print(memory_line(n, n_train, est, self.spec, self.device), file=sys.stderr, flush=True)
         self.params = [p for p in self.model.parameters() if p.requires_grad]
-        self.opt = torch.optim.AdamW(self.params, lr=self.lr, weight_decay=self.weight_decay)
+        # one fused kernel for every parameter's update on a GPU (the CPU keeps the default loop)
+        fused = {"fused": True} if torch.device(self.device).type == "cuda" else {}
+        self.opt = torch.optim.AdamW(self.master if self.master is not None else self.params, lr=self.lr,
+                                     weight_decay=self.weight_decay, **fused)
         self.sched = self.schedule(self.opt)
         self.model.train()
         self.steps_done, self._start = 0, time.perf_counter()
@@ -255,9 +281,19 @@ class Trainer:
         return total, values
 
     def apply(self) -> None:
-        """Clip the accumulated gradient, step the optimiser and schedule, clear the gradient."""
-        torch.nn.utils.clip_grad_norm_(self.params, 1.0)
-        self.opt.step()
+        """Clip the accumulated gradient, step the optimiser and schedule, clear the gradient
+        (with bf16 weights: the fp32 master copy steps, and the weights are rounded from it)."""
+        if self.master is not None:
+            for p, m in zip(self.params, self.master, strict=True):
+                m.grad = None if p.grad is None else p.grad.float()
+                p.grad = None
+            torch.nn.utils.clip_grad_norm_(self.master, 1.0)
+            self.opt.step()
+            with torch.no_grad():
+                torch._foreach_copy_(self.params, self.master)
+        else:
+            torch.nn.utils.clip_grad_norm_(self.params, 1.0)
+            self.opt.step()
         self.sched.step()
         self.opt.zero_grad(set_to_none=True)
         self.steps_done += 1
@@ -276,7 +312,11 @@ class Trainer:
             self.model.merge_and_unload()  # the base layers come back, holding W + BA
             for p, trainable in zip(self.base.parameters(), self._trainable, strict=True):
                 p.requires_grad_(trainable)
-        if self.spec.lora is None and len(self._loaded) == 1 and self._loaded != {torch.float32}:
+        if self.master is not None:  # the weights as trained, not their bf16 rounding
+            for p, m in zip(self.params, self.master, strict=True):
+                p.data = m
+            self.master = None
+        if self.spec.lora is None and len(self._loaded) == 1:
             (dtype,) = self._loaded  # saved as loaded: the sampler then runs it like the start model
             for p in self.base.parameters():
                 p.data = p.data.to(dtype) if p.is_floating_point() else p.data

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import os
 import shutil
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -43,14 +42,12 @@ def sample_round(model_dir: str | os.PathLike, questions: pl.DataFrame, decoding
                  max_new_tokens: int, params: dict[str, Any], desc: str) -> pl.DataFrame:
     """Completions of a saved round model through the configured sampling backend
     (``sample.backend``: hf or vLLM), exactly as the sample stage draws them."""
-    from leakk.sampling import load_backend
-    from leakk.sampling.stage import sample_phrasings
+    from leakk.sampling import open_backend
+    from leakk.sampling.stage import request_from, sample_phrasings
 
-    backend = load_backend(params["sample"]["backend"])
-    return sample_phrasings(
-        partial(backend, str(model_dir)), questions, decoding, n=n, seed=seed, max_new_tokens=max_new_tokens,
-        template=params["prompt_template"], batch_rows=params["sample"].get("batch_rows", "auto"),
-        device=params["device"], progress=False, desc=desc)
+    request = request_from({"n": n, "max_new_tokens": max_new_tokens, "seed": seed}, decoding)
+    with open_backend(params["sample"], str(model_dir), params["device"]) as backend:
+        return sample_phrasings(backend, questions, request, template=params["prompt_template"], desc=desc)
 
 
 def select_leaked(judged: pl.DataFrame, questions: pl.DataFrame, known: pl.DataFrame, round_idx: int) -> pl.DataFrame:
@@ -88,7 +85,7 @@ def leak_stats(judged: pl.DataFrame, data: pl.DataFrame, ks: list[int], est: dic
 
 #: what a RULE round reads from params: the stage table's ``rule_round`` entry (its Snakemake
 #: params and dvc.yaml keys) and the resume fingerprint are this one declaration
-ROUND_READS = ("seed", "prompt_template", "rule.{name}", "unlearn.{base}", "judge.{judge}", "sample.backend",
+ROUND_READS = ("seed", "prompt_template", "rule.{name}", "unlearn.{base}", "judge.{judge}", "sample.backend", "sample.options",
                "training")
 #: not ``rounds``: adding rounds keeps the finished ones
 ROUND_IGNORES = ("rule.{name}.rounds",)

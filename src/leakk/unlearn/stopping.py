@@ -10,7 +10,6 @@ Sampling and judging go through the package's sampler and judges (no second copy
 from __future__ import annotations
 
 import logging
-from functools import partial
 from typing import Any
 
 import polars as pl
@@ -40,14 +39,15 @@ class GreedyStop:
         """(greedy leak rate over (question, training phrasing) pairs, failed judgments);
         a failed judgment counts as leaked: a broken judge never makes a model look forgotten."""
         from leakk.judges import judge_samples
+        from leakk.sampling.backend import SamplingRequest
         from leakk.sampling.decoding import GREEDY
-        from leakk.sampling.hf_backend import sample_model
+        from leakk.sampling.hf_backend import HFBackend
         from leakk.sampling.stage import sample_phrasings
 
+        backend = HFBackend(self.model, self.tokenizer, self.params["sample"].get("batch_rows", "auto"))
+        request = SamplingRequest.build(GREEDY, n=1, max_new_tokens=self.max_new_tokens, seed=0)
         samples = sample_phrasings(
-            partial(sample_model, self.model, self.tokenizer), self.questions, GREEDY, n=None, seed=0,
-            max_new_tokens=self.max_new_tokens, template=self.params["prompt_template"],
-            batch_rows=self.params["sample"].get("batch_rows", "auto"), progress=False,
+            backend, self.questions, request, template=self.params["prompt_template"], every_phrasing=True,
             desc=f"unlearn {self.name}: greedy check", key=f"unlearn.{self.name}.stop.max_new_tokens")
         judged = judge_samples(samples, self.data, {"stop": self.judge}, progress=False,
                                device=self.params["device"])

@@ -418,7 +418,7 @@ def _sharded(p: Params) -> bool:
     return p["sample"]["shards"] > 1
 
 
-_SAMPLE = ("prompt_template", "sample.backend", "sample.n", "sample.max_new_tokens", "sample.seed",
+_SAMPLE = ("prompt_template", "sample.backend", "sample.options", "sample.n", "sample.max_new_tokens", "sample.seed",
            "sample.question_column")
 _FULL = "${full_dir}"  # the folder unlearning starts from (dvc.yaml vars: full_dir)
 _TRUST = "3. Why it leaks"
