@@ -26,8 +26,13 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-import torch
+# A speed check: the machine's own kernels. (leakk's portable CPU mode pins ATen to AVX2, and on an
+# AVX-512 machine oneDNN's bf16 GEMM then refuses to pack its operands: "pack_vnni2 is only supported
+# when avx512 is supported"; see leakk.determinism.)
+os.environ.setdefault("LEAKK_CPU_KERNELS", "native")
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -13,7 +13,9 @@ variables that torch and MKL read when they load:
   on every Intel CPU with AVX2, AVX-512 ones included (checked by emulation: see
   ``tests/test_determinism.py``); costs nothing measurable here. MKL documents that on
   non-Intel CPUs it then uses its automatic branch, so AMD CPUs agree only to the tolerance
-  the README states.
+  the README states. bf16 autocast on such a CPU is not covered: with ATen pinned to AVX2 on
+  an AVX-512 machine, oneDNN's bf16 matrix product fails ("pack_vnni2 is only supported when
+  avx512 is supported"), so CPU bf16 runs need ``native``.
 - ``compatible``: ATen's AVX2 kernels and MKL's ``COMPATIBLE`` branch (SSE2), which MKL
   keeps identical on Intel and AMD CPUs alike; matrix products run several times slower.
 - ``native``: whatever the CPU runs fastest; reproducible on this machine only.
