@@ -220,7 +220,7 @@ def aggregate(params: dict[str, Any], root: str | os.PathLike, seeds: list[int] 
         leaks[s], utils[s], judged[s] = _read_seed(root, s, params)
     pooled_frame = pool_judgments(judged)
     pooled = leak_table(pooled_frame.filter(pl.col("split") == "forget"), est["ks"], n_boot=est["bootstrap"],
-                        ci=est["ci"], seed=est["seed"], ci_method=est.get("ci_method", "t"))
+                        ci=est["ci"], seed=est["seed"], ci_method=est["ci_method"])
     util_judge = utility_judge(params)
     pooled_util = utility_table(pooled_frame.filter((pl.col("split") == "retain") & (pl.col("decoding") == "greedy")
                                                     & (pl.col("judge") == util_judge)))

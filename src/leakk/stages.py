@@ -84,7 +84,7 @@ def estimate(judgments_dir: str | os.PathLike, data: pl.DataFrame, params: dict[
     frame = collect_judgments(judgments_dir, data, params)
     forget = frame.filter(pl.col("split") == "forget")
     leak = leak_table(forget, est["ks"], n_boot=est["bootstrap"], ci=est["ci"], seed=est["seed"],
-                      ci_method=est.get("ci_method", "t"))
+                      ci_method=est["ci_method"])
     util_judge = utility_judge(params)
     utility = utility_table(frame.filter((pl.col("split") == "retain") & (pl.col("decoding") == "greedy")
                                          & (pl.col("judge") == util_judge)))
