@@ -8,6 +8,7 @@ rule estimate:
         csv="results/leak_at_k.csv",
         utility="results/utility.csv",
         summary="results/summary.md",
+        rule_vs_base="results/rule_vs_base.csv",
     params:
         reads=lambda w: stage_params(P, "estimate"),
     resources:

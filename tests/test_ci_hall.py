@@ -159,3 +159,17 @@ def test_covers_rare_clumped_leaks_where_the_t_interval_does_not():
     truth = 0.20352  # the harness's quadrature of 1 − E[(1 − q)^64] for this model
     cover = np.mean((low <= truth) & (truth <= high))
     assert 0.92 <= cover <= 0.98
+
+
+def test_the_interval_method_never_moves_a_point_estimate():
+    rng = np.random.default_rng(5)
+    rows = [{"model": m, "decoding": "d", "judge": "fact", "qid": f"q{i}", "group": f"g{i % 4}", "sample_idx": s,
+             "leaked": bool(rng.random() < 0.2)} for m in ("a", "retrain") for i in range(16) for s in range(8)]
+    import polars as pl
+
+    from leakk.estimate import leak_table
+
+    frame = pl.DataFrame(rows)
+    tables = [leak_table(frame, [1, 4, 8], n_boot=100, ci_method=m) for m in CI_METHODS]
+    for t in tables[1:]:
+        assert t.drop("ci_low", "ci_high").equals(tables[0].drop("ci_low", "ci_high"))

@@ -123,8 +123,9 @@ CI_METHODS = ("hall", "t", "percentile")
 DEFAULT_CI_METHOD = CI_METHODS[0]
 
 
-def hall_interval(sums, sizes, ci: float = 0.95) -> tuple[np.ndarray, np.ndarray]:
-    """Skewness-corrected t interval for a clustered mean of values in [0, 1], vectorised.
+def hall_interval(sums, sizes, ci: float = 0.95,
+                  bounds: tuple[float, float] = (0.0, 1.0)) -> tuple[np.ndarray, np.ndarray]:
+    """Skewness-corrected t interval for a clustered mean of values in ``bounds``, vectorised.
 
     ``sums`` (…, G): per-cluster sums of the values; ``sizes`` (G,) or (…, G): questions per
     cluster. The estimate is the ratio mean θ = ΣS/ΣN; z_g = G·(S_g − θ·N_g)/ΣN are the
@@ -143,14 +144,15 @@ def hall_interval(sums, sizes, ci: float = 0.95) -> tuple[np.ndarray, np.ndarray
     scale of the t interval). Inverting T(W) = w: with u = w − γ/(6G) and a = ∛(1 + γu),
     W = 3(a − 1)/γ = 3u/(a² + a + 1) (the second form is exact and stable as γ → 0, where
     it is the plain t interval). The interval is [θ − s·W(q/√G), θ − s·W(−q/√G)],
-    q = t_{G−1, 1−α/2}, clipped to [0, 1]; it always contains θ (|γ| < √G).
+    q = t_{G−1, 1−α/2}, clipped to ``bounds``; it always contains θ (|γ| < √G).
 
     Degenerate samples, every cluster mean 0 (or 1), have s = 0 and say nothing about
     the spread: the interval is then the exact worst-case bound [0, 1 − α^{1/G}]
     (resp. [α^{1/G}, 1]). For values in [0, 1] with mean μ, P(a cluster's mean is 0)
     ≤ 1 − μ (Markov's inequality on 1 − x̄), so G independent all-zero clusters have
     probability ≤ (1 − μ)^G, which is ≤ α exactly when μ ≥ 1 − α^{1/G}. (The lower end
-    0 cannot miss, so all of α goes to the upper side.)
+    0 cannot miss, so all of α goes to the upper side.) Other ``bounds`` (a paired
+    difference lies in [−1, 1]) rescale the same statement.
     """
     if not 0.0 < ci < 1.0:
         raise ValueError(f"ci={ci} must lie in (0, 1)")
@@ -175,18 +177,19 @@ def hall_interval(sums, sizes, ci: float = 0.95) -> tuple[np.ndarray, np.ndarray
         a = np.cbrt(1.0 + gamma * u)
         return 3.0 * u / (a * a + a + 1.0)
 
-    low = np.clip(point - s * w_of(q), 0.0, 1.0)
-    high = np.clip(point - s * w_of(-q), 0.0, 1.0)
-    edge = 1.0 - alpha ** (1.0 / g)
-    zero, one = np.all(sums <= 0.0, axis=-1), np.all(sums >= sizes, axis=-1)
-    low, high = np.where(zero, 0.0, low), np.where(zero, edge, high)
-    low, high = np.where(one, 1.0 - edge, low), np.where(one, 1.0, high)
+    lower, upper = bounds
+    low = np.clip(point - s * w_of(q), lower, upper)
+    high = np.clip(point - s * w_of(-q), lower, upper)
+    edge = (upper - lower) * (1.0 - alpha ** (1.0 / g))
+    bottom, top = np.all(sums <= lower * sizes, axis=-1), np.all(sums >= upper * sizes, axis=-1)
+    low, high = np.where(bottom, lower, low), np.where(bottom, lower + edge, high)
+    low, high = np.where(top, upper - edge, low), np.where(top, upper, high)
     return low, high
 
 
 def cluster_bootstrap_ci(
     values, groups, n_boot: int = 1000, ci: float = 0.95, seed: int = 0,
-    method: str = "percentile",
+    method: str = "percentile", bounds: tuple[float, float] = (0.0, 1.0),
 ) -> tuple[float, float]:
     """CI for the mean of ``values``, resampling whole ``groups`` with replacement.
 
@@ -216,8 +219,9 @@ def cluster_bootstrap_ci(
       6 groups and at 40 with mild skew, but 84–92% when leaks are rare and clumped
       (benchmarks/ci_coverage.py).
     * ``"hall"``: the skewness-corrected t interval of :func:`hall_interval` (no bootstrap:
-      ``n_boot`` and ``seed`` are unused). Values must lie in [0, 1]. The default of the leak
-      table: docs/ci_coverage.md has its coverage per regime.
+      ``n_boot`` and ``seed`` are unused). Values must lie in ``bounds`` ([0, 1] for leak@k,
+      [−1, 1] for a difference of two). The default of the leak table: docs/ci_coverage.md
+      has its coverage per regime.
 
     Args:
         values: per-question statistic (1-D, finite).
@@ -243,8 +247,8 @@ def cluster_bootstrap_ci(
         raise ValueError(f"n_boot={n_boot} must be ≥ 1")
     if method not in CI_METHODS:
         raise ValueError(f"method={method!r} is not one of {CI_METHODS}")
-    if method == "hall" and (values.min() < 0.0 or values.max() > 1.0):
-        raise ValueError("method='hall' needs values in [0, 1]")
+    if method == "hall" and (values.min() < bounds[0] or values.max() > bounds[1]):
+        raise ValueError(f"method='hall' needs values in [{bounds[0]:g}, {bounds[1]:g}]")
     _, inv = np.unique(groups, return_inverse=True)
     inv = inv.ravel()
     n_groups = int(inv.max()) + 1
@@ -254,7 +258,7 @@ def cluster_bootstrap_ci(
         point = float(sums[0] / sizes[0])
         return point, point
     if method == "hall":
-        low, high = hall_interval(sums, sizes, ci)
+        low, high = hall_interval(sums, sizes, ci, bounds)
         return float(low), float(high)
     rng = np.random.default_rng(seed)
     draws = rng.multinomial(n_groups, np.full(n_groups, 1.0 / n_groups), size=n_boot)
@@ -285,6 +289,32 @@ def _row_seed(seed: int, *key: object) -> np.random.SeedSequence:
 # --------------------------------------------------------------------------------------------
 
 _LEAK_INPUT = ("model", "decoding", "judge", "qid", "group", "sample_idx", "leaked")
+
+
+def _per_question(frame: pl.DataFrame, what: str) -> pl.DataFrame:
+    """Per (model, decoding, judge, qid): ``group``, ``n_valid`` (non-null judgments), ``c``
+    (leaked), ``n_missing``, ``n_total``, and the (model, decoding)'s ``nominal`` n (the most
+    samples any question has); sorted. Duplicated keys raise ``ArtifactError``."""
+    keys = ["model", "decoding", "judge", "qid", "sample_idx"]
+    dupes = frame.group_by(keys).len().filter(pl.col("len") > 1)
+    if dupes.height:
+        raise ArtifactError(
+            f"{what}: {dupes.height} duplicated (model, decoding, judge, qid, sample_idx) "
+            f"keys, e.g. {dupes.row(0)[:-1]}"
+        )
+    leaked = pl.col("leaked").cast(pl.Boolean)
+    per_q = (
+        frame.group_by(["model", "decoding", "judge", "qid"])
+        .agg(
+            pl.col("group").first().alias("group"),
+            leaked.is_not_null().sum().cast(pl.Int64).alias("n_valid"),
+            leaked.fill_null(False).sum().cast(pl.Int64).alias("c"),
+            leaked.is_null().sum().cast(pl.Int64).alias("n_missing"),
+            pl.len().cast(pl.Int64).alias("n_total"),
+        )
+    )
+    nominal = per_q.group_by(["model", "decoding"]).agg(pl.col("n_total").max().alias("nominal"))
+    return per_q.join(nominal, on=["model", "decoding"]).sort(["model", "decoding", "judge", "qid"])
 
 
 def _require(frame: pl.DataFrame, cols: Sequence[str], what: str) -> None:
@@ -334,28 +364,7 @@ def leak_table(
         raise ValueError(f"ks={ks}: need at least one k ≥ 1")
     if frame.is_empty():
         return pl.DataFrame(schema=_LEAK_SCHEMA)
-    keys = ["model", "decoding", "judge", "qid", "sample_idx"]
-    dupes = frame.group_by(keys).len().filter(pl.col("len") > 1)
-    if dupes.height:
-        raise ArtifactError(
-            f"leak_table: {dupes.height} duplicated (model, decoding, judge, qid, sample_idx) "
-            f"keys, e.g. {dupes.row(0)[:-1]}"
-        )
-    leaked = pl.col("leaked").cast(pl.Boolean)
-    per_q = (
-        frame.group_by(["model", "decoding", "judge", "qid"])
-        .agg(
-            pl.col("group").first().alias("group"),
-            leaked.is_not_null().sum().cast(pl.Int64).alias("n_valid"),
-            leaked.fill_null(False).sum().cast(pl.Int64).alias("c"),
-            leaked.is_null().sum().cast(pl.Int64).alias("n_missing"),
-            pl.len().cast(pl.Int64).alias("n_total"),
-        )
-    )
-    nominal = per_q.group_by(["model", "decoding"]).agg(pl.col("n_total").max().alias("nominal"))
-    per_q = per_q.join(nominal, on=["model", "decoding"]).sort(
-        ["model", "decoding", "judge", "qid"]
-    )
+    per_q = _per_question(frame, "leak_table")
 
     rows: list[dict] = []
     for (model, decoding, judge), part in per_q.group_by(
@@ -396,6 +405,100 @@ def leak_table(
         .sort(["model", "decoding", "judge", "k"])
     )
     return table
+
+
+#: columns of the RULE-vs-base table (:func:`paired_difference_table`)
+PAIRED_COLUMNS = ("model", "base", "decoding", "judge", "k", "leak_at_k", "base_leak_at_k", "difference",
+                  "ci_low", "ci_high", "relative_change", "questions", "groups")
+
+
+def paired_difference_table(
+    frame: pl.DataFrame,
+    pairs: dict[str, str],
+    ks: Sequence[int],
+    n_boot: int = 1000,
+    ci: float = 0.95,
+    seed: int = 0,
+    ci_method: str = DEFAULT_CI_METHOD,
+) -> pl.DataFrame:
+    """Each ``model`` minus its ``base`` (``pairs``: model → base), paired by question.
+
+    Why paired: RULE and its base answer the same forget questions, so the per-question
+    difference d_q = leak@k_q(model) − leak@k_q(base) removes the questions' shared
+    difficulty, and the clustered interval of mean d (by ``group``, the same
+    :func:`cluster_bootstrap_ci` and ``ci_method`` as the leak table, on [−1, 1]) says
+    whether the change is more than question sampling. Per (decoding, judge, k ≤ both
+    nominal n): the questions with ≥ k valid judgments in both models. ``difference`` equals
+    the difference of the two leak@k over those questions; ``relative_change`` =
+    difference / base leak@k (null where the base is 0). Input as :func:`leak_table`'s.
+    """
+    _require(frame, _LEAK_INPUT, "paired_difference_table")
+    schema = {c: _PAIRED_SCHEMA[c] for c in PAIRED_COLUMNS}
+    if frame.is_empty() or not pairs:
+        return pl.DataFrame(schema=schema)
+    per_q = _per_question(frame.filter(pl.col("model").is_in([*pairs, *pairs.values()])),
+                          "paired_difference_table")
+    rows = []
+    for model, base in sorted(pairs.items()):
+        a = per_q.filter(pl.col("model") == model)
+        b = per_q.filter(pl.col("model") == base).select(
+            "decoding", "judge", "qid", pl.col("n_valid").alias("n_base"), pl.col("c").alias("c_base"),
+            pl.col("nominal").alias("nominal_base"))
+        both = a.join(b, on=["decoding", "judge", "qid"], how="inner")
+        for (decoding, judge), part in both.group_by(["decoding", "judge"], maintain_order=True):
+            nominal = min(int(part["nominal"][0]), int(part["nominal_base"][0]))
+            for k in sorted({int(k) for k in ks}):
+                if k > nominal:
+                    continue
+                use = ((part["n_valid"] >= k) & (part["n_base"] >= k)).to_numpy()
+                if not use.any():
+                    continue
+                mine = leak_at_k(part["n_valid"].to_numpy()[use], part["c"].to_numpy()[use], k)
+                theirs = leak_at_k(part["n_base"].to_numpy()[use], part["c_base"].to_numpy()[use], k)
+                grp = part["group"].to_numpy()[use]
+                low, high = cluster_bootstrap_ci(
+                    mine - theirs, grp, n_boot=n_boot, ci=ci, method=ci_method, bounds=(-1.0, 1.0),
+                    seed=_row_seed(seed, model, base, decoding, judge, k))
+                diff = float(np.mean(mine - theirs))
+                base_leak = float(theirs.mean())
+                rows.append({"model": model, "base": base, "decoding": decoding, "judge": judge, "k": k,
+                             "leak_at_k": float(mine.mean()), "base_leak_at_k": base_leak, "difference": diff,
+                             "ci_low": low, "ci_high": high,
+                             "relative_change": diff / base_leak if base_leak > 0 else None,
+                             "questions": int(use.sum()), "groups": int(len(np.unique(grp)))})
+    return pl.DataFrame(rows, schema=schema).sort("model", "decoding", "judge", "k")
+
+
+_PAIRED_SCHEMA = {"model": pl.String, "base": pl.String, "decoding": pl.String, "judge": pl.String,
+                  "k": pl.Int64, "leak_at_k": pl.Float64, "base_leak_at_k": pl.Float64,
+                  "difference": pl.Float64, "ci_low": pl.Float64, "ci_high": pl.Float64,
+                  "relative_change": pl.Float64, "questions": pl.Int64, "groups": pl.Int64}
+
+
+def paired_markdown(table: pl.DataFrame, judge: str, decoding: str, ci: float = 0.95,
+                    ci_method: str = DEFAULT_CI_METHOD) -> str:  # pragma: no mutate block
+    """The summary's significance lines: per model vs its base at ``judge``/``decoding``,
+    leak@1 and leak@k_max differences with their CIs, and whether the CI excludes 0."""
+    sub = table.filter((pl.col("judge") == judge) & (pl.col("decoding") == decoding))
+    if sub.is_empty():
+        return ""
+    k_max = int(sub["k"].max())
+    cells = {(r["model"], r["k"]): r for r in sub.iter_rows(named=True)}
+
+    def cell(r):
+        if r is None:
+            return "–"
+        change = "" if r["relative_change"] is None else f", {100 * r['relative_change']:+.0f}%"
+        verdict = "excludes 0" if r["ci_high"] < 0 or r["ci_low"] > 0 else "includes 0"
+        return (f"{r['difference']:+.2f} [{r['ci_low']:+.2f}, {r['ci_high']:+.2f}]{change}; "
+                f"CI {verdict}")
+
+    lines = [f"RULE vs its base, same questions: mean per-question difference of leak@k (model − base) "
+             f"[{ci:.0%} CI clustered by group, `{ci_method}`], and the relative change.", "",
+             f"| model | base | Δ leak@1 | Δ leak@{k_max} |", "|---|---|---|---|"]
+    for model, base in sub.select("model", "base").unique(maintain_order=True).iter_rows():
+        lines.append(f"| {model} | {base} | {cell(cells.get((model, 1)))} | {cell(cells.get((model, k_max)))} |")
+    return "\n".join(lines) + "\n"
 
 
 def utility_table(frame: pl.DataFrame) -> pl.DataFrame:
@@ -463,6 +566,7 @@ def summary_markdown(
     headline_decoding: str = "t1.0_p1.0",
     k_max: int | None = None,
     greedy_decoding: str = "greedy",
+    ci_method: str = DEFAULT_CI_METHOD,
 ) -> str:  # pragma: no mutate block
     """A short Markdown table, one row per model, with the paper's headline comparison.
 
@@ -482,7 +586,7 @@ def summary_markdown(
     models = model_order(list(sub["model"]) + list(acc))
     lines = [
         f"Judge `{judge}`, headline decoding `{headline_decoding}`; "
-        "leak@k shown as mean [CI low, CI high] (bootstrap clustered by group).",
+        f"leak@k shown as mean [CI low, CI high] (clustered by group, `{ci_method}` interval).",
         "",
         f"| model | greedy leak | leak@1 | leak@{k_max} | excess@{k_max} over retrain "
         f"| retain accuracy |",
