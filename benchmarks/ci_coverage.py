@@ -22,12 +22,16 @@ the exact cluster bound in every new candidate (see :func:`hall_interval`).
 
 The choice is made on one simulation seed (phase ``select``) and confirmed on a fresh one
 (``confirm``). Rule: coverage within 95 ± 3% in every cell of the shapes leakk runs
-(≥ 20 authors: TOFU's 20 × 20 and the grown default's 25 × 8), at least 92% at the edges
-(leak@k near 0 or 1, where over-coverage is the price of the exact bound); among those, the
-narrowest median width. 6 × 10 (today's default) is measured and reported, not chosen on.
+(≥ 20 authors: TOFU's 20 × 20 and the grown default's 25 × 8), and at least 92% at the
+edges, the cells whose true leak@k is within 0.05 of 0 or 1 (there samples are often all 0
+or all 1, and over-coverage is the price of the exact bound); and an interval that is all of
+[0, 1] in more than 5% of a cell's experiments fails that cell (it covers by saying nothing).
+Among the methods that pass, the narrowest median width; if none passes, the fewest cells
+outside, then the narrowest. 6 × 10 (today's default) is measured and reported, not chosen on.
 
     python benchmarks/ci_coverage.py            # both phases, 2000 experiments a cell
     python benchmarks/ci_coverage.py --quick    # 300 experiments a cell, a few minutes
+    python benchmarks/ci_coverage.py --render-only   # docs/ci_coverage.md from the CSV again
 
 Writes docs/ci_coverage.csv (every cell × method × phase) and docs/ci_coverage.md (the
 tables and the verdict); `leakk readme-tables` builds the README's coverage table from the CSV.
@@ -37,6 +41,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -53,7 +58,7 @@ KS = (1, 64)
 SHAPES = ((20, 20), (25, 8), (6, 10))  # (authors, questions per author)
 CHOICE_MIN_AUTHORS = 20
 PHASES = {"select": 20251, "confirm": 20252}
-TARGET, TOL, EDGE_FLOOR = 0.95, 0.03, 0.92
+TARGET, TOL, EDGE, TRIVIAL = 0.95, 0.03, 0.05, 0.05
 
 
 @dataclass(frozen=True)
@@ -63,7 +68,6 @@ class Regime:
     mu: float  # beta2: author-mean leak probability; logitnormal: mean logit
     spread_author: float  # beta2: κa; logitnormal: SD of the author effect
     spread_question: float  # beta2: κq; logitnormal: SD of the question effect
-    edge: bool = False
 
     def label(self) -> str:
         if self.family == "beta2":
@@ -75,8 +79,8 @@ REGIMES = (
     Regime("rare", "beta2", 0.05, 4.0, 2.0),
     Regime("moderate", "beta2", 0.25, 4.0, 2.0),
     Regime("common", "beta2", 0.6, 4.0, 2.0),
-    Regime("edge-0", "beta2", 0.003, 4.0, 2.0, edge=True),
-    Regime("edge-1", "beta2", 0.85, 4.0, 2.0, edge=True),
+    Regime("edge-0", "beta2", 0.003, 4.0, 2.0),
+    Regime("edge-1", "beta2", 0.85, 4.0, 2.0),
     Regime("rare-logitnormal", "logitnormal", -5.0, 2.0, 1.0),
 )
 
@@ -258,7 +262,8 @@ def betabinom(b: Batch, iters: int = 60):
     p = np.clip(b.counts.mean(1) / n, 1e-4, 1 - 1e-4)
     theta = np.stack([np.log(p), np.log(1 - p)], 1)  # a + b = 1 to start
     ll = _bb_loglik(hist, *np.exp(theta).T, n)
-    active = np.ones(r, bool)
+    # all 0 (or all n): no interior maximum; _degenerate gives these their bound below
+    active = (b.counts.max(1) > 0) & (b.counts.min(1) < n)
     for _ in range(iters):
         grad, hess = _bb_grad_hess(hist, *np.exp(theta).T, n)
         with np.errstate(invalid="ignore"):
@@ -356,7 +361,8 @@ def run_cell(regime: Regime, authors: int, questions: int, k: int, reps: int, n_
     for m, a in acc.items():
         cov = a["hit"] / reps
         widths = np.concatenate(a["widths"])
-        rows.append({"regime": regime.name, "family": regime.family, "mu": regime.mu, "edge": regime.edge,
+        rows.append({"regime": regime.name, "family": regime.family, "mu": regime.mu,
+                     "edge": bool(target < EDGE or target > 1 - EDGE),
                      "authors": authors, "questions": questions, "k": k, "truth": target, "method": m,
                      "coverage": cov, "mc_se": float(np.sqrt(cov * (1 - cov) / reps)),
                      "miss_below": a["high"] / reps, "miss_above": a["low"] / reps,
@@ -366,13 +372,31 @@ def run_cell(regime: Regime, authors: int, questions: int, k: int, reps: int, n_
 
 
 def grid(reps: int, n_boot: int, seed: int, methods: list[str], regimes=None, shapes=None, ks=None,
-         log=print) -> pl.DataFrame:
+         log=print, cache: str | None = None) -> pl.DataFrame:
+    """Every cell; with ``cache`` (a JSON-lines file), cells already there with the same
+    settings are read back instead of simulated again (an interrupted run resumes)."""
+    import json
+
+    done = {}
+    if cache and os.path.isfile(cache):
+        with open(cache) as f:
+            for line in f:
+                entry = json.loads(line)
+                done[entry["key"]] = entry["rows"]
     rows = []
     for regime in regimes or REGIMES:
         for authors, questions in shapes or SHAPES:
             for k in ks or KS:
                 t0 = time.perf_counter()
-                cell = run_cell(regime, authors, questions, k, reps, n_boot, seed, methods)
+                key = json.dumps([regime.name, regime.family, regime.mu, regime.spread_author, regime.spread_question,
+                                  authors, questions, k, reps, n_boot, seed, sorted(methods)])
+                if key in done:
+                    cell = done[key]
+                else:
+                    cell = run_cell(regime, authors, questions, k, reps, n_boot, seed, methods)
+                    if cache:
+                        with open(cache, "a") as f:
+                            f.write(json.dumps({"key": key, "rows": cell}) + "\n")
                 rows += cell
                 log(f"{regime.name:17s} {authors:2d}x{questions:<2d} k={k:<2d} truth={cell[0]['truth']:.3f}  "
                     + " ".join(f"{r['method']}={r['coverage']:.3f}" for r in cell)
@@ -384,7 +408,8 @@ def verdict(table: pl.DataFrame) -> pl.DataFrame:
     """Per method: cells outside the rule (see the module docstring) over the shapes with
     ≥ CHOICE_MIN_AUTHORS authors, and the median width; ``ok`` when no cell breaks it."""
     sub = table.filter(pl.col("authors") >= CHOICE_MIN_AUTHORS)
-    bad = (pl.col("coverage") < TARGET - TOL) | (~pl.col("edge") & (pl.col("coverage") > TARGET + TOL))
+    bad = ((pl.col("coverage") < TARGET - TOL) | (~pl.col("edge") & (pl.col("coverage") > TARGET + TOL))
+           | (pl.col("trivial") > TRIVIAL))
     return (sub.group_by("method")
             .agg(bad.sum().alias("cells_outside"), pl.len().alias("cells"),
                  pl.col("coverage").min().alias("min_coverage"), pl.col("coverage").max().alias("max_coverage"),
@@ -401,7 +426,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--methods", default=",".join(METHODS), help="comma-separated candidates")
     ap.add_argument("--csv", default="docs/ci_coverage.csv")
     ap.add_argument("--markdown", default="docs/ci_coverage.md")
+    ap.add_argument("--render-only", action="store_true", help="only write --markdown from an existing --csv")
+    ap.add_argument("--cache", help="resume from (and append finished cells to) this JSON-lines file")
     args = ap.parse_args(argv)
+    if args.render_only:
+        write_outputs(pl.read_csv(args.csv).with_columns(edge=(pl.col("truth") < EDGE) | (pl.col("truth") > 1 - EDGE)),
+                      args.csv, args.markdown, csv=False)
+        return 0
     reps = args.reps or (300 if args.quick else 2000)
     n_boot = args.boot or (300 if args.quick else 1000)
     methods = args.methods.split(",")
@@ -411,21 +442,25 @@ def main(argv: list[str] | None = None) -> int:
     tables = []
     for phase, seed in PHASES.items():
         print(f"== phase {phase} (seed {seed}, {reps} experiments a cell, {n_boot} bootstrap replicates)", flush=True)
-        tables.append(grid(reps, n_boot, seed, methods, log=lambda s: print(s, flush=True))
+        tables.append(grid(reps, n_boot, seed, methods, log=lambda s: print(s, flush=True), cache=args.cache)
                       .with_columns(phase=pl.lit(phase), seed=pl.lit(seed)))
-    table = pl.concat(tables)
-    chosen = verdict(table.filter(pl.col("phase") == "select"))
-    print(chosen)
-    confirm = verdict(table.filter(pl.col("phase") == "confirm"))
-    print(confirm)
+    write_outputs(pl.concat(tables), args.csv, args.markdown)
+    return 0
+
+
+def write_outputs(table: pl.DataFrame, csv_path: str, md_path: str, csv: bool = True) -> None:
     from leakk.io import atomic_path, write_text
     from leakk.readme_tables import coverage_page
 
-    with atomic_path(args.csv) as tmp:
-        table.write_csv(tmp)
-    write_text(coverage_page(table, chosen, confirm), args.markdown)
-    print(f"wrote {args.csv} and {args.markdown}")
-    return 0
+    chosen = verdict(table.filter(pl.col("phase") == "select"))
+    confirm = verdict(table.filter(pl.col("phase") == "confirm"))
+    print(chosen)
+    print(confirm)
+    if csv:
+        with atomic_path(csv_path) as tmp:
+            table.write_csv(tmp)
+    write_text(coverage_page(table, chosen, confirm), md_path)
+    print(f"wrote {csv_path if csv else ''} {md_path}")
 
 
 if __name__ == "__main__":

@@ -110,9 +110,10 @@ def test_verdict_applies_the_rule(cc):
     rows = [_table(0.95, "a"), _table(0.99, "a", edge=True, regime="edge-0"),  # edge: over-coverage allowed
             _table(0.95, "b"), _table(0.985, "b", regime="common"),            # over outside an edge
             _table(0.95, "c"), _table(0.91, "c", edge=True, regime="edge-0"),  # under at an edge
-            _table(0.50, "a", authors=6, regime="small")]                      # small shapes are not chosen on
+            _table(0.50, "a", authors=6, regime="small"),                      # small shapes are not chosen on
+            dict(_table(0.99, "d", edge=True, regime="edge-0"), trivial=0.2)]  # covers by saying nothing
     v = cc.verdict(pl.DataFrame(rows))
-    assert dict(zip(v["method"], v["cells_outside"])) == {"a": 0, "b": 1, "c": 1}
+    assert dict(zip(v["method"], v["cells_outside"])) == {"a": 0, "b": 1, "c": 1, "d": 1}
     assert v.filter(pl.col("ok"))["method"].to_list() == ["a"]
 
 

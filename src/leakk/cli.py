@@ -409,6 +409,9 @@ def build_parser() -> argparse.ArgumentParser:
     from leakk.trust_stages import add_commands
 
     add_commands(sub)  # bounds, bounds-table, reliability, report-tables, heatmap
+    from leakk.readme_tables import add_commands as add_readme_commands
+
+    add_readme_commands(sub)  # readme-tables, extrapolation-check
     return parser
 
 
