@@ -137,3 +137,33 @@ def test_reliability_page_flags_rows_outside_the_claim(tmp_path):
     assert load_claim(path) is None
     path.write_text(json.dumps(claim))
     assert load_claim(path) == claim
+
+
+def test_a_few_always_leaking_questions_do_not_make_the_rest_certain():
+    """58 questions never leak in 16 samples, 2 always do: the plain MLE runs to a, b → 0 (a
+    point mass at 0 and 1); the concentration prior keeps a real chance of a later leak."""
+    c = np.array([0] * 58 + [16, 16])
+    fit = fit_betabinom(np.full(60, 16), c)
+    assert fit.a + fit.b > 1e-3
+    p_rest = 1 - fit.survival(16, 0, 48)
+    assert 1e-4 < float(p_rest) < 0.1
+    leaked = np.zeros((60, 64), bool)
+    leaked[58:, :] = True
+    row = holdout_check(_frame(leaked)).row(0, named=True)
+    assert row["noise_sd"] > 1e-3 and row["family"] == "betabinom"
+
+
+@pytest.mark.parametrize("a,b", [(0.4, 3.0), (0.2, 1.0), (1.0, 5.0), (0.3, 0.3)])
+def test_the_concentration_prior_barely_moves_an_ordinary_fit(a, b):
+    """Against the unpenalised MLE by Nelder–Mead on scipy's own Beta-binomial pmf."""
+    from scipy import optimize, stats
+
+    rng = np.random.default_rng(6)
+    c = rng.binomial(16, rng.beta(a, b, 60))
+    fit = fit_betabinom(np.full(60, 16), c)
+    res = optimize.minimize(lambda t: -stats.betabinom.logpmf(c, 16, *np.exp(t)).sum(), [0.0, 0.0],
+                            method="Nelder-Mead", options={"xatol": 1e-10, "fatol": 1e-12, "maxiter": 5000})
+    a_mle, b_mle = np.exp(res.x)
+    assert fit.a == pytest.approx(a_mle, rel=0.05) and fit.b == pytest.approx(b_mle, rel=0.05)
+    leak = lambda a_, b_: 1 - np.exp(special.betaln(a_, b_ + 64) - special.betaln(a_, b_))  # noqa: E731
+    assert float(fit.leak_at_k(64)) == pytest.approx(leak(a_mle, b_mle), abs=0.003)
