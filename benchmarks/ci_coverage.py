@@ -12,8 +12,8 @@ E[1 − (1 − q)^k], computed by quadrature; leak@k is estimated by leakk's own
 (:func:`leakk.estimate.leak_at_k`, the mean over questions) and each interval is judged
 by how often it contains the estimand.
 
-Candidates: today's ``t`` and ``percentile`` (leakk's own :func:`cluster_bootstrap_ci`,
-called per experiment), a studentized cluster bootstrap (``bootstrap_t``), ``bca``, a
+Candidates: today's ``t`` and ``percentile`` (leakk's own interval code,
+:func:`leakk.estimate.bootstrap_interval`, on shared replicate draws), a studentized cluster bootstrap (``bootstrap_t``), ``bca``, a
 t interval on the logit scale (``logit``), a model-based Beta-binomial interval
 (``betabinom``: MLE of a Beta prior over questions, cluster-robust sandwich variance,
 delta method on the logit of the model's leak@k), and Hall's skewness-corrected t
@@ -51,7 +51,7 @@ import numpy as np
 import polars as pl
 from scipy import integrate, special, stats
 
-from leakk.estimate import cluster_bootstrap_ci, hall_interval, leak_at_k
+from leakk.estimate import bootstrap_interval, hall_interval, leak_at_k
 
 N_SAMPLES = 64
 KS = (1, 64)
@@ -165,10 +165,13 @@ def _degenerate(low, high, b: Batch):
 
 
 def _leakk(method: str) -> Callable[[Batch], tuple[np.ndarray, np.ndarray]]:
+    """leakk's own bootstrap interval (:func:`leakk.estimate.bootstrap_interval`, what
+    cluster_bootstrap_ci returns) on this batch's shared replicate draws."""
     def run(b: Batch):
-        out = np.array([cluster_bootstrap_ci(v, b.groups, n_boot=b.n_boot, ci=b.ci, method=method,
-                                             seed=b.rng.integers(2 ** 63)) for v in b.values])
-        return out[:, 0], out[:, 1]
+        _, means = b.boot()
+        g = b.sums.shape[1]
+        point = b.sums.sum(1) / b.sizes.sum()
+        return bootstrap_interval(means, point, g, b.ci, method, (b.values.min(1), b.values.max(1)))
     return run
 
 

@@ -127,3 +127,23 @@ def test_main_writes_the_csv_and_the_page(cc, tmp_path, monkeypatch):
     assert table.height == 2 * 2 * len(cc.KS)
     page = md.read_text()
     assert "## Verdict" in page and f"**{DEFAULT_CI_METHOD}**" in page and "phase `confirm`" in page
+
+
+def test_bootstrap_candidates_are_leakks_interval_on_shared_draws(cc):
+    """Fed the draws cluster_bootstrap_ci makes from its seed, the harness's t and percentile
+    equal leakk's per-experiment intervals exactly."""
+    from leakk.estimate import cluster_bootstrap_ci
+
+    rng = np.random.default_rng(8)
+    reps, g, q, n_boot = 6, 7, 3, 200
+    counts = cc.simulate(cc.REGIMES[0], g, q, reps, rng)
+    values = leak_at_k(np.full(counts.shape, cc.N_SAMPLES), counts, 64)
+    sums, sizes = values.reshape(reps, g, q).sum(2), np.full(g, float(q))
+    draws = np.stack([np.random.default_rng(r).multinomial(g, np.full(g, 1 / g), size=n_boot) for r in range(reps)])
+    means = np.einsum("rbg,rg->rb", draws, sums) / (draws @ sizes)
+    batch = cc.Batch(counts, values, sums, sizes, 64, rng, n_boot, _boot=(draws.astype(float), means))
+    for method in ("t", "percentile"):
+        low, high = cc.METHODS[method](batch)
+        for r in range(reps):
+            want = cluster_bootstrap_ci(values[r], np.repeat(np.arange(g), q), n_boot=n_boot, seed=r, method=method)
+            assert (low[r], high[r]) == pytest.approx(want, abs=1e-12), method

@@ -263,16 +263,29 @@ def cluster_bootstrap_ci(
     rng = np.random.default_rng(seed)
     draws = rng.multinomial(n_groups, np.full(n_groups, 1.0 / n_groups), size=n_boot)
     means = (draws @ sums) / (draws @ sizes)
+    low, high = bootstrap_interval(means, float(sums.sum() / sizes.sum()), n_groups, ci, method,
+                                   (float(values.min()), float(values.max())))
+    return float(low), float(high)
+
+
+def bootstrap_interval(means, point, n_groups: int, ci: float, method: str,
+                       value_range: tuple) -> tuple[np.ndarray, np.ndarray]:
+    """The ``"percentile"`` or ``"t"`` interval (:func:`cluster_bootstrap_ci`) from cluster
+    bootstrap replicate means (…, B), vectorised over leading axes; ``point`` and the
+    ``value_range`` (min, max) bounds of the t interval broadcast against them."""
+    means = np.asarray(means, dtype=np.float64)
     alpha = (1.0 - ci) / 2.0
     if method == "t":
         from scipy import stats
 
-        point = float(sums.sum() / sizes.sum())
-        half = float(stats.t.ppf(1.0 - alpha, n_groups - 1)) * float(means.std(ddof=1)) * math.sqrt(
-            n_groups / (n_groups - 1)) if n_boot > 1 else 0.0
-        return max(point - half, float(values.min())), min(point + half, float(values.max()))
-    low, high = np.quantile(means, [alpha, 1.0 - alpha])
-    return float(low), float(high)
+        if means.shape[-1] > 1:
+            half = (float(stats.t.ppf(1.0 - alpha, n_groups - 1)) * means.std(axis=-1, ddof=1)
+                    * math.sqrt(n_groups / (n_groups - 1)))
+        else:
+            half = np.zeros(means.shape[:-1])
+        return np.maximum(point - half, value_range[0]), np.minimum(point + half, value_range[1])
+    low, high = np.quantile(means, [alpha, 1.0 - alpha], axis=-1)
+    return low, high
 
 
 def _row_seed(seed: int, *key: object) -> np.random.SeedSequence:
