@@ -4,9 +4,9 @@ The model (two-level Beta, TOFU-shaped): each of G authors has a mean leak proba
 m ~ Beta(μ·κa, (1 − μ)·κa); each of its Q questions a per-sample probability
 q ~ Beta(m·κq, (1 − m)·κq); each question c ~ Binomial(n = 64, q) leaked samples. With
 κa = 4, κq = 2 both levels are strongly skewed: at μ = 0.05 most authors almost never leak
-and a few leak often, and today's t interval covers 86.8% (k = 1) / 92.5% (k = 64) at
-20 × 20 and 83.9% at k = 64 with 6 × 10, the coverages the issue reported (87.8 / 92.3 /
-84.3%). A logit-normal family (authors and questions as normal effects on the logit) checks
+and a few leak often, and today's t interval covers 86–88% (k = 1) / 93% (k = 64) at
+20 × 20 and 84% at k = 64 with 6 × 10 (docs/ci_coverage.csv), the coverages the issue
+reported (87.8 / 92.3 / 84.3%). A logit-normal family (authors and questions as normal effects on the logit) checks
 that the choice does not lean on the Beta shape. The estimand is the population leak@k,
 E[1 − (1 − q)^k], computed by quadrature; leak@k is estimated by leakk's own estimator
 (:func:`leakk.estimate.leak_at_k`, the mean over questions) and each interval is judged

@@ -134,7 +134,7 @@ def hall_interval(sums, sizes, ci: float = 0.95,
 
     Why: when leaks are rare (or nearly universal) the G cluster means are strongly
     skewed, and the t interval's upper end falls short exactly when the sample missed the
-    few leaky authors (benchmarks/ci_coverage.py: 75–87% coverage of a nominal 95%). Hall
+    few leaky authors (benchmarks/ci_coverage.py: 74–88% coverage of a nominal 95% at leak@1). Hall
     (1992, "On the removal of skewness by transformation", JRSS B 54) removes the
     statistic's skewness with the monotone cubic
 
@@ -216,7 +216,7 @@ def cluster_bootstrap_ci(
       G draws is √((G−1)/G) times the usual standard error), which is what the small-G
       undercoverage calls for; it reverts to the percentile interval's width as G grows.
       Clipped to [min(values), max(values)], where the mean must lie. Measured: ≈ 94% at
-      6 groups and at 40 with mild skew, but 84–92% when leaks are rare and clumped
+      6 groups and at 40 with mild skew, but 74–93% when leaks are rare and clumped
       (benchmarks/ci_coverage.py).
     * ``"hall"``: the skewness-corrected t interval of :func:`hall_interval` (no bootstrap:
       ``n_boot`` and ``seed`` are unused). Values must lie in ``bounds`` ([0, 1] for leak@k,

@@ -6,17 +6,19 @@ Every table the README quotes sits between marker comments,
     …generated Markdown…
     <!-- /leakk:table -->
 
-and is rendered from a small committed snapshot under ``docs/results/`` (CSV), which
-:func:`snapshot` writes from a results tree. ``results/`` is not in git; the snapshot is, so
-``tests/test_readme_tables.py`` can regenerate every block from it and fail when the README
-disagrees. Regenerate after a run with ``leakk readme-tables --results results
---replicates results/replicates`` (what is absent is left as it was).
+and is rendered from a small committed snapshot under ``docs/results/`` (CSV + meta.json),
+which :func:`snapshot_run` and :func:`snapshot_replicates` write from results trees.
+``results/`` is not in git; the snapshot is, so ``tests/test_readme_tables.py`` regenerates
+every block from it and fails when the README disagrees. After a run:
+``leakk readme-tables --results results --replicates results/replicates`` (either may be
+left out; the snapshot keeps what it had).
 
 Tables (``NAME``): ``headline`` (one run's summary table, exactly what ``make run`` prints),
 ``rule-vs-base`` (each RULE model minus its base run, paired by question), ``replicates``
-(mean ± sd across seeds [pooled CI]), ``rule-rounds`` (RULE's held-out leak@n and retain
-change round by round, per seed) and ``ci-coverage`` (benchmarks/ci_coverage.py's
-simulation, ``docs/ci_coverage.csv``).
+(mean ± sd across seeds [pooled CI]), ``rule-targets`` and ``rule-rounds`` (RULE on the
+held-out phrasing per seed: its last round against its base, and round by round),
+``extrapolation`` (the hold-out check across seeds and the claim it supports) and
+``ci-coverage`` (benchmarks/ci_coverage.py's simulation, ``docs/ci_coverage.csv``).
 """
 
 from __future__ import annotations
@@ -113,7 +115,7 @@ def coverage_page(table: pl.DataFrame, chosen: pl.DataFrame, confirm: pl.DataFra
                      | (pl.col("trivial") > 0.05))
     lines += ["", f"`{DEFAULT_CI_METHOD}` outside the rule: "
               + ("none." if out.is_empty() else "; ".join(
-                  f"{r['phase']} {r['regime']} {r['authors']}×{r['questions']} k={r['k']} ({_pct(r['coverage'])}%)"
+                  f"{r['phase']} {r['regime']} {r['authors']}×{r['questions']} k={r['k']} ({100 * r['coverage']:.2f}%)"
                   for r in out.iter_rows(named=True)) + ".")]
     for phase in table["phase"].unique(maintain_order=True).to_list():
         sub = table.filter(pl.col("phase") == phase)
