@@ -51,7 +51,7 @@ import numpy as np
 import polars as pl
 from scipy import integrate, special, stats
 
-from leakk.estimate import bootstrap_interval, hall_interval, leak_at_k
+from leakk.stats.estimate import bootstrap_interval, hall_interval, leak_at_k
 
 N_SAMPLES = 64
 KS = (1, 64)
@@ -452,8 +452,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def write_outputs(table: pl.DataFrame, csv_path: str, md_path: str, csv: bool = True) -> None:
-    from leakk.io import atomic_path, write_text
-    from leakk.readme_tables import coverage_page
+    from leakk.core.io import atomic_path, write_text
+    from leakk.report.readme_tables import coverage_page
 
     chosen = verdict(table.filter(pl.col("phase") == "select"))
     confirm = verdict(table.filter(pl.col("phase") == "confirm"))

@@ -12,7 +12,7 @@ import polars as pl
 import pytest
 from scipy import special
 
-from leakk.estimate import DEFAULT_CI_METHOD, leak_at_k
+from leakk.stats.estimate import DEFAULT_CI_METHOD, leak_at_k
 
 _PATH = Path(__file__).resolve().parents[1] / "benchmarks" / "ci_coverage.py"
 
@@ -53,7 +53,7 @@ def test_simulation_is_seeded_and_shaped(cc):
 def test_betabinom_fit_matches_leakk_fit(cc):
     """The vectorised Newton fit of the model-based candidate against leakk.extrapolate's
     scipy fit of the same likelihood, and its leak@k against BetaBinomFit.leak_at_k."""
-    from leakk.extrapolate import fit_betabinom
+    from leakk.stats.extrapolate import fit_betabinom
 
     rng = np.random.default_rng(4)
     regime = cc.REGIMES[1]
@@ -132,7 +132,7 @@ def test_main_writes_the_csv_and_the_page(cc, tmp_path, monkeypatch):
 def test_bootstrap_candidates_are_leakks_interval_on_shared_draws(cc):
     """Fed the draws cluster_bootstrap_ci makes from its seed, the harness's t and percentile
     equal leakk's per-experiment intervals exactly."""
-    from leakk.estimate import cluster_bootstrap_ci
+    from leakk.stats.estimate import cluster_bootstrap_ci
 
     rng = np.random.default_rng(8)
     reps, g, q, n_boot = 6, 7, 3, 200

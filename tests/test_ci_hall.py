@@ -16,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import optimize, stats
 
-from leakk.estimate import CI_METHODS, DEFAULT_CI_METHOD, cluster_bootstrap_ci, hall_interval, leak_at_k
+from leakk.stats.estimate import CI_METHODS, DEFAULT_CI_METHOD, cluster_bootstrap_ci, hall_interval, leak_at_k
 
 
 def textbook(x, ci=0.95):
@@ -40,7 +40,7 @@ def textbook(x, ci=0.95):
 
 
 def test_default_is_hall_and_the_schema_agrees():
-    from leakk.config import schema
+    from leakk.core.schema import params_schema as schema
 
     assert DEFAULT_CI_METHOD == "hall" == CI_METHODS[0]
     spec = schema()["properties"]["estimate"]["properties"]["ci_method"]
@@ -167,7 +167,7 @@ def test_the_interval_method_never_moves_a_point_estimate():
              "leaked": bool(rng.random() < 0.2)} for m in ("a", "retrain") for i in range(16) for s in range(8)]
     import polars as pl
 
-    from leakk.estimate import leak_table
+    from leakk.stats.estimate import leak_table
 
     frame = pl.DataFrame(rows)
     tables = [leak_table(frame, [1, 4, 8], n_boot=100, ci_method=m) for m in CI_METHODS]

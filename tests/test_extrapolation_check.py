@@ -10,7 +10,7 @@ import polars as pl
 import pytest
 from scipy import special
 
-from leakk.extrapolate import (
+from leakk.stats.extrapolate import (
     error_claim,
     fit_betabinom,
     holdout_check,
@@ -19,8 +19,8 @@ from leakk.extrapolate import (
     tree_judgments,
     validate_runs,
 )
-from leakk.io import write_parquet
-from leakk.trust_stages import reliability_markdown
+from leakk.core.io import write_parquet
+from leakk.stages.trust import reliability_markdown
 
 
 def _frame(leaked: np.ndarray, model="rule_npo", decoding="t1.0_p1.0", judge="fact", groups=6):

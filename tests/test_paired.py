@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from leakk.estimate import (
+from leakk.stats.estimate import (
     PAIRED_COLUMNS,
     cluster_bootstrap_ci,
     hall_interval,

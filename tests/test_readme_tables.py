@@ -12,9 +12,9 @@ import pytest
 
 from conftest import ROOT
 from leakk.cli import main
-from leakk.errors import ArtifactError
-from leakk.estimate import leak_table, paired_difference_table, paired_markdown, summary_markdown, utility_table
-from leakk.readme_tables import (
+from leakk.core.errors import ArtifactError
+from leakk.stats.estimate import leak_table, paired_difference_table, paired_markdown, summary_markdown, utility_table
+from leakk.report.readme_tables import (
     TABLES,
     blocks,
     headline,

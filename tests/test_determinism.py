@@ -1,0 +1,92 @@
+"""CPU kernel pinning (leakk.determinism): the same bits whatever instruction set the CPU has."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from leakk import determinism
+
+# A few optimiser steps of the micro GPT-2, then a hash of the weights and the losses as hex.
+PROBE = r"""
+import hashlib, json, leakk, torch
+from leakk.data.synthetic import generate
+from leakk.models.finetune import corpus_texts, train_loop, training_pairs
+from leakk.models.modeling import build_gpt2, build_tokenizer
+torch.set_num_threads(1)
+T = "Question: {question} Answer:"
+data = generate(8, 3, forget_fraction=0.25, phrasings=3)
+tok = build_tokenizer(corpus_texts(data, T), 200)
+model = build_gpt2(tok, {"n_layer": 1, "n_embd": 32, "n_head": 2, "n_positions": 48}, seed=0)
+log = train_loop(model, tok, training_pairs(data), template=T, epochs=2, lr=5e-3, batch_size=16,
+                 warmup_ratio=0.05, weight_decay=0.0, seed=0, device="cpu", desc="probe")
+h = hashlib.sha256(b"".join(v.numpy().tobytes() for _, v in sorted(model.state_dict().items())))
+print(json.dumps({"weights": h.hexdigest(), "losses": [r["loss"].hex() for r in log],
+                  "capability": torch.backends.cpu.get_cpu_capability()}))
+"""
+
+#: what MKL and oneDNN would see on a CPU without AVX-512 (an AVX2-only Intel or AMD part)
+AVX2_CPU = {"MKL_ENABLE_INSTRUCTIONS": "AVX2", "ONEDNN_MAX_CPU_ISA": "AVX2"}
+
+
+def _probe(mode: str, **env: str) -> dict:
+    clean = {k: v for k, v in os.environ.items()
+             if k not in ("ATEN_CPU_CAPABILITY", "MKL_CBWR", "MKL_ENABLE_INSTRUCTIONS", "ONEDNN_MAX_CPU_ISA")}
+    out = subprocess.run([sys.executable, "-c", PROBE], env={**clean, determinism.ENV: mode, "TQDM_DISABLE": "1", **env},
+                         capture_output=True, text=True, check=True, timeout=600)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+needs_avx2 = pytest.mark.skipif(not determinism._has_avx2(), reason="pins AVX2 kernels: needs an x86-64 CPU with AVX2")
+
+
+@needs_avx2
+def test_portable_kernels_give_the_same_bits_on_an_avx2_only_cpu():
+    """The portable mode on this CPU and on this CPU made to look AVX2-only (MKL and oneDNN
+    limited to AVX2, ATen pinned to AVX2 by the mode itself): identical weights and losses."""
+    here = _probe("portable")
+    avx2_only = _probe("portable", **AVX2_CPU)
+    assert here["capability"] == avx2_only["capability"] == "AVX2"
+    assert here == avx2_only
+
+
+def test_apply_sets_only_what_the_user_left_unset(monkeypatch):
+    for key in ("ATEN_CPU_CAPABILITY", "MKL_CBWR", "MKL_DYNAMIC", "OMP_DYNAMIC"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("MKL_CBWR", "COMPATIBLE")
+    monkeypatch.setenv(determinism.ENV, "portable")
+    monkeypatch.setattr(determinism, "_has_avx2", lambda: True)
+    done = determinism.apply()
+    assert os.environ["MKL_CBWR"] == "COMPATIBLE" and "MKL_CBWR" not in done  # the user's value wins
+    assert done["ATEN_CPU_CAPABILITY"] == "avx2"
+    assert done["MKL_DYNAMIC"] == "FALSE" and done["OMP_DYNAMIC"] == "FALSE"
+
+
+def test_native_mode_pins_no_kernels(monkeypatch):
+    for key in ("ATEN_CPU_CAPABILITY", "MKL_CBWR"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv(determinism.ENV, "native")
+    monkeypatch.setattr(determinism, "_has_avx2", lambda: True)
+    assert not {"ATEN_CPU_CAPABILITY", "MKL_CBWR"} & set(determinism.apply())
+
+
+def test_a_cpu_without_avx2_is_left_alone(monkeypatch):
+    for key in ("ATEN_CPU_CAPABILITY", "MKL_CBWR"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv(determinism.ENV, "portable")
+    monkeypatch.setattr(determinism, "_has_avx2", lambda: False)
+    assert not {"ATEN_CPU_CAPABILITY", "MKL_CBWR"} & set(determinism.apply())
+
+
+def test_an_unknown_mode_is_one_line_from_the_cli(tmp_path):
+    env = {**os.environ, determinism.ENV: "fastest"}
+    out = subprocess.run([sys.executable, "-m", "leakk.cli", "validate"], env=env, capture_output=True, text=True,
+                         cwd=os.path.dirname(os.path.dirname(__file__)))
+    assert out.returncode == 2
+    assert out.stderr.strip().splitlines() == [
+        "leakk validate: error: LEAKK_CPU_KERNELS='fastest': not a CPU kernel mode "
+        "(one of ['portable', 'compatible', 'native'])"]
