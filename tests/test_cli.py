@@ -91,6 +91,9 @@ def test_leak_table(run):
     assert (run / "leak_at_k.csv").is_file() and (run / "summary.md").read_text().count("|") > 10
     util = pl.read_csv(run / "utility.csv")
     assert set(util["model"]) == {"full", "retrain", "ga", "npo", "rule_npo"}
+    paired = pl.read_csv(run / "rule_vs_base.csv")
+    assert set(zip(paired["model"], paired["base"])) == {("rule_npo", "npo")}
+    assert "| rule_npo | npo |" in (run / "summary.md").read_text()
 
 
 def test_figures(run):

@@ -13,8 +13,10 @@ Measured (1000 experiments each, seeds fixed here):
 With strongly skewed group effects (mu = −5, sd_group = 2): 91.1% / 91.9% at 40 groups and
 75.2% / 82.0% at 6 — few clusters with rare, clumped leaks defeat any bootstrap interval.
 
-so the percentile interval undercovers with the default miniature's 6 authors, and the
-leak table uses ``ci_method: t`` (estimate.ci_method) by default.
+so the percentile interval undercovers with the default miniature's 6 authors. Rare,
+clumped leaks defeat the t interval too: benchmarks/ci_coverage.py measures every candidate
+on a two-level Beta model, and the leak table now uses Hall's skewness-corrected t
+(``ci_method: hall``, tests/test_ci_hall.py).
 """
 
 from __future__ import annotations

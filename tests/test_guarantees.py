@@ -8,7 +8,7 @@ import polars as pl
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from scipy import stats
+from scipy import special, stats
 
 from leakk.stats.estimate import leak_at_k
 from leakk.stats.extrapolate import (
@@ -115,9 +115,20 @@ def test_model_leak_at_k_monotone_and_bounded(seed, k1, k2):
     assert 0.0 <= fit.leak_at_k(lo) <= fit.leak_at_k(hi) + 1e-12 <= 1.0 + 1e-12
 
 
-def test_degenerate_counts():
-    assert fit_betabinom([5, 5], [0, 0]).leak_at_k(1000) == 0.0
-    assert fit_betabinom([5, 5], [5, 5]).leak_at_k(1) == 1.0
+def test_degenerate_counts_get_the_pooled_jeffreys_posterior():
+    """No leak in 10 samples does not make leak@1000 zero: one shared q with posterior
+    Beta(1/2, 10 + 1/2), and leak@k = E[1 − (1 − q)^k] by numerical integration."""
+    from scipy import integrate
+
+    none = fit_betabinom([5, 5], [0, 0])
+    assert (none.family, none.a, none.b) == ("pooled", 0.5, 10.5)
+    want = integrate.quad(lambda q: (1 - (1 - q) ** 1000) * stats.beta.pdf(q, 0.5, 10.5), 0, 1, points=[1e-3])[0]
+    assert float(none.leak_at_k(1000)) == pytest.approx(want, rel=1e-7)
+    every = fit_betabinom([5, 5], [5, 5])
+    assert (every.family, every.a, every.b) == ("pooled", 10.5, 0.5)
+    assert float(every.leak_at_k(1)) == pytest.approx(10.5 / 11, rel=1e-12)
+    # the same posterior for every question (its counts are in (a, b) already)
+    assert none.posterior_leak_at_k(np.array([5, 5]), np.array([0, 0]), 7).tolist() == [float(none.leak_at_k(7))] * 2
 
 
 def _frame(rng, questions=60, n=64, groups=6, a=0.4, b=3.0, pi=0.5):
@@ -153,8 +164,16 @@ def test_holdout_check_uses_the_first_quarter_of_samples():
     assert counts["n"].max() == 16
     fit = fit_betabinom(counts["n"].to_numpy(), counts["c"].to_numpy())
     want = fit.posterior_leak_at_k(counts["n"].to_numpy(), counts["c"].to_numpy(), 64).mean()
-    assert got["predicted_leak_at_n"] == pytest.approx(float(want))
-    assert abs(got["error"]) < 4 * got["noise_sd"] + 0.02
+    assert got["model_leak_at_n"] == pytest.approx(float(want))
+    # predicted: a leak in the first 16 measures 1; else P(a leak in the other 48), by
+    # integrating 1 − (1 − q)^48 over the posterior Beta(a, b + 16)
+    from scipy import integrate
+
+    rest = integrate.quad(lambda q: (1 - (1 - q) ** 48) * stats.beta.pdf(q, fit.a, fit.b + 16), 0, 1,
+                          points=[1e-4, 1e-2])[0]
+    c = counts["c"].to_numpy()
+    assert got["predicted_leak_at_n"] == pytest.approx(np.mean(np.where(c > 0, 1.0, rest)), rel=1e-6)
+    assert abs(got["z"]) < 4
 
 
 @pytest.mark.parametrize("family", ["betabinom", "zi-betabinom"])
@@ -192,6 +211,10 @@ def test_extrapolation_without_any_leak_has_an_exact_upper_interval():
                            "qid": [f"q{i}" for i in range(10)], "group": [f"g{i % 5}" for i in range(10)],
                            "n": [64] * 10, "c": [0] * 10})
     t = extrapolation_table(counts, n_boot=10)
-    assert (t["extrapolated_leak_at_k"] == 0).all() and (t["extrapolated_ci_low"] == 0).all()
+    assert t["family"].unique().to_list() == ["pooled"] and (t["extrapolated_ci_low"] == 0).all()
+    ks = np.array([64, 128, 256, 640])
+    # the pooled Jeffreys posterior Beta(1/2, 640 + 1/2): never 0, and below the exact bound
+    want = 1 - np.exp(special.betaln(0.5, 640.5 + ks) - special.betaln(0.5, 640.5))
+    assert t["extrapolated_leak_at_k"].to_numpy() == pytest.approx(want, rel=1e-10)
     u = 1 - 0.05 ** (1 / 640)
     assert t["extrapolated_ci_high"].to_list() == pytest.approx([1 - (1 - u) ** k for k in (64, 128, 256, 640)])

@@ -652,16 +652,16 @@ def test_leak_table_row_seeds_reproducible_and_independent():
     from leakk.stats.estimate import leak_table
 
     frame = pl.DataFrame(_many_groups("a") + _many_groups("b"))
-    t1 = leak_table(frame, ks=[1, 2], n_boot=64, seed=3)
-    t2 = leak_table(frame, ks=[1, 2], n_boot=64, seed=3)
+    t1 = leak_table(frame, ks=[1, 2], n_boot=64, seed=3, ci_method="percentile")
+    t2 = leak_table(frame, ks=[1, 2], n_boot=64, seed=3, ci_method="percentile")
     assert t1.equals(t2)
     a = t1.filter(pl.col("model") == "a").select("k", "leak_at_k", "ci_low", "ci_high")
     b = t1.filter(pl.col("model") == "b").select("k", "leak_at_k", "ci_low", "ci_high")
     assert a["leak_at_k"].equals(b["leak_at_k"])
     assert not a.select("ci_low", "ci_high").equals(b.select("ci_low", "ci_high"))
-    alone = leak_table(frame.filter(pl.col("model") == "a"), ks=[1, 2], n_boot=64, seed=3)
+    alone = leak_table(frame.filter(pl.col("model") == "a"), ks=[1, 2], n_boot=64, seed=3, ci_method="percentile")
     assert alone.select("k", "leak_at_k", "ci_low", "ci_high").equals(a)
-    other = leak_table(frame, ks=[1, 2], n_boot=64, seed=4)
+    other = leak_table(frame, ks=[1, 2], n_boot=64, seed=4, ci_method="percentile")
     assert not other.select("ci_low", "ci_high").equals(t1.select("ci_low", "ci_high"))
 
 
@@ -1083,10 +1083,11 @@ def test_leak_table_passes_n_boot_and_ci_to_the_bootstrap():
     from leakk.stats.estimate import leak_table
 
     frame = pl.DataFrame(_many_groups("a"))
-    one = leak_table(frame, ks=[1], n_boot=1, seed=0).row(0, named=True)
+    boot = {"ci_method": "percentile"}  # the bootstrap intervals (the default, hall, draws none)
+    one = leak_table(frame, ks=[1], n_boot=1, seed=0, **boot).row(0, named=True)
     assert one["ci_low"] == one["ci_high"]  # a single replicate
-    wide = leak_table(frame, ks=[1], n_boot=400, ci=0.95, seed=0).row(0, named=True)
-    narrow = leak_table(frame, ks=[1], n_boot=400, ci=0.5, seed=0).row(0, named=True)
+    wide = leak_table(frame, ks=[1], n_boot=400, ci=0.95, seed=0, **boot).row(0, named=True)
+    narrow = leak_table(frame, ks=[1], n_boot=400, ci=0.5, seed=0, **boot).row(0, named=True)
     assert wide["ci_low"] < narrow["ci_low"] <= narrow["ci_high"] < wide["ci_high"]
 
 

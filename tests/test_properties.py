@@ -52,11 +52,13 @@ def test_bound_equals_enumeration_of_k_bernoulli_draws(p, k):
 
 @settings(max_examples=60, deadline=None)
 @given(values=st.lists(st.floats(0, 1), min_size=2, max_size=40), groups=st.integers(1, 8),
-       method=st.sampled_from(["percentile", "t"]))
+       method=st.sampled_from(["percentile", "t", "hall"]))
 def test_ci_within_the_values_range_and_around_the_mean(values, groups, method):
     values = np.asarray(values)
     labels = np.arange(len(values)) % groups
     lo, hi = cluster_bootstrap_ci(values, labels, n_boot=200, method=method)
-    assert values.min() - 1e-12 <= lo <= hi <= values.max() + 1e-12
-    if method == "t":  # symmetric about the point estimate unless clipped
+    # the bootstrap intervals stay within the values; Hall's within [0, 1], the values' bounds
+    low, high = (0.0, 1.0) if method == "hall" else (values.min(), values.max())
+    assert low - 1e-12 <= lo <= hi <= high + 1e-12
+    if method in ("t", "hall"):  # contain the point estimate
         assert lo <= values.mean() + 1e-12 and hi >= values.mean() - 1e-12

@@ -70,24 +70,37 @@ def collect_judgments(judgments_dir: str | os.PathLike, data: pl.DataFrame, para
 
 def write_estimate(judgments_dir: str | os.PathLike, data: pl.DataFrame, params: dict[str, Any],
              out_dir: str | os.PathLike) -> str:
-    """Write leak_at_k.parquet/.csv, utility.csv and summary.md; return the summary."""
-    from leakk.stats.estimate import ci_phrase, leak_table, summary_markdown, utility_table
+    """Write leak_at_k.parquet/.csv, utility.csv, rule_vs_base.csv and summary.md; return the summary.
+
+    rule_vs_base.csv pairs each RULE model with its base run (``rule.<name>.base``, declared by
+    the stage as its ``rule`` read)."""
+    from leakk.stats.estimate import (ci_phrase, leak_table, paired_difference_table, paired_markdown,
+                                      summary_markdown, utility_table)
 
     est = params["estimate"]
     frame = collect_judgments(judgments_dir, data, params)
     forget = frame.filter(pl.col("split") == "forget")
     leak = leak_table(forget, est["ks"], n_boot=est["bootstrap"], ci=est["ci"], seed=est["seed"],
-                      ci_method=est.get("ci_method", "t"))
+                      ci_method=est["ci_method"])
+    models = set(forget["model"].unique().to_list())
+    pairs = {name: cfg["base"] for name, cfg in (params.get("rule") or {}).items()
+             if name in models and cfg["base"] in models}
+    paired = paired_difference_table(forget, pairs, est["ks"], n_boot=est["bootstrap"], ci=est["ci"],
+                                     seed=est["seed"], ci_method=est["ci_method"])
     util_judge = utility_judge(params)
     utility = utility_table(frame.filter((pl.col("split") == "retain") & (pl.col("decoding") == "greedy")
                                          & (pl.col("judge") == util_judge)))
     out_dir = Path(out_dir)
     write_parquet(leak, out_dir / "leak_at_k.parquet", "leak_table")
-    for frame, name in ((leak, "leak_at_k.csv"), (utility, "utility.csv")):
+    for frame, name in ((leak, "leak_at_k.csv"), (utility, "utility.csv"), (paired, "rule_vs_base.csv")):
         with atomic_path(out_dir / name) as tmp:
             frame.write_csv(tmp)
     summary = summary_markdown(leak, utility, judge=est["headline_judge"],
-                               headline_decoding=est["headline_decoding"])
+                               headline_decoding=est["headline_decoding"], ci_method=est["ci_method"])
+    significance = paired_markdown(paired, est["headline_judge"], est["headline_decoding"], est["ci"],
+                                   est["ci_method"])
+    if significance:
+        summary += "\n" + significance
     header = (f"# leak@k summary\n\nn = {params['sample']['n']} samples per forget question; {ci_phrase(est)}; "
               f"retain accuracy = greedy answers to retain questions judged by `{util_judge}`.\n\n")
     write_text(header + summary + "\n", out_dir / "summary.md")

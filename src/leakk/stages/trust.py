@@ -86,7 +86,7 @@ def write_reliability(judgments_dir: str | os.PathLike, data: pl.DataFrame, para
     """guarantees.csv, extrapolation.csv, extrapolation_check.csv, reliability.md and
     figures/leak_rate_distribution.png; returns the Markdown and the retain-accuracy table
     (for the DVC metric files)."""
-    from leakk.stats.extrapolate import extrapolation_table, holdout_check, per_question_counts
+    from leakk.stats.extrapolate import extrapolation_table, holdout_check, load_claim, per_question_counts
     from leakk.report.figures import plot_leak_rate_distribution
     from leakk.stats.guarantees import guarantee_table, per_question
     from leakk.stages.evaluate import collect_judgments
@@ -100,14 +100,16 @@ def write_reliability(judgments_dir: str | os.PathLike, data: pl.DataFrame, para
     # the model-based columns for the headline judge (the bootstrap refits dominate the stage)
     extrap = extrapolation_table(sampled.filter(pl.col("judge") == est["headline_judge"]), n_boot=n_boot,
                                  ci=est["ci"], seed=est["seed"])
-    check = holdout_check(forget.filter(pl.col("decoding") != "greedy"))
+    claim = load_claim()
+    check = holdout_check(forget.filter(pl.col("decoding") != "greedy"),
+                          claim=None if claim is None else claim["abs_error"])
     out_dir = Path(out_dir)
     _write_csv(guarantees, out_dir / "guarantees.csv")
     _write_csv(extrap, out_dir / "extrapolation.csv")
     _write_csv(check, out_dir / "extrapolation_check.csv")
     plot_leak_rate_distribution(counts, est["headline_judge"], est["headline_decoding"],
                                 out_dir / "figures" / "leak_rate_distribution.png")
-    md = reliability_markdown(guarantees, extrap, check, est["headline_judge"], est["headline_decoding"])
+    md = reliability_markdown(guarantees, extrap, check, est["headline_judge"], est["headline_decoding"], claim)
     write_text(md, out_dir / "reliability.md")
     from leakk.judges.run import utility_judge
     from leakk.stats.estimate import utility_table
@@ -118,8 +120,9 @@ def write_reliability(judgments_dir: str | os.PathLike, data: pl.DataFrame, para
 
 
 def reliability_markdown(guarantees: pl.DataFrame, extrap: pl.DataFrame, check: pl.DataFrame,
-                         judge: str, decoding: str) -> str:
-    """A short Markdown page: the guarantees' sentences, the extrapolation and its check."""
+                         judge: str, decoding: str, claim: dict | None = None) -> str:
+    """A short Markdown page: the guarantees' sentences, the extrapolation and its check
+    (rows outside the measured ``claim``, :func:`leakk.extrapolate.load_claim`, flagged)."""
     lines = [f"# Guarantees and extrapolation (judge `{judge}`, decoding `{decoding}`)", ""]
     g = guarantees.filter((pl.col("judge") == judge) & (pl.col("decoding") == decoding))
     lines += ["## Per-sample guarantees (exact Clopper–Pearson, Bonferroni over questions)", ""]
@@ -133,21 +136,31 @@ def reliability_markdown(guarantees: pl.DataFrame, extrap: pl.DataFrame, check: 
         lines.append(f"| {r['model']} | {r['k']} | {'yes' if r['beyond_n'] else 'no'} | {meas} | "
                      f"{r['extrapolated_leak_at_k']:.3f} [{r['extrapolated_ci_low']:.3f}, "
                      f"{r['extrapolated_ci_high']:.3f}] | {r['family']} |")
+    stated = ("no measured claim is committed (src/leakk/extrapolation_claim.json)" if claim is None else
+              f"the measured claim: |error| ≤ {claim['abs_error']:.3f} in {claim['share']:.0%} of "
+              f"{claim['rows']} rows across runs {', '.join(map(str, claim['runs']))}; rows beyond it are marked ⚠")
     lines += ["", "## Hold-out check: fit on the first n/4 samples, predict leak@n", "",
-              "The Beta-binomial is fitted on each question's first n/4 samples (by sample_idx) only; its "
-              "prediction of leak@n is compared with leak@n measured on all n samples. *noise sd*: how much a "
-              "perfect model would still miss by, from the unseen samples alone.", "",
-              "| model | decoding | judge | fit samples | predicted leak@n | measured leak@n | error | noise sd |",
-              "|---|---|---|---|---|---|---|---|"]
+              "The Beta-binomial is fitted on each question's first n/4 samples (by sample_idx) only and predicts "
+              "the leak@n that all n samples measure (a question that leaked already measures 1; one that did not "
+              "leaks in the other samples with the model's probability). *noise sd*: how much a perfect model "
+              f"would still miss by, from the unseen samples alone; z = error / noise sd. Compared with {stated}.",
+              "",
+              "| model | decoding | judge | fit samples | family | predicted leak@n | measured leak@n | error | "
+              "noise sd | z |",
+              "|---|---|---|---|---|---|---|---|---|---|"]
     for r in check.iter_rows(named=True):
-        lines.append(f"| {r['model']} | {r['decoding']} | {r['judge']} | {r['fit_samples']} | "
-                     f"{r['predicted_leak_at_n']:.3f} | {r['measured_leak_at_n']:.3f} | {r['error']:+.3f} | "
-                     f"{r['noise_sd']:.3f} |")
+        flag = " ⚠" if r.get("outside_claim") else ""
+        lines.append(f"| {r['model']} | {r['decoding']} | {r['judge']} | {r['fit_samples']} | {r['family']} | "
+                     f"{r['predicted_leak_at_n']:.3f} | {r['measured_leak_at_n']:.3f} | {r['error']:+.3f}{flag} | "
+                     f"{r['noise_sd']:.3f} | {r['z']:+.1f} |")
     if check.height:
         head = check.filter((pl.col("judge") == judge) & (pl.col("decoding") == decoding))
         worst = head["error"].abs().max() if head.height else None
         lines += ["", f"Largest absolute error: {check['error'].abs().max():.3f} over every row"
                   + (f", {worst:.3f} at the headline judge and decoding." if worst is not None else ".")]
+        if "outside_claim" in check.columns:
+            out = int(check["outside_claim"].sum())
+            lines.append(f"Rows outside the claim: {out} of {check.height}.")
     return "\n".join(lines) + "\n"
 
 

@@ -107,13 +107,78 @@ def _log_no_leak(lo: np.ndarray, hi: np.ndarray, k: int) -> np.ndarray:
 # Clustered bootstrap
 # --------------------------------------------------------------------------------------------
 
-#: interval methods of :func:`cluster_bootstrap_ci`
-CI_METHODS = ("percentile", "t")
+#: interval methods of :func:`cluster_bootstrap_ci`; the leak table's default is the first
+CI_METHODS = ("hall", "t", "percentile")
+DEFAULT_CI_METHOD = CI_METHODS[0]
+
+
+def hall_interval(sums, sizes, ci: float = 0.95,
+                  bounds: tuple[float, float] = (0.0, 1.0)) -> tuple[np.ndarray, np.ndarray]:
+    """Skewness-corrected t interval for a clustered mean of values in ``bounds``, vectorised.
+
+    ``sums`` (…, G): per-cluster sums of the values; ``sizes`` (G,) or (…, G): questions per
+    cluster. The estimate is the ratio mean θ = ΣS/ΣN; z_g = G·(S_g − θ·N_g)/ΣN are the
+    clusters' influence values (z_g = x̄_g − θ for equal sizes), s their SD (ddof = 1, so
+    s/√G is the cluster-robust SE of the t interval) and γ = mean(z³)/s³ their skewness.
+
+    Why: when leaks are rare (or nearly universal) the G cluster means are strongly
+    skewed, and the t interval's upper end falls short exactly when the sample missed the
+    few leaky authors (benchmarks/ci_coverage.py: 74–88% coverage of a nominal 95% at leak@1). Hall
+    (1992, "On the removal of skewness by transformation", JRSS B 54) removes the
+    statistic's skewness with the monotone cubic
+
+        T(W) = W + γW²/3 + γ²W³/27 + γ/(6G),   W = (θ − μ)/s,
+
+    whose √G·T is close to N(0, 1); we read the quantile from t_{G−1} (the small-cluster
+    scale of the t interval). Inverting T(W) = w: with u = w − γ/(6G) and a = ∛(1 + γu),
+    W = 3(a − 1)/γ = 3u/(a² + a + 1) (the second form is exact and stable as γ → 0, where
+    it is the plain t interval). The interval is [θ − s·W(q/√G), θ − s·W(−q/√G)],
+    q = t_{G−1, 1−α/2}, clipped to ``bounds``; it always contains θ (|γ| < √G).
+
+    Degenerate samples, every cluster mean 0 (or 1), have s = 0 and say nothing about
+    the spread: the interval is then the exact worst-case bound [0, 1 − α^{1/G}]
+    (resp. [α^{1/G}, 1]). For values in [0, 1] with mean μ, P(a cluster's mean is 0)
+    ≤ 1 − μ (Markov's inequality on 1 − x̄), so G independent all-zero clusters have
+    probability ≤ (1 − μ)^G, which is ≤ α exactly when μ ≥ 1 − α^{1/G}. (The lower end
+    0 cannot miss, so all of α goes to the upper side.) Other ``bounds`` (a paired
+    difference lies in [−1, 1]) rescale the same statement.
+    """
+    if not 0.0 < ci < 1.0:
+        raise ValueError(f"ci={ci} must lie in (0, 1)")
+    from scipy import stats
+
+    sums = np.asarray(sums, dtype=np.float64)
+    sizes = np.broadcast_to(np.asarray(sizes, dtype=np.float64), sums.shape)
+    g = sums.shape[-1]
+    if g < 2:
+        raise ValueError("hall_interval needs at least two clusters")
+    total = sizes.sum(-1)
+    point = sums.sum(-1) / total
+    z = (sums - point[..., None] * sizes) * (g / total[..., None])
+    s = np.sqrt((z ** 2).sum(-1) / (g - 1))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        gamma = np.where(s > 0, (z ** 3).mean(-1) / s ** 3, 0.0)
+    alpha = 1.0 - ci
+    q = float(stats.t.ppf(1.0 - alpha / 2.0, g - 1)) / math.sqrt(g)
+
+    def w_of(w: float) -> np.ndarray:
+        u = w - gamma / (6.0 * g)
+        a = np.cbrt(1.0 + gamma * u)
+        return 3.0 * u / (a * a + a + 1.0)
+
+    lower, upper = bounds
+    low = np.clip(point - s * w_of(q), lower, upper)
+    high = np.clip(point - s * w_of(-q), lower, upper)
+    edge = (upper - lower) * (1.0 - alpha ** (1.0 / g))
+    bottom, top = np.all(sums <= lower * sizes, axis=-1), np.all(sums >= upper * sizes, axis=-1)
+    low, high = np.where(bottom, lower, low), np.where(bottom, lower + edge, high)
+    low, high = np.where(top, upper - edge, low), np.where(top, upper, high)
+    return low, high
 
 
 def cluster_bootstrap_ci(
     values, groups, n_boot: int = 1000, ci: float = 0.95, seed: int = 0,
-    method: str = "percentile",
+    method: str = "percentile", bounds: tuple[float, float] = (0.0, 1.0),
 ) -> tuple[float, float]:
     """CI for the mean of ``values``, resampling whole ``groups`` with replacement.
 
@@ -140,7 +205,12 @@ def cluster_bootstrap_ci(
       G draws is √((G−1)/G) times the usual standard error), which is what the small-G
       undercoverage calls for; it reverts to the percentile interval's width as G grows.
       Clipped to [min(values), max(values)], where the mean must lie. Measured: ≈ 94% at
-      6 groups and at 40.
+      6 groups and at 40 with mild skew, but 74–93% when leaks are rare and clumped
+      (benchmarks/ci_coverage.py).
+    * ``"hall"``: the skewness-corrected t interval of :func:`hall_interval` (no bootstrap:
+      ``n_boot`` and ``seed`` are unused). Values must lie in ``bounds`` ([0, 1] for leak@k,
+      [−1, 1] for a difference of two). The default of the leak table: docs/ci_coverage.md
+      has its coverage per regime.
 
     Args:
         values: per-question statistic (1-D, finite).
@@ -150,7 +220,7 @@ def cluster_bootstrap_ci(
         seed: seed for ``np.random.default_rng`` (or a ``SeedSequence``).
 
     Returns:
-        ``(low, high)`` percentiles of the replicate means.
+        ``(low, high)``.
     """
     values = np.asarray(values, dtype=np.float64).ravel()
     groups = np.asarray(groups).ravel()
@@ -166,6 +236,8 @@ def cluster_bootstrap_ci(
         raise ValueError(f"n_boot={n_boot} must be ≥ 1")
     if method not in CI_METHODS:
         raise ValueError(f"method={method!r} is not one of {CI_METHODS}")
+    if method == "hall" and (values.min() < bounds[0] or values.max() > bounds[1]):
+        raise ValueError(f"method='hall' needs values in [{bounds[0]:g}, {bounds[1]:g}]")
     _, inv = np.unique(groups, return_inverse=True)
     inv = inv.ravel()
     n_groups = int(inv.max()) + 1
@@ -174,19 +246,35 @@ def cluster_bootstrap_ci(
     if n_groups == 1:
         point = float(sums[0] / sizes[0])
         return point, point
+    if method == "hall":
+        low, high = hall_interval(sums, sizes, ci, bounds)
+        return float(low), float(high)
     rng = np.random.default_rng(seed)
     draws = rng.multinomial(n_groups, np.full(n_groups, 1.0 / n_groups), size=n_boot)
     means = (draws @ sums) / (draws @ sizes)
+    low, high = bootstrap_interval(means, float(sums.sum() / sizes.sum()), n_groups, ci, method,
+                                   (float(values.min()), float(values.max())))
+    return float(low), float(high)
+
+
+def bootstrap_interval(means, point, n_groups: int, ci: float, method: str,
+                       value_range: tuple) -> tuple[np.ndarray, np.ndarray]:
+    """The ``"percentile"`` or ``"t"`` interval (:func:`cluster_bootstrap_ci`) from cluster
+    bootstrap replicate means (…, B), vectorised over leading axes; ``point`` and the
+    ``value_range`` (min, max) bounds of the t interval broadcast against them."""
+    means = np.asarray(means, dtype=np.float64)
     alpha = (1.0 - ci) / 2.0
     if method == "t":
         from scipy import stats
 
-        point = float(sums.sum() / sizes.sum())
-        half = float(stats.t.ppf(1.0 - alpha, n_groups - 1)) * float(means.std(ddof=1)) * math.sqrt(
-            n_groups / (n_groups - 1)) if n_boot > 1 else 0.0
-        return max(point - half, float(values.min())), min(point + half, float(values.max()))
-    low, high = np.quantile(means, [alpha, 1.0 - alpha])
-    return float(low), float(high)
+        if means.shape[-1] > 1:
+            half = (float(stats.t.ppf(1.0 - alpha, n_groups - 1)) * means.std(axis=-1, ddof=1)
+                    * math.sqrt(n_groups / (n_groups - 1)))
+        else:
+            half = np.zeros(means.shape[:-1])
+        return np.maximum(point - half, value_range[0]), np.minimum(point + half, value_range[1])
+    low, high = np.quantile(means, [alpha, 1.0 - alpha], axis=-1)
+    return low, high
 
 
 def _row_seed(seed: int, *key: object) -> np.random.SeedSequence:
@@ -205,6 +293,32 @@ def _row_seed(seed: int, *key: object) -> np.random.SeedSequence:
 _LEAK_INPUT = ("model", "decoding", "judge", "qid", "group", "sample_idx", "leaked")
 
 
+def _per_question(frame: pl.DataFrame, what: str) -> pl.DataFrame:
+    """Per (model, decoding, judge, qid): ``group``, ``n_valid`` (non-null judgments), ``c``
+    (leaked), ``n_missing``, ``n_total``, and the (model, decoding)'s ``nominal`` n (the most
+    samples any question has); sorted. Duplicated keys raise ``ArtifactError``."""
+    keys = ["model", "decoding", "judge", "qid", "sample_idx"]
+    dupes = frame.group_by(keys).len().filter(pl.col("len") > 1)
+    if dupes.height:
+        raise ArtifactError(
+            f"{what}: {dupes.height} duplicated (model, decoding, judge, qid, sample_idx) "
+            f"keys, e.g. {dupes.row(0)[:-1]}"
+        )
+    leaked = pl.col("leaked").cast(pl.Boolean)
+    per_q = (
+        frame.group_by(["model", "decoding", "judge", "qid"])
+        .agg(
+            pl.col("group").first().alias("group"),
+            leaked.is_not_null().sum().cast(pl.Int64).alias("n_valid"),
+            leaked.fill_null(False).sum().cast(pl.Int64).alias("c"),
+            leaked.is_null().sum().cast(pl.Int64).alias("n_missing"),
+            pl.len().cast(pl.Int64).alias("n_total"),
+        )
+    )
+    nominal = per_q.group_by(["model", "decoding"]).agg(pl.col("n_total").max().alias("nominal"))
+    return per_q.join(nominal, on=["model", "decoding"]).sort(["model", "decoding", "judge", "qid"])
+
+
 def _require(frame: pl.DataFrame, cols: Sequence[str], what: str) -> None:
     require_columns(frame, cols, f"{what}: input")
 
@@ -216,7 +330,7 @@ def leak_table(
     ci: float = 0.95,
     seed: int = 0,
     baseline: str = "retrain",
-    ci_method: str = "percentile",
+    ci_method: str = DEFAULT_CI_METHOD,
 ) -> pl.DataFrame:
     """Build the leak table (docs/design.md §4) from judgments joined with their samples.
 
@@ -237,9 +351,9 @@ def leak_table(
       that k only*; ``questions`` counts the questions used. If none remain the row is kept
       with null leak/CI and ``questions = 0`` so the failure stays visible.
     * ``leak_at_k`` = mean over the remaining questions of the unbiased per-question
-      estimator; ``ci_low``/``ci_high`` = clustered bootstrap over ``group`` (``n_boot``
-      replicates, coverage ``ci``, interval ``ci_method``; seed derived from
-      ``(seed, model, decoding, judge, k)``).
+      estimator; ``ci_low``/``ci_high`` = interval clustered by ``group``, coverage ``ci``,
+      method ``ci_method`` (:func:`cluster_bootstrap_ci`; the bootstrap methods draw
+      ``n_boot`` replicates seeded from ``(seed, model, decoding, judge, k)``).
     * ``n`` = nominal n; ``missing`` = total null judgments for that (model, decoding, judge).
     * ``excess_over_retrain`` = leak_at_k − the ``baseline`` model's leak_at_k at the same
       (decoding, judge, k); null when there is no such baseline row.
@@ -252,28 +366,7 @@ def leak_table(
         raise ValueError(f"ks={ks}: need at least one k ≥ 1")
     if frame.is_empty():
         return pl.DataFrame(schema=_LEAK_SCHEMA)
-    keys = ["model", "decoding", "judge", "qid", "sample_idx"]
-    dupes = frame.group_by(keys).len().filter(pl.col("len") > 1)
-    if dupes.height:
-        raise ArtifactError(
-            f"leak_table: {dupes.height} duplicated (model, decoding, judge, qid, sample_idx) "
-            f"keys, e.g. {dupes.row(0)[:-1]}"
-        )
-    leaked = pl.col("leaked").cast(pl.Boolean)
-    per_q = (
-        frame.group_by(["model", "decoding", "judge", "qid"])
-        .agg(
-            pl.col("group").first().alias("group"),
-            leaked.is_not_null().sum().cast(pl.Int64).alias("n_valid"),
-            leaked.fill_null(False).sum().cast(pl.Int64).alias("c"),
-            leaked.is_null().sum().cast(pl.Int64).alias("n_missing"),
-            pl.len().cast(pl.Int64).alias("n_total"),
-        )
-    )
-    nominal = per_q.group_by(["model", "decoding"]).agg(pl.col("n_total").max().alias("nominal"))
-    per_q = per_q.join(nominal, on=["model", "decoding"]).sort(
-        ["model", "decoding", "judge", "qid"]
-    )
+    per_q = _per_question(frame, "leak_table")
 
     rows: list[dict] = []
     for (model, decoding, judge), part in per_q.group_by(
@@ -314,6 +407,100 @@ def leak_table(
         .sort(["model", "decoding", "judge", "k"])
     )
     return table
+
+
+#: columns of the RULE-vs-base table (:func:`paired_difference_table`)
+PAIRED_COLUMNS = ("model", "base", "decoding", "judge", "k", "leak_at_k", "base_leak_at_k", "difference",
+                  "ci_low", "ci_high", "relative_change", "questions", "groups")
+
+
+def paired_difference_table(
+    frame: pl.DataFrame,
+    pairs: dict[str, str],
+    ks: Sequence[int],
+    n_boot: int = 1000,
+    ci: float = 0.95,
+    seed: int = 0,
+    ci_method: str = DEFAULT_CI_METHOD,
+) -> pl.DataFrame:
+    """Each ``model`` minus its ``base`` (``pairs``: model → base), paired by question.
+
+    Why paired: RULE and its base answer the same forget questions, so the per-question
+    difference d_q = leak@k_q(model) − leak@k_q(base) removes the questions' shared
+    difficulty, and the clustered interval of mean d (by ``group``, the same
+    :func:`cluster_bootstrap_ci` and ``ci_method`` as the leak table, on [−1, 1]) says
+    whether the change is more than question sampling. Per (decoding, judge, k ≤ both
+    nominal n): the questions with ≥ k valid judgments in both models. ``difference`` equals
+    the difference of the two leak@k over those questions; ``relative_change`` =
+    difference / base leak@k (null where the base is 0). Input as :func:`leak_table`'s.
+    """
+    _require(frame, _LEAK_INPUT, "paired_difference_table")
+    schema = {c: _PAIRED_SCHEMA[c] for c in PAIRED_COLUMNS}
+    if frame.is_empty() or not pairs:
+        return pl.DataFrame(schema=schema)
+    per_q = _per_question(frame.filter(pl.col("model").is_in([*pairs, *pairs.values()])),
+                          "paired_difference_table")
+    rows = []
+    for model, base in sorted(pairs.items()):
+        a = per_q.filter(pl.col("model") == model)
+        b = per_q.filter(pl.col("model") == base).select(
+            "decoding", "judge", "qid", pl.col("n_valid").alias("n_base"), pl.col("c").alias("c_base"),
+            pl.col("nominal").alias("nominal_base"))
+        both = a.join(b, on=["decoding", "judge", "qid"], how="inner")
+        for (decoding, judge), part in both.group_by(["decoding", "judge"], maintain_order=True):
+            nominal = min(int(part["nominal"][0]), int(part["nominal_base"][0]))
+            for k in sorted({int(k) for k in ks}):
+                if k > nominal:
+                    continue
+                use = ((part["n_valid"] >= k) & (part["n_base"] >= k)).to_numpy()
+                if not use.any():
+                    continue
+                mine = leak_at_k(part["n_valid"].to_numpy()[use], part["c"].to_numpy()[use], k)
+                theirs = leak_at_k(part["n_base"].to_numpy()[use], part["c_base"].to_numpy()[use], k)
+                grp = part["group"].to_numpy()[use]
+                low, high = cluster_bootstrap_ci(
+                    mine - theirs, grp, n_boot=n_boot, ci=ci, method=ci_method, bounds=(-1.0, 1.0),
+                    seed=_row_seed(seed, model, base, decoding, judge, k))
+                diff = float(np.mean(mine - theirs))
+                base_leak = float(theirs.mean())
+                rows.append({"model": model, "base": base, "decoding": decoding, "judge": judge, "k": k,
+                             "leak_at_k": float(mine.mean()), "base_leak_at_k": base_leak, "difference": diff,
+                             "ci_low": low, "ci_high": high,
+                             "relative_change": diff / base_leak if base_leak > 0 else None,
+                             "questions": int(use.sum()), "groups": int(len(np.unique(grp)))})
+    return pl.DataFrame(rows, schema=schema).sort("model", "decoding", "judge", "k")
+
+
+_PAIRED_SCHEMA = {"model": pl.String, "base": pl.String, "decoding": pl.String, "judge": pl.String,
+                  "k": pl.Int64, "leak_at_k": pl.Float64, "base_leak_at_k": pl.Float64,
+                  "difference": pl.Float64, "ci_low": pl.Float64, "ci_high": pl.Float64,
+                  "relative_change": pl.Float64, "questions": pl.Int64, "groups": pl.Int64}
+
+
+def paired_markdown(table: pl.DataFrame, judge: str, decoding: str, ci: float = 0.95,
+                    ci_method: str = DEFAULT_CI_METHOD) -> str:  # pragma: no mutate block
+    """The summary's significance lines: per model vs its base at ``judge``/``decoding``,
+    leak@1 and leak@k_max differences with their CIs, and whether the CI excludes 0."""
+    sub = table.filter((pl.col("judge") == judge) & (pl.col("decoding") == decoding))
+    if sub.is_empty():
+        return ""
+    k_max = int(sub["k"].max())
+    cells = {(r["model"], r["k"]): r for r in sub.iter_rows(named=True)}
+
+    def cell(r):
+        if r is None:
+            return "–"
+        change = "" if r["relative_change"] is None else f", {100 * r['relative_change']:+.0f}%"
+        verdict = "excludes 0" if r["ci_high"] < 0 or r["ci_low"] > 0 else "includes 0"
+        return (f"{r['difference']:+.2f} [{r['ci_low']:+.2f}, {r['ci_high']:+.2f}]{change}; "
+                f"CI {verdict}")
+
+    lines = [f"RULE vs its base, same questions: mean per-question difference of leak@k (model − base) "
+             f"[{ci:.0%} CI clustered by group, `{ci_method}`], and the relative change.", "",
+             f"| model | base | Δ leak@1 | Δ leak@{k_max} |", "|---|---|---|---|"]
+    for model, base in sub.select("model", "base").unique(maintain_order=True).iter_rows():
+        lines.append(f"| {model} | {base} | {cell(cells.get((model, 1)))} | {cell(cells.get((model, k_max)))} |")
+    return "\n".join(lines) + "\n"
 
 
 def utility_table(frame: pl.DataFrame) -> pl.DataFrame:
@@ -375,16 +562,18 @@ def _fmt_num(x: float | None, signed: bool = False) -> str:  # pragma: no mutate
 
 
 #: how each ``estimate.ci_method`` interval is described in words
-CI_METHODS = {"t": "small-cluster t intervals (bootstrap standard error × t quantile with G − 1 degrees of freedom, "
+CI_WORDS = {"hall": "Hall's skewness-corrected t intervals on the groups' influence values (the exact bound "
+                     "where every group is 0 or 1)",
+            "t": "small-cluster t intervals (bootstrap standard error × t quantile with G − 1 degrees of freedom, "
                    "G groups)",
-              "percentile": "percentile intervals"}
+            "percentile": "percentile intervals"}
 
 
 def ci_phrase(est: dict) -> str:
     """The leak@k CIs' level and method in words, from ``estimate.ci`` and ``estimate.ci_method``:
     the one sentence the summary and the report use, so it stays true when the params change."""
     return (f"{est['ci']:.0%} CIs: a bootstrap over questions that resamples whole groups (the author), "
-            f"{CI_METHODS[est.get('ci_method', 't')]}")
+            f"{CI_WORDS[est['ci_method']]}")
 
 
 def summary_markdown(
@@ -394,6 +583,7 @@ def summary_markdown(
     headline_decoding: str = "t1.0_p1.0",
     k_max: int | None = None,
     greedy_decoding: str = "greedy",
+    ci_method: str = DEFAULT_CI_METHOD,
 ) -> str:  # pragma: no mutate block
     """A short Markdown table, one row per model, with the paper's headline comparison.
 
@@ -412,7 +602,8 @@ def summary_markdown(
     acc = {r["model"]: r["retain_accuracy"] for r in utility.iter_rows(named=True)}
     models = model_order(list(sub["model"]) + list(acc))
     lines = [
-        f"Judge `{judge}`, headline decoding `{headline_decoding}`; leak@k shown as mean [CI low, CI high].",
+        f"Judge `{judge}`, headline decoding `{headline_decoding}`; "
+        f"leak@k shown as mean [CI low, CI high] (clustered by group, `{ci_method}` interval).",
         "",
         f"| model | greedy leak | leak@1 | leak@{k_max} | excess@{k_max} over retrain "
         f"| retain accuracy |",

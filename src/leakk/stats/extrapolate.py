@@ -19,14 +19,28 @@ defined for every k, and equal to the measured leak@k's expectation at k ≤ n. 
 percentile bootstrap over *groups* (questions of one author resampled together, as the
 leak table's CIs), refitting each replicate.
 
+When the samples hold no leak at all (or nothing but leaks) the maximum-likelihood Beta is
+degenerate: it would say 0 with no uncertainty. Such data are fitted instead by a *pooled*
+model with a prior (family ``pooled``): one per-sample probability q shared by every
+question, with the Jeffreys prior Beta(1/2, 1/2), so its posterior is Beta(1/2 + C, 1/2 +
+N − C) for C leaks in N samples. A shared q is the spread that maximises leak@k for a given
+rate (Jensen), so the prediction errs high rather than at 0.
+
 Honest validation (:func:`holdout_check`): fit on the first n/4 samples of each question
-(by ``sample_idx``), predict leak@n, compare with leak@n measured on all n samples.
+(by ``sample_idx``) and predict the leak@n that all n samples will measure: a question that
+leaked in its first samples measures 1, one that did not leaks in the other samples with the
+model's posterior probability. :func:`validate_runs` collects the check over several result
+trees (seeds) and :func:`error_claim` states what held: "|error| ≤ x in 95% of rows".
 """
 
 from __future__ import annotations
 
+import json
+import math
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import polars as pl
@@ -37,10 +51,14 @@ from leakk.stats.estimate import leak_at_k
 _LIM = 12.0  # |log a|, |log b|, |logit π| ≤ 12: keeps the optimiser off degenerate edges
 
 
+#: Jeffreys prior of the pooled model's shared per-sample leak probability
+JEFFREYS = 0.5
+
+
 @dataclass(frozen=True)
 class BetaBinomFit:
-    family: str  # "betabinom", "zi-betabinom", "none-leak" (c = 0 everywhere) or "all-leak"
-    a: float
+    family: str  # "betabinom", "zi-betabinom" or "pooled" (no leak at all, or nothing else)
+    a: float  # pooled: the posterior Beta(a, b) of the shared q, data included
     b: float
     pi: float  # zero-inflation weight (0 for plain betabinom)
     loglik: float
@@ -49,32 +67,33 @@ class BetaBinomFit:
     def leak_at_k(self, k) -> np.ndarray:
         """Model leak@k = 1 − π − (1 − π)·B(a, b + k)/B(a, b), vectorised over k."""
         k = np.asarray(k, dtype=np.float64)
-        if self.family == "none-leak":
-            return np.zeros_like(k)
-        if self.family == "all-leak":
-            return np.ones_like(k)
         ratio = np.exp(special.betaln(self.a, self.b + k) - special.betaln(self.a, self.b))
         return np.clip(1.0 - self.pi - (1.0 - self.pi) * ratio, 0.0, 1.0)
 
-    def posterior_leak_at_k(self, n, c, k) -> np.ndarray:
-        """Per question, E[1 − (1 − q)^k | c of n leaked] under the fitted prior (empirical
-        Bayes): the posterior of q is Beta(a + c, b + n − c), and for c = 0 the question is
-        in the never-leaking component with posterior weight π / (π + (1 − π)·BB(0; n, a, b)).
-        Averaging over the questions estimates *these* questions' leak@k — the estimand of
-        the unbiased estimator — from their own counts, shrunk towards the fitted spread."""
+    def survival(self, n, c, r) -> np.ndarray:
+        """Per question, E[(1 − q)^r | c of n leaked]: the chance that r more samples hold no
+        leak. Under the fitted prior (empirical Bayes) the posterior of q is Beta(a + c,
+        b + n − c), and for c = 0 the question is in the never-leaking component with
+        posterior weight π / (π + (1 − π)·BB(0; n, a, b)). The pooled model's (a, b) already
+        hold every question's counts, so its posterior is the same for each question."""
         n = np.asarray(n, dtype=np.float64)
         c = np.asarray(c, dtype=np.float64)
-        if self.family == "none-leak":
-            return np.zeros_like(n)
-        if self.family == "all-leak":
-            return np.ones_like(n)
+        if self.family == "pooled":
+            return np.broadcast_to(np.exp(special.betaln(self.a, self.b + r) - special.betaln(self.a, self.b)),
+                                   np.broadcast_shapes(n.shape, c.shape)).copy()
         a, b = self.a + c, self.b + n - c
-        keep = np.exp(special.betaln(a, b + k) - special.betaln(a, b))  # E[(1 − q)^k | c]
+        keep = np.exp(special.betaln(a, b + r) - special.betaln(a, b))
         if self.pi > 0:
             log_bb0 = betabinom_logpmf(0, n, self.a, self.b)
             w0 = np.where(c == 0, self.pi / (self.pi + (1 - self.pi) * np.exp(log_bb0)), 0.0)
             keep = w0 + (1 - w0) * keep
-        return np.clip(1.0 - keep, 0.0, 1.0)
+        return keep
+
+    def posterior_leak_at_k(self, n, c, k) -> np.ndarray:
+        """Per question, E[1 − (1 − q)^k | c of n leaked] (:meth:`survival`). Averaging over
+        the questions estimates *these* questions' leak@k — the estimand of the unbiased
+        estimator — from their own counts, shrunk towards the fitted spread."""
+        return np.clip(1.0 - self.survival(n, c, k), 0.0, 1.0)
 
 
 def betabinom_logpmf(c, n, a, b) -> np.ndarray:
@@ -89,6 +108,10 @@ def betabinom_logpmf(c, n, a, b) -> np.ndarray:
             + special.betaln(c + a, n - c + b) - special.betaln(a, b))
 
 
+#: SD of the log-normal prior on the Beta's concentration a + b (see :func:`fit_betabinom`)
+CONCENTRATION_SD = 3.0
+
+
 def _nll(theta, n, c, w, zero_inflated):
     a, b = np.exp(theta[0]), np.exp(theta[1])
     ll = betabinom_logpmf(c, n, a, b)
@@ -96,7 +119,8 @@ def _nll(theta, n, c, w, zero_inflated):
         log_pi = -np.logaddexp(0.0, -theta[2])      # log σ(θ)
         log_1m = -np.logaddexp(0.0, theta[2])       # log (1 − σ(θ))
         ll = np.where(c == 0, np.logaddexp(log_pi, log_1m + ll), log_1m + ll)
-    return -float(np.dot(w, ll))
+    penalty = np.logaddexp(theta[0], theta[1]) ** 2 / (2 * CONCENTRATION_SD ** 2)
+    return -float(np.dot(w, ll)) + float(penalty)
 
 
 #: families :func:`fit_betabinom` can fit; "aic" fits both and keeps the lower AIC
@@ -105,8 +129,15 @@ FAMILIES = ("betabinom", "zi-betabinom", "aic")
 
 def fit_betabinom(n, c, weights=None, start: BetaBinomFit | None = None,
                   family: str = "betabinom") -> BetaBinomFit:
-    """MLE on per-question counts of the plain Beta-binomial, the zero-inflated one, or
-    both with the lower AIC kept (``family="aic"``).
+    """Fit on per-question counts the plain Beta-binomial, the zero-inflated one, or both
+    with the lower AIC kept (``family="aic"``).
+
+    Maximum likelihood with a weak log-normal prior on the concentration a + b (SD 3 on the
+    log scale: 0.0025 to 400 within two SDs). Without it, counts where a few questions always
+    leak and the rest never do drive a, b → 0, a point mass at 0 and 1 that declares every
+    question without a leak certain never to leak (a hold-out noise SD of ~1e-5); on 60
+    questions it moves an ordinary fit's a and b by a few percent and leak@64 by ≤ 0.002
+    (tests/test_extrapolation_check.py).
 
     The default is the plain family because of the hold-out check on the default run:
     fitted on the first 16 of 64 samples, the zero-inflated fit (picked by AIC for some
@@ -115,6 +146,8 @@ def fit_betabinom(n, c, weights=None, start: BetaBinomFit | None = None,
     ~1.5 noise SDs everywhere. Its Beta prior with a < 1 already piles mass near q = 0.
 
     ``weights``: multiplicity of each (n, c) row (bootstrap replicates reuse one table).
+    Without a single leak (or with nothing but leaks) the likelihood has no interior
+    maximum: :func:`pooled_fit` instead.
     """
     if family not in FAMILIES:
         raise ValueError(f"family={family!r} is not one of {FAMILIES}")
@@ -126,10 +159,8 @@ def fit_betabinom(n, c, weights=None, start: BetaBinomFit | None = None,
     # the likelihood depends on the data only through the multiplicity of each (n, c)
     pairs, inv = np.unique(np.stack([n, c]), axis=1, return_inverse=True)
     n, c, w = pairs[0], pairs[1], np.bincount(inv.ravel(), weights=w)
-    if not np.any(c > 0):
-        return BetaBinomFit("none-leak", np.nan, np.nan, 1.0, 0.0, 0.0)
-    if np.all(c == n):
-        return BetaBinomFit("all-leak", np.nan, np.nan, 0.0, 0.0, 0.0)
+    if not np.any(c > 0) or np.all(c == n):
+        return pooled_fit(n, c, w)
     fits = []
     for zi in {"betabinom": (False,), "zi-betabinom": (True,), "aic": (False, True)}[family]:
         if zi and not np.any(c == 0) and family == "aic":
@@ -141,10 +172,22 @@ def fit_betabinom(n, c, weights=None, start: BetaBinomFit | None = None,
                                 bounds=[(-_LIM, _LIM)] * len(x0))
         a, b = np.exp(res.x[:2])
         pi = float(special.expit(res.x[2])) if zi else 0.0
-        ll = -float(res.fun)
+        ll = -_nll(res.x, n, c, w, zi) - float(np.logaddexp(res.x[0], res.x[1]) ** 2 / (2 * CONCENTRATION_SD ** 2))
         fits.append(BetaBinomFit("zi-betabinom" if zi else "betabinom", float(a), float(b), pi, ll,
                                  2 * len(x0) - 2 * ll))
     return min(fits, key=lambda f: f.aic)
+
+
+def pooled_fit(n, c, weights=None) -> BetaBinomFit:
+    """One q shared by every question, Jeffreys prior: posterior Beta(1/2 + C, 1/2 + N − C)
+    for C = Σc leaks in N = Σn samples (weighted). Never a point mass, so never an SD of 0."""
+    n = np.asarray(n, dtype=np.float64)
+    c = np.asarray(c, dtype=np.float64)
+    w = np.ones(n.shape) if weights is None else np.asarray(weights, dtype=np.float64)
+    leaks, samples = float(np.dot(w, c)), float(np.dot(w, n))
+    a, b = JEFFREYS + leaks, JEFFREYS + samples - leaks
+    ll = float(np.dot(w, betabinom_logpmf(c, n, a, b)))
+    return BetaBinomFit("pooled", a, b, 0.0, ll, 2 - 2 * ll)
 
 
 def _boot_weights(groups: np.ndarray, n_boot: int, seed) -> np.ndarray:
@@ -208,14 +251,15 @@ def extrapolation_table(counts: pl.DataFrame, multiples: Sequence[float] = (1, 2
         ks = sorted({max(1, int(round(m * nominal))) for m in multiples})
         fit, point, lo, hi = predict(n, c, part["group"].to_numpy(), ks, n_boot=n_boot, ci=ci, seed=seed,
                                      family=family)
-        if fit.family == "none-leak":
-            # no leak at all: the fit (and every bootstrap refit) says 0 with no width, which
-            # is no interval. Use the exact one instead: a Clopper–Pearson upper bound U on
-            # the pooled per-sample rate gives leak@k ≤ 1 − (1 − U)^k (see
-            # leakk.stats.bounds._exact_upper for why pooling and Jensen keep it valid).
+        if not c.any():
+            # no leak at all: every bootstrap refit is the same pooled posterior, which is no
+            # interval. Use the exact one instead: [0, 1 − (1 − U)^k] with U a Clopper–Pearson
+            # upper bound on the pooled per-sample rate (see leakk.stats.bounds._exact_upper for
+            # why pooling and Jensen keep it valid).
             from leakk.stats.guarantees import cp_upper
 
             u = float(cp_upper(0, int(n.sum()), ci))
+            lo = np.zeros_like(point)
             hi = -np.expm1(np.asarray(ks, dtype=np.float64) * np.log1p(-u))
         for i, k in enumerate(ks):
             measured = float(leak_at_k(n, c, k).mean()) if k <= n.min() else None
@@ -227,11 +271,21 @@ def extrapolation_table(counts: pl.DataFrame, multiples: Sequence[float] = (1, 2
     return pl.DataFrame(rows)
 
 
-def holdout_check(frame: pl.DataFrame, fraction: float = 0.25, family: str = "betabinom") -> pl.DataFrame:
-    """Fit on the first ``fraction``·n samples of each question, predict leak@n, compare with
-    leak@n measured on all n samples: ``error = predicted − measured`` per (model, decoding,
-    judge) of a sampled decoding. ``noise_sd``: the error's standard deviation expected
-    from the unseen samples alone (a perfect model still errs by about this much)."""
+def holdout_check(frame: pl.DataFrame, fraction: float = 0.25, family: str = "betabinom",
+                  claim: float | None = None) -> pl.DataFrame:
+    """Fit on the first ``fraction``·n samples of each question and predict the leak@n that
+    all n samples measure, per (model, decoding, judge) of a sampled decoding.
+
+    A question that leaked in its first m samples measures leak@n = 1; one that did not
+    measures 1 with probability 1 − E[(1 − q)^{n−m} | 0 of m] (:meth:`BetaBinomFit.survival`),
+    the model's extrapolation from m to n samples. ``predicted_leak_at_n`` is the mean of
+    these, ``error = predicted − measured``, and ``noise_sd`` the error's SD under the
+    model (the unseen samples are coin flips; the pooled model's questions share one q, so
+    their flips are correlated), which is positive whenever anything is left to chance:
+    ``z = error / noise_sd`` is finite (0 where nothing was). ``model_leak_at_n`` is the
+    model's estimate of these questions' true leak@n from the first m samples, what
+    ``extrapolation.csv`` reports. With ``claim``, ``outside_claim`` marks |error| > claim.
+    """
     full = per_question_counts(frame)
     rows = []
     for (model, decoding, judge), part in full.group_by(["model", "decoding", "judge"], maintain_order=True):
@@ -246,15 +300,81 @@ def holdout_check(frame: pl.DataFrame, fraction: float = 0.25, family: str = "be
         whole = part.filter(pl.col("qid").is_in(sub["qid"].implode()))
         n_fit, c_fit = sub["n"].to_numpy(), sub["c"].to_numpy()
         fit = fit_betabinom(n_fit, c_fit, family=family)
-        per_q = fit.posterior_leak_at_k(n_fit, c_fit, n_all)
-        predicted = float(per_q.mean())
+        rest = n_all - n_fit
+        p_leak = np.where(c_fit > 0, 1.0, 1.0 - fit.survival(n_fit, c_fit, rest))
+        predicted = float(p_leak.mean())
         measured = float(leak_at_k(whole["n"].to_numpy(), whole["c"].to_numpy(), n_all).mean())
-        # noise of the comparison itself: whether a question without a leak in the fit
-        # samples leaks in the rest is a coin flip with the predicted probability
-        sd = float(np.sqrt(np.sum(np.where(c_fit == 0, per_q * (1 - per_q), 0.0)))) / len(per_q)
-        rows.append({"model": model, "decoding": decoding, "judge": judge, "fit_samples": cut, "n": n_all,
-                     "family": fit.family, "predicted_leak_at_n": predicted, "measured_leak_at_n": measured,
-                     "error": predicted - measured, "noise_sd": sd,
-                     "naive_leak_at_fit_samples": float(leak_at_k(sub["n"].to_numpy(), sub["c"].to_numpy(),
-                                                                  cut).mean())})
+        q, zero = len(p_leak), c_fit == 0
+        if fit.family == "pooled" and zero.any():
+            # one shared q: Var(Σ X) = Z·E[p(1 − p)] + Z²·Var[p], p = 1 − (1 − q)^r
+            r = int(rest[zero][0])
+            m_r, m_2r = float(fit.survival(cut, 0, r)[()]), float(fit.survival(cut, 0, 2 * r)[()])
+            z_n = int(zero.sum())
+            var = (z_n * (m_r - m_2r) + z_n ** 2 * max(m_2r - m_r ** 2, 0.0)) / q ** 2
+        else:
+            var = float(np.sum(p_leak * (1 - p_leak))) / q ** 2
+        sd = float(np.sqrt(var))
+        error = predicted - measured
+        row = {"model": model, "decoding": decoding, "judge": judge, "fit_samples": cut, "n": n_all,
+               "family": fit.family, "predicted_leak_at_n": predicted, "measured_leak_at_n": measured,
+               "error": error, "noise_sd": sd, "z": error / sd if sd > 0 else 0.0,
+               "model_leak_at_n": float(fit.posterior_leak_at_k(n_fit, c_fit, n_all).mean()),
+               "naive_leak_at_fit_samples": float(leak_at_k(n_fit, c_fit, cut).mean())}
+        if claim is not None:
+            row["outside_claim"] = abs(error) > claim
+        rows.append(row)
     return pl.DataFrame(rows)
+
+
+# ------------------------------------------------------------------------ across seeds
+
+def tree_judgments(results: str | os.PathLike) -> pl.DataFrame:
+    """Every forget judgment of a finished results tree (``judgments/<model>/<judge>/<decoding>.parquet``
+    joined with ``data/benchmark.parquet``'s groups), sampled decodings only."""
+    from leakk.core.errors import ArtifactError
+    from leakk.core.io import read_parquet
+
+    results = Path(results)
+    data = read_parquet(results / "data" / "benchmark.parquet", "data")
+    files = sorted((results / "judgments").glob("*/*/*.parquet"))
+    if not files:
+        raise ArtifactError(f"{results}/judgments: no <model>/<judge>/<decoding>.parquet files")
+    frames = [read_parquet(f, "judgments").select("qid", "sample_idx", "leaked").with_columns(
+        model=pl.lit(f.parent.parent.name), judge=pl.lit(f.parent.name), decoding=pl.lit(f.stem)) for f in files]
+    frame = pl.concat(frames, how="vertical_relaxed").join(data.select("qid", "group", "split"), on="qid", how="left")
+    return frame.filter((pl.col("split") == "forget") & (pl.col("decoding") != "greedy"))
+
+
+def validate_runs(trees: dict[str, str | os.PathLike], fraction: float = 0.25,
+                  family: str = "betabinom") -> pl.DataFrame:
+    """:func:`holdout_check` of every result tree (``{label: results folder}``, e.g. one per
+    seed), one table with a ``run`` column."""
+    tables = [holdout_check(tree_judgments(path), fraction, family).with_columns(run=pl.lit(str(label)))
+              for label, path in trees.items()]
+    return pl.concat(tables, how="diagonal_relaxed").select("run", pl.exclude("run"))
+
+
+def error_claim(table: pl.DataFrame, share: float = 0.95) -> dict:
+    """What held: the smallest x, on a 0.005 grid, with |error| ≤ x in at least ``share`` of
+    the rows, and the distribution behind it."""
+    err = np.sort(np.abs(table["error"].to_numpy()))
+    if err.size == 0:
+        raise ValueError("error_claim: no rows")
+    need = int(np.ceil(share * err.size))
+    bound = math.ceil(round(err[need - 1] / 0.005, 9)) * 0.005
+    return {"share": share, "abs_error": round(bound, 3), "rows": int(err.size),
+            "within": int(np.sum(err <= bound + 1e-12)), "runs": sorted(table["run"].unique().to_list()),
+            "decodings": sorted(table["decoding"].unique().to_list()),
+            "judges": sorted(table["judge"].unique().to_list()), "fraction": float(table["fit_samples"][0] / table["n"][0]),
+            "median_abs_error": float(np.median(err)), "max_abs_error": float(err[-1]),
+            "share_within_2sd": float(np.mean(np.abs(table["z"].to_numpy()) <= 2))}
+
+
+#: the measured claim the reliability stage flags rows against (written by ``leakk readme-tables``)
+CLAIM_FILE = Path(__file__).with_name("extrapolation_claim.json")
+
+
+def load_claim(path: str | os.PathLike = CLAIM_FILE) -> dict | None:
+    """The committed claim (:func:`error_claim` of the validation across seeds), or None."""
+    path = Path(path)
+    return json.loads(path.read_text()) if path.is_file() else None

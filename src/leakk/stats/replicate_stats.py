@@ -117,7 +117,7 @@ def summary_markdown(table: pl.DataFrame, utility: pl.DataFrame, judge: str, hea
     acc = {r["model"]: r for r in utility.iter_rows(named=True)}
     lines = [
         f"Judge `{judge}`, headline decoding `{headline_decoding}`, seeds {seeds}: mean ± sd across seeds "
-        "(ddof = 1) [CI of the pooled estimate, bootstrap clustered by (seed, group)].",
+        "(ddof = 1) [CI of the pooled estimate, clustered by (seed, group)].",
         "",
         f"| model | greedy leak | leak@{k_max} | excess@{k_max} over retrain | retain accuracy |",
         "|---|---|---|---|---|",

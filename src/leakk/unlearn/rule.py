@@ -73,7 +73,7 @@ def leak_stats(judged: pl.DataFrame, data: pl.DataFrame, ks: list[int], est: dic
     frame = judged.join(data.select("qid", "group"), on="qid", how="left").with_columns(
         model=pl.lit("rule"), decoding=pl.lit("round"), judge=pl.lit("judge"))
     table = leak_table(frame, ks, n_boot=est["bootstrap"], ci=est["ci"], seed=est["seed"],
-                       ci_method=est.get("ci_method", "t"))
+                       ci_method=est["ci_method"])
     out: dict[str, float | None] = {}
     for k in ks:
         row = table.filter(pl.col("k") == k)

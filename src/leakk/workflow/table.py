@@ -268,6 +268,24 @@ _COMMANDS = [
                  help="where the template and index.html go (default: results/dvc_plots)"),
              arg("targets", nargs="*", help="plot files to show (default: dvc.yaml's plots)")),
             reads_params=False),
+    Command("readme-tables", "leakk.report.readme_tables:readme_tables",
+            "write the README's result tables from a results tree (and check them)",
+            "Snapshots what the README quotes from --results (one run) and --replicates (seeds) into --snapshot "
+            "(committed), then rewrites every <!-- leakk:table NAME --> block of --readme from the snapshot. "
+            "--check only compares.",
+            (arg("--results", metavar="DIR", help="a finished run's results folder (e.g. results)"),
+             arg("--replicates", metavar="DIR", help="a finished `leakk replicates` folder (e.g. results/replicates)"),
+             arg("--snapshot", default="docs/results", metavar="DIR", help="default: docs/results"),
+             arg("--coverage", default="docs/ci_coverage.csv", metavar="CSV", help="default: docs/ci_coverage.csv"),
+             arg("--readme", default="README.md", metavar="FILE"),
+             arg("--check", action="store_true", help="fail when a block differs from the snapshot")), prints=True),
+    Command("extrapolation-check", "leakk.report.readme_tables:extrapolation_check",
+            "the extrapolation hold-out check over several results trees",
+            "Fits on the first n/4 samples of every question and predicts leak@n, per model, decoding and judge of "
+            "each tree; prints the claim that held (|error| <= x in a share of rows).",
+            (arg("results", nargs="+", metavar="DIR", help="results folders, e.g. results/replicates/seed_*/results"),
+             arg("--share", type=float, default=0.95, help="share of rows the claim covers (default 0.95)"),
+             arg("--out", metavar="CSV", help="also write every row here")), prints=True),
     Command("replicates-table", "leakk.stages.replicates:replicates_table",
             "aggregate finished replicate seeds: mean ± sd beside the pooled CI",
             "Reads <out-dir>/seed_<s>/results (leak_at_k.parquet, utility.csv, judgments/, data/) and writes "
@@ -566,14 +584,17 @@ _STAGES = [
                   outs=(L.model_judgments("${item.model}", "${item.judge}"),),
                   matrix=lambda p: {"model": model_names(p), "judge": list(p["judge"])},
                   names={"judge": "${item.judge}"})),
-    Stage("estimate", "estimate", ("estimate", "sample.n", "sample.decodings", "judge"),
+    # rule: rule_vs_base.csv pairs each RULE run with its base (rule.<name>.base)
+    Stage("estimate", "estimate", ("estimate", "sample.n", "sample.decodings", "judge", "rule"),
           snakemake=Rule(_one, {"data": L.benchmark, "judgments": _all_judgments},
                          {"table": Out(L.file("leak_at_k.parquet")), "csv": Out(L.file("leak_at_k.csv")),
-                          "utility": Out(L.file("utility.csv")), "summary": Out(L.file("summary.md"))},
+                          "utility": Out(L.file("utility.csv")), "summary": Out(L.file("summary.md")),
+                          "paired": Out(L.file("rule_vs_base.csv"))},
                          {"data": "{input.data}", "judgments": L.judgments_dir, "out_dir": L.root}),
           dvc=Dvc({"data": L.benchmark, "judgments": L.judgments_dir, "out_dir": L.root},
                   deps=(L.benchmark, L.judgments_dir),
-                  outs=tuple(L.file(f) for f in ("leak_at_k.parquet", "leak_at_k.csv", "utility.csv", "summary.md")))),
+                  outs=tuple(L.file(f) for f in ("leak_at_k.parquet", "leak_at_k.csv", "utility.csv", "summary.md",
+                                                 "rule_vs_base.csv")))),
     # judges against fact (ground truth): in Snakemake where a fact judge and another judge exist (the
     # report shows no empty figure); DVC always runs it (an empty table without a fact judge)
     Stage("calibrate", "calibrate", ("estimate.ks", "estimate.headline_decoding", "judge"),

@@ -1,0 +1,470 @@
+"""The README's result tables, written from results so that they cannot drift.
+
+Every table the README quotes sits between marker comments,
+
+    <!-- leakk:table NAME -->
+    …generated Markdown…
+    <!-- /leakk:table -->
+
+and is rendered from a small committed snapshot under ``docs/results/`` (CSV + meta.json),
+which :func:`snapshot_run` and :func:`snapshot_replicates` write from results trees.
+``results/`` is not in git; the snapshot is, so ``tests/test_readme_tables.py`` regenerates
+every block from it and fails when the README disagrees. After a run:
+``leakk readme-tables --results results --replicates results/replicates`` (either may be
+left out; the snapshot keeps what it had).
+
+Tables (``NAME``): ``headline`` (one run's summary table, exactly what ``make run`` prints),
+``rule-vs-base`` (each RULE model minus its base run, paired by question), ``replicates``
+(mean ± sd across seeds [pooled CI]), ``rule-targets`` and ``rule-rounds`` (RULE on the
+held-out phrasing per seed: its last round against its base, and round by round),
+``extrapolation`` (the hold-out check across seeds and the claim it supports) and
+``ci-coverage`` (benchmarks/ci_coverage.py's simulation, ``docs/ci_coverage.csv``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from leakk.core.errors import ArtifactError
+
+START = "<!-- leakk:table {name} -->"
+END = "<!-- /leakk:table -->"
+_BLOCK = re.compile(r"<!-- leakk:table (?P<name>[a-z0-9-]+) -->\n(?P<body>.*?)<!-- /leakk:table -->", re.S)
+
+
+# ------------------------------------------------------------------------------ CI coverage
+
+def _pct(x: float | None) -> str:
+    return "–" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:.1f}"
+
+
+def coverage_markdown(table: pl.DataFrame, method: str, baseline: str = "t", phase: str = "confirm") -> str:
+    """The README's coverage table: per regime × shape × k, the coverage (%) of a nominal 95%
+    interval for ``baseline`` (today's) and ``method`` (the default), and ``method``'s
+    median width, from the ``phase`` rows of benchmarks/ci_coverage.py's CSV."""
+    sub = table.filter(pl.col("phase") == phase)
+    if sub.is_empty():
+        raise ArtifactError(f"ci coverage table: no rows of phase {phase!r}")
+    reps, seed = int(sub["experiments"].min()), int(sub["seed"][0])
+    cells = {(r["regime"], r["authors"], r["questions"], r["k"], r["method"]): r for r in sub.iter_rows(named=True)}
+    keys = sub.select("regime", "authors", "questions", "k", "truth").unique(maintain_order=True)
+    lines = [f"Coverage (%) of nominal 95% intervals, {reps} simulated experiments a cell (seed {seed}, "
+             f"Monte Carlo SE ≈ {100 * math.sqrt(0.95 * 0.05 / reps):.1f} points); width = median width of "
+             f"`{method}`.", "",
+             f"| regime | authors × questions | k | true leak@k | `{baseline}` | `{method}` | width |",
+             "|---|---|---|---|---|---|---|"]
+    for r in keys.iter_rows(named=True):
+        key = (r["regime"], r["authors"], r["questions"], r["k"])
+        base, new = cells.get((*key, baseline)), cells.get((*key, method))
+        width = "–" if new is None else f"{new['median_width']:.3f}"
+        lines.append(f"| {r['regime']} | {r['authors']} × {r['questions']} | {r['k']} | {r['truth']:.3f} | "
+                     f"{_pct(base['coverage'] if base else None)} | {_pct(new['coverage'] if new else None)} | "
+                     f"{width} |")
+    return "\n".join(lines) + "\n"
+
+
+def _method_grid(sub: pl.DataFrame, value: str, fmt: Callable[[float], str]) -> list[str]:
+    methods = sub["method"].unique(maintain_order=True).to_list()
+    cells = {(r["regime"], r["authors"], r["questions"], r["k"], r["method"]): r[value]
+             for r in sub.iter_rows(named=True)}
+    lines = ["| regime | shape | k | truth | " + " | ".join(methods) + " |",
+             "|---|---|---|---|" + "---|" * len(methods)]
+    for r in sub.select("regime", "authors", "questions", "k", "truth").unique(maintain_order=True).iter_rows(named=True):
+        key = (r["regime"], r["authors"], r["questions"], r["k"])
+        lines.append(f"| {r['regime']} | {r['authors']}×{r['questions']} | {r['k']} | {r['truth']:.3f} | "
+                     + " | ".join(fmt(cells.get((*key, m))) for m in methods) + " |")
+    return lines
+
+
+def coverage_page(table: pl.DataFrame, chosen: pl.DataFrame, confirm: pl.DataFrame) -> str:
+    """docs/ci_coverage.md: the verdicts (``chosen``/``confirm``: benchmarks/ci_coverage.py's
+    ``verdict`` of each phase, best first), the default method's cells outside the rule, and
+    every method's coverage, width and share of trivial [0, 1] intervals in both phases."""
+    from leakk.stats.estimate import DEFAULT_CI_METHOD
+
+    best = chosen.row(0, named=True)
+    verdict = (f"**{best['method']}** meets the rule in every cell" if best["ok"] else
+               f"no candidate meets the rule in every cell; the fewest cells outside it ({best['cells_outside']} of "
+               f"{best['cells']}), then the narrowest, is **{best['method']}**")
+    lines = ["# CI coverage by simulation", "",
+             "Generated by `benchmarks/ci_coverage.py` (its docstring has the model and the rule); "
+             "the README's table is built from `docs/ci_coverage.csv` by `leakk readme-tables`.", "",
+             "## Verdict", "",
+             f"On the `select` phase {verdict}. leakk's default `estimate.ci_method`: **{DEFAULT_CI_METHOD}**.", "",
+             "Cells outside the rule per method (shapes with ≥ 20 authors; 95 ± 3%, and only ≥ 92% where the "
+             "true leak@k is within 0.05 of 0 or 1; and at most 5% of intervals all of [0, 1]):", "",
+             "| method | select: cells outside | confirm: cells outside | confirm: min–max coverage | median width |",
+             "|---|---|---|---|---|"]
+    conf = {r["method"]: r for r in confirm.iter_rows(named=True)}
+    for r in chosen.iter_rows(named=True):
+        c = conf.get(r["method"])
+        outside = "–" if c is None else f"{c['cells_outside']}/{c['cells']}"
+        span = "–" if c is None else f"{_pct(c['min_coverage'])}–{_pct(c['max_coverage'])}"
+        lines.append(f"| {r['method']} | {r['cells_outside']}/{r['cells']} | {outside} | {span} | "
+                     f"{r['median_width']:.3f} |")
+    big = table.filter((pl.col("method") == DEFAULT_CI_METHOD) & (pl.col("authors") >= 20))
+    out = big.filter((pl.col("coverage") < 0.92) | (~pl.col("edge") & (pl.col("coverage") > 0.98))
+                     | (pl.col("trivial") > 0.05))
+    lines += ["", f"`{DEFAULT_CI_METHOD}` outside the rule: "
+              + ("none." if out.is_empty() else "; ".join(
+                  f"{r['phase']} {r['regime']} {r['authors']}×{r['questions']} k={r['k']} ({100 * r['coverage']:.2f}%)"
+                  for r in out.iter_rows(named=True)) + ".")]
+    for phase in table["phase"].unique(maintain_order=True).to_list():
+        sub = table.filter(pl.col("phase") == phase)
+        lines += ["", f"## Coverage (%), phase `{phase}` (seed {sub['seed'][0]}, {sub['experiments'].min()} "
+                  "experiments a cell)", ""]
+        lines += _method_grid(sub, "coverage", _pct)
+        lines += ["", f"### Median width, phase `{phase}`", ""]
+        lines += _method_grid(sub, "median_width", lambda x: "–" if x is None else f"{x:.3f}")
+        lines += ["", f"### Share of intervals that are all of [0, 1], phase `{phase}`", ""]
+        lines += _method_grid(sub, "trivial", _pct)
+    return "\n".join(lines) + "\n"
+
+
+# ------------------------------------------------------------------------------ the snapshot
+
+#: where the committed snapshot lives, relative to the repository root
+SNAPSHOT_DIR = Path("docs/results")
+COVERAGE_CSV = Path("docs/ci_coverage.csv")
+_META = "meta.json"
+
+
+def _write_csv(frame: pl.DataFrame, path: Path) -> None:
+    from leakk.core.io import atomic_path
+
+    with atomic_path(path) as tmp:
+        frame.write_csv(tmp)
+
+
+def _meta(snapshot: Path) -> dict:
+    path = Path(snapshot) / _META
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def _write_meta(snapshot: Path, key: str, value: dict) -> None:
+    from leakk.core.io import write_text
+
+    meta = _meta(snapshot)
+    meta[key] = value
+    write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n", Path(snapshot) / _META)
+
+
+def _headline_rows(leak: pl.DataFrame, judge: str, decoding: str, greedy: str = "greedy") -> pl.DataFrame:
+    """The leak-table rows the headline table shows: greedy k = 1, the headline decoding at k = 1 and k_max."""
+    sub = leak.filter(pl.col("judge") == judge)
+    head = sub.filter(pl.col("decoding") == decoding)
+    k_max = int(head["k"].max()) if head.height else 1
+    return sub.filter(((pl.col("decoding") == greedy) & (pl.col("k") == 1))
+                      | ((pl.col("decoding") == decoding) & pl.col("k").is_in([1, k_max]))).sort("model", "decoding", "k")
+
+
+def snapshot_run(results: str | os.PathLike, params: dict[str, Any], snapshot: str | os.PathLike = SNAPSHOT_DIR) -> list[str]:
+    """From one run's results folder: ``headline.csv`` (the summary's leak-table rows),
+    ``utility.csv`` and ``rule_vs_base.csv`` (headline judge and decoding), and the run's
+    settings in ``meta.json``. Returns the files written."""
+    from leakk.core.io import read_parquet
+
+    results, snapshot = Path(results), Path(snapshot)
+    est = params["estimate"]
+    judge, decoding = est["headline_judge"], est["headline_decoding"]
+    leak = read_parquet(results / "leak_at_k.parquet", "leak_table")
+    _write_csv(_headline_rows(leak, judge, decoding), snapshot / "headline.csv")
+    _write_csv(pl.read_csv(results / "utility.csv").sort("model"), snapshot / "utility.csv")
+    written = ["headline.csv", "utility.csv"]
+    paired = results / "rule_vs_base.csv"
+    if paired.is_file():
+        table = pl.read_csv(paired)
+        if table.height:
+            table = table.filter((pl.col("judge") == judge) & (pl.col("decoding") == decoding))
+        _write_csv(table, snapshot / "rule_vs_base.csv")
+        written.append("rule_vs_base.csv")
+    _write_meta(snapshot, "run", {"judge": judge, "decoding": decoding, "ci": est["ci"], "ci_method": est["ci_method"],
+                                  "n": params["sample"]["n"], "seed": params["seed"]})
+    return written
+
+
+def _rounds(results: Path, seed: int) -> pl.DataFrame | None:
+    frames = []
+    for path in sorted(results.glob("rule_eval/*/rounds.parquet")):
+        log = pl.read_parquet(path)
+        n = max(int(c.removeprefix("eval_leak_at_")) for c in log.columns
+                if c.startswith("eval_leak_at_") and c.removeprefix("eval_leak_at_").isdigit())
+        frames.append(log.select("round", pl.col("eval_leak_at_1").alias("leak_at_1"),
+                                 pl.col(f"eval_leak_at_{n}").alias("leak_at_n"), "retain_accuracy")
+                      .with_columns(rule=pl.lit(path.parent.name), seed=pl.lit(seed, pl.Int64), n=pl.lit(n, pl.Int64)))
+    return pl.concat(frames) if frames else None
+
+
+def snapshot_replicates(root: str | os.PathLike, params: dict[str, Any],
+                        snapshot: str | os.PathLike = SNAPSHOT_DIR, claim_file: str | os.PathLike | None = None) -> list[str]:
+    """From a replicates folder (``leakk replicates``): ``replicates.csv`` and
+    ``replicates_utility.csv`` (the aggregate's rows the summary shows), ``rule_rounds.csv``
+    (every seed's RULE rounds on the held-out phrasing), ``extrapolation_errors.csv`` (the
+    hold-out check of every seed, :func:`leakk.stats.extrapolate.validate_runs`) and its claim,
+    written to ``claim_file`` (default: the one the reliability stage reads)."""
+    from leakk.stats.extrapolate import CLAIM_FILE, error_claim, validate_runs
+    from leakk.core.io import write_text
+    from leakk.stats.replicate_stats import found_seeds, seed_results
+
+    root, snapshot = Path(root), Path(snapshot)
+    est = params["estimate"]
+    judge, decoding = est["headline_judge"], est["headline_decoding"]
+    seeds = params.get("replicates") or found_seeds(root)
+    table = pl.read_csv(root / "leak_at_k.csv")
+    _write_csv(_headline_rows(table, judge, decoding), snapshot / "replicates.csv")
+    _write_csv(pl.read_csv(root / "utility.csv").sort("model"), snapshot / "replicates_utility.csv")
+    written = ["replicates.csv", "replicates_utility.csv"]
+    rounds = [r for s in seeds if (r := _rounds(seed_results(root, s), s)) is not None]
+    if rounds:
+        _write_csv(pl.concat(rounds).sort("rule", "seed", "round"), snapshot / "rule_rounds.csv")
+        written.append("rule_rounds.csv")
+    errors = validate_runs({s: seed_results(root, s) for s in seeds})
+    _write_csv(errors, snapshot / "extrapolation_errors.csv")
+    claim = error_claim(errors)
+    write_text(json.dumps(claim, indent=2, sort_keys=True) + "\n", Path(claim_file or CLAIM_FILE))
+    written.append("extrapolation_errors.csv")
+    _write_meta(snapshot, "replicates", {"judge": judge, "decoding": decoding, "seeds": list(seeds),
+                                         "n": params["sample"]["n"], "ci": est["ci"], "ci_method": est["ci_method"]})
+    return written
+
+
+# ------------------------------------------------------------------------------ the tables
+
+def _read(snapshot: Path, name: str) -> pl.DataFrame:
+    path = Path(snapshot) / name
+    if not path.is_file():
+        raise ArtifactError(f"{path}: missing; write it with `leakk readme-tables --results … --replicates …`")
+    return pl.read_csv(path)
+
+
+def _need(meta: dict, key: str, snapshot: Path) -> dict:
+    if key not in meta:
+        raise ArtifactError(f"{Path(snapshot) / _META}: no {key!r} entry; write it with `leakk readme-tables`")
+    return meta[key]
+
+
+def _minus(text: str) -> str:
+    """The README's typography: a real minus sign."""
+    return text.replace("-", "−")
+
+
+def _pretty(rule: str) -> str:
+    names = {"graddiff": "GradDiff", "npo": "NPO", "ga": "GA", "simnpo": "SimNPO"}
+    base = rule.removeprefix("rule_")
+    return f"RULE-{names.get(base, base)}" if rule.startswith("rule_") else rule
+
+
+def headline(snapshot: Path) -> str:
+    """One run's summary table, exactly as ``make run`` prints it (:func:`leakk.stats.estimate.summary_markdown`)."""
+    from leakk.stats.estimate import summary_markdown
+
+    run = _need(_meta(snapshot), "run", snapshot)
+    return summary_markdown(_read(snapshot, "headline.csv"), _read(snapshot, "utility.csv"), judge=run["judge"],
+                            headline_decoding=run["decoding"], ci_method=run["ci_method"])
+
+
+def rule_vs_base(snapshot: Path) -> str:
+    """The summary's RULE-vs-base lines (:func:`leakk.stats.estimate.paired_markdown`)."""
+    from leakk.stats.estimate import paired_markdown
+
+    run = _need(_meta(snapshot), "run", snapshot)
+    return paired_markdown(_read(snapshot, "rule_vs_base.csv"), run["judge"], run["decoding"], run["ci"],
+                           run["ci_method"])
+
+
+def replicates(snapshot: Path) -> str:
+    """Mean ± sd across seeds [pooled CI] (:func:`leakk.stats.replicate_stats.summary_markdown`)."""
+    from leakk.stats.replicate_stats import summary_markdown
+
+    rep = _need(_meta(snapshot), "replicates", snapshot)
+    return summary_markdown(_read(snapshot, "replicates.csv"), _read(snapshot, "replicates_utility.csv"),
+                            rep["judge"], rep["decoding"], rep["seeds"])
+
+
+def _round_cells(rounds: pl.DataFrame):
+    """{(rule, seed, round): (leak@n, change vs round 0, retain Δ in points)}."""
+    out = {}
+    for (rule, seed), part in rounds.group_by("rule", "seed", maintain_order=True):
+        part = part.sort("round")
+        base, base_acc = part["leak_at_n"][0], part["retain_accuracy"][0]
+        for r in part.iter_rows(named=True):
+            change = None if not base else r["leak_at_n"] / base - 1
+            out[(rule, seed, r["round"])] = (r["leak_at_n"], change, 100 * (r["retain_accuracy"] - base_acc))
+    return out
+
+
+def _change(x: float | None) -> str:
+    if x is None:
+        return "–"
+    return "±0%" if round(100 * x) == 0 else _minus(f"{100 * x:+.0f}%")
+
+
+def rule_targets(snapshot: Path) -> str:
+    """RULE's three targets per seed at its last round: leak@n and its cut against round 0
+    (the base run), retain change in points, and whether the curve is flat
+    (leak@n ≤ 2·leak@1 + 0.02), all on the held-out phrasing."""
+    rounds = _read(snapshot, "rule_rounds.csv")
+    cells = _round_cells(rounds)
+    seeds = sorted(rounds["seed"].unique().to_list())
+    rules = rounds["rule"].unique(maintain_order=True).to_list()
+    n = int(rounds["n"].max())
+    last = {(r["rule"], r["seed"]): r for r in rounds.sort("round").group_by("rule", "seed").last().iter_rows(named=True)}
+    lines = ["| | " + " | ".join(f"seed {s}" for s in seeds) + " |", "|---|" + "---|" * len(seeds)]
+    for rule in rules:
+        row = []
+        for s in seeds:
+            end = last.get((rule, s))
+            if end is None:
+                row.append("–")
+                continue
+            leak, change, retain = cells[(rule, s, end["round"])]
+            row.append(_minus(f"{leak:.2f} ({_change(change)}), {retain:+.0f} pts").replace("−−", "−"))
+        lines.append(f"| {_pretty(rule)}: leak@{n} (cut), retain Δ | " + " | ".join(row) + " |")
+    flat = []
+    for s in seeds:
+        marks = []
+        for rule in rules:
+            end = last.get((rule, s))
+            marks.append("–" if end is None else ("yes" if end["leak_at_n"] <= 2 * end["leak_at_1"] + 0.02 else "no"))
+        flat.append(" / ".join(marks))
+    lines.append(f"| flat ({' / '.join(map(_pretty, rules))}) | " + " | ".join(flat) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def rule_rounds(snapshot: Path) -> str:
+    """RULE round by round, per seed: leak@n (its change vs round 0), retain Δ in points."""
+    rounds = _read(snapshot, "rule_rounds.csv")
+    cells = _round_cells(rounds)
+    seeds = sorted(rounds["seed"].unique().to_list())
+    lines = []
+    for i, rule in enumerate(rounds["rule"].unique(maintain_order=True).to_list()):
+        title = f"{_pretty(rule)} round"
+        if i == 0:
+            lines += [f"| {title} | " + " | ".join(f"seed {s}" for s in seeds) + " |", "|---|" + "---|" * len(seeds)]
+        else:
+            lines.append(f"| **{title}** |" + " |" * len(seeds))
+        for r in sorted(rounds.filter(pl.col("rule") == rule)["round"].unique().to_list()):
+            row = []
+            for s in seeds:
+                cell = cells.get((rule, s, r))
+                if cell is None:
+                    row.append("–")
+                elif r == 0:
+                    row.append(f"{cell[0]:.2f} (base)")
+                else:
+                    row.append(f"{cell[0]:.2f} ({_change(cell[1])}), " + _minus(f"{cell[2]:+.0f}"))
+            lines.append(f"| {r} | " + " | ".join(row) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def extrapolation(snapshot: Path) -> str:
+    """What the Beta-binomial extrapolation held to across seeds (:func:`leakk.stats.extrapolate.error_claim`)."""
+    from leakk.stats.extrapolate import error_claim
+
+    errors = _read(snapshot, "extrapolation_errors.csv").with_columns(pl.col("run").cast(pl.String))
+    claim = error_claim(errors)
+    lines = [f"Fitted on the first {claim['fraction']:.0%} of each question's samples, predicting the leak@n that "
+             f"all n samples measure, over {claim['rows']} rows (runs {', '.join(claim['runs'])}; decodings "
+             f"{', '.join(claim['decodings'])}; judges {', '.join(claim['judges'])}): **|error| ≤ "
+             f"{claim['abs_error']:.3f} in {claim['share']:.0%} of rows** ({claim['within']}/{claim['rows']}); "
+             f"median |error| {claim['median_abs_error']:.3f}, largest {claim['max_abs_error']:.3f}; "
+             f"{claim['share_within_2sd']:.0%} of rows within 2 noise SDs.", "",
+             "| run | decoding | rows | median \\|error\\| | largest \\|error\\| | beyond the claim |",
+             "|---|---|---|---|---|---|"]
+    for (run, decoding), part in errors.group_by("run", "decoding", maintain_order=True):
+        err = part["error"].abs()
+        lines.append(f"| {run} | {decoding} | {part.height} | {err.median():.3f} | {err.max():.3f} | "
+                     f"{int((err > claim['abs_error'] + 1e-12).sum())} |")
+    return "\n".join(lines) + "\n"
+
+
+def ci_coverage(snapshot: Path, coverage_csv: Path = COVERAGE_CSV) -> str:
+    """The simulation's coverage table for the default interval beside today's t."""
+    from leakk.stats.estimate import DEFAULT_CI_METHOD
+
+    path = Path(coverage_csv)
+    if not path.is_file():
+        raise ArtifactError(f"{path}: missing; write it with `python benchmarks/ci_coverage.py`")
+    return coverage_markdown(pl.read_csv(path), DEFAULT_CI_METHOD)
+
+
+TABLES: dict[str, Callable[..., str]] = {
+    "headline": headline, "rule-vs-base": rule_vs_base, "replicates": replicates, "rule-targets": rule_targets,
+    "rule-rounds": rule_rounds, "extrapolation": extrapolation, "ci-coverage": ci_coverage,
+}
+
+
+def render(name: str, snapshot: str | os.PathLike = SNAPSHOT_DIR, coverage_csv: str | os.PathLike = COVERAGE_CSV) -> str:
+    if name not in TABLES:
+        raise ArtifactError(f"unknown README table {name!r} (known: {', '.join(TABLES)})")
+    if name == "ci-coverage":
+        return ci_coverage(Path(snapshot), Path(coverage_csv))
+    return TABLES[name](Path(snapshot))
+
+
+def update(text: str, snapshot: str | os.PathLike = SNAPSHOT_DIR,
+           coverage_csv: str | os.PathLike = COVERAGE_CSV) -> tuple[str, list[str]]:
+    """``text`` with every marked block regenerated, and the names of the blocks that changed."""
+    changed: list[str] = []
+
+    def repl(m: re.Match) -> str:
+        body = render(m["name"], snapshot, coverage_csv)
+        if body != m["body"]:
+            changed.append(m["name"])
+        return START.format(name=m["name"]) + "\n" + body + END
+
+    return _BLOCK.sub(repl, text), changed
+
+
+def blocks(text: str) -> list[str]:
+    """Names of the marked blocks in ``text``, in order."""
+    return [m["name"] for m in _BLOCK.finditer(text)]
+
+
+# ------------------------------------------------------------------------------ CLI
+
+def readme_tables(params: dict[str, Any], *, results: str | None, replicates: str | None, snapshot: str,
+                  coverage: str, readme: str, check: bool) -> None:
+    """Snapshot a results tree (and replicates) into ``snapshot``, then rewrite (or, with
+    ``check``, compare) every ``<!-- leakk:table NAME -->`` block of ``readme``."""
+    from leakk.core.errors import ArtifactError
+    from leakk.core.io import write_text
+
+    written = []
+    if results:
+        written += snapshot_run(results, params, snapshot)
+    if replicates:
+        written += snapshot_replicates(replicates, params, snapshot)
+    path = Path(readme)
+    text = path.read_text()
+    new, changed = update(text, snapshot, coverage)
+    if check:
+        if changed:
+            raise ArtifactError(f"{path}: block(s) {', '.join(changed)} differ from the snapshot in {snapshot}; "
+                       "rewrite them with `leakk readme-tables`")
+        print(f"{path}: {len(blocks(text))} tables agree with {snapshot}")
+        return
+    if changed:
+        write_text(new, readme)
+    print(f"{path}: {len(blocks(text))} tables, rewritten: {', '.join(changed) or 'none'}"
+          + (f"; snapshot files: {', '.join(written)}" if written else ""))
+
+
+def extrapolation_check(params: dict[str, Any], *, results: list[str], share: float, out: str | None) -> None:
+    """The extrapolation hold-out check over several results trees; prints the claim that held."""
+    from leakk.core.io import atomic_path
+    from leakk.stats.extrapolate import error_claim, validate_runs
+
+    table = validate_runs({Path(r).parent.name if Path(r).name == "results" else r: r for r in results})
+    if out:
+        with atomic_path(out) as tmp:
+            table.write_csv(tmp)
+    print(json.dumps(error_claim(table, share), indent=2))

@@ -1,0 +1,165 @@
+"""README numbers that cannot drift (src/leakk/readme_tables.py): the README's marked tables are
+regenerated from the committed snapshot, and the snapshot from results trees."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+
+from conftest import ROOT
+from leakk.cli import main
+from leakk.core.errors import ArtifactError
+from leakk.stats.estimate import leak_table, paired_difference_table, paired_markdown, summary_markdown, utility_table
+from leakk.report.readme_tables import (
+    TABLES,
+    blocks,
+    headline,
+    render,
+    rule_rounds,
+    rule_targets,
+    rule_vs_base,
+    snapshot_replicates,
+    snapshot_run,
+    update,
+)
+from test_extrapolation_check import _tree
+
+
+def test_readme_agrees_with_the_committed_snapshot():
+    """Fails when a README table and `leakk readme-tables` disagree for the committed
+    snapshot (docs/results/, docs/ci_coverage.csv). Fix: `leakk readme-tables` (after a run:
+    `leakk readme-tables --results results --replicates results/replicates`)."""
+    text = (ROOT / "README.md").read_text()
+    assert sorted(blocks(text)) == sorted(TABLES)  # every table is wired, once
+    _, changed = update(text, ROOT / "docs" / "results", ROOT / "docs" / "ci_coverage.csv")
+    assert changed == [], f"README tables {changed} differ from the snapshot: run `leakk readme-tables`"
+
+
+PARAMS = {"seed": 0, "sample": {"n": 8}, "estimate": {"headline_judge": "fact", "headline_decoding": "t1.0_p1.0",
+                                                       "ci": 0.95, "ci_method": "hall"}}
+
+
+def _judgments():
+    rng = np.random.default_rng(0)
+    rows = []
+    for model, rate in (("full", 0.8), ("retrain", 0.0), ("graddiff", 0.3), ("rule_graddiff", 0.05)):
+        for i in range(24):
+            for decoding, n in (("t1.0_p1.0", 8), ("greedy", 1)):
+                for s in range(n):
+                    rows.append({"model": model, "decoding": decoding, "judge": "fact", "qid": f"q{i}",
+                                 "group": f"a{i % 6}", "sample_idx": s, "leaked": bool(rng.random() < rate)})
+    return pl.DataFrame(rows)
+
+
+@pytest.fixture
+def run_results(tmp_path):
+    frame = _judgments()
+    leak = leak_table(frame, [1, 2, 4, 8])
+    utility = utility_table(frame.filter(pl.col("decoding") == "greedy").select("model", "qid", "leaked"))
+    paired = paired_difference_table(frame, {"rule_graddiff": "graddiff"}, [1, 2, 4, 8])
+    res = tmp_path / "results"
+    res.mkdir()
+    leak.write_parquet(res / "leak_at_k.parquet")
+    utility.write_csv(res / "utility.csv")
+    paired.write_csv(res / "rule_vs_base.csv")
+    return res, leak, utility, paired
+
+
+def test_a_run_snapshot_renders_exactly_what_the_summary_prints(run_results, tmp_path):
+    res, leak, utility, paired = run_results
+    snap = tmp_path / "snap"
+    assert snapshot_run(res, PARAMS, snap) == ["headline.csv", "utility.csv", "rule_vs_base.csv"]
+    assert headline(snap) == summary_markdown(leak, utility, ci_method="hall")
+    assert rule_vs_base(snap) == paired_markdown(paired, "fact", "t1.0_p1.0")
+    assert json.loads((snap / "meta.json").read_text())["run"] == {
+        "judge": "fact", "decoding": "t1.0_p1.0", "ci": 0.95, "ci_method": "hall", "n": 8, "seed": 0}
+    # the snapshot keeps only what the table shows: greedy k = 1, headline k = 1 and k_max
+    kept = pl.read_csv(snap / "headline.csv")
+    assert set(zip(kept["decoding"], kept["k"])) == {("greedy", 1), ("t1.0_p1.0", 1), ("t1.0_p1.0", 8)}
+
+
+def test_update_rewrites_marked_blocks_and_check_fails_on_drift(run_results, tmp_path, monkeypatch):
+    res, leak, utility, _ = run_results
+    readme = tmp_path / "README.md"
+    readme.write_text("intro\n\n<!-- leakk:table headline -->\nstale\n<!-- /leakk:table -->\n\nkept | as is\n")
+    monkeypatch.chdir(tmp_path)
+    params = str(ROOT / "params.yaml")
+    # the run's settings come from the snapshot's meta.json, written from the params file
+    assert main(["--params", params, "readme-tables", "--results", str(res), "--snapshot", "snap"]) == 0
+    text = readme.read_text()
+    assert "stale" not in text and "kept | as is" in text and text.startswith("intro\n\n")
+    assert summary_markdown(leak, utility, ci_method="hall") in text
+    assert main(["--params", params, "readme-tables", "--snapshot", "snap", "--check"]) == 0
+    readme.write_text(text.replace("| full |", "| full (edited) |"))
+    assert main(["--params", params, "readme-tables", "--snapshot", "snap", "--check"]) == 2
+    with pytest.raises(ArtifactError, match="unknown README table"):
+        update("<!-- leakk:table nope -->\n<!-- /leakk:table -->", "snap")
+    with pytest.raises(ArtifactError, match="no 'replicates' entry"):
+        render("replicates", "snap")
+    with pytest.raises(ArtifactError, match="rule_rounds.csv: missing"):
+        render("rule-rounds", "snap")
+
+
+def _rounds_csv(path):
+    rows = []
+    for rule, seed, leaks, accs in (
+            ("rule_graddiff", 0, [0.40, 0.30, 0.10], [0.80, 0.79, 0.65]),
+            ("rule_graddiff", 1, [0.50, 0.50, 0.40], [0.90, 0.95, 0.93]),
+            ("rule_npo", 0, [0.40, 0.02], [0.80, 0.83]),
+            ("rule_npo", 1, [0.20, 0.00], [0.90, 0.90])):
+        for r, (leak, acc) in enumerate(zip(leaks, accs)):
+            rows.append({"round": r, "leak_at_1": leak / 20, "leak_at_n": leak, "retain_accuracy": acc,
+                         "rule": rule, "seed": seed, "n": 64})
+    path.mkdir(parents=True, exist_ok=True)
+    pl.DataFrame(rows).write_csv(path / "rule_rounds.csv")
+    return path
+
+
+def test_rule_round_and_target_tables(tmp_path):
+    snap = _rounds_csv(tmp_path / "snap")
+    assert rule_rounds(snap) == (
+        "| RULE-GradDiff round | seed 0 | seed 1 |\n|---|---|---|\n"
+        "| 0 | 0.40 (base) | 0.50 (base) |\n"
+        "| 1 | 0.30 (−25%), −1 | 0.50 (±0%), +5 |\n"
+        "| 2 | 0.10 (−75%), −15 | 0.40 (−20%), +3 |\n"
+        "| **RULE-NPO round** | | |\n"
+        "| 0 | 0.40 (base) | 0.20 (base) |\n"
+        "| 1 | 0.02 (−95%), +3 | 0.00 (−100%), +0 |\n")
+    assert rule_targets(snap) == (
+        "| | seed 0 | seed 1 |\n|---|---|---|\n"
+        "| RULE-GradDiff: leak@64 (cut), retain Δ | 0.10 (−75%), −15 pts | 0.40 (−20%), +3 pts |\n"
+        "| RULE-NPO: leak@64 (cut), retain Δ | 0.02 (−95%), +3 pts | 0.00 (−100%), +0 pts |\n"
+        # flat: leak@64 ≤ 2·leak@1 + 0.02 (leak@1 = leak@64 / 20 here)
+        "| flat (RULE-GradDiff / RULE-NPO) | no / yes | no / yes |\n")
+
+
+def test_replicates_snapshot_from_seed_trees(tmp_path):
+    root = tmp_path / "replicates"
+    for s in (0, 1):
+        res = _tree(root / f"seed_{s}" / "results", s)
+        (res / "rule_eval" / "rule_ga").mkdir(parents=True)
+        pl.DataFrame({"round": [0, 1], "eval_leak_at_1": [0.05, 0.01], "eval_leak_at_32": [0.4, 0.1],
+                      "retain_accuracy": [0.8, 0.78], "model": [None, "rule_ga"]}).write_parquet(
+            res / "rule_eval" / "rule_ga" / "rounds.parquet")
+    spread = pl.DataFrame({"model": ["ga", "ga", "ga"], "decoding": ["greedy", "t1.0_p1.0", "t1.0_p1.0"],
+                           "judge": "fact", "k": [1, 1, 32], "seeds": 2, "mean": [0.1, 0.05, 0.4],
+                           "sd": [0.01, 0.01, 0.1], "min": 0.0, "max": 1.0, "excess_mean": 0.1, "excess_sd": 0.01,
+                           "pooled": 0.2, "pooled_ci_low": 0.1, "pooled_ci_high": 0.3, "pooled_excess": 0.1,
+                           "questions": 48})
+    spread.write_csv(root / "leak_at_k.csv")
+    pl.DataFrame({"model": ["ga"], "seeds": [2], "mean": [0.8], "sd": [0.02], "min": [0.78], "max": [0.82],
+                  "pooled": [0.8]}).write_csv(root / "utility.csv")
+    snap, claim = tmp_path / "snap", tmp_path / "claim.json"
+    params = dict(PARAMS, replicates=[0, 1])
+    written = snapshot_replicates(root, params, snap, claim_file=claim)
+    assert written == ["replicates.csv", "replicates_utility.csv", "rule_rounds.csv", "extrapolation_errors.csv"]
+    rounds = pl.read_csv(snap / "rule_rounds.csv")
+    assert rounds["n"].unique().to_list() == [32] and rounds.height == 4
+    assert json.loads(claim.read_text())["runs"] == ["0", "1"]
+    for name in ("replicates", "rule-rounds", "rule-targets", "extrapolation"):
+        assert render(name, snap).count("\n") >= 3, name
+    assert "0.40 ± 0.10 [0.10, 0.30]" in render("replicates", snap)
