@@ -31,6 +31,7 @@ def _assert_speed_and_correctness(r: dict) -> None:
     assert c["chat_template"]["bos_in_prompt_ids"] == 1 and c["chat_template"]["bos_if_text_were_retokenised"] == 2
     s = r["sampler"]
     assert s["leakk"]["tokens"] == s["baseline"]["tokens"] == 4 * 8 * 12  # random weights: every row runs to the end
+    assert "error" not in r["training"], r["training"]  # the part's own message, not a KeyError
     assert s["ratio"] > 0 and r["training"]["ratio"] > 0
     p = r["tofu_projection"]
     assert p["completions"] > 0 and p["hours_upper_bound_all_max_new_tokens"] > p["hours_at_60_tokens_per_completion"]
