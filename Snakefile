@@ -6,7 +6,7 @@ import sys
 from leakk.config import (BASE_KEY, base_folder, decoding_names, hub_sources, is_local, model_folder, model_names,
                           source_param, trained_models, utility_judge, workflow_params)
 from leakk.hub import dataset_folder
-from leakk.errors import ParamsError
+from leakk.errors import LeakkError, debug, unexpected_line
 from leakk.pipeline import stage_params, stage_resources
 from leakk.rule import main_judgments, round_model_name
 
@@ -18,10 +18,16 @@ report: "report/workflow.rst"
 # leakk reads and validates it itself (no `configfile:` directive), so a bad file or value
 # fails here with one line naming the key, before any job is scheduled or output deleted;
 # every job then reads that very file, and `--config` overrides it would not see are refused.
+# The device and packages the params need are checked here too, unless a cluster executor
+# runs the jobs on other machines (each job then checks its own).
 try:
-    PARAMS_FILE, P = workflow_params(config, workflow.overwrite_configfiles)
-except ParamsError as err:
+    PARAMS_FILE, P = workflow_params(config, workflow.overwrite_configfiles, sys.argv)
+except LeakkError as err:
     sys.exit(f"leakk: error: {err}")
+except Exception as err:  # a bug, not a bad value: still one line (LEAKK_DEBUG=1: the traceback)
+    if debug():
+        raise
+    sys.exit(f"leakk: error: {unexpected_line(err)}")
 config.update(P)  # the validated params, defaults filled in (rules read P)
 
 MODELS = model_names(P)

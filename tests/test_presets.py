@@ -10,6 +10,8 @@ import pytest
 
 from conftest import ROOT
 from leakk.config import hub_sources, load_params, model_names
+from leakk.errors import ParamsError
+from leakk.params_checks import check_host
 from test_workflow import planned_rules, snakemake
 
 PRESETS = sorted((ROOT / "configs").glob("*.yaml"))
@@ -17,7 +19,18 @@ PRESETS = sorted((ROOT / "configs").glob("*.yaml"))
 
 @pytest.mark.parametrize("path", PRESETS, ids=lambda p: p.name)
 def test_preset_is_complete_and_valid_with_every_hub_source_pinned(path):
-    p = load_params(path)
+    """Valid as far as this machine can tell (host=False: the GPU presets' device and vLLM
+    backend are checked where they run); with the host checks, valid exactly where its device
+    and packages are here, else one line naming the key."""
+    p = load_params(path, host=False)
+    try:
+        check_host(p, str(path))
+    except ParamsError as err:
+        with pytest.raises(ParamsError) as again:
+            load_params(path)
+        assert str(again.value) == str(err) and "(rule: available here" in str(err)
+    else:
+        load_params(path)
     sources = hub_sources(p)
     if p["data"]["benchmark"] == "synthetic":  # an offline preset (e.g. the decoding grid)
         assert not sources
@@ -32,7 +45,8 @@ def test_preset_is_complete_and_valid_with_every_hub_source_pinned(path):
 def test_tofu_preset_plans_the_paper_dag(tmp_path):
     (tmp_path / "configs").mkdir()
     shutil.copy(ROOT / "configs" / "tofu_forget10.yaml", tmp_path / "configs")
-    plan = snakemake(tmp_path, "-n", "--configfile", "configs/tofu_forget10.yaml")
+    # planned for the GPU machine it is written for: this machine's device is not checked
+    plan = snakemake(tmp_path, "-n", "--configfile", "configs/tofu_forget10.yaml", env={"LEAKK_HOST_CHECKS": "off"})
     assert plan.returncode == 0, plan.stderr[-3000:]
     rules = planned_rules(plan)
     assert rules == {"download", "data", "unlearn", "rule_round", "rule_eval", "rule_report", "sample", "judge",
@@ -42,7 +56,7 @@ def test_tofu_preset_plans_the_paper_dag(tmp_path):
         assert f"download --key {key} " in out
     for name in ("ga", "graddiff", "npo"):
         assert f"unlearn --data results/data/benchmark.parquet --name {name} --model-dir results/hub/models/full" in out
-    p = load_params(tmp_path / "configs" / "tofu_forget10.yaml")
+    p = load_params(tmp_path / "configs" / "tofu_forget10.yaml", host=False)
     assert model_names(p) == ["full", "retrain", "ga", "graddiff", "npo", "rule_graddiff", "rule_npo"]
     for model in model_names(p):  # every model is sampled at greedy and T = 1, top-p = 1
         for decoding in ("greedy", "t1.0_p1.0"):
@@ -53,7 +67,7 @@ def test_tofu_preset_plans_the_paper_dag(tmp_path):
 def test_a_download_job_reads_only_its_own_source():
     from leakk.pipeline import dvc_params, stage_params
 
-    p = load_params(ROOT / "configs" / "tofu_forget10.yaml")
+    p = load_params(ROOT / "configs" / "tofu_forget10.yaml", host=False)
     assert stage_params(p, "download", source="models.full") == {"models.full": p["models"]["full"]}
     assert stage_params(p, "download", source="data.tofu") == {"data.tofu": p["data"]["tofu"]}
     assert dvc_params("download") == ["data", "models"]  # DVC: one stage fetches every source

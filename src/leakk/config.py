@@ -17,6 +17,7 @@ from typing import Any
 import jsonschema
 import yaml
 
+from leakk import params_checks
 from leakk.errors import ParamsError
 
 BASE_MODELS = ("full", "retrain")
@@ -51,6 +52,9 @@ def _key(path) -> str:
 def _error_line(e: jsonschema.ValidationError, prefix: tuple = ()) -> tuple[str, str]:
     """(key, message) of a schema error; an unknown key is named itself, not its parent."""
     path = [*prefix, *e.absolute_path]
+    own = params_checks.describe(e, _key(path))  # numbers of the wrong kind; secrets never echoed
+    if own:
+        return _key(path), own
     if e.validator == "additionalProperties" and isinstance(e.instance, dict):
         allowed = set(e.schema.get("properties", {}))
         extra = sorted(k for k in e.instance if k not in allowed)
@@ -73,17 +77,20 @@ def _unknown_key(key: Any, allowed: set[str]) -> str:
 
 def _schema_errors(instance: Any, schema_: dict[str, Any], src: str, prefix: tuple = (),
                    fill_defaults: bool = False) -> None:
-    validator_class = jsonschema.Draft202012Validator
+    validator_class = params_checks.STRICT_VALIDATOR  # integers are ints, numbers finite
     validator = (_with_defaults(validator_class) if fill_defaults else validator_class)(schema_)
     errors = sorted(validator.iter_errors(instance), key=lambda e: [str(p) for p in e.absolute_path])
     if errors:
         e = errors[0]
         key, msg = _error_line(e, prefix)
-        raise ParamsError(f"{src}: {key}: {msg} (rule: {e.validator})")
+        raise ParamsError(f"{src}: {key}: {msg}" + ("" if "(rule: " in msg else f" (rule: {e.validator})"))
 
 
-def validate_params(params: dict[str, Any], source: str = "params.yaml") -> dict[str, Any]:
-    """Return a defaults-filled copy of ``params``, or raise ParamsError on the first problem."""
+def validate_params(params: dict[str, Any], source: str = "params.yaml", host: bool | None = None) -> dict[str, Any]:
+    """Return a defaults-filled copy of ``params``, or raise ParamsError on the first problem.
+
+    ``host``: also check that this machine has the device and packages the params need
+    (default: unless ``LEAKK_HOST_CHECKS=off``; see :func:`leakk.params_checks.host_checks_apply`)."""
     if not isinstance(params, dict):
         raise ParamsError(f"{source}: not a mapping of params keys (got {type(params).__name__}; "
                           "rule: a YAML mapping like params.yaml)")
@@ -98,7 +105,10 @@ def validate_params(params: dict[str, Any], source: str = "params.yaml") -> dict
             "complete; start from a copy of params.yaml (rule: required)")
     params = copy.deepcopy(params)
     _schema_errors(params, schema(), source, fill_defaults=True)
+    params_checks.check_secrets(params, source)  # first: no later message may echo a key
     _cross_field(params, source)
+    if params_checks.host_checks_apply() if host is None else host:
+        params_checks.check_host(params, source)
     return params
 
 
@@ -259,6 +269,7 @@ def base_folder(p: dict[str, Any]) -> str | None:
 
 
 def _check_hub(p: dict[str, Any], src: str) -> None:
+    params_checks.check_sources(p, src)  # folders exist, hub ids are ids (a URL is not)
     bench = p["data"]["benchmark"]
     if bench != "synthetic" and not p["data"].get(bench):
         _fail(src, f"data.{bench}", f"required for data.benchmark={bench!r}: the dataset's repo (a hub id "
@@ -266,8 +277,8 @@ def _check_hub(p: dict[str, Any], src: str) -> None:
     for key, source in hub_sources(p).items():
         where = source_param(key)
         if not is_local(source["repo"]) and not source.get("revision"):
-            _fail(src, f"{where}.revision", f"{source['repo']!r} is a hub id: pin its revision "
-                                            "(a commit hash) (rule: required for a hub id)")
+            _fail(src, f"{where}.revision", f"{source['repo']!r} is no folder here, so it names a hub id: pin "
+                                            "its revision (a commit hash) (rule: required for a hub id)")
     for name in p.get("models") or {}:
         if name in p["unlearn"] or name in (p.get("rule") or {}):
             _fail(src, f"models.{name}", "name already used by an unlearn or rule run (rule: model names are unique)")
@@ -332,8 +343,8 @@ def _check_arch(p: dict[str, Any], src: str) -> None:
             _fail(src, key, f"{value} must be < model.arch.n_positions={limit} (rule: fits the model)")
 
 
-class _Loader(yaml.SafeLoader):
-    """PyYAML's safe loader (YAML 1.1 scalars, as Snakemake and DVC read the file)."""
+class _Loader(params_checks.DepthGuard, yaml.SafeLoader):
+    """PyYAML's safe loader (YAML 1.1 scalars, as Snakemake and DVC read the file), nesting capped."""
 
 
 def _duplicate_keys(node: yaml.Node, path: tuple = ()) -> tuple[str, int, int] | None:
@@ -372,6 +383,8 @@ def read_params_file(path: str | os.PathLike) -> Any:
         raise ParamsError(f"{path}: cannot read ({e.strerror})") from None
     try:
         node = yaml.compose(text, Loader=_Loader)
+        if node is not None:  # before any walk of the expansion: an alias bomb is refused here
+            params_checks.check_yaml_graph(node, str(path))
         dup = _duplicate_keys(node) if node is not None else None
         if dup:
             key, line, first = dup
@@ -390,20 +403,21 @@ def read_params_file(path: str | os.PathLike) -> Any:
         raise ParamsError(f"{path}: not valid YAML: {' '.join(str(e).split())}") from None
 
 
-def load_params(path: str | os.PathLike = "params.yaml") -> dict[str, Any]:
-    """Read and validate a params file."""
+def load_params(path: str | os.PathLike = "params.yaml", host: bool | None = None) -> dict[str, Any]:
+    """Read and validate a params file (``host``: as :func:`validate_params`)."""
     raw = read_params_file(path)
     if raw is None:
         raise ParamsError(f"{path}: empty params file (rule: a YAML mapping like params.yaml)")
-    return validate_params(raw, str(path))
+    return validate_params(raw, str(path), host=host)
 
 
-def workflow_params(config: dict[str, Any], configfiles: list) -> tuple[str, dict[str, Any]]:
+def workflow_params(config: dict[str, Any], configfiles: list, argv: list[str] | None = None) -> tuple[str, dict[str, Any]]:
     """For the Snakefile: (the params file every job reads, its validated params).
 
     ``snakemake`` reads ``params.yaml``, or the one complete params file given with
     ``--configfile`` (a preset); ``config`` (what Snakemake parsed, plus any ``--config``)
-    must equal that file, since the jobs read the file itself.
+    must equal that file, since the jobs read the file itself. ``argv`` (Snakemake's) tells
+    whether the jobs run on this machine, so that its device and packages are checked here.
     """
     if len(configfiles) > 1:
         raise ParamsError(f"--configfile: {len(configfiles)} files given; give one complete params file "
@@ -414,7 +428,7 @@ def workflow_params(config: dict[str, Any], configfiles: list) -> tuple[str, dic
             path = path.relative_to(Path.cwd())
         except ValueError:
             pass
-    params = load_params(path)
+    params = load_params(path, host=params_checks.host_checks_apply(argv))
     if config != (read_params_file(path) if configfiles else {}):
         raise ParamsError(f"--config: overrides differ from {path}; every job reads {path} itself, "
                           "so edit it (or pass a complete preset with --configfile) instead")

@@ -18,6 +18,11 @@ BACKENDS: Registry[Callable[..., list[tuple[str, int, str, int, str]]]] = Regist
     lazy={"hf": "leakk.sampling.hf_backend", "vllm": "leakk.sampling.vllm_backend"})
 
 
+#: backend name → (the module it needs beyond leakk's own dependencies, how to install it);
+#: validation refuses a backend whose module is missing before any job runs
+BACKEND_REQUIRES: dict[str, tuple[str, str]] = {"vllm": ("vllm", "pip install 'leakk[gpu]'")}
+
+
 def register_backend(name: str):
     """Function decorator: register a sampling backend under ``name``."""
     return BACKENDS.register(name)
@@ -28,4 +33,4 @@ def load_backend(name: str) -> Callable[..., list[tuple[str, int, str, int, str]
     return BACKENDS.get(name)
 
 
-__all__ = ["BACKENDS", "GREEDY", "Decoding", "load_backend", "register_backend"]
+__all__ = ["BACKENDS", "BACKEND_REQUIRES", "GREEDY", "Decoding", "load_backend", "register_backend"]
