@@ -566,3 +566,63 @@ def test_the_tree_is_still_finished(finished_tree):
     assert again.returncode == 0 and "Nothing to be done" in again.stdout + again.stderr
     status = subprocess.run([f"{BIN}/dvc", "status"], cwd=finished_tree, capture_output=True, text=True, env=ENV)
     assert "up to date" in status.stdout, status.stdout[-2000:]
+
+
+# ---------------------------------------------------------------- no key on disk (slow)
+
+INLINE_KEY = "sk-LEAKKinline0123456789abcdefghijklmnopqrstuv"
+ENV_KEY = "LEAKKenvKEY0123456789abcdefXYZ"  # no known key shape: only registration redacts it
+
+
+def _traces(root: Path, key: str) -> list[str]:
+    """Files under results/, .snakemake/ and .dvc/ holding the key or a 12-character piece of it."""
+    pieces = [key[i:i + 12].encode() for i in range(0, len(key) - 11, 6)]
+    return [str(p.relative_to(root)) for top in ("results", ".snakemake", ".dvc") for p in (root / top).rglob("*")
+            if p.is_file() and any(piece in p.read_bytes() for piece in pieces)]
+
+
+@pytest.mark.slow
+def test_no_key_on_disk_after_failing_and_succeeding_judge_runs(tmp_path, monkeypatch):
+    """An inline key (refused) and a key in the environment, through a failing judge run (the
+    server echoes the key in its replies) and a succeeding one, by Snakemake and by DVC: neither
+    key, nor a piece of it, is in any file under results/, .snakemake/ or .dvc/, nor on the
+    console."""
+    import test_judges_llm as llm_tests
+
+    target = "results/judgments/full/llm/greedy.parquet"
+    monkeypatch.setattr(llm_tests, "FAKE_KEY", ENV_KEY)  # what the server accepts
+    echo = {"on": True}
+    script = lambda item, attempt: f"NO, not with {ENV_KEY}" if echo["on"] else "ok"  # noqa: E731
+    with llm_tests.FakeChatServer(script) as server:
+        work = llm_tests._workdir(tmp_path, server.url, {"llm": llm_tests.llm_params(
+            server.url, "results/cache/llm_judge", max_retries=0)})
+        (work / "dvc.yaml").write_text((ROOT / "dvc.yaml").read_text())
+        env = {**ENV, llm_tests.KEY_ENV: ENV_KEY}
+        run = lambda *a: subprocess.run(a, cwd=work, env=env, capture_output=True, text=True)  # noqa: E731
+        assert run("git", "init", "-q").returncode == 0 and run(f"{BIN}/dvc", "init", "-q").returncode == 0
+
+        def both(expect_ok: bool) -> str:
+            smk = run(f"{BIN}/snakemake", "-s", str(ROOT / "Snakefile"), "--directory", str(work), target,
+                      "--cores", "1", "--allowed-rules", "judge")
+            dvc = run(f"{BIN}/dvc", "repro", "--single-item", "judge@full-llm")
+            for proc in (smk, dvc):
+                assert (proc.returncode == 0) is expect_ok, (proc.stdout + proc.stderr)[-3000:]
+            return smk.stdout + smk.stderr + dvc.stdout + dvc.stderr
+
+        params = yaml.safe_load((work / "params.yaml").read_text())
+        inline = copy.deepcopy(params)
+        inline["judge"]["llm"]["api_key_env"] = INLINE_KEY
+        (work / "params.yaml").write_text(yaml.safe_dump(inline, sort_keys=False))
+        console = both(expect_ok=False)  # refused before any job: one line, no key
+        assert "judge.llm.api_key_env: holds what looks like an API key" in console
+        (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+        failing = both(expect_ok=False)  # every reply is "NO, not with <key>": missing, the stage fails
+        assert "max_missing" in failing and server.total > 0
+        assert "[redacted]" in failing  # the echoed key was there to leak (Snakemake shows the failed log)
+        console += failing
+        echo["on"] = False
+        console += both(expect_ok=True)
+        assert (work / target).is_file() and (work / "dvc.lock").is_file()
+    for key in (INLINE_KEY, ENV_KEY):
+        assert _traces(work, key) == [], key
+        assert key[:12] not in console and key[-12:] not in console

@@ -71,7 +71,7 @@ def test_model_base_as_a_hub_id_is_downloaded_before_finetuning(tmp_path):
     from leakk.errors import ParamsError
 
     p = dict(MICRO, model={"base": "org/tiny-llama"})
-    with pytest.raises(ParamsError, match=r"model.revision: 'org/tiny-llama' is a hub id: pin its revision"):
+    with pytest.raises(ParamsError, match=r"model.revision: 'org/tiny-llama' is no folder here, so it names a hub id: pin its revision"):
         validate_params(p)
     p["model"]["revision"] = "a" * 40
     v = validate_params(p)

@@ -250,7 +250,7 @@ class LLMJudge(Judge):
             raise _Failure("malformed response") from None
         verdict = parse_verdict(reply)
         if verdict is None:
-            raise _Failure("not YES/NO", repr(reply)[:60])
+            raise _Failure("not YES/NO", repr(reply)[:1000])  # cut short after redaction, never a key half
         return verdict
 
     def _ask(self, question: str | None, reference: str, completion: str) -> bool:
@@ -319,7 +319,7 @@ class LLMJudge(Judge):
 
             summary = ", ".join(f"{k} ×{v}" for k, v in failures.most_common())
             log.warning("llm judge %s: %d of %d items failed (recorded as missing): %s%s", self.model,
-                        sum(failures.values()), n, summary, _redact(f"; e.g. reply {example}") if example else "")
+                        sum(failures.values()), n, summary, _redact(f"; e.g. reply {example}", 80) if example else "")
         return scores, leaked
 
     def close(self) -> None:
