@@ -7,6 +7,7 @@ from leakk.config import (BASE_KEY, base_folder, decoding_names, hub_sources, is
                           source_param, trained_models, utility_judge, workflow_params)
 from leakk.hub import dataset_folder
 from leakk.errors import LeakkError, debug, unexpected_line
+from leakk.params_checks import redact
 from leakk.pipeline import stage_params, stage_resources
 from leakk.rule import main_judgments, round_model_name
 
@@ -23,11 +24,11 @@ report: "report/workflow.rst"
 try:
     PARAMS_FILE, P = workflow_params(config, workflow.overwrite_configfiles, sys.argv)
 except LeakkError as err:
-    sys.exit(f"leakk: error: {err}")
+    sys.exit(f"leakk: error: {redact(str(err))}")
 except Exception as err:  # a bug, not a bad value: still one line (LEAKK_DEBUG=1: the traceback)
     if debug():
         raise
-    sys.exit(f"leakk: error: {unexpected_line(err)}")
+    sys.exit(f"leakk: error: {redact(unexpected_line(err))}")
 config.update(P)  # the validated params, defaults filled in (rules read P)
 
 MODELS = model_names(P)

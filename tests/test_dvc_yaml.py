@@ -28,14 +28,14 @@ def test_the_checked_in_dvc_yaml_is_the_rewrite_for_params_yaml():
 
 @pytest.mark.parametrize("path", PRESETS, ids=lambda p: p.name)
 def test_a_rewrite_changes_only_the_model_lines_and_is_undone_by_the_default(path):
-    preset = render(TEXT, load_params(path))
+    preset = render(TEXT, load_params(path, host=False))
     changed = [new for old, new in zip(TEXT.splitlines(), preset.splitlines(), strict=True) if old != new]
-    assert len(changed) <= len(model_lists(load_params(path)))
+    assert len(changed) <= len(model_lists(load_params(path, host=False)))
     assert render(preset, load_params(ROOT / "params.yaml")) == TEXT
 
 
 def test_the_tofu_preset_samples_the_published_checkpoints_and_trains_nothing():
-    doc = yaml.safe_load(render(TEXT, load_params(ROOT / "configs" / "tofu_forget10.yaml")))
+    doc = yaml.safe_load(render(TEXT, load_params(ROOT / "configs" / "tofu_forget10.yaml", host=False)))
     stages = doc["stages"]
     assert {"full_dir": "results/hub/models/full"} in doc["vars"]
     assert stages["finetune"]["foreach"] == []
@@ -70,7 +70,7 @@ def test_dvc_lists_the_tofu_presets_paper_dag(tmp_path):
     if not dvc.exists():
         pytest.skip("dvc is not installed (leakk[workflow])")
     shutil.copy(ROOT / "configs" / "tofu_forget10.yaml", tmp_path / "params.yaml")
-    (tmp_path / "dvc.yaml").write_text(render(TEXT, load_params(tmp_path / "params.yaml")))
+    (tmp_path / "dvc.yaml").write_text(render(TEXT, load_params(tmp_path / "params.yaml", host=False)))
     subprocess.run([dvc, "init", "--no-scm", "-q"], cwd=tmp_path, check=True)
     out = subprocess.run([dvc, "stage", "list", "--name-only"], cwd=tmp_path, check=True, capture_output=True,
                          text=True).stdout.split()

@@ -413,6 +413,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: commands that only read or write the workflow's own files (no stage runs on this machine)
+PLANNING = ("dvc-yaml", "dvc-record")
+
+
 def _job(args) -> str:
     """What the failed command was making, for its one error line: its output, and the params
     entry it runs where it runs one (``results/models/ga (unlearn.ga)``)."""
@@ -439,7 +443,8 @@ def main(argv: list[str] | None = None) -> int:
 
         pin_cpu_kernels()  # refuses an unknown LEAKK_CPU_KERNELS with one line
         watch_parent_engine()
-        params = load_params(args.params)
+        # commands that only write workflow files run nothing here: this machine's device is not theirs to check
+        params = load_params(args.params, host=False if args.command in PLANNING else None)
         register_secret_values(params)  # the keys the judges read: redacted from every message
         if args.threads:  # reductions split by thread: a fixed count keeps results reproducible
             from leakk.modeling import set_threads

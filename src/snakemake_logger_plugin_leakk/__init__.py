@@ -48,11 +48,12 @@ def _read_by_leakk_first(load_configfile):
     def load(configpath):
         from leakk.config import read_params_file
         from leakk.errors import ParamsError
+        from leakk.params_checks import redact
 
         try:
             read_params_file(_shown(configpath))
         except ParamsError as err:
-            sys.exit(f"leakk: error: {err}")
+            sys.exit(f"leakk: error: {redact(str(err))}")
         return load_configfile(configpath)
 
     load.leakk_reads_first = True
