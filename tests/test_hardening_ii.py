@@ -478,13 +478,13 @@ def finished_tree(tmp_path_factory):
 
 
 #: values validation cannot refuse on this machine, as (id, params key, value, the same as
-#: ``dvc exp run -S`` takes it): the hub is out of reach here, so whether a revision or a judge
+#: ``dvc exp run -S`` takes it; ``+`` adds a key): the hub is out of reach here, so whether a revision or a judge
 #: model exists is known only when a job fetches it
 UNREFUSABLE = [
     ("models_hub_revision_not_fetched", "models.extra", {"repo": "org/no-such-model", "revision": "0" * 40},
-     f"models.extra={{repo:'org/no-such-model',revision:'{'0' * 40}'}}"),
+     f"+models.extra={{repo:'org/no-such-model',revision:'{'0' * 40}'}}"),
     ("judge_model_not_on_the_hub", "judge.es", {"type": "nli", "model": "org/no-such-nli-model", "device": "cpu"},
-     "judge.es={type:nli,model:'org/no-such-nli-model',device:cpu}"),
+     "+judge.es={type:nli,model:'org/no-such-nli-model',device:cpu}"),
 ]
 #: the issue's values that passed validation and then deleted work, now refused before anything
 REFUSED = [
@@ -494,7 +494,7 @@ REFUSED = [
     ("unlearn_lr_nan", "unlearn.ga.lr", float("nan"), "unlearn.ga.lr=nan"),
     ("steps_float", "unlearn.ga.steps", 300.0, "unlearn.ga.steps=300.0"),
     ("ks_float", "estimate.ks", [1, 2, 64.0], "estimate.ks=[1,2,64.0]"),
-    ("ci_nan", "estimate.ci", float("nan"), "estimate.ci=nan"),
+    ("ci_nan", "estimate.ci", float("nan"), "+estimate.ci=nan"),  # + : a key params.yaml leaves to its default
     ("threshold_nan", "judge.rougeL.threshold", float("nan"), "judge.rougeL.threshold=nan"),
     ("temperature_nan", "sample.decodings", [{"temperature": float("nan"), "top_p": 1.0}],
      "sample.decodings=[{temperature:nan,top_p:1.0}]"),
@@ -546,7 +546,9 @@ def test_a_value_only_a_job_can_refuse_deletes_nothing(finished_tree, case, key,
     assert proc.returncode != 0 and "Traceback" not in text, text[-3000:]
     assert any(ln.startswith("leakk ") and ": error: " in ln for ln in text.splitlines()), text[-3000:]
     dvc = _keeps_everything(finished_tree, _dvc_exp_run(finished_tree, edit))
-    assert dvc.returncode != 0 and "Traceback" not in dvc.stdout + dvc.stderr, dvc.stdout[-3000:]
+    text = dvc.stdout + dvc.stderr
+    assert dvc.returncode != 0 and "Traceback" not in text, text[-3000:]
+    assert any(ln.startswith("leakk ") and ": error: " in ln for ln in text.splitlines()), text[-3000:]
 
 
 @pytest.mark.slow
@@ -556,8 +558,12 @@ def test_the_issues_values_are_refused_before_snakemake_or_dvc_touch_anything(fi
         pytest.skip("this machine can run it")
     _one_line(_keeps_everything(finished_tree, _snakemake_run(finished_tree, key, value)), key)
     dvc = _keeps_everything(finished_tree, _dvc_exp_run(finished_tree, edit))
-    assert dvc.returncode != 0 and "leakk validate: error" in dvc.stdout + dvc.stderr, dvc.stdout[-3000:]
-    assert "Traceback" not in dvc.stdout + dvc.stderr
+    text = dvc.stdout + dvc.stderr
+    leakk_lines = [ln for ln in text.splitlines() if ln.startswith("leakk ") and ": error: " in ln]
+    assert dvc.returncode != 0 and "Traceback" not in text, text[-3000:]
+    # DVC's first stage (dvc-yaml --check, then validate) refuses it: one line naming the key
+    assert len(leakk_lines) == 1 and f"params.yaml: {key}" in leakk_lines[0], text[-3000:]
+    assert "Running stage 'validate'" in text and text.count("Running stage") == 1, text[-3000:]
 
 
 @pytest.mark.slow
