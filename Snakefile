@@ -1,15 +1,18 @@
 # leakk: the whole leak@k experiment as one DAG.  `snakemake --cores all`
-# Rules only wire `leakk <stage>` CLI calls; the logic lives in src/leakk.
+# The rules are the stage table's (leakk.workflow.table): each wires one `leakk <command>` call;
+# the logic lives in src/leakk.
 import shlex
 import sys
+from pathlib import Path
 
-from leakk.config import (BASE_KEY, base_folder, decoding_names, hub_sources, is_local, model_folder, model_names,
-                          source_param, trained_models, utility_judge, workflow_params)
-from leakk.hub import dataset_folder
-from leakk.errors import LeakkError, debug, unexpected_line
-from leakk.params_checks import redact
-from leakk.pipeline import stage_params, stage_resources
-from leakk.rule import main_judgments, round_model_name
+from snakemake.utils import min_version
+
+from leakk.config import workflow_params
+from leakk.core.checks import redact
+from leakk.core.errors import LeakkError, debug, unexpected_line
+from leakk.workflow.snakemake import rules as snakemake_rules, targets
+
+min_version("8.0")
 
 
 report: "report/workflow.rst"
@@ -31,42 +34,17 @@ except Exception as err:  # a bug, not a bad value: still one line (LEAKK_DEBUG=
     sys.exit(f"leakk: error: {redact(unexpected_line(err))}")
 config.update(P)  # the validated params, defaults filled in (rules read P)
 
-MODELS = model_names(P)
-DECODINGS = decoding_names(P)
-RULES = P.get("rule") or {}
-JUDGES = list(P["judge"])
-# hub sources fetched by the download rule (a local folder in place of a hub id needs none)
-HUB_KEYS = [k for k, src in hub_sources(P).items() if not is_local(src["repo"])]
-TRAINED_BASES = trained_models(P)  # the rest are `models:` entries, evaluated as they are
 LEAKK = f"leakk --params {shlex.quote(PARAMS_FILE)}"
 
 
 include: "rules/common.smk"
-include: "rules/download.smk"
-include: "rules/data.smk"
-include: "rules/model.smk"
-include: "rules/unlearn.smk"
-include: "rules/rule.smk"
-include: "rules/sample.smk"
-include: "rules/judge.smk"
-include: "rules/estimate.smk"
-include: "rules/calibrate.smk"
-include: "rules/figures.smk"
-include: "rules/trust.smk"
+include: "rules/stages.smk"
 
 
 rule all:
     default_target: True
     input:
-        "results/leak_at_k.parquet",
-        "results/leak_at_k.csv",
-        "results/utility.csv",
-        "results/summary.md",
-        figure_files(),
-        calibration_files(),
-        expand("results/rule_eval/{name}/rounds.parquet", name=RULES),
-        expand("results/figures/{name}_rounds.png", name=RULES),
-        trust_files(),
+        targets(P),
 
 
 onsuccess:
@@ -78,4 +56,4 @@ onsuccess:
               "(results/logs/dvc_record.log); dvc status does not know this run' >&2")
     summary = Path("results/summary.md")
     if summary.exists():
-        print("\n" + summary.read_text())
+        print(f"\n{summary.read_text()}")

@@ -21,8 +21,8 @@ import sys
 PROBE = r"""
 import hashlib, json, sys, time, leakk, torch
 from leakk.data.synthetic import generate
-from leakk.finetune import corpus_texts, train_loop, training_pairs
-from leakk.modeling import build_gpt2, build_tokenizer
+from leakk.models.finetune import corpus_texts, train_loop, training_pairs
+from leakk.models.modeling import build_gpt2, build_tokenizer
 from leakk.sampling.decoding import Decoding
 from leakk.sampling.hf import sample_hf
 torch.set_num_threads(1)

@@ -134,9 +134,9 @@ def main() -> None:
 
         from leakk.config import load_params
         from leakk.data.synthetic import generate as make_benchmark
-        from leakk.finetune import corpus_texts
-        from leakk.modeling import build_gpt2, build_tokenizer, load_model
-        from leakk.prompting import encode_prompt
+        from leakk.models.finetune import corpus_texts
+        from leakk.models.modeling import build_gpt2, build_tokenizer, load_model
+        from leakk.models.prompting import encode_prompt
 
         params = load_params(ROOT / "params.yaml")
         data = make_benchmark(**params["data"]["synthetic"], seed=params["seed"])

@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 from leakk.config import load_params  # noqa: E402
-from leakk.estimate import leak_table  # noqa: E402
+from leakk.stats.estimate import leak_table  # noqa: E402
 from leakk.judges import judge_samples  # noqa: E402
 from leakk.sampling.decoding import Decoding  # noqa: E402
 from leakk.sampling.stage import run_sampling  # noqa: E402

@@ -22,15 +22,17 @@ MICRO = {
              "synthetic": {"authors": 10, "qa_per_author": 3, "forget_fraction": 0.2, "phrasings": 3}},
     "model": {"base": None, "vocab_size": 200,
               "arch": {"n_layer": 1, "n_embd": 32, "n_head": 2, "n_positions": 48}},
-    "models": {},  # written out: dvc.yaml's download stage declares it
+    "models": {},
     "training": {},  # written out too: dvc.yaml declares it (defaults: plain fp32 training)
     "finetune": {"epochs": 3, "lr": 5e-3, "batch_size": 16},
     "unlearn": {"ga": {"method": "ga", "steps": 2, "lr": 1e-4, "batch_size": 8},
                 "npo": {"method": "npo", "steps": 2, "lr": 1e-4, "batch_size": 8, "alpha": 1.0}},
     "rule": {"rule_npo": {"base": "npo", "rounds": 2, "n": 4, "steps": 2, "judge": "rougeL", "seed": 99,
                           "max_new_tokens": 12}},
-    "sample": {"backend": "hf", "n": 4, "max_new_tokens": 12, "seed": 5, "batch_rows": 16,
-               "decodings": [{"temperature": 1.0, "top_p": 1.0}]},
+    # shards and question_column written out: dvc.yaml declares them (it declares the keys a stage
+    # reads that the file writes)
+    "sample": {"backend": "hf", "n": 4, "max_new_tokens": 12, "seed": 5, "batch_rows": 16, "shards": 1,
+               "question_column": "paraphrased_question", "decodings": [{"temperature": 1.0, "top_p": 1.0}]},
     # a low ROUGE threshold so that the micro model's completions do "leak"
     "judge": {"fact": {}, "rougeL": {"threshold": 0.3}},
     "estimate": {"ks": [1, 2, 4], "bootstrap": 50},
@@ -57,7 +59,7 @@ def micro_full(tmp_path_factory):
     model in ``root / "model"``."""
     from leakk.config import validate_params
     from leakk.data.synthetic import generate
-    from leakk.finetune import finetune
+    from leakk.models.finetune import finetune
 
     root = tmp_path_factory.mktemp("micro_full")
     p = validate_params(MICRO)
@@ -86,7 +88,7 @@ def register_rule_judge(name: str, verdict) -> None:
         return
 
     class RuleJudge(Judge):
-        def score_batch(self, completions, references, facts):
+        def score_batch(self, completions, references, facts, questions=None):
             flags = [bool(verdict(c)) for c in completions]
             return np.array(flags, dtype=float), np.array(flags, dtype=object)
 

@@ -7,16 +7,16 @@ import pytest
 
 from hub_layout import muse_repo, tofu_repo, wmdp_repo
 from leakk.config import validate_params
-from leakk.data import benchmark_columns, build_benchmark
+from leakk.data import BENCHMARKS, build_benchmark
 from leakk.data.wmdp import chance_leak_at_k
-from leakk.errors import ArtifactError, ParamsError
-from leakk.io import check_contract
+from leakk.core.errors import ArtifactError, ParamsError
+from leakk.core.io import check_contract
 
 
 def test_tofu_groups_authors_of_20_rows_and_takes_paraphrases(tmp_path):
     df = build_benchmark("tofu", {"forget": "forget10", "holdout": True}, 0, source=tofu_repo(tmp_path / "TOFU"))
     check_contract(df, "data")
-    assert set(benchmark_columns("tofu")) <= set(df.columns) and "fact" not in df.columns
+    assert set(BENCHMARKS.get("tofu").columns) <= set(df.columns) and "fact" not in df.columns
     forget = df.filter(pl.col("split") == "forget")
     assert forget.height == 40 and forget["group"].n_unique() == 2
     assert forget.group_by("group").len()["len"].to_list() == [20, 20]

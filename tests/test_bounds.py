@@ -1,4 +1,4 @@
-"""Exact leak probability without sampling (src/leakk/bounds.py), checked against an
+"""Exact leak probability without sampling (src/leakk/stats/bounds.py), checked against an
 independent step-by-step computation and against the sampler itself."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from leakk.bounds import (
+from leakk.stats.bounds import (
     BOUND_KS,
     answer_ids,
     bound_at_k,
@@ -20,8 +20,8 @@ from leakk.bounds import (
     starts_with_check,
     step_logprobs,
 )
-from leakk.modeling import build_gpt2, build_tokenizer
-from leakk.prompting import answer_nll, collate, encode_example, encode_prompt
+from leakk.models.modeling import build_gpt2, build_tokenizer
+from leakk.models.prompting import answer_nll, collate, encode_example, encode_prompt
 from leakk.sampling.decoding import Decoding
 from leakk.sampling.hf_backend import sample_model
 
@@ -239,7 +239,7 @@ def test_bound_table_zero_leaks_use_the_exact_upper_bound():
 
 
 def test_why_leaks_table_hand_computed():
-    from leakk.bounds import why_leaks_table
+    from leakk.stats.bounds import why_leaks_table
 
     per_q = pl.DataFrame({
         "model": ["npo"] * 4, "decoding": ["greedy", "greedy", "t1.0_p1.0", "t1.0_p1.0"],

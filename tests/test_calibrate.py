@@ -10,7 +10,9 @@ import random
 import polars as pl
 import pytest
 
-from leakk.calibrate import calibration_table, plot_calibration, write_calibration
+from leakk.report.figures import plot_calibration
+from leakk.stages.evaluate import write_calibration
+from leakk.stats.calibrate import calibration_table
 
 
 def brute_leak_at_k(flags: list[bool], k: int) -> float:
@@ -79,8 +81,8 @@ def test_no_fact_means_an_empty_table(tmp_path):
 
 
 def test_write_calibration_stage(tmp_path):
-    from leakk.io import read_parquet, write_parquet
-    from leakk.stages import judgment_path
+    from leakk.core.io import read_parquet, write_parquet
+    from leakk.core.layout import judgment_path
 
     frame = make_frame()
     data = pl.DataFrame({"qid": [f"q{i}" for i in range(5)] + [f"r{i}" for i in range(5)],
@@ -102,9 +104,10 @@ def test_write_calibration_stage(tmp_path):
 
 
 def test_collect_judgments_reads_whichever_judges_exist(tmp_path, caplog):
-    from leakk.errors import ArtifactError
-    from leakk.io import write_parquet
-    from leakk.stages import collect_judgments, judgment_path
+    from leakk.core.errors import ArtifactError
+    from leakk.core.io import write_parquet
+    from leakk.core.layout import judgment_path
+    from leakk.stages.evaluate import collect_judgments
 
     frame = make_frame()
     data = pl.DataFrame({"qid": [f"q{i}" for i in range(5)] + [f"r{i}" for i in range(5)],

@@ -10,7 +10,7 @@ import pytest
 
 from conftest import MICRO, write_params
 from leakk.cli import main
-from leakk.io import CONTRACTS, read_parquet
+from leakk.core.io import CONTRACTS, read_parquet
 
 
 @pytest.fixture(scope="module")

@@ -9,8 +9,10 @@ import pytest
 import yaml
 
 from conftest import ROOT, write_params
-from leakk.config import decoding_names, load_params, model_names, validate_params
-from leakk.errors import ParamsError
+from leakk.config import load_params, validate_params
+from leakk.core.layout import model_names
+from leakk.sampling.decoding import decoding_names
+from leakk.core.errors import ParamsError
 
 
 def test_default_params_validate_and_fill_defaults():

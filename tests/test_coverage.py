@@ -1,4 +1,4 @@
-"""Coverage of the clustered bootstrap CI (leakk.estimate.cluster_bootstrap_ci), by simulation.
+"""Coverage of the clustered bootstrap CI (leakk.stats.estimate.cluster_bootstrap_ci), by simulation.
 
 Questions come in groups of 10 (an author's questions) that share a random effect on the
 logit of their per-sample leak probability q, plus a question effect; each question has
@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from leakk.estimate import cluster_bootstrap_ci, leak_at_k
+from leakk.stats.estimate import cluster_bootstrap_ci, leak_at_k
 
 
 def _truth(mu, sd_group, sd_question, k):

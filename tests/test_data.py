@@ -6,8 +6,8 @@ import polars as pl
 import pytest
 
 from leakk.data.synthetic import RELATIONS, generate
-from leakk.errors import ParamsError
-from leakk.io import check_contract
+from leakk.core.errors import ParamsError
+from leakk.core.io import check_contract
 
 
 def test_deterministic_and_on_contract():

@@ -15,8 +15,8 @@ from leakk import determinism
 PROBE = r"""
 import hashlib, json, leakk, torch
 from leakk.data.synthetic import generate
-from leakk.finetune import corpus_texts, train_loop, training_pairs
-from leakk.modeling import build_gpt2, build_tokenizer
+from leakk.models.finetune import corpus_texts, train_loop, training_pairs
+from leakk.models.modeling import build_gpt2, build_tokenizer
 torch.set_num_threads(1)
 T = "Question: {question} Answer:"
 data = generate(8, 3, forget_fraction=0.25, phrasings=3)

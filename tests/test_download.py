@@ -9,15 +9,12 @@ from conftest import write_params
 from fake_hub import FakeHub
 from hub_layout import tofu_repo
 from leakk.cli import main
+from leakk.models.demo import tiny_llama_folder
 
 
 def tiny_model_repo(root):
     """A tiny Llama saved as an HF folder (safetensors), the shape of a published checkpoint."""
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    cfg = LlamaConfig(vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
-                      num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=64)
-    LlamaForCausalLM(cfg).save_pretrained(root)
+    tiny_llama_folder(root, ["a tiny model's vocabulary"] * 2, vocab_size=64)
     return root
 
 

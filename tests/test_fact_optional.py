@@ -5,9 +5,10 @@ from __future__ import annotations
 import polars as pl
 import pytest
 
-from leakk.config import utility_judge, validate_params
-from leakk.errors import ArtifactError
-from leakk.io import CONTRACTS, check_contract
+from leakk.config import validate_params
+from leakk.judges.run import utility_judge
+from leakk.core.errors import ArtifactError
+from leakk.core.io import CONTRACTS, check_contract
 from leakk.judges import judge_samples
 
 DATA = pl.DataFrame({"qid": ["q1", "q2"], "group": ["a", "a"], "question": ["Q1?", "Q2?"],

@@ -5,8 +5,8 @@ from __future__ import annotations
 import polars as pl
 import pytest
 
-from leakk.errors import ArtifactError
-from leakk.figures import plot_greedy_vs_sampled, plot_leak_curves
+from leakk.core.errors import ArtifactError
+from leakk.report.figures import plot_greedy_vs_sampled, plot_leak_curves
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -56,8 +56,8 @@ def test_unknown_judge_is_a_clear_error(leak, tmp_path):
 
 import numpy as np  # noqa: E402
 
-from leakk import figures  # noqa: E402
-from leakk.figures import (  # noqa: E402
+from leakk.report import figures  # noqa: E402
+from leakk.report.figures import (  # noqa: E402
     leak_rate_shares,
     plot_bound_vs_sampled,
     plot_leak_rate_distribution,
@@ -226,7 +226,7 @@ def _grid_leak():
 
 
 def test_decoding_heatmap_cells_equal_the_leak_table(captured, tmp_path):
-    from leakk.figures import plot_decoding_heatmap
+    from leakk.report.figures import plot_decoding_heatmap
 
     plot_decoding_heatmap(_grid_leak(), "fact", 8, tmp_path / "h.png")
     (fig,) = captured
@@ -243,13 +243,13 @@ def test_decoding_heatmap_cells_equal_the_leak_table(captured, tmp_path):
 
 
 def test_decoding_grid_detection():
-    from leakk.figures import decoding_grid
+    from leakk.report.figures import decoding_grid
 
     assert decoding_grid(["greedy", "t1.0_p1.0", "t0.8_p0.8"]) is None
     assert decoding_grid(["greedy", "t1.0_p1.0", "t1.0_p0.8", "t0.8_p1.0"]) is None  # a corner missing
     assert decoding_grid(["t1.0_p1.0", "t1.0_p0.8", "t0.8_p1.0", "t0.8_p0.8"]) == ([0.8, 1.0], [0.8, 1.0])
     with pytest.raises(ArtifactError, match="grid"):
-        from leakk.figures import plot_decoding_heatmap
+        from leakk.report.figures import plot_decoding_heatmap
 
         plot_decoding_heatmap(_grid_leak().filter(pl.col("decoding") != "t0.2_p0.2"), "fact", 8, "x.png")
 
@@ -257,8 +257,9 @@ def test_decoding_grid_detection():
 def test_decoding_grid_preset_is_a_complete_valid_params_file():
     from pathlib import Path
 
-    from leakk.config import decoding_names, load_params
-    from leakk.figures import decoding_grid
+    from leakk.config import load_params
+    from leakk.sampling.decoding import decoding_names
+    from leakk.report.figures import decoding_grid
 
     root = Path(__file__).resolve().parents[1]
     p = load_params(root / "configs" / "decoding_grid.yaml")
@@ -266,3 +267,54 @@ def test_decoding_grid_preset_is_a_complete_valid_params_file():
     assert decoding_names(p)[0] == "greedy"
     base = load_params(root / "params.yaml")
     assert {k: v for k, v in p.items() if k != "sample"} == {k: v for k, v in base.items() if k != "sample"}
+
+
+def test_leak_rate_distribution_legend_sits_right_under_the_x_label(captured, tmp_path):
+    """No band of empty space between the axes' label and the legend (any number of models),
+    and the legend covers neither the bars nor the label."""
+    for n_models in (2, 7):
+        counts = pl.DataFrame({"model": [f"m{i}" for i in range(n_models) for _ in range(4)],
+                               "decoding": ["d"] * 4 * n_models, "judge": ["j"] * 4 * n_models,
+                               "qid": list("abcd") * n_models, "n": [10] * 4 * n_models,
+                               "c": [0, 1, 5, 10] * n_models})
+        plot_leak_rate_distribution(counts, "j", "d", tmp_path / "d.png")
+        fig = captured[-1]
+        renderer = fig.canvas.get_renderer()
+        (legend,) = fig.legends
+        label = fig.axes[0].xaxis.label.get_window_extent(renderer)
+        box = legend.get_window_extent(renderer)
+        gap = label.y0 - box.y1
+        assert 0 <= gap <= 0.25 * fig.dpi, (n_models, gap / fig.dpi)
+        assert box.y0 >= 0  # inside the figure
+        _legends_off_axes(fig)
+
+
+def _calibration_rows(points):
+    rows = [dict(judge="rougeL", model=m, decoding="t1.0_p1.0", items=10, tp=1, fp=1, fn=1, tn=7, k=64,
+                 leak_at_k_fact=x, leak_at_k=y) for m, (x, y) in points.items()]
+    return pl.DataFrame(rows)
+
+
+def test_calibration_labels_every_model_readably_inside_the_axes(captured, tmp_path):
+    """Models that sit on the same point (three at (0, 0)) get labels that do not overlap, and
+    a model at (1, 1) is labelled inside the axes (not cut at the edge)."""
+    from matplotlib.text import Text
+
+    from leakk.report.figures import plot_calibration
+
+    points = {"full": (1.0, 1.0), "retrain": (0.0, 0.0), "rule_graddiff": (0.0, 0.05), "rule_npo": (0.0, 0.0),
+              "ga": (0.32, 0.45), "npo": (0.43, 0.53), "graddiff": (0.43, 0.58)}
+    plot_calibration(_calibration_rows(points), tmp_path / "c.png", "t1.0_p1.0")
+    (fig,) = captured
+    ax = fig.axes[1]
+    renderer = fig.canvas.get_renderer()
+    labels = {t.get_gid().removeprefix("label:"): t for t in ax.texts if (t.get_gid() or "").startswith("label:")}
+    assert set(labels) == set(points)
+    for name, text in labels.items():
+        assert text.xy == pytest.approx(points[name])  # each label points at its model's point
+    boxes = {name: Text.get_window_extent(t, renderer) for name, t in labels.items()}
+    frame = ax.get_window_extent(renderer)
+    for name, b in boxes.items():
+        assert frame.x0 <= b.x0 and b.x1 <= frame.x1 and frame.y0 <= b.y0 and b.y1 <= frame.y1, name
+    names = sorted(boxes)
+    assert not [(a, b) for i, a in enumerate(names) for b in names[i + 1:] if _overlaps(boxes[a], boxes[b])]

@@ -1,5 +1,5 @@
-"""Clopper–Pearson guarantees (src/leakk/guarantees.py) and the Beta-binomial extrapolation
-(src/leakk/extrapolate.py), each against an independent computation."""
+"""Clopper–Pearson guarantees (src/leakk/stats/guarantees.py) and the Beta-binomial extrapolation
+(src/leakk/stats/extrapolate.py), each against an independent computation."""
 
 from __future__ import annotations
 
@@ -10,15 +10,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import stats
 
-from leakk.estimate import leak_at_k
-from leakk.extrapolate import (
+from leakk.stats.estimate import leak_at_k
+from leakk.stats.extrapolate import (
     betabinom_logpmf,
     extrapolation_table,
     fit_betabinom,
     holdout_check,
     per_question_counts,
 )
-from leakk.guarantees import cp_upper, guarantee_table, per_question
+from leakk.stats.guarantees import cp_upper, guarantee_table, per_question
 
 # ------------------------------------------------------------------------- Clopper–Pearson
 
@@ -161,7 +161,7 @@ def test_holdout_check_uses_the_first_quarter_of_samples():
 def test_posterior_leak_at_k_equals_monte_carlo_conditional(family):
     """E[1 − (1 − q)^k | c of n] by simulation: draw q from the fitted prior, c ~ Bin(n, q),
     and average 1 − (1 − q)^k over the draws that produced each c."""
-    from leakk.extrapolate import BetaBinomFit
+    from leakk.stats.extrapolate import BetaBinomFit
 
     fit = BetaBinomFit(family, 0.4, 2.5, 0.3 if family == "zi-betabinom" else 0.0, 0.0, 0.0)
     rng = np.random.default_rng(8)

@@ -21,8 +21,8 @@ import yaml
 
 from conftest import MICRO, ROOT, write_params
 from leakk.cli import main
-from leakk.errors import ArtifactError, ParamsError
-from leakk.io import read_parquet
+from leakk.core.errors import ArtifactError, ParamsError
+from leakk.core.io import read_parquet
 
 BIN = str(Path(sys.executable).parent)
 ENV = {**os.environ, "PATH": BIN + os.pathsep + os.environ.get("PATH", ""), "TQDM_DISABLE": "1"}
@@ -155,7 +155,7 @@ def _corruptions(good: bytes):
                                          ("leak_table", "estimate")])
 @pytest.mark.parametrize("how", ["truncated", "empty", "not_parquet", "wrong_schema"])
 def test_corrupt_parquet_is_named_with_its_stage(tmp_path, kind, stage, how):
-    from leakk.io import CONTRACTS
+    from leakk.core.io import CONTRACTS
 
     path = tmp_path / f"{kind}.parquet"
     frame = pl.DataFrame({c: ["x"] for c in CONTRACTS[kind]}) if how != "wrong_schema" else pl.DataFrame({"a": [1]})
@@ -173,8 +173,8 @@ def test_corrupt_parquet_is_named_with_its_stage(tmp_path, kind, stage, how):
 def artifacts(tmp_path_factory):
     """Small on-contract artifacts of every stage boundary: the micro benchmark, a tiny model
     folder, samples, judgments and a leak table (made directly, in seconds)."""
-    from leakk.io import CONTRACTS, write_parquet
-    from leakk.modeling import build_gpt2, build_tokenizer, save_model
+    from leakk.core.io import CONTRACTS, write_parquet
+    from leakk.models.modeling import build_gpt2, build_tokenizer, save_model
 
     root = tmp_path_factory.mktemp("artifacts")
     params = write_params(root / "params.yaml", MICRO)
@@ -359,7 +359,7 @@ def test_four_registries_one_pattern_one_error():
 
     from leakk.data import BENCHMARKS
     from leakk.judges import JUDGES
-    from leakk.registry import Registry
+    from leakk.core.registry import Registry
     from leakk.sampling import BACKENDS
     from leakk.unlearn.methods import METHODS
 
@@ -372,7 +372,7 @@ def test_four_registries_one_pattern_one_error():
 
 
 def test_registering_twice_is_refused_and_names_are_set():
-    from leakk.registry import Registry
+    from leakk.core.registry import Registry
 
     reg = Registry("thing", "things")
 

@@ -20,10 +20,11 @@ import pytest
 import yaml
 
 from conftest import MICRO, ROOT, write_params
-from leakk import params_checks
+from leakk import config
+from leakk.core import checks as params_checks
 from leakk.cli import main
 from leakk.config import load_params, validate_params
-from leakk.errors import ParamsError
+from leakk.core.errors import ParamsError
 
 BIN = str(Path(sys.executable).parent)
 ENV = {**os.environ, "PATH": BIN + os.pathsep + os.environ.get("PATH", ""), "TQDM_DISABLE": "1"}
@@ -85,8 +86,8 @@ def _deep_block(n: int) -> str:
     return "deep:\n" + "".join("  " * (i + 1) + f"k{i}:\n" for i in range(n)) + "  " * (n + 1) + "v: 1\n"
 
 
-NO_CUDA = params_checks.device_problem("cuda") is not None
-NO_VLLM = params_checks.importlib.util.find_spec("vllm") is None
+NO_CUDA = config.device_problem("cuda") is not None
+NO_VLLM = config.importlib.util.find_spec("vllm") is None
 host = pytest.mark.skipif  # a case refused only where this machine lacks what it names
 
 #: (case id, params-file text maker, what the one error line must contain)
@@ -224,25 +225,25 @@ def test_the_same_file_validates_where_the_device_exists(monkeypatch):
     everywhere with the host checks off (the jobs then check their own machine)."""
     p = dict(MICRO, device="cuda:1")
     monkeypatch.delenv(params_checks.HOST_ENV, raising=False)
-    monkeypatch.setattr(params_checks, "cuda_device_count", lambda: 0)
+    monkeypatch.setattr(config, "cuda_device_count", lambda: 0)
     with pytest.raises(ParamsError, match=r"device: 'cuda:1': this machine has 0 usable CUDA devices"):
         validate_params(p)
-    monkeypatch.setattr(params_checks, "cuda_device_count", lambda: 1)
+    monkeypatch.setattr(config, "cuda_device_count", lambda: 1)
     with pytest.raises(ParamsError, match=r"this machine has 1 usable CUDA device;"):
         validate_params(p)
-    monkeypatch.setattr(params_checks, "cuda_device_count", lambda: 2)
+    monkeypatch.setattr(config, "cuda_device_count", lambda: 2)
     assert validate_params(p)["device"] == "cuda:1"
-    monkeypatch.setattr(params_checks, "cuda_device_count", lambda: 0)
+    monkeypatch.setattr(config, "cuda_device_count", lambda: 0)
     assert validate_params(p, host=False)["device"] == "cuda:1"
     monkeypatch.setenv(params_checks.HOST_ENV, "off")
     assert validate_params(p)["device"] == "cuda:1"
 
 
 def test_no_cuda_probe_imports_torch_where_no_driver_is(monkeypatch):
-    monkeypatch.setattr(params_checks.shutil, "which", lambda name: None)
-    monkeypatch.setattr(params_checks.Path, "exists", lambda self: False)
+    monkeypatch.setattr(config.shutil, "which", lambda name: None)
+    monkeypatch.setattr(config.Path, "exists", lambda self: False)
     monkeypatch.setitem(sys.modules, "torch", None)  # importing torch would raise
-    assert params_checks.cuda_device_count() == 0
+    assert config.cuda_device_count() == 0
 
 
 @pytest.mark.parametrize("argv, env, local", [
@@ -268,9 +269,11 @@ def test_host_checks_apply_where_the_jobs_run(monkeypatch, argv, env, local):
 def test_every_schema_number_has_a_range():
     """Every number and integer of the params schema and of every judge's schema has a lower
     bound; seeds fit numpy and torch; the judges' schemas are what their constructors accept."""
-    from leakk.config import schema
+    from leakk.core.schema import params_schema as schema
     from leakk.judges import JUDGES
     from leakk.judges.base import label_schema
+    from leakk.sampling import BACKENDS
+    from leakk.unlearn.methods import METHODS
 
     def walk(node, path):
         if isinstance(node, dict):
@@ -283,7 +286,9 @@ def test_every_schema_number_has_a_range():
             for i, v in enumerate(node):
                 yield from walk(v, f"{path}[{i}]")
 
-    schemas = {"params": schema(), **{f"judge {n}": label_schema(JUDGES.get(n)) for n in JUDGES}}
+    schemas = {"params": schema(), **{f"judge {n}": label_schema(JUDGES.get(n)) for n in JUDGES},
+               **{f"method {n}": METHODS.get(n).params_schema for n in METHODS},
+               **{f"backend {n}": BACKENDS.get(n).params_schema for n in BACKENDS}}
     numbers = [(f"{name}{path}", node) for name, s in schemas.items() for path, node in walk(s, "")]
     assert len(numbers) > 40
     unbounded = [p for p, node in numbers if "minimum" not in node and "exclusiveMinimum" not in node]
@@ -392,9 +397,9 @@ def test_an_unexpected_error_names_the_params_entry(tmp_path, monkeypatch, capsy
     monkeypatch.setattr(leakk.unlearn.run, "run_unlearning", lambda *a, **kw: 1 / 0)
     monkeypatch.delenv("LEAKK_DEBUG", raising=False)
     (tmp_path / "data.parquet").write_bytes(b"")
-    import leakk.cli
+    import leakk.stages.train
 
-    monkeypatch.setattr(leakk.cli, "_read_data", lambda path: None)
+    monkeypatch.setattr(leakk.stages.train, "read_parquet", lambda path, contract: None)
     assert main(["--params", str(params), "unlearn", "--data", "d", "--name", "ga", "--model-dir", "m",
                  "--out", "results/models/ga"]) == 1
     assert capsys.readouterr().err.strip() == ("leakk unlearn: error: results/models/ga (unlearn.ga): "

@@ -5,8 +5,8 @@ from __future__ import annotations
 import polars as pl
 import pytest
 
-from leakk.errors import ArtifactError
-from leakk.io import atomic_path, read_parquet, write_parquet
+from leakk.core.errors import ArtifactError
+from leakk.core.io import atomic_path, read_parquet, write_parquet
 
 
 def test_atomic_file_failure_leaves_nothing(tmp_path):
@@ -30,6 +30,22 @@ def test_atomic_dir_replaces_whole(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["model"]
 
 
+def test_a_write_removes_what_a_killed_writer_of_the_same_target_left(tmp_path):
+    """SIGKILL skips atomic_path's cleanup; the next write of that target removes the temp
+    file or folder, and nothing that belongs to another target or another program."""
+    (tmp_path / ".x.parquet.k3j_9a0z.tmp").write_bytes(b"partial")
+    (tmp_path / ".model.abcdefgh.tmp").mkdir()
+    (tmp_path / ".model.abcdefgh.tmp" / "w").write_bytes(b"partial")
+    keep = [".x.abcdefgh.tmp", ".x.parquet.short.tmp", ".x.parquet.abcdefgh.tmp.bak", "x.parquet.abcdefgh.tmp",
+            ".model2.abcdefgh.tmp"]
+    for name in keep:
+        (tmp_path / name).write_bytes(b"other")
+    write_parquet(pl.DataFrame({"a": [1]}), tmp_path / "x.parquet")
+    with atomic_path(tmp_path / "model", is_dir=True) as tmp:
+        (tmp / "w").write_bytes(b"ok")
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(keep + ["x.parquet", "model"])
+
+
 def test_contract_enforced(tmp_path):
     with pytest.raises(ArtifactError, match="missing required columns"):
         write_parquet(pl.DataFrame({"qid": ["a"]}), tmp_path / "s.parquet", "samples")
@@ -50,7 +66,7 @@ def test_folder_artifact_files_get_usual_permissions(tmp_path):
 
 
 def test_contract_entry_may_be_a_tuple_of_columns(tmp_path, monkeypatch):
-    from leakk import io
+    from leakk.core import io
 
     monkeypatch.setitem(io.CONTRACTS, "extra", ("a", "b"))
     write_parquet(pl.DataFrame({"a": [1], "b": ["x"]}), tmp_path / "e.parquet", "extra")

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from rouge_score import rouge_scorer
 from rouge_score.tokenizers import DefaultTokenizer
 
-from leakk.errors import ArtifactError, ParamsError
+from leakk.core.errors import ArtifactError, ParamsError
 from leakk.judges import (
     JUDGES,
     Judge,
@@ -332,8 +332,12 @@ def test_max_missing(boom):
     assert "\n" not in str(exc.value)
     assert judge_spec("r", {"type": "rougeL", "threshold": 0.2, "max_missing": 0.3}) == ("rougeL", {"threshold": 0.2}, 0.3)
     assert judge_spec("fact", None) == ("fact", {}, 0.05)
-    for bad in (-0.1, 1.5, "x", True):
-        with pytest.raises(ParamsError):
-            judge_spec("r", {"max_missing": bad})
+    # a bad max_missing is refused once, when params are loaded (judge_spec trusts them)
+    from conftest import MICRO
+    from leakk.config import validate_params
+
+    for bad in (-0.1, 1.5, "x", True, float("nan")):
+        with pytest.raises(ParamsError, match=r"judge\.r\.max_missing"):
+            validate_params(dict(MICRO, judge={**MICRO["judge"], "r": {"type": "rougeL", "max_missing": bad}}))
     # the stage keys never reach the constructor
     assert judge_samples(samples, data, {"rougeL": {"max_missing": 0.0}}, progress=False).height == samples.height

@@ -26,7 +26,7 @@ import pytest
 import yaml
 
 from conftest import ROOT
-from leakk.errors import ParamsError
+from leakk.core.errors import ParamsError
 from leakk.judges import make_judge
 from leakk.judges.llm import parse_verdict, retry_after_seconds
 from leakk.judges.run import judge_samples
@@ -329,8 +329,8 @@ def test_no_trace_of_the_key_in_results_snakemake_or_dvc(tmp_path):
                              cwd=work, env=env, capture_output=True, text=True)
         assert smk.returncode == 0, smk.stderr[-3000:]
         assert pl.read_parquet(work / target)["leaked"].null_count() == 0
-        (work / "dvc.yaml").write_text((ROOT / "dvc.yaml").read_text())
         run = lambda *a: subprocess.run(a, cwd=work, env=env, capture_output=True, text=True)  # noqa: E731
+        assert run(f"{BIN}/leakk", "dvc-yaml").returncode == 0  # dvc.yaml for this params file
         assert run("git", "init", "-q").returncode == 0 and run(f"{BIN}/dvc", "init", "-q").returncode == 0
         dvc = run(f"{BIN}/dvc", "repro", "--single-item", "judge@full-llm")
         assert dvc.returncode == 0, dvc.stdout[-2000:] + dvc.stderr[-2000:]

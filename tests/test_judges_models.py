@@ -13,7 +13,7 @@ import polars as pl
 import pytest
 import torch
 
-from leakk.errors import ParamsError
+from leakk.core.errors import ParamsError
 from leakk.judges import make_judge, rouge_l_recall
 from leakk.judges.run import judge_samples
 

@@ -7,25 +7,10 @@ import polars as pl
 import pytest
 
 from conftest import MICRO, write_params
-from leakk.config import model_folder, model_names, validate_params
+from leakk.config import validate_params
+from leakk.core.layout import model_folder, model_names
+from leakk.models.demo import tiny_llama_folder
 from test_workflow import planned_rules, snakemake
-
-
-def tiny_llama_folder(path, texts, *, vocab_size=120, hidden=16, layers=1, positions=64):
-    """A tiny Llama (random weights) with a tokenizer trained on ``texts``, saved as a folder."""
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    from leakk.modeling import build_tokenizer
-
-    tok = build_tokenizer(texts, vocab_size=vocab_size)
-    torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=layers,
-                      num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=positions,
-                      bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
-    LlamaForCausalLM(cfg).save_pretrained(path)
-    tok.save_pretrained(path)
-    return str(path)
 
 
 def _params(tmp_path):
@@ -67,8 +52,8 @@ def test_a_models_entry_reaches_the_leak_table_without_training(tmp_path):
 
 
 def test_model_base_as_a_hub_id_is_downloaded_before_finetuning(tmp_path):
-    from leakk.config import base_folder, hub_sources
-    from leakk.errors import ParamsError
+    from leakk.data.hub import base_folder, hub_sources
+    from leakk.core.errors import ParamsError
 
     p = dict(MICRO, model={"base": "org/tiny-llama"})
     with pytest.raises(ParamsError, match=r"model.revision: 'org/tiny-llama' is no folder here, so it names a hub id: pin its revision"):
@@ -82,3 +67,47 @@ def test_model_base_as_a_hub_id_is_downloaded_before_finetuning(tmp_path):
     assert plan.returncode == 0, plan.stderr[-2000:]
     assert "download --key models/_base --hub-dir results/hub" in plan.stdout
     assert "finetune" in planned_rules(plan)
+
+
+def test_revision_null_is_a_local_folder_and_refused_for_a_hub_id(tmp_path):
+    from leakk.core.errors import ParamsError
+
+    p, folders = _params(tmp_path)
+    p["models"] = {m: {"repo": f, "revision": None} for m, f in folders.items()}
+    assert model_folder(validate_params(p), "full") == folders["full"]
+    p["models"]["published"] = {"repo": "org/published", "revision": None}
+    with pytest.raises(ParamsError, match=r"^params.yaml: models.published.revision: 'org/published' is a hub id: "
+                                          r"pin its revision"):
+        validate_params(p)
+
+
+def test_chat_prompt_template_is_checked_against_each_tokenizer_on_disk(tmp_path, monkeypatch):
+    """`prompt_template: chat` with a local model whose tokenizer has no chat template fails at
+    validation with one line naming the key and the model (not a traceback at sampling)."""
+    from leakk.models.demo import CHAT_TEMPLATE
+    from leakk.core.errors import ParamsError
+
+    p, folders = _params(tmp_path)
+    p["prompt_template"] = "chat"
+    with pytest.raises(ParamsError) as err:
+        validate_params(p)
+    line = str(err.value)
+    assert "\n" not in line and line.startswith("params.yaml: prompt_template: ")
+    assert f"models.full ({folders['full']}) has none" in line
+    texts = ["Question: who wrote the book? Answer: an author wrote it."] * 4
+    for m in folders:
+        tiny_llama_folder(folders[m], texts, chat_template=CHAT_TEMPLATE)
+    validate_params(p)
+    # a hub model is checked once its download is on disk (every job validates again)
+    monkeypatch.chdir(tmp_path)
+    p["models"]["published"] = {"repo": "org/published", "revision": "a" * 40}
+    validate_params(p)
+    tiny_llama_folder(tmp_path / "results/hub/models/published", texts)
+    with pytest.raises(ParamsError, match=r"models.published \(results/hub/models/published\) has none"):
+        validate_params(p)
+    # and model.base, the model fine-tuned from
+    base = dict(p, models={}, model={"base": folders["full"]})
+    validate_params(base)
+    tiny_llama_folder(tmp_path / "plain", texts)
+    with pytest.raises(ParamsError, match=r"model.base \(.*plain\) has none"):
+        validate_params(dict(base, model={"base": str(tmp_path / "plain")}))

@@ -16,9 +16,9 @@ import torch
 from conftest import MICRO
 from leakk.config import validate_params
 from leakk.data.synthetic import generate
-from leakk.errors import ArtifactError, ParamsError
-from leakk.finetune import finetune
-from leakk.io import read_parquet
+from leakk.core.errors import ArtifactError, ParamsError
+from leakk.models.finetune import finetune
+from leakk.core.io import read_parquet
 
 
 def _leak_at_k(n: int, c: int, k: int) -> float:
@@ -32,7 +32,7 @@ def _leak_at_k(n: int, c: int, k: int) -> float:
 def rule_setup(tmp_path_factory):
     """The micro model, and one RULE round of it (ROUGE-L threshold 0.1 makes a few of the
     barely trained model's completions leak, so the round trains)."""
-    from leakk.rule import run_round
+    from leakk.unlearn.rule import run_round
 
     root = tmp_path_factory.mktemp("rule_kills")
     p = validate_params(dict(MICRO, judge={"fact": {}, "rougeL": {"threshold": 0.1}}))
@@ -48,17 +48,15 @@ def _sample_judge(model_dir, data, p, questions, decoding, n, seed, judge):
     """Sample with the package's sampler on an in-memory model (not the backend RULE goes
     through), spreading n per qid over its phrasings, and judge: the reference for round
     statistics."""
-    from functools import partial
-
     from leakk.judges import judge_samples
-    from leakk.modeling import load_model
-    from leakk.sampling.hf_backend import sample_model
+    from leakk.models.modeling import load_model
+    from leakk.sampling.backend import SamplingRequest
+    from leakk.sampling.hf_backend import HFBackend
     from leakk.sampling.stage import sample_phrasings
 
     model, tok = load_model(model_dir)
-    samples = sample_phrasings(partial(sample_model, model, tok), questions, decoding, n=n, seed=seed,
-                               max_new_tokens=p["sample"]["max_new_tokens"], template=p["prompt_template"],
-                               batch_rows=16, progress=False)
+    request = SamplingRequest.build(decoding, n=n, seed=seed, max_new_tokens=p["sample"]["max_new_tokens"])
+    samples = sample_phrasings(HFBackend(model, tok, 16), questions, request, template=p["prompt_template"])
     return judge_samples(samples, data, {judge: p["judge"][judge]}, progress=False).join(
         samples.select("qid", "sample_idx", "phrasing", "text"), on=["qid", "sample_idx"], how="left")
 
@@ -89,7 +87,7 @@ def test_rule_round_log_and_leaked_pairs(rule_setup):
     # the forget set is the forget split's training pairs plus the leaked pairs
     n_pairs = sum(len(q) for q in forget["train_questions"])
     assert row["forget_size"] == n_pairs + leaked.height
-    assert row["fingerprint"] == __import__("leakk.rule", fromlist=["x"]).round_fingerprint(p, "rule_npo")
+    assert row["fingerprint"] == __import__("leakk.unlearn.rule", fromlist=["x"]).round_fingerprint(p, "rule_npo")
     model = root / "round_1/model"
     assert (model / "model.safetensors").is_file() and (model / "tokenizer.json").is_file()
     assert (model / "config.json").is_file()
@@ -97,7 +95,7 @@ def test_rule_round_log_and_leaked_pairs(rule_setup):
 
 def test_rule_round_leaked_only_forget_set(rule_setup, tmp_path):
     """forget_set: leaked trains on the leaked pairs alone."""
-    from leakk.rule import run_round
+    from leakk.unlearn.rule import run_round
 
     root, data, p = rule_setup
     p = copy.deepcopy(p)
@@ -110,7 +108,7 @@ def test_rule_round_leaked_only_forget_set(rule_setup, tmp_path):
 
 def test_rule_round_2_continues_from_round_1(rule_setup, tmp_path):
     """Round 2 starts from round 1's model and keeps its leaked pairs (cumulative)."""
-    from leakk.rule import run_round
+    from leakk.unlearn.rule import run_round
 
     root, data, p = rule_setup
     run_round(data, p, name="rule_npo", round_idx=2, prev_dir=root / "round_1", out_dir=tmp_path / "r2",
@@ -142,8 +140,8 @@ def test_rule_round_2_continues_from_round_1(rule_setup, tmp_path):
     assert set(new.select("qid", "question", "completion").iter_rows()) <= triples
     # and it trains the base loop from round 1's model with NPO's reference the frozen *full*
     # model (reference: full), not round 1's model: recomputed bit for bit
-    from leakk.finetune import training_pairs
-    from leakk.modeling import load_model
+    from leakk.models.finetune import training_pairs
+    from leakk.models.modeling import load_model
     from leakk.unlearn.loop import unlearn_loop
     from leakk.unlearn.methods import make_method
 
@@ -160,7 +158,7 @@ def test_rule_round_2_continues_from_round_1(rule_setup, tmp_path):
 
 
 def test_rule_npo_with_the_full_reference_needs_the_full_models_folder(rule_setup, tmp_path):
-    from leakk.rule import run_round
+    from leakk.unlearn.rule import run_round
 
     root, data, p = rule_setup
     assert p["rule"]["rule_npo"]["reference"] == "full"
@@ -170,7 +168,7 @@ def test_rule_npo_with_the_full_reference_needs_the_full_models_folder(rule_setu
 
 
 def test_rule_prev_state_refuses_unfinished_round(rule_setup, tmp_path):
-    from leakk.rule import run_round
+    from leakk.unlearn.rule import run_round
 
     root, data, p = rule_setup
     for missing in ("model", "leaked.parquet", "round.parquet"):
@@ -186,7 +184,7 @@ def test_rule_prev_state_refuses_unfinished_round(rule_setup, tmp_path):
 def test_rule_stopped_round_passes_model_and_pairs_through(rule_setup, tmp_path):
     """After a stopped round, later rounds neither sample nor train: same model bytes, same
     pairs, stopped stays true, statistics null."""
-    from leakk.rule import run_round
+    from leakk.unlearn.rule import run_round
 
     root, data, p = rule_setup
     stopped = tmp_path / "stopped"
@@ -206,7 +204,7 @@ def test_rule_stopped_round_passes_model_and_pairs_through(rule_setup, tmp_path)
 
 def test_rule_no_early_stop_keeps_training_on_known_pairs(rule_setup, tmp_path):
     """early_stop false: a round whose judge finds nothing still trains on the pairs so far."""
-    from leakk.rule import run_round
+    from leakk.unlearn.rule import run_round
 
     root, data, p = rule_setup
     p = copy.deepcopy(p)
@@ -224,7 +222,7 @@ def test_rule_no_early_stop_keeps_training_on_known_pairs(rule_setup, tmp_path):
 
 
 def test_rule_fingerprint_ignores_rounds_only():
-    from leakk.rule import round_fingerprint
+    from leakk.unlearn.rule import round_fingerprint
 
     p = validate_params(MICRO)
     fp = round_fingerprint(p, "rule_npo")
@@ -249,7 +247,7 @@ def test_rule_fingerprint_ignores_rounds_only():
 
 
 def test_rule_run_all_rounds_resumes_and_retrains_stale(rule_setup, tmp_path, monkeypatch):
-    import leakk.rule as rule
+    import leakk.unlearn.rule as rule
 
     root, data, p = rule_setup
     calls = []
@@ -286,7 +284,7 @@ def test_rule_run_all_rounds_resumes_and_retrains_stale(rule_setup, tmp_path, mo
 
 
 def test_round_model_dir(rule_setup):
-    from leakk.rule import round_model_dir
+    from leakk.unlearn.rule import round_model_dir
 
     root, _, _ = rule_setup
     assert round_model_dir(root / "round_1") == root / "round_1/model"
@@ -297,7 +295,8 @@ def test_round_model_dir(rule_setup):
 def test_evaluate_round_and_report(rule_setup, tmp_path):
     """Evaluation uses the *evaluation* seed and decoding: its leak@1/leak@n and retain
     accuracy equal an independent recomputation; the report joins training and evaluation."""
-    from leakk.rule import evaluate_round, report
+    from leakk.stages.rule import report
+    from leakk.unlearn.rule import evaluate_round
     from leakk.sampling.decoding import GREEDY, Decoding
     from leakk.sampling.stage import questions_for
 
@@ -334,7 +333,7 @@ def test_evaluate_round_and_report(rule_setup, tmp_path):
 # ------------------------------------------------------------------------------- estimator
 
 def test_utility_table_edges():
-    from leakk.estimate import utility_table
+    from leakk.stats.estimate import utility_table
 
     empty = utility_table(pl.DataFrame({"model": [], "qid": [], "leaked": []},
                                        schema={"model": pl.String, "qid": pl.String, "leaked": pl.Boolean}))
@@ -346,7 +345,7 @@ def test_utility_table_edges():
 
 
 def test_leak_table_missing_columns_named():
-    from leakk.estimate import leak_table
+    from leakk.stats.estimate import leak_table
 
     with pytest.raises(ArtifactError, match=r"^leak_table: input: missing required columns \['group'\]$"):
         leak_table(pl.DataFrame({"model": ["m"], "decoding": ["d"], "judge": ["j"], "qid": ["q"],
@@ -356,7 +355,10 @@ def test_leak_table_missing_columns_named():
 # ---------------------------------------------------------------------------------- judges
 
 def test_fact_in_text_whole_words_after_normalisation():
-    from leakk.judges import fact_in_text, normalize_text
+    from leakk.judges import make_judge, normalize_text
+
+    def fact_in_text(fact, text):  # the fact judge's verdict on one completion
+        return bool(make_judge("fact").score_batch([text], [""], [fact])[1][0])
 
     assert fact_in_text("Glass Harbor", "She wrote *The glass-harbor* in 1987.")
     assert fact_in_text("ＧＬＡＳＳ harbor", "glass harbor")  # NFKC full-width letters
@@ -393,7 +395,7 @@ def test_write_text_is_atomic(tmp_path, monkeypatch):
     import os
     from pathlib import Path
 
-    from leakk.io import write_text
+    from leakk.core.io import write_text
 
     target = tmp_path / "sub" / "report.md"
     write_text("# first\n", target)  # creates the folder
@@ -422,7 +424,7 @@ def _umask() -> int:
 
 
 def test_read_parquet_contract_and_missing_file(tmp_path):
-    from leakk.io import read_parquet, write_parquet
+    from leakk.core.io import read_parquet, write_parquet
 
     path = tmp_path / "j.parquet"
     frame = pl.DataFrame({"qid": ["a"], "sample_idx": [0], "judge": ["fact"], "score": [1.0],
@@ -436,7 +438,7 @@ def test_read_parquet_contract_and_missing_file(tmp_path):
     with pytest.raises(ArtifactError, match=f"{tmp_path / 'none.parquet'}: no such artifact"):
         read_parquet(tmp_path / "none.parquet", "judgments")
     with pytest.raises(ArtifactError, match=r"^judgments: judgments: missing required columns \['leaked'\]$"):
-        from leakk.io import check_contract
+        from leakk.core.io import check_contract
 
         check_contract(frame.drop("leaked"), "judgments")
     with pytest.raises(ArtifactError, match=r"^x\.parquet: judgments: missing required columns \['leaked'\]; "
@@ -450,8 +452,12 @@ def test_register_method_makes_it_buildable_by_name():
     from leakk.unlearn.methods import METHODS, GradAscent, make_method, register_method
 
     @register_method("_kills_test_method")
-    class Scaled(GradAscent):
-        pass
+    class Scaled(GradAscent):  # a method owns its keys: schema (with the default) and constructor
+        params_schema = {"type": "object", "additionalProperties": False,
+                         "properties": {"beta": {"type": "number", "default": 0.1}}}
+
+        def __init__(self, *, beta):
+            self.beta = beta
 
     try:
         m = make_method("_kills_test_method", beta=0.3)
@@ -513,7 +519,9 @@ def test_load_params_names_the_file(tmp_path):
 
 
 def test_model_and_decoding_names_include_rule_runs():
-    from leakk.config import decoding_names, model_names, utility_judge
+    from leakk.core.layout import model_names
+    from leakk.judges.run import utility_judge
+    from leakk.sampling.decoding import decoding_names
 
     p = validate_params(MICRO)
     assert model_names(p) == ["full", "retrain", "ga", "npo", "rule_npo"]
@@ -641,7 +649,7 @@ def test_leak_table_row_seeds_reproducible_and_independent():
     """Each row's bootstrap seed comes from (seed, model, decoding, judge, k): the same call
     gives the same CIs; two models with identical judgments get different bootstrap draws
     (so different CIs with 30 groups); adding a model leaves the other rows unchanged."""
-    from leakk.estimate import leak_table
+    from leakk.stats.estimate import leak_table
 
     frame = pl.DataFrame(_many_groups("a") + _many_groups("b"))
     t1 = leak_table(frame, ks=[1, 2], n_boot=64, seed=3)
@@ -675,8 +683,8 @@ def test_redact_hides_secrets_and_truncates():
 def tiny_unlearn():
     import polars as pl
 
-    from leakk.finetune import corpus_texts, training_pairs
-    from leakk.modeling import build_gpt2, build_tokenizer
+    from leakk.models.finetune import corpus_texts, training_pairs
+    from leakk.models.modeling import build_gpt2, build_tokenizer
 
     t = "Question: {question} Answer:"
     data = generate(8, 3, forget_fraction=0.25, phrasings=3)
@@ -725,7 +733,8 @@ def test_unlearn_loop_warmup_lr_and_step_offset(tiny_unlearn):
     assert [r["lr"] for r in log] == pytest.approx([5e-4, 7.5e-4, 1e-3, 1e-3, 1e-3], rel=1e-12)
     _, log = _loop(tiny_unlearn, steps=2, lr=1e-3)
     assert [r["lr"] for r in log] == [1e-3, 1e-3]
-    assert all(r["seconds"] >= 0 for r in log) and log[1]["seconds"] >= log[0]["seconds"]
+    # no wall-clock time in the log (an artifact): a re-run must write the same bytes
+    assert set(log[0]) == {"step", "loss", "forget_loss", "retain_loss", "lr"}
 
 
 def test_unlearn_loop_weight_decay_and_alpha_zero(tiny_unlearn):
@@ -765,7 +774,7 @@ def test_unlearn_loop_batches_cover_the_forget_set(tiny_unlearn, monkeypatch):
     loop.unlearn_loop(_fresh(model), tok, Spy(), forget, retain, template=t, steps=3, lr=1e-4, batch_size=2,
                       seed=0, device="cpu")
     assert seen == [2, 2, 2]
-    from leakk.prompting import encode_example
+    from leakk.models.prompting import encode_example
 
     def rows(ids_batches):
         out = []
@@ -788,7 +797,7 @@ def test_rule_passthrough_copies_across_filesystems(rule_setup, tmp_path, monkey
     import errno
     import os
 
-    from leakk.rule import run_round
+    from leakk.unlearn.rule import run_round
 
     root, data, p = rule_setup
     stopped = tmp_path / "stopped"
@@ -848,8 +857,12 @@ def test_greedy_is_one_sample_per_question_whatever_n(word_lm):
     from leakk.sampling.decoding import GREEDY
     from leakk.sampling.hf import sample_hf
 
+    from leakk.sampling.backend import SamplingRequest
+
     model, tok, qids, prompts = word_lm
-    out = sample_hf(model, tok, qids, prompts, GREEDY, 5, 8, seed=0, batch_rows=16, progress=False)
+    request = SamplingRequest.build(GREEDY, n=5, max_new_tokens=8, seed=0)
+    assert request.n == 1 and request.with_(n=9).n == 1
+    out = sample_hf(model, tok, qids, prompts, GREEDY, request.n, 8, seed=0, batch_rows=16, progress=False)
     assert sorted((c.qid, c.sample_idx) for c in out) == [(q, 0) for q in qids]
 
 
@@ -906,7 +919,7 @@ def test_eos_ids_include_generation_config_and_stop_sampling(word_lm):
 # ---------------------------------------------------------------- estimator: bootstrap edges
 
 def test_bootstrap_errors_say_what_is_wrong():
-    from leakk.estimate import cluster_bootstrap_ci
+    from leakk.stats.estimate import cluster_bootstrap_ci
 
     cases = [
         (([], []), {}, "needs at least one value"),
@@ -925,7 +938,7 @@ def test_bootstrap_errors_say_what_is_wrong():
 def test_bootstrap_single_replicate_is_one_resample():
     """n_boot = 1 is allowed: both ends are that one replicate's mean, a mean of the data
     resampled by group."""
-    from leakk.estimate import cluster_bootstrap_ci
+    from leakk.stats.estimate import cluster_bootstrap_ci
 
     values, groups = [0.0, 1.0, 0.5, 0.25], ["a", "b", "c", "d"]
     lo, hi = cluster_bootstrap_ci(values, groups, n_boot=1, seed=0)
@@ -954,7 +967,7 @@ def test_invalid_yaml_message_keeps_the_parser_explanation_on_one_line(tmp_path)
 
 
 def test_utility_judge_prefers_fact_over_the_headline_judge():
-    from leakk.config import utility_judge
+    from leakk.judges.run import utility_judge
 
     p = copy.deepcopy(MICRO)
     p["estimate"]["headline_judge"] = "rougeL"
@@ -962,7 +975,7 @@ def test_utility_judge_prefers_fact_over_the_headline_judge():
 
 
 def test_write_parquet_contract_error_names_the_file(tmp_path):
-    from leakk.io import write_parquet
+    from leakk.core.io import write_parquet
 
     path = tmp_path / "samples.parquet"
     with pytest.raises(ArtifactError) as err:
@@ -973,12 +986,12 @@ def test_write_parquet_contract_error_names_the_file(tmp_path):
     assert not path.exists()
 
 
-@pytest.mark.parametrize("bad, rule", [("0.5", "must be a number"), (True, "must be a number"),
-                                       (1.5, r"must be in \[0.0, 1.0\]"), (float("nan"), r"must be in \[0.0, 1.0\]")])
+@pytest.mark.parametrize("bad, rule", [("0.5", "type"), (True, "type"), (1.5, "maximum"), (-0.5, "minimum"),
+                                       (float("nan"), "finite")])
 def test_rouge_threshold_errors_name_the_judge_and_rule(bad, rule):
     from leakk.judges import make_judge
 
-    with pytest.raises(ParamsError, match=rf"^judge 'rougeL': threshold {rule}, got "):
+    with pytest.raises(ParamsError, match=rf"^judge 'rougeL': threshold: .*\(rule: {rule}\)$"):
         make_judge("rougeL", threshold=bad)
 
 
@@ -997,7 +1010,7 @@ def test_fact_judge_unjudgeable_items_do_not_stop_the_batch():
 
 
 def test_leak_table_duplicate_error_shows_the_whole_key():
-    from leakk.estimate import leak_table
+    from leakk.stats.estimate import leak_table
 
     frame = pl.DataFrame({"model": ["m", "m"], "decoding": ["d", "d"], "judge": ["j", "j"], "qid": ["q", "q"],
                           "group": ["g", "g"], "sample_idx": [3, 3], "leaked": [True, False]})
@@ -1007,7 +1020,7 @@ def test_leak_table_duplicate_error_shows_the_whole_key():
 
 def test_rule_fingerprint_ignores_key_order():
     """Reordering keys in params.yaml must not make finished rounds look stale."""
-    from leakk.rule import round_fingerprint
+    from leakk.unlearn.rule import round_fingerprint
 
     p = validate_params(MICRO)
     q = copy.deepcopy(p)
@@ -1023,8 +1036,8 @@ def test_rule_round_trains_exactly_the_base_loop_on_forget_plus_leaked(rule_setu
     """Round 1's model is the base method's loop (NPO, its β and α) run from the entering
     model on the forget split's pairs plus the leaked pairs, with the retain split as retain
     term, seed + 1000, and RULE's steps: recomputed here directly, bit for bit."""
-    from leakk.finetune import training_pairs
-    from leakk.modeling import load_model
+    from leakk.models.finetune import training_pairs
+    from leakk.models.modeling import load_model
     from leakk.unlearn.loop import unlearn_loop
     from leakk.unlearn.methods import make_method
 
@@ -1050,7 +1063,7 @@ def test_rule_round_trains_exactly_the_base_loop_on_forget_plus_leaked(rule_setu
 
 
 def test_rule_lr_overrides_the_base_runs_lr(rule_setup, tmp_path):
-    from leakk.rule import run_round
+    from leakk.unlearn.rule import run_round
 
     root, data, p = rule_setup
     own = copy.deepcopy(p)
@@ -1067,7 +1080,7 @@ def test_rule_lr_overrides_the_base_runs_lr(rule_setup, tmp_path):
 
 
 def test_leak_table_passes_n_boot_and_ci_to_the_bootstrap():
-    from leakk.estimate import leak_table
+    from leakk.stats.estimate import leak_table
 
     frame = pl.DataFrame(_many_groups("a"))
     one = leak_table(frame, ks=[1], n_boot=1, seed=0).row(0, named=True)
@@ -1211,7 +1224,7 @@ def test_sampler_default_batching_is_auto(word_lm):
 
 
 def test_leak_at_k_accepts_integral_floats_and_empty_arrays():
-    from leakk.estimate import leak_at_k
+    from leakk.stats.estimate import leak_at_k
 
     # integral floats take the integers' path: the same bits as with ints (exact, any CPU)
     assert leak_at_k(4.0, 1.0, 2) == leak_at_k(4, 1, 2)
@@ -1232,7 +1245,7 @@ def test_leak_at_k_accepts_integral_floats_and_empty_arrays():
 
 
 def test_read_parquet_contract_error_names_the_file(tmp_path):
-    from leakk.io import read_parquet
+    from leakk.core.io import read_parquet
 
     path = tmp_path / "x.parquet"
     pl.DataFrame({"qid": ["a"]}).write_parquet(path)
@@ -1275,7 +1288,7 @@ def test_register_judge_names_the_class_and_refuses_a_second_class_under_a_taken
 
 
 def test_more_error_messages_name_the_problem():
-    from leakk.estimate import leak_at_k, leak_table
+    from leakk.stats.estimate import leak_at_k, leak_table
 
     with pytest.raises(ValueError, match=r"^c=5 outside \[0, n=4\]"):
         leak_at_k(np.array([4, 4]), np.array([0, 5]), 1)
@@ -1288,9 +1301,9 @@ def test_more_error_messages_name_the_problem():
 
 def test_rule_round_uses_the_base_methods_own_parameters(rule_setup, tmp_path):
     """NPO's β from unlearn.<base> reaches RULE's training: same model as the loop with it."""
-    from leakk.finetune import training_pairs
-    from leakk.modeling import load_model
-    from leakk.rule import run_round
+    from leakk.models.finetune import training_pairs
+    from leakk.models.modeling import load_model
+    from leakk.unlearn.rule import run_round
     from leakk.unlearn.loop import unlearn_loop
     from leakk.unlearn.methods import make_method
 

@@ -1,16 +1,22 @@
-"""One declaration of what each stage reads (leakk.pipeline.STAGES): dvc.yaml must agree with
-it, and the Snakemake jobs take their params from it."""
+"""One declaration of every stage (leakk.workflow.table): the CLI, the Snakemake rules and
+dvc.yaml derive from it, the Snakemake jobs take their params from it, and execution settings
+are never part of what a stage reads."""
 
 from __future__ import annotations
 
+import copy
 from types import SimpleNamespace
 
 import pytest
 import yaml
 
-from conftest import MICRO, ROOT
+from conftest import MICRO, ROOT, write_params
+from leakk.cli import build_parser
 from leakk.config import validate_params
-from leakk.pipeline import STAGES, dvc_params, gpu_requested, stage_params, stage_resources
+from leakk.core.params import fingerprint
+from leakk.workflow.dvc import document
+from leakk.workflow.snakemake import rules, shell, targets
+from leakk.workflow.table import COMMANDS, EXECUTION, STAGES, gpu_requested, stage_params, stage_resources
 
 
 def _dvc_stages() -> dict:
@@ -25,22 +31,49 @@ def _declared(stage: dict) -> list[str]:
     return keys
 
 
+def test_every_command_is_a_subcommand_and_every_stage_runs_one():
+    sub = next(a for a in build_parser()._actions if a.dest == "command")
+    assert set(sub.choices) == set(COMMANDS)
+    for stage in STAGES.values():
+        assert stage.command in COMMANDS, stage.name
+        if stage.dvc and stage.dvc.command:
+            assert stage.dvc.command in COMMANDS
+        for form in (stage.snakemake, stage.dvc):  # every argument an engine passes is the command's
+            if form is not None:
+                command = COMMANDS[getattr(form, "command", None) or stage.command]
+                assert set(form.args) <= set(command.dests), (stage.name, set(form.args) - set(command.dests))
+
+
+def test_every_stage_runs_in_both_engines_or_says_why():
+    """Snakemake-only: the unrolled RULE round log (DVC writes it inside rule_eval) and sample
+    shards (DVC samples a model's decodings in one stage); DVC-only: the params check (the
+    Snakefile validates when it loads)."""
+    only_snakemake = {s.name for s in STAGES.values() if s.dvc is None}
+    only_dvc = {s.name for s in STAGES.values() if s.snakemake is None}
+    assert only_snakemake == {"rule_report", "sample_shard", "merge_samples"}
+    assert only_dvc == {"validate"}
+
+
 def test_every_dvc_stage_declares_what_the_table_says():
+    p = validate_params(MICRO)
     dvc = _dvc_stages()
-    covered = set()
-    for name, spec in STAGES.items():
-        for dvc_name in spec.dvc:
-            assert dvc_name in dvc, f"dvc.yaml lacks stage {dvc_name!r} (leakk.pipeline.STAGES[{name!r}])"
-            assert _declared(dvc[dvc_name]) == dvc_params(name), (
-                f"dvc.yaml stage {dvc_name!r} declares {_declared(dvc[dvc_name])}, "
-                f"leakk.pipeline.STAGES[{name!r}] says {dvc_params(name)}")
-            covered.add(dvc_name)
-    assert set(dvc) - covered == {"validate"}, "a dvc.yaml stage that leakk.pipeline does not declare"
+    assert set(dvc) == {s.dvc.name or s.name for s in STAGES.values() if s.dvc} - {"decoding_heatmap"}
+    assert _declared(dvc["unlearn"]) == ["seed", "prompt_template", "unlearn.${item}", "training"]
+    assert _declared(dvc["judge"]) == ["judge.${item.judge}"]
+    # the RULE stage reads what a round reads (placeholders in DVC's syntax), rounds included:
+    # `leakk rule` itself keeps the rounds finished with the same fingerprint
+    assert _declared(dvc["rule"]) == ["seed", "prompt_template", "rule.${key}", "unlearn.${item.base}",
+                                      "judge.${item.judge}", "sample.backend", "training"]  # options: default
+    # {headline_judge} is filled in; an estimate key left to its default is not declared
+    assert "judge.fact" in _declared(dvc["rule_eval"]) and "estimate.ci_method" not in _declared(dvc["rule_eval"])
+    # (sample.options left to its default, {}, is not in params.yaml: DVC cannot declare it)
+    assert set(stage_params(p, "sample")) - {"sample.decodings", "sample.options"} <= set(_declared(dvc["sample"]))
 
 
 def test_validate_stage_reads_the_whole_params_file_and_everything_depends_on_it():
     dvc = _dvc_stages()
     assert dvc["validate"]["params"] == [{"params.yaml": None}]
+    assert dvc["validate"]["cmd"].startswith("leakk dvc-yaml --check && ")
     assert "results/.params_valid" in dvc["data"]["deps"]
 
 
@@ -52,18 +85,44 @@ def test_rule_rounds_survive_a_dvc_rerun():
 def test_snakemake_jobs_read_the_declared_keys():
     p = validate_params(MICRO)
     sample = stage_params(p, "sample")
-    assert set(sample) == {"device", "prompt_template", "sample.backend", "sample.n", "sample.max_new_tokens",
-                           "sample.seed", "sample.batch_rows", "sample.question_column"}
+    assert set(sample) == {"prompt_template", "sample.backend", "sample.options", "sample.n", "sample.max_new_tokens",
+                           "sample.seed", "sample.question_column"}
     assert sample["sample.n"] == MICRO["sample"]["n"]
     rnd = stage_params(p, "rule_round", name="rule_npo")
-    assert set(rnd) == {"seed", "device", "prompt_template", "rule.rule_npo", "unlearn.npo", "judge.rougeL",
-                        "sample.backend", "training"}
+    assert set(rnd) == {"seed", "prompt_template", "rule.rule_npo", "unlearn.npo", "judge.rougeL",
+                        "sample.backend", "sample.options", "training"}
     assert "rounds" not in rnd["rule.rule_npo"]  # more rounds keep the finished ones
     assert stage_params(p, "unlearn", name="ga") == {
-        "seed": 0, "device": "cpu", "prompt_template": MICRO["prompt_template"], "unlearn.ga": p["unlearn"]["ga"],
+        "seed": 0, "prompt_template": MICRO["prompt_template"], "unlearn.ga": p["unlearn"]["ga"],
         "training": {"precision": "auto", "gradient_accumulation": 1, "gradient_checkpointing": False, "lora": None}}
     ev = stage_params(p, "rule_eval")
     assert {"judge.fact", "estimate.headline_judge"} <= set(ev) and "judge.rougeL" not in ev
+
+
+def test_rule_fingerprint_is_the_hash_of_what_the_round_stage_reads():
+    from leakk.unlearn.rule import round_fingerprint
+
+    p = validate_params(MICRO)
+    assert round_fingerprint(p, "rule_npo") == fingerprint(stage_params(p, "rule_round", name="rule_npo"))
+
+
+@pytest.mark.parametrize("key, value", [("device", "cuda"), ("sample.batch_rows", 4)])
+def test_execution_settings_are_no_cache_key(key, value):
+    """Switching device or batch size changes no job's params and no dvc.yaml key."""
+    base = validate_params(MICRO)
+    raw = copy.deepcopy(MICRO)
+    section, _, sub = key.partition(".")
+    if sub:
+        raw[section][sub] = value
+    else:
+        raw[key] = value
+    switched = validate_params(raw)
+    names = {"name": "rule_npo", "judge": "rougeL", "source": "models.full"}
+    for stage in STAGES:
+        assert stage_params(switched, stage, **names) == stage_params(base, stage, **names), stage
+        assert not [k for k in STAGES[stage].reads if k in EXECUTION or k.split(".")[0] in EXECUTION]
+    for stage in _dvc_stages().values():
+        assert not [k for k in _declared(stage) if k in EXECUTION or k == "sample"], stage
 
 
 @pytest.mark.parametrize("device, gpu", [("cpu", 0), ("cuda", 1), ("cuda:1", 1)])
@@ -81,14 +140,89 @@ def test_model_judges_ask_for_the_gpu():
     assert judge_gpu(SimpleNamespace(judge="es")) == 1 and judge_gpu(SimpleNamespace(judge="fact")) == 0
 
 
-def test_no_stage_reads_replicates():
+def test_no_stage_reads_replicates(tmp_path):
     """`replicates` is for `leakk replicates` only: a plain snakemake/dvc run uses `seed`, and
     adding or editing it re-runs nothing (only DVC's validate stage, whose stamp is constant)."""
-    assert not [key for spec in STAGES.values() for key in (*spec.reads, *spec.dvc_reads)
-                if key.split(".")[0] == "replicates"]
+    assert not [key for spec in STAGES.values() for key in spec.reads if key.split(".")[0] == "replicates"]
     with_reps = validate_params(dict(MICRO, replicates=[0, 1, 2]))
     plain = validate_params(MICRO)
     for stage in STAGES:
         names = {"name": "rule_npo", "judge": "rougeL", "source": "models.full"}
         assert stage_params(with_reps, stage, **names) == stage_params(plain, stage, **names), stage
-    assert not [k for name in STAGES for k in dvc_params(name) if k.startswith("replicates")]
+    path = write_params(tmp_path / "params.yaml", dict(MICRO, replicates=[0, 1, 2]))
+    keys = [k for stage in document(path, with_reps)["stages"].values() for k in _declared(stage)]
+    assert not [k for k in keys if k.startswith("replicates")]
+
+
+def test_snakemake_rules_wire_the_commands():
+    p = validate_params(MICRO)
+    by_name = {r.name: r for r in rules(p, "leakk --params params.yaml")}
+    assert set(by_name) == {s.name for s in STAGES.values() if s.snakemake} - {
+        "download", "sample_shard", "merge_samples", "decoding_heatmap"}  # no hub source, shard or grid
+    assert by_name["sample"].shell == (
+        "leakk --params params.yaml --threads {threads} sample --data {input.data} --model {wildcards.model} "
+        "--model-dir {params.model_dir} --decoding {wildcards.decoding} --shard 0 --shards 1 --out {output.out} "
+        "2> {log}")
+    assert by_name["estimate"].shell.endswith("> {log} 2>&1")  # it prints the summary
+    assert by_name["sample"].wildcard_constraints["decoding"] == r"greedy|t1\.0_p1\.0"
+    assert by_name["rule_round"].params["reads"](SimpleNamespace(name="rule_npo", round="1")) == stage_params(
+        p, "rule_round", name="rule_npo")
+    # each job's params are its own: its run, its judge
+    assert by_name["unlearn"].params["reads"](SimpleNamespace(name="ga"))["unlearn.ga"] == p["unlearn"]["ga"]
+    assert by_name["judge"].params["reads"](SimpleNamespace(model="full", judge="rougeL", decoding="greedy")) == {
+        "judge.rougeL": p["judge"]["rougeL"]}
+    assert shell(STAGES["figures"], "leakk").startswith("leakk figures --leak {input.leak} --judge {wildcards.judge}")
+    files = targets(p)
+    assert "results/rule_eval/rule_npo/rounds.parquet" in files and "results/tables.html" in files
+    assert len(files) == len(set(files))
+
+
+def test_sharded_sampling_is_shard_jobs_and_a_merge():
+    p = validate_params(dict(MICRO, sample=dict(MICRO["sample"], shards=3)))
+    by_name = {r.name: r for r in rules(p, "leakk")}
+    assert "sample" not in by_name and {"sample_shard", "merge_samples"} <= set(by_name)
+    assert "--shard {wildcards.shard} --shards {params.shards}" in by_name["sample_shard"].shell
+    assert not [f for f in targets(p) if ".shard" in f]  # temporary: never a target
+
+
+def test_a_new_stage_is_its_module_and_one_table_entry(tmp_path, monkeypatch, capsys):
+    """What adding a stage touches: its entry function (a module), one Command and one Stage in
+    the table. The CLI, the Snakemake rules, `rule all` and dvc.yaml pick it up with no other edit."""
+    import sys
+
+    from leakk.cli import main
+    from leakk.core.layout import RESULTS as L
+    from leakk.workflow import table
+    from leakk.workflow.table import Command, Dvc, Out, Rule, Stage, arg
+
+    (tmp_path / "leakk_newstage.py").write_text(
+        "def count(params, *, leak, out):\n"
+        "    import polars as pl\n"
+        "    open(out, 'w').write(f\"{pl.read_parquet(leak).height} rows, ks {params['estimate']['ks']}\\n\")\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    command = Command("count-rows", "leakk_newstage:count", "count the leak table's rows",
+                      args=(arg("--leak", required=True), arg("--out", required=True)))
+    stage = Stage("count_rows", "count-rows", ("estimate.ks",),
+                  snakemake=Rule(lambda p: [{}], {"leak": L.file("leak_at_k.parquet")},
+                                 {"out": Out(L.file("rows.txt"))}, {"leak": "{input.leak}", "out": "{output.out}"}),
+                  dvc=Dvc({"leak": L.file("leak_at_k.parquet"), "out": L.file("rows.txt")},
+                          deps=(L.file("leak_at_k.parquet"),), outs=(L.file("rows.txt"),)))
+    monkeypatch.setitem(table.COMMANDS, command.name, command)
+    monkeypatch.setitem(table.STAGES, stage.name, stage)
+
+    p = validate_params(MICRO)
+    rule = {r.name: r for r in rules(p, "leakk")}["count_rows"]
+    assert rule.shell == "leakk count-rows --leak {input.leak} --out {output.out} 2> {log}"
+    assert rule.params["reads"](SimpleNamespace()) == {"estimate.ks": MICRO["estimate"]["ks"]}
+    assert "results/rows.txt" in targets(p)
+    path = write_params(tmp_path / "params.yaml", MICRO)
+    assert document(path, p)["stages"]["count_rows"] == {
+        "cmd": "leakk count-rows --leak results/leak_at_k.parquet --out results/rows.txt",
+        "deps": ["results/leak_at_k.parquet"], "params": ["estimate.ks"], "outs": ["results/rows.txt"]}
+    import polars as pl
+
+    pl.DataFrame({"k": [1, 2]}).write_parquet(tmp_path / "leak.parquet")
+    assert main(["--params", str(path), "count-rows", "--leak", str(tmp_path / "leak.parquet"),
+                 "--out", str(tmp_path / "rows.txt")]) == 0
+    assert (tmp_path / "rows.txt").read_text() == "2 rows, ks [1, 2, 4]\n"
+    assert "leakk_newstage" in sys.modules

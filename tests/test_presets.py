@@ -9,9 +9,10 @@ import shutil
 import pytest
 
 from conftest import ROOT
-from leakk.config import hub_sources, load_params, model_names
-from leakk.errors import ParamsError
-from leakk.params_checks import check_host
+from leakk.config import check_host, load_params
+from leakk.core.errors import ParamsError
+from leakk.core.layout import model_names
+from leakk.data.hub import hub_sources
 from test_workflow import planned_rules, snakemake
 
 PRESETS = sorted((ROOT / "configs").glob("*.yaml"))
@@ -50,7 +51,7 @@ def test_tofu_preset_plans_the_paper_dag(tmp_path):
     assert plan.returncode == 0, plan.stderr[-3000:]
     rules = planned_rules(plan)
     assert rules == {"download", "data", "unlearn", "rule_round", "rule_eval", "rule_report", "sample", "judge",
-                     "estimate", "figures", "bounds", "bounds_table", "reliability", "report_tables", "all"}, rules
+                     "estimate", "figures", "bounds", "bounds_table", "reliability", "report_tables", "report_examples", "all"}, rules
     out = plan.stdout
     for key in ("datasets/tofu", "models/full", "models/retrain"):
         assert f"download --key {key} " in out
@@ -65,9 +66,12 @@ def test_tofu_preset_plans_the_paper_dag(tmp_path):
 
 
 def test_a_download_job_reads_only_its_own_source():
-    from leakk.pipeline import dvc_params, stage_params
+    from leakk.workflow.dvc import document
+    from leakk.workflow.table import stage_params
 
-    p = load_params(ROOT / "configs" / "tofu_forget10.yaml", host=False)
+    path = ROOT / "configs" / "tofu_forget10.yaml"
+    p = load_params(path, host=False)
     assert stage_params(p, "download", source="models.full") == {"models.full": p["models"]["full"]}
     assert stage_params(p, "download", source="data.tofu") == {"data.tofu": p["data"]["tofu"]}
-    assert dvc_params("download") == ["data", "models"]  # DVC: one stage fetches every source
+    # DVC: one stage fetches every source, reading each source's entry
+    assert document(path, p)["stages"]["download"]["params"] == ["data.tofu", "models.full", "models.retrain"]

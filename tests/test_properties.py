@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from leakk.bounds import bound_at_k
-from leakk.estimate import cluster_bootstrap_ci, leak_at_k
+from leakk.stats.bounds import bound_at_k
+from leakk.stats.estimate import cluster_bootstrap_ci, leak_at_k
 
 
 @st.composite

@@ -1,4 +1,4 @@
-"""Replicate seeds (leakk.replicates, leakk.replicate_stats): the spread across seeds against
+"""Replicate seeds (leakk.workflow.replicates, leakk.stats.replicate_stats): the spread across seeds against
 numpy, the pooled estimate against brute-force enumeration, clusters = (seed, group), the
 per-seed params file, validation of `replicates`, and (slow) `leakk replicates` end to end."""
 
@@ -16,13 +16,14 @@ import pytest
 import yaml
 
 from conftest import MICRO, ROOT, write_params
-from leakk import figures
+from leakk.report import figures
 from leakk.config import load_params, read_params_file, validate_params
-from leakk.errors import ParamsError
-from leakk.estimate import leak_table, utility_table
-from leakk.replicate_stats import (plot_replicate_curves, pool_judgments, spread_table, summary_markdown,
+from leakk.core.errors import ParamsError
+from leakk.stats.estimate import leak_table, utility_table
+from leakk.report.figures import plot_replicate_curves
+from leakk.stats.replicate_stats import (pool_judgments, spread_table, summary_markdown,
                                    utility_spread)
-from leakk.replicates import seed_params_text, seeds, snakemake_command, write_seed_params
+from leakk.workflow.replicates import seed_params_text, seeds, snakemake_command, write_seed_params
 
 DEC = "t1.0_p1.0"
 KS = [1, 2, 4]
@@ -286,9 +287,11 @@ def fake_seed_run(res, seed: int, params: dict) -> None:
     """A finished seed's results folder without training anything: the data, one judgments file
     per (model, judge, decoding), and the seed's own leak table/utility/summary written by the
     estimate stage itself."""
-    from leakk.config import decoding_names, model_names
-    from leakk.io import write_parquet
-    from leakk.stages import estimate, judgment_path
+    from leakk.core.layout import model_names
+    from leakk.sampling.decoding import decoding_names
+    from leakk.core.io import write_parquet
+    from leakk.core.layout import judgment_path
+    from leakk.stages.evaluate import write_estimate as estimate
 
     rng = np.random.default_rng(seed)
     qids = [(f"f{i}", "forget", f"a{i % 2}") for i in range(4)] + [(f"r{i}", "retain", f"a{i % 2 + 2}")

@@ -8,8 +8,8 @@ import pytest
 from conftest import MICRO, register_rule_judge
 from leakk.config import validate_params
 from leakk.data.synthetic import generate
-from leakk.finetune import finetune
-from leakk.rule import LEAKED_SCHEMA, run_round, select_leaked
+from leakk.models.finetune import finetune
+from leakk.unlearn.rule import LEAKED_SCHEMA, run_round, select_leaked
 
 QUESTIONS = pl.DataFrame({"qid": ["a", "a", "b"], "phrasing": [0, 1, 0], "prompt_question": ["Qa?", "Qa'?", "Qb?"]})
 

@@ -155,41 +155,38 @@ def test_sampler_matches_per_question_reference(tiny_lm):
         assert c.token_ids == out
 
 
-def test_vllm_backend_without_vllm_is_one_clear_error():
+def test_vllm_backend_without_vllm_is_one_clear_error(tmp_path, tiny_lm):
     import importlib.util
 
-    from leakk.errors import ParamsError
-    from leakk.sampling import load_backend
+    from leakk.core.errors import ParamsError
+    from leakk.sampling import open_backend
 
     if importlib.util.find_spec("vllm") is not None:
         pytest.skip("vLLM is installed")
-    backend = load_backend("vllm")
     with pytest.raises(ParamsError, match="pip install 'leakk\\[gpu\\]'"):
-        backend("m", ["q"], ["Q?"], Decoding(1.0, 1.0), n=2, max_new_tokens=4, seed=0, template="{question}")
+        open_backend({"backend": "vllm"}, str(tmp_path))
+
+
+def test_backend_options_are_checked_against_the_backends_schema(micro_params):
+    from leakk.config import validate_params
+    from leakk.core.errors import ParamsError
+
+    micro_params["sample"].update(backend="vllm", options={"batch_invariant": "yes"})
+    with pytest.raises(ParamsError, match="sample.options.batch_invariant"):
+        validate_params(micro_params)
+    micro_params["sample"]["options"] = {"tensor_parallel": 2}
+    with pytest.raises(ParamsError, match="tensor_parallel"):
+        validate_params(micro_params)
+    micro_params["sample"]["options"] = {"batch_invariant": True}
+    assert validate_params(micro_params)["sample"]["options"]["batch_invariant"] is True  # the rest: defaults
 
 
 def test_unknown_backend():
-    from leakk.errors import ParamsError
+    from leakk.core.errors import ParamsError
     from leakk.sampling import load_backend
 
     with pytest.raises(ParamsError, match="unknown backend"):
         load_backend("tgi")
-
-
-@pytest.mark.gpu
-def test_vllm_backend_matches_contract(tmp_path, tiny_lm):
-    """Where vLLM and a GPU exist: the same rows as the HF backend's contract."""
-    pytest.importorskip("vllm")
-    if not torch.cuda.is_available():
-        pytest.skip("vLLM needs a GPU")
-    from leakk.sampling import load_backend
-
-    model, tokenizer = tiny_lm
-    model.save_pretrained(tmp_path)
-    tokenizer.save_pretrained(tmp_path)
-    rows = load_backend("vllm")(str(tmp_path), ["q0", "q1"], ["w3 w4", "w5"], Decoding(1.0, 1.0), n=3,
-                                max_new_tokens=5, seed=0, template="{question}", progress=False)
-    assert sorted((q, i) for q, i, *_ in rows) == [(q, i) for q in ("q0", "q1") for i in range(3)]
 
 
 @pytest.mark.parametrize("force", ["version", "switch"])
@@ -228,3 +225,86 @@ def test_preallocated_cache_used_on_the_tested_transformers(tiny_lm, monkeypatch
     qids, prompts = _prompts()
     sample_hf(model, tokenizer, qids, prompts, GREEDY, 1, 5, seed=0, batch_rows=8, progress=False)
     assert made
+
+
+def _padded_next_tokens(logits, decoding, keys, step):
+    """The sampling step as it was written before the GPU work: the last, partial block padded
+    with −inf by copying the logits (an independent statement of the same draw)."""
+    import math
+
+    from leakk.sampling.hf import nucleus_logprobs
+
+    logp = nucleus_logprobs(logits, decoding)
+    rows, vocab = logp.shape
+    block = max(1, math.isqrt(vocab - 1) + 1)
+    blocks = -(-vocab // block)
+    logp = torch.nn.functional.pad(logp, (0, blocks * block - vocab), value=float("-inf")).view(rows, blocks, block)
+    chosen = (torch.logsumexp(logp, -1) + gumbel(keys, step, 0, torch.arange(blocks).expand(rows, -1))).argmax(-1)
+    within = logp[torch.arange(rows), chosen]
+    token_ids = chosen.unsqueeze(-1) * block + torch.arange(block)
+    return chosen * block + (within + gumbel(keys, step, 1, token_ids)).argmax(-1)
+
+
+@pytest.mark.parametrize("vocab", [50, 1000, 1024, 32000])
+@pytest.mark.parametrize("decoding", [Decoding(1.0, 1.0), Decoding(0.7, 0.9)])
+def test_sampling_step_without_the_padding_copy_draws_the_same_tokens(vocab, decoding):
+    gen = torch.Generator().manual_seed(vocab)
+    keys = keys_tensor(row_keys(3, [f"q{i}" for i in range(64)], np.arange(64)), "cpu")
+    for step in range(4):
+        logits = torch.randn(64, vocab, generator=gen) * 3
+        assert torch.equal(next_tokens(logits, decoding, keys, step), _padded_next_tokens(logits, decoding, keys, step))
+
+
+def test_grouped_decoding_attention_equals_expanded_heads():
+    """grouped_sdpa (the G query heads of a group as G queries of one key-value head) against
+    SDPA on K/V expanded to every query head, with a left-padding mask: fp32 rounding."""
+    from types import SimpleNamespace
+
+    from leakk.sampling.attention import grouped_sdpa
+
+    gen = torch.Generator().manual_seed(0)
+    b, h, kv, length, d = 5, 8, 2, 11, 16
+    q = torch.randn(b, h, 1, d, generator=gen)
+    k, v = torch.randn(b, kv, length, d, generator=gen), torch.randn(b, kv, length, d, generator=gen)
+    mask = torch.ones(b, 1, 1, length, dtype=torch.bool)
+    mask[1, ..., :4] = False
+    mask[3, ..., :7] = False
+    out, _ = grouped_sdpa(SimpleNamespace(num_key_value_groups=h // kv), q, k, v, mask, scaling=d ** -0.5)
+    ref = torch.nn.functional.scaled_dot_product_attention(
+        q, k.repeat_interleave(h // kv, 1), v.repeat_interleave(h // kv, 1), attn_mask=mask, scale=d ** -0.5)
+    torch.testing.assert_close(out, ref.transpose(1, 2), rtol=1e-5, atol=1e-6)
+
+
+def test_a_gqa_model_samples_the_same_with_grouped_decoding():
+    """A grouped-query Llama: the sampler (through grouped_sdpa) draws the same tokens as with
+    transformers' own attention, and greedy equals model.generate."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    import leakk.sampling.hf as hf
+
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=300, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
+                                         num_attention_heads=8, num_key_value_heads=2, max_position_embeddings=64,
+                                         bos_token_id=1, eos_token_id=2, pad_token_id=0)).eval()
+    gen = torch.Generator().manual_seed(1)
+    prompts = [torch.randint(3, 300, (int(torch.randint(2, 9, (1,), generator=gen)),), generator=gen).tolist()
+               for _ in range(6)]
+    qids = [f"q{i}" for i in range(6)]
+    tok = type("T", (), {"pad_token_id": 0, "eos_token_id": 2})
+    run = lambda dec, n: [(c.qid, c.sample_idx, c.token_ids)  # noqa: E731
+                          for c in sample_hf(model, tok, qids, prompts, dec, n, 10, 4, batch_rows=16, progress=False)]
+    grouped = {d: run(d, n) for d, n in ((GREEDY, 1), (Decoding(1.0, 1.0), 4))}
+    import contextlib
+
+    plain = contextlib.contextmanager(lambda m: (yield False))
+    saved, hf.grouped_decoding = hf.grouped_decoding, plain
+    try:
+        assert {d: run(d, n) for d, n in ((GREEDY, 1), (Decoding(1.0, 1.0), 4))} == grouped
+    finally:
+        hf.grouped_decoding = saved
+    greedy = {q: ids for q, _, ids in grouped[GREEDY]}
+    for q, p in zip(qids, prompts):
+        ids = greedy[q]
+        ref = model.generate(torch.tensor([p]), attention_mask=torch.ones(1, len(p), dtype=torch.long), do_sample=False,
+                             max_new_tokens=10, eos_token_id=2, pad_token_id=0)[0, len(p):].tolist()
+        assert ids == (ref[: ref.index(2) + 1] if 2 in ref else ref)

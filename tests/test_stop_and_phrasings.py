@@ -17,11 +17,12 @@ from hypothesis import strategies as st
 from conftest import MICRO, register_rule_judge
 from leakk.config import validate_params
 from leakk.data.synthetic import generate
-from leakk.errors import ArtifactError, ParamsError
-from leakk.finetune import corpus_texts, finetune, training_pairs
-from leakk.judges.fact import fact_in_text, fact_span, normalize_text
-from leakk.modeling import build_gpt2, build_tokenizer
-from leakk.prompting import collate, encode_example
+from leakk.core.errors import ArtifactError, ParamsError
+from leakk.models.finetune import corpus_texts, finetune, training_pairs
+from leakk.judges.fact import fact_span, normalize_text
+from leakk.models.modeling import build_gpt2, build_tokenizer
+from leakk.models.prompting import collate, encode_example
+from leakk.sampling.backend import Backend, Completion, SamplingRequest, sample_texts
 from leakk.sampling.decoding import GREEDY, Decoding
 from leakk.sampling.stage import (ROW_SCHEMA, TRAINING_PHRASINGS, questions_for, sample_phrasings,
                                   shard_questions)
@@ -29,6 +30,14 @@ from leakk.unlearn.loop import reference_logprobs, unlearn_loop
 from leakk.unlearn.methods import make_method
 
 T = "Question: {question} Answer:"
+
+
+def fact_in_text(fact: str, text: str) -> bool:
+    """The fact judge's verdict on one completion (the match the span finder must agree with)."""
+    from leakk.judges import make_judge
+
+    return bool(make_judge("fact").score_batch([text], [""], [fact])[1][0])
+
 
 
 @pytest.fixture(scope="module")
@@ -52,13 +61,31 @@ def test_training_phrasings_are_the_trained_ones_never_the_held_out(data):
     assert tofu.select("qid", "prompt_question").rows() == forget.select("qid", "question").sort("qid").rows()
 
 
-def _fake_sampler(calls):
-    """A backend stand-in recording its calls; text = prompt#sample_idx."""
-    def sample(qids, prompts, decoding, *, n, seed, **kw):
-        calls.append((list(qids), n, seed))
-        n = 1 if decoding.greedy else n
-        return [(q, i, f"{p}#{i}@{seed}", 1, "stop") for q, p in zip(qids, prompts) for i in range(n)]
-    return sample
+class _TextTokenizer:
+    """A stand-in tokenizer whose one "token" is the whole text."""
+
+    def __call__(self, text, add_special_tokens=True):
+        return {"input_ids": [text]}
+
+    def batch_decode(self, seqs, skip_special_tokens=True):
+        return ["".join(s) for s in seqs]
+
+
+class _FakeBackend(Backend):
+    """A backend stand-in recording its calls; text = prompt#sample_idx@seed."""
+
+    def __init__(self, calls):
+        self.calls, self.tokenizer = calls, _TextTokenizer()
+
+    def generate(self, qids, prompts, request, **kw):
+        self.calls.append((list(qids), request.n, request.seed))
+        return [Completion(q, i, [f"{p[0]}#{i}@{request.seed}"], "stop")
+                for q, p in zip(qids, prompts) for i in range(request.n)]
+
+
+def _phrasings(backend, questions, decoding, n, seed, **kw):
+    return sample_phrasings(backend, questions, SamplingRequest.build(decoding, n=n, max_new_tokens=4, seed=seed),
+                            template="{question}", **kw)
 
 
 @given(n=st.integers(1, 40), counts=st.lists(st.integers(1, 5), min_size=1, max_size=6))
@@ -67,7 +94,7 @@ def test_sample_phrasings_spreads_n_evenly(n, counts):
     rows = [(f"q{i}", j, f"q{i}p{j}") for i, c in enumerate(counts) for j in range(c)]
     questions = pl.DataFrame(rows, schema=["qid", "phrasing", "prompt_question"], orient="row")
     calls = []
-    out = sample_phrasings(_fake_sampler(calls), questions, Decoding(1.0, 1.0), n=n, seed=10)
+    out = _phrasings(_FakeBackend(calls), questions, Decoding(1.0, 1.0), n=n, seed=10)
     for i, c in enumerate(counts):
         mine = out.filter(pl.col("qid") == f"q{i}")
         assert mine["sample_idx"].to_list() == list(range(n))  # n per qid, numbered 0..n-1
@@ -81,16 +108,18 @@ def test_sample_phrasings_spreads_n_evenly(n, counts):
 def test_one_phrasing_is_exactly_one_backend_call(data):
     questions = questions_for(data, ["forget"], "paraphrased_question")
     calls = []
-    out = sample_phrasings(_fake_sampler(calls), questions, Decoding(1.0, 1.0), n=5, seed=3)
+    out = _phrasings(_FakeBackend(calls), questions, Decoding(1.0, 1.0), n=5, seed=3)
     assert calls == [(questions["qid"].to_list(), 5, 3)]
-    direct = pl.DataFrame(_fake_sampler([])(questions["qid"].to_list(), questions["prompt_question"].to_list(),
-                                            Decoding(1.0, 1.0), n=5, seed=3), schema=ROW_SCHEMA, orient="row")
+    direct = pl.DataFrame(sample_texts(_FakeBackend([]), questions["qid"].to_list(),
+                                       questions["prompt_question"].to_list(),
+                                       SamplingRequest.build(Decoding(1.0, 1.0), n=5, max_new_tokens=4, seed=3),
+                                       template="{question}"), schema=ROW_SCHEMA, orient="row")
     assert out.drop("phrasing").sort("qid", "sample_idx").equals(direct.sort("qid", "sample_idx"))
 
 
 def test_greedy_draws_one_per_phrasing(data):
     questions = questions_for(data, ["forget"], TRAINING_PHRASINGS)
-    out = sample_phrasings(_fake_sampler([]), questions, GREEDY, n=None, seed=0)
+    out = _phrasings(_FakeBackend([]), questions, GREEDY, n=7, seed=0, every_phrasing=True)
     assert out.height == questions.height
     assert out.select("qid", "phrasing").rows() == questions.select("qid", "phrasing").rows()
 
@@ -212,7 +241,7 @@ def test_stop_criterion(full_model, tmp_path, judge, greedy_leak, last_step, sto
 
 def test_stop_checks_the_training_phrasings_with_the_fact_judge(full_model):
     """The check's greedy leak equals an independent greedy pass over the training phrasings."""
-    from leakk.modeling import load_model
+    from leakk.models.modeling import load_model
     from leakk.sampling.hf_backend import sample_model
     from leakk.unlearn.stopping import GreedyStop
 
@@ -264,7 +293,8 @@ def test_round_evaluation_reads_the_main_judgments_and_matches_sampling(full_mod
     """Round 0's evaluation from the main pipeline's judgments equals the one that samples the
     same model itself (same backend, seed and judge): the reuse changes nothing but the cost."""
     from leakk.judges import judge_samples
-    from leakk.rule import evaluate_round, main_judgments
+    from leakk.core.layout import judgment_path
+    from leakk.unlearn.rule import evaluate_round
     from leakk.sampling.stage import run_sampling
 
     root, d = full_model
@@ -276,7 +306,7 @@ def test_round_evaluation_reads_the_main_judgments_and_matches_sampling(full_mod
     for dec, judge in ((Decoding.from_name(est["headline_decoding"]), est["headline_judge"]), (GREEDY, "fact")):
         samples = run_sampling(str(model_dir), d, dec, model_name=base, params=dict(p["sample"], device="cpu"),
                                template=p["prompt_template"], progress=False)
-        out = main_judgments(tmp_path / "judgments", base, judge, dec.name)
+        out = judgment_path(tmp_path / "judgments", base, dec.name, judge)
         out.parent.mkdir(parents=True, exist_ok=True)
         judge_samples(samples, d, {judge: p["judge"][judge]}, progress=False).write_parquet(out)
     evaluate_round(d, p, name=name, round_idx=0, round_dir=model_dir, out=tmp_path / "reused.parquet",
@@ -291,7 +321,7 @@ def test_round_evaluation_reads_the_main_judgments_and_matches_sampling(full_mod
 
 
 def test_augmented_forget_examples_follow_training_pairs(data):
-    from leakk.rule import LEAKED_SCHEMA, forget_examples
+    from leakk.unlearn.rule import LEAKED_SCHEMA, forget_examples
 
     leaked = pl.DataFrame({"qid": [data.filter(pl.col("split") == "forget")["qid"][0]], "question": ["Q?"],
                            "completion": ["nothing here"], "round": [1]}, schema=LEAKED_SCHEMA)

@@ -27,11 +27,11 @@ import torch
 from conftest import MICRO
 from leakk.config import validate_params
 from leakk.data.synthetic import generate
-from leakk.errors import ParamsError
-from leakk.finetune import corpus_texts, finetune, training_pairs
-from leakk.io import read_parquet, write_parquet
-from leakk.modeling import build_gpt2, build_tokenizer, load_model
-from leakk.prompting import answer_nll, collate, encode_example
+from leakk.core.errors import ParamsError
+from leakk.models.finetune import corpus_texts, finetune, training_pairs
+from leakk.core.io import read_parquet, write_parquet
+from leakk.models.modeling import build_gpt2, build_tokenizer, load_model
+from leakk.models.prompting import answer_nll, collate, encode_example
 from leakk.sampling.decoding import Decoding
 from leakk.sampling.hf import sample_hf
 from leakk.unlearn.loop import unlearn_loop
@@ -214,7 +214,7 @@ def _leak_at_k(n: int, c: int, k: int) -> float:
 def rule_run(tmp_path_factory):
     """Two RULE rounds on the micro model; a ROUGE-L threshold of 0.1 makes a few of the
     barely trained model's completions leak, so round 1 trains and round 2 samples."""
-    from leakk.rule import run_all_rounds
+    from leakk.unlearn.rule import run_all_rounds
 
     root = tmp_path_factory.mktemp("rule_survivors")
     p = validate_params(dict(MICRO, judge={"fact": {}, "rougeL": {"threshold": 0.1}}))
@@ -239,10 +239,9 @@ def test_rule_round_stats_reproduce_from_the_round_seed(rule_run):
     equal an independent recomputation: sample the model entering round r in its training
     phrasings (n spread over them, phrasing j with seed ``seed + 1000·r + j``), judge, and
     average 1 − C(n−c, k)/C(n, k) over questions."""
-    from functools import partial
-
     from leakk.judges import judge_samples
-    from leakk.sampling.hf_backend import sample_model
+    from leakk.sampling.backend import SamplingRequest
+    from leakk.sampling.hf_backend import HFBackend
     from leakk.sampling.stage import questions_for, sample_phrasings
 
     root, data, p = rule_run
@@ -255,9 +254,9 @@ def test_rule_round_stats_reproduce_from_the_round_seed(rule_run):
     for r, model_dir in entering.items():
         log = read_parquet(root / f"rule/round_{r}/round.parquet")
         model, tok = load_model(model_dir)
-        samples = sample_phrasings(partial(sample_model, model, tok), forget_q, Decoding(**cfg["decoding"]), n=n,
-                                   seed=cfg["seed"] + 1000 * r, max_new_tokens=cfg["max_new_tokens"],
-                                   template=p["prompt_template"], batch_rows=16, progress=False)
+        request = SamplingRequest.build(Decoding(**cfg["decoding"]), n=n, seed=cfg["seed"] + 1000 * r,
+                                       max_new_tokens=cfg["max_new_tokens"])
+        samples = sample_phrasings(HFBackend(model, tok, 16), forget_q, request, template=p["prompt_template"])
         judged = judge_samples(samples, data, {cfg["judge"]: p["judge"][cfg["judge"]]}, progress=False)
         counts = judged.group_by("qid").agg(c=pl.col("leaked").sum(), n=pl.len())
         assert set(counts["n"]) == {n}

@@ -1,4 +1,4 @@
-"""Training that scales (leakk.training): accumulation gives the full batch's gradient, the
+"""Training that scales (leakk.models.training): accumulation gives the full batch's gradient, the
 memory estimate matches a hand computation, a tiny Llama goes through finetune (accumulation
 + checkpointing), unlearn (full and LoRA, merged on save), sampling and judging on CPU — and
 the defaults leave the offline miniature's numbers bit-identical."""
@@ -16,15 +16,15 @@ import yaml
 from conftest import MICRO
 from leakk import determinism
 from leakk.cli import main
+from leakk.models.demo import tiny_llama_folder
 from leakk.data.synthetic import generate
-from leakk.errors import ParamsError
-from leakk.finetune import corpus_texts, train_loop, training_pairs
-from leakk.modeling import build_gpt2, build_tokenizer
-from leakk.prompting import answer_nll, collate, encode_example
-from leakk.training import Term, Trainer, TrainingSpec, memory_estimate, memory_line, micro_slices, model_memory
+from leakk.core.errors import ParamsError
+from leakk.models.finetune import corpus_texts, train_loop, training_pairs
+from leakk.models.modeling import build_gpt2, build_tokenizer
+from leakk.models.prompting import answer_nll, collate, encode_example
+from leakk.models.training import Term, Trainer, TrainingSpec, memory_estimate, memory_line, micro_slices, model_memory
 from leakk.unlearn.loop import reference_logprobs, unlearn_loop
 from leakk.unlearn.methods import make_method
-from test_models_as_data import tiny_llama_folder
 
 T = "Question: {question} Answer:"
 
@@ -44,9 +44,9 @@ TRAJECTORIES = r"""
 import copy, json, leakk, torch
 import polars as pl
 from leakk.data.synthetic import generate
-from leakk.finetune import corpus_texts, train_loop, training_pairs
-from leakk.modeling import build_gpt2, build_tokenizer
-from leakk.training import TrainingSpec
+from leakk.models.finetune import corpus_texts, train_loop, training_pairs
+from leakk.models.modeling import build_gpt2, build_tokenizer
+from leakk.models.training import TrainingSpec
 from leakk.unlearn.loop import unlearn_loop
 from leakk.unlearn.methods import make_method
 torch.set_num_threads(1)
@@ -269,3 +269,80 @@ def test_a_tiny_llama_finetunes_unlearns_with_and_without_lora_then_samples_and_
 def _write(path, params):
     path.write_text(yaml.safe_dump(json.loads(json.dumps(params)), sort_keys=False))
     return path
+
+
+# --- reduced precision: answer positions only, bf16 weights ----------------------------------
+
+def _small_llama(vocab=96):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    return LlamaForCausalLM(LlamaConfig(vocab_size=vocab, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
+                                        bos_token_id=1, eos_token_id=2, pad_token_id=0))
+
+
+def _qa_batch(vocab=96, rows=5):
+    gen = torch.Generator().manual_seed(1)
+    examples = []
+    for i in range(rows):
+        prompt = torch.randint(3, vocab, (3 + i,), generator=gen).tolist()
+        answer = torch.randint(3, vocab, (2 + (i * 3) % 5,), generator=gen).tolist()
+        examples.append((prompt + answer, [-100] * len(prompt) + answer))
+    return collate(examples, 0)
+
+
+def test_answer_position_logits_equal_the_full_forwards():
+    """answer_logits (the body once, the head at answer positions only) against the full
+    forward's logits at those positions, and the two losses built on each: fp32 arithmetic on
+    the same weights, so agreement to float rounding (1e-5 relative)."""
+    from leakk.models.prompting import answer_logits, answer_logprob
+
+    model = _small_llama()
+    batch = _qa_batch()
+    logits, labels, example = answer_logits(model, batch)
+    full = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1]
+    where = batch["labels"][:, 1:] != -100
+    torch.testing.assert_close(logits, full[where].float(), rtol=1e-5, atol=1e-5)
+    assert labels.tolist() == batch["labels"][:, 1:][where].tolist()
+    assert example.tolist() == where.nonzero()[:, 0].tolist()
+    # the losses under bf16 autocast (answer positions) against the fp32 full path: bf16 tolerance
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        lp_bf16, nll_bf16 = answer_logprob(model, batch), answer_nll(model, batch)
+    lp, nll = answer_logprob(model, batch), answer_nll(model, batch)
+    torch.testing.assert_close(lp_bf16, lp, rtol=3e-2, atol=0.3)
+    torch.testing.assert_close(nll_bf16, nll, rtol=3e-2, atol=3e-2)
+
+
+def test_bf16_weights_keep_an_fp32_master_and_track_fp32_weights():
+    """training.weights=bf16: the model trains in bf16, the optimiser steps an fp32 master copy
+    (so a small update is not rounded away), and the model comes back fp32 as it was loaded,
+    holding the master weights; its loss follows fp32-weight autocast training closely."""
+    from leakk.models.training import Term, Trainer, TrainingSpec
+
+    batch_examples = [(ids, lab) for ids, lab in zip(_qa_batch()["input_ids"].tolist(),
+                                                     _qa_batch()["labels"].tolist())]
+    losses = {}
+    for weights in ("fp32", "bf16"):
+        model = _small_llama()
+        trainer = Trainer(model, TrainingSpec(precision="bf16", weights=weights), "cpu", lr=1e-2, weight_decay=0.0,
+                          schedule=lambda opt: torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0), pad_id=0)
+        if weights == "bf16":
+            assert {p.dtype for p in model.parameters()} == {torch.bfloat16}
+            assert {m.dtype for m in trainer.master} == {torch.float32}
+        losses[weights] = [trainer.step([Term(batch_examples, lambda b, _: answer_nll(trainer.model, b))])[0]
+                           for _ in range(8)]
+        trained = trainer.finish()
+        assert {p.dtype for p in trained.parameters()} == {torch.float32}
+    assert losses["bf16"][-1] < losses["bf16"][0] - 0.5
+    for a, b in zip(losses["fp32"], losses["bf16"]):
+        assert abs(a - b) < 0.1 * max(1.0, abs(a))
+
+
+def test_bf16_weights_need_bf16_precision(micro_params):
+    from leakk.config import validate_params
+    from leakk.core.errors import ParamsError
+
+    micro_params["training"] = {"precision": "fp32", "weights": "bf16"}
+    with pytest.raises(ParamsError, match="training.weights"):
+        validate_params(micro_params)

@@ -9,10 +9,10 @@ import pytest
 import torch
 
 from leakk.data.synthetic import generate
-from leakk.errors import ParamsError
-from leakk.finetune import corpus_texts, training_pairs
-from leakk.modeling import build_gpt2, build_tokenizer
-from leakk.prompting import answer_nll, collate, encode_example
+from leakk.core.errors import ParamsError
+from leakk.models.finetune import corpus_texts, training_pairs
+from leakk.models.modeling import build_gpt2, build_tokenizer
+from leakk.models.prompting import answer_nll, collate, encode_example
 from leakk.unlearn.loop import reference_logprobs, unlearn_loop
 from leakk.unlearn.methods import METHODS, make_method
 

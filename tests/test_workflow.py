@@ -20,7 +20,7 @@ BIN = str(Path(sys.executable).parent)
 ENV = {**os.environ, "PATH": BIN + os.pathsep + os.environ.get("PATH", ""), "TQDM_DISABLE": "1"}
 DOWNSTREAM_OF_SAMPLING = {"sample", "judge", "estimate", "calibrate", "figures", "rule_eval", "rule_report", "all",
                           # bounds read sample.max_new_tokens (an answer longer than it cannot be produced)
-                          "bounds", "bounds_table", "reliability", "report_tables"}
+                          "bounds", "bounds_table", "reliability", "report_tables", "report_examples"}
 
 
 def planned_judge_jobs(proc: subprocess.CompletedProcess) -> set[tuple[str, str, str]]:
@@ -37,7 +37,7 @@ def assert_only_rougel_rejudged(plan: subprocess.CompletedProcess) -> None:
                                                             for d in ("greedy", "t1.0_p1.0")}
     assert {m for m, j, _ in jobs if j != "rougeL"} == {"rule_npo"}, plan.stdout
     assert planned_rules(plan) <= {"judge", "estimate", "calibrate", "figures", "all", "bounds", "bounds_table",
-                                   "reliability", "report_tables",
+                                   "reliability", "report_tables", "report_examples",
                                    "rule_round", "rule_eval", "rule_report", "sample"}, plan.stdout
 
 
@@ -77,6 +77,14 @@ def test_snakemake_micro_dag(tmp_path):
     again = snakemake(tmp_path, "-n")
     assert again.returncode == 0 and "Nothing to be done" in again.stdout + again.stderr
 
+    # execution settings are no cache key: another device or batch size re-runs nothing
+    write_params(tmp_path / "params.yaml", dict(MICRO, device="auto", sample=dict(MICRO["sample"], batch_rows=4)))
+    switched = snakemake(tmp_path, "-n")
+    assert switched.returncode == 0 and "Nothing to be done" in switched.stdout + switched.stderr, switched.stdout
+    from leakk.core.io import read_execution
+
+    assert read_execution(results / "samples/full/greedy.parquet")["device"] == "cpu"  # what it ran with
+
     edited = dict(MICRO, sample=dict(MICRO["sample"], max_new_tokens=10))
     write_params(tmp_path / "params.yaml", edited)
     plan = snakemake(tmp_path, "-n")
@@ -92,11 +100,21 @@ def test_snakemake_micro_dag(tmp_path):
     assert (results / "calibration.parquet").is_file() and (results / "figures/calibration.png").is_file()
 
 
+def write_dvc_yaml(workdir: Path) -> None:
+    """dvc.yaml for the params file there (`leakk dvc-yaml`)."""
+    proc = subprocess.run([f"{BIN}/leakk", "dvc-yaml"], cwd=workdir, capture_output=True, text=True, env=ENV)
+    assert proc.returncode == 0, proc.stderr
+
+
+DVC_DOWNSTREAM_OF_SAMPLING = {"validate", "sample", "judge", "estimate", "calibrate", "figures", "rule_eval",
+                              # the exact bound reads sample.max_new_tokens
+                              "bounds", "bounds_table", "reliability", "report_tables", "report_examples"}
+
+
 @pytest.mark.slow
 def test_dvc_repro_micro(tmp_path):
-    for name in ("dvc.yaml",):
-        shutil.copy(ROOT / name, tmp_path / name)
     write_params(tmp_path / "params.yaml", MICRO)
+    write_dvc_yaml(tmp_path)
     run = lambda *a: subprocess.run(a, capture_output=True, text=True, env=ENV, cwd=tmp_path)  # noqa: E731
     assert run("git", "init", "-q").returncode == 0
     assert run(f"{BIN}/dvc", "init", "-q").returncode == 0
@@ -114,13 +132,7 @@ def test_dvc_repro_micro(tmp_path):
     rerun = run(f"{BIN}/dvc", "repro")
     assert rerun.returncode == 0, rerun.stdout[-3000:]
     stages = set(re.findall(r"Running stage '([\w@.-]+)'", rerun.stdout))
-    assert stages and all(s.split("@")[0] in {"validate", "sample_base", "sample_unlearn", "sample_rule", "judge",
-                                              "judge_unlearn", "judge_rule", "estimate", "calibrate", "figures",
-                                              "rule_eval",
-                                              # the exact bound reads sample.max_new_tokens
-                                              "bounds", "bounds_unlearn", "bounds_rule", "bounds_table",
-                                              "reliability"}
-                          for s in stages), stages
+    assert stages and all(s.split("@")[0] in DVC_DOWNSTREAM_OF_SAMPLING for s in stages), stages
 
     # one stage per (model, judge): a rougeL threshold edit touches only rougeL's judge stages
     # (+ estimate/calibrate, which read the judge section, and rule_npo, whose RULE judge is rougeL)
@@ -129,11 +141,16 @@ def test_dvc_repro_micro(tmp_path):
     status = run(f"{BIN}/dvc", "status")
     changed = set(re.findall(r"^([\w@.-]+):$", status.stdout, re.M))
     judges = {s for s in changed if s.startswith("judge")}
-    assert judges == {f"{st}@{m}-rougeL" for st, m in (("judge", "full"), ("judge", "retrain"),
-                                                        ("judge_unlearn", "ga"), ("judge_unlearn", "npo"),
-                                                        ("judge_rule", "rule_npo"))}, status.stdout
+    assert judges == {f"judge@{m}-rougeL" for m in ("full", "retrain", "ga", "npo", "rule_npo")}, status.stdout
     assert changed - judges <= {"validate", "estimate", "calibrate", "rule@rule_npo", "rule_eval@rule_npo",
-                                "bounds_rule@rule_npo", "bounds_table", "reliability", "report_tables"}, status.stdout
+                                "bounds@rule_npo", "bounds_table", "reliability", "report_tables"}, status.stdout
+
+    # execution settings are no cache key: another device or batch size changes no stage
+    edited["judge"]["rougeL"] = {"threshold": 0.3}
+    edited["device"], edited["sample"]["batch_rows"] = "auto", 4
+    write_params(tmp_path / "params.yaml", edited)
+    status = run(f"{BIN}/dvc", "status")
+    assert set(re.findall(r"^([\w@.-]+):$", status.stdout, re.M)) <= {"validate"}, status.stdout
 
 def _tree(root: Path) -> dict[str, bytes]:
     """Every file under results/ (not logs, not Snakemake's benchmarks), by relative path."""
@@ -146,9 +163,9 @@ def test_dvc_continues_from_a_snakemake_run(tmp_path):
     """A finished Snakemake run is recorded in dvc.lock: `dvc status` is clean, an invalid
     `dvc exp run -S` fails before any output is removed, a sampling edit re-runs only sampling
     and what follows, and one more RULE round trains only that round."""
-    for name in ("dvc.yaml", ".dvcignore"):
-        shutil.copy(ROOT / name, tmp_path / name)
+    shutil.copy(ROOT / ".dvcignore", tmp_path / ".dvcignore")
     write_params(tmp_path / "params.yaml", MICRO)
+    write_dvc_yaml(tmp_path)
     run = lambda *a: subprocess.run(a, capture_output=True, text=True, env=ENV, cwd=tmp_path)  # noqa: E731
     assert run("git", "init", "-q").returncode == 0
     assert run(f"{BIN}/dvc", "init", "-q").returncode == 0
@@ -174,17 +191,15 @@ def test_dvc_continues_from_a_snakemake_run(tmp_path):
     rerun = run(f"{BIN}/dvc", "repro")
     assert rerun.returncode == 0, rerun.stdout[-3000:]
     stages = {s.split("@")[0] for s in re.findall(r"Running stage '([\w@.-]+)'", rerun.stdout)}
-    assert "sample_base" in stages and stages <= {"validate", "sample_base", "sample_unlearn", "sample_rule",
-                                                  "judge", "judge_unlearn", "judge_rule", "estimate", "calibrate",
-                                                  "figures", "rule_eval",
-                                                  # the exact bound reads sample.max_new_tokens
-                                                  "bounds", "bounds_unlearn", "bounds_rule", "bounds_table",
-                                                  "reliability"}, stages
+    assert "sample" in stages and stages <= DVC_DOWNSTREAM_OF_SAMPLING, stages
 
     rounds = tmp_path / "results/rule/rule_npo"
     finished = {p: p.read_bytes() for p in rounds.rglob("*") if p.is_file()}
     edited["rule"]["rule_npo"]["rounds"] += 1
     write_params(tmp_path / "params.yaml", edited)
+    stale = run(f"{BIN}/dvc", "repro", "rule@rule_npo")  # the RULE model's folder moved: dvc.yaml is stale
+    assert stale.returncode != 0 and "dvc-yaml" in stale.stdout + stale.stderr
+    write_dvc_yaml(tmp_path)
     more = run(f"{BIN}/dvc", "repro", "rule@rule_npo")
     assert more.returncode == 0, more.stdout[-3000:]
     assert all(p.read_bytes() == b for p, b in finished.items()), "a finished round was retrained"

@@ -7,122 +7,53 @@ before any work starts (the CLI and the Snakefile both call :func:`load_params`)
 from __future__ import annotations
 
 import copy
+import importlib.util
 import os
+import shutil
 import string
-from functools import cache
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import jsonschema
 import yaml
 
-from leakk import params_checks
-from leakk.errors import ParamsError
-
-BASE_MODELS = ("full", "retrain")
-
-
-@cache
-def schema() -> dict[str, Any]:
-    return yaml.safe_load(resources.files("leakk").joinpath("schemas/params.schema.yaml").read_text())
-
-
-def _with_defaults(validator_class):
-    """A validator that also fills ``default`` values into the instance (jsonschema recipe)."""
-    validate_props = validator_class.VALIDATORS["properties"]
-
-    def set_defaults(validator, properties, instance, schema_):
-        if isinstance(instance, dict):
-            for name, sub in properties.items():
-                if isinstance(sub, dict) and "default" in sub:
-                    instance.setdefault(name, copy.deepcopy(sub["default"]))
-        yield from validate_props(validator, properties, instance, schema_)
-
-    return jsonschema.validators.extend(validator_class, {"properties": set_defaults})
-
-
-def _key(path) -> str:
-    out = ""
-    for part in path:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out or "(top level)"
-
-
-def _error_line(e: jsonschema.ValidationError, prefix: tuple = ()) -> tuple[str, str]:
-    """(key, message) of a schema error; an unknown key is named itself, not its parent."""
-    path = [*prefix, *e.absolute_path]
-    own = params_checks.describe(e, _key(path))  # numbers of the wrong kind; secrets never echoed
-    if own:
-        return _key(path), own
-    if e.validator == "additionalProperties" and isinstance(e.instance, dict):
-        allowed = set(e.schema.get("properties", {}))
-        extra = sorted(k for k in e.instance if k not in allowed)
-        if extra and allowed:
-            return _key([*path, extra[0]]), _unknown_key(extra[0], allowed)
-        if extra:
-            return _key([*path, extra[0]]), "unknown key (this section takes no keys)"
-    if e.validator == "pattern" and isinstance(e.schema, dict) and e.schema.get("description"):
-        return _key(path), f"{e.instance!r} is not one of: {e.schema['description']}"
-    return _key(path), e.message
-
-
-def _unknown_key(key: Any, allowed: set[str]) -> str:
-    import difflib
-
-    close = difflib.get_close_matches(str(key), sorted(allowed), n=1)
-    hint = f"did you mean {close[0]!r}? " if close else ""
-    return f"unknown key ({hint}allowed: {sorted(allowed)})"
-
-
-def _schema_errors(instance: Any, schema_: dict[str, Any], src: str, prefix: tuple = (),
-                   fill_defaults: bool = False) -> None:
-    validator_class = params_checks.STRICT_VALIDATOR  # integers are ints, numbers finite
-    validator = (_with_defaults(validator_class) if fill_defaults else validator_class)(schema_)
-    errors = sorted(validator.iter_errors(instance), key=lambda e: [str(p) for p in e.absolute_path])
-    if errors:
-        e = errors[0]
-        key, msg = _error_line(e, prefix)
-        raise ParamsError(f"{src}: {key}: {msg}" + ("" if "(rule: " in msg else f" (rule: {e.validator})"))
-
+from leakk.core import checks
+from leakk.core.errors import ParamsError
+from leakk.core.layout import is_local, model_folder, trained_models
+from leakk.core.schema import check, filled, key_path, params_schema, unknown_key
+from leakk.data.hub import base_folder, hub_sources, source_param
+from leakk.unlearn.stopping import stop_judge
 
 def validate_params(params: dict[str, Any], source: str = "params.yaml", host: bool | None = None) -> dict[str, Any]:
     """Return a defaults-filled copy of ``params``, or raise ParamsError on the first problem.
 
     ``host``: also check that this machine has the device and packages the params need
-    (default: unless ``LEAKK_HOST_CHECKS=off``; see :func:`leakk.params_checks.host_checks_apply`)."""
+    (default: unless ``LEAKK_HOST_CHECKS=off``; see :func:`leakk.core.checks.host_checks_apply`)."""
     if not isinstance(params, dict):
         raise ParamsError(f"{source}: not a mapping of params keys (got {type(params).__name__}; "
                           "rule: a YAML mapping like params.yaml)")
-    missing = [k for k in schema()["required"] if k not in params]
-    unknown = [k for k in params if k not in schema()["properties"]]
+    missing = [k for k in params_schema()["required"] if k not in params]
+    unknown = [k for k in params if k not in params_schema()["properties"]]
     if missing and unknown:  # most likely a misspelt section name
-        raise ParamsError(f"{source}: {unknown[0]}: {_unknown_key(unknown[0], set(schema()['properties']))} "
+        raise ParamsError(f"{source}: {unknown[0]}: {unknown_key(unknown[0], set(params_schema()['properties']))} "
                           "(rule: additionalProperties)")
     if missing:
         raise ParamsError(
             f"{source}: missing top-level keys {missing}: a params file (a preset too) must be "
             "complete; start from a copy of params.yaml (rule: required)")
     params = copy.deepcopy(params)
-    _schema_errors(params, schema(), source, fill_defaults=True)
-    params_checks.check_secrets(params, source)  # first: no later message may echo a key
+    check(params, params_schema(), source, fill_defaults=True)
+    checks.check_secrets(params, source)  # first: no later message may echo a key
     _cross_field(params, source)
-    if params_checks.host_checks_apply() if host is None else host:
-        params_checks.check_host(params, source)
+    if checks.host_checks_apply() if host is None else host:
+        check_host(params, source)
     return params
-
-
-def schema_section(section: dict[str, Any], key: str, source: str = "params.yaml") -> dict[str, Any]:
-    """A defaults-filled copy of one top-level section checked against its schema alone
-    (for code handed a section directly, e.g. a training loop's ``training=``)."""
-    section = copy.deepcopy(section)
-    _schema_errors(section, schema()["properties"][key], source, prefix=(key,), fill_defaults=True)
-    return section
 
 
 def check_accumulation(p: dict[str, Any], src: str) -> None:
     """Every batch that trains splits evenly into ``training.gradient_accumulation``
     micro-batches (``batch_size`` is the effective batch; RULE uses its base run's)."""
+    if p["training"].get("weights") == "bf16" and p["training"]["precision"] == "fp32":
+        _fail(src, "training.weights", "bf16 needs training.precision bf16 or auto (rule: bf16 weights train in bf16)")
     accumulation = p["training"]["gradient_accumulation"]
     batches = {"finetune.batch_size": p["finetune"]["batch_size"]}
     batches.update({f"unlearn.{name}.batch_size": run["batch_size"] for name, run in p["unlearn"].items()})
@@ -157,7 +88,7 @@ def check_template(template: str, src: str = "params.yaml", key: str = "prompt_t
 
 
 def _cross_field(p: dict[str, Any], src: str) -> None:
-    from leakk.data import BENCHMARKS
+    from leakk.data import BENCHMARKS, benchmark_params
     from leakk.sampling import BACKENDS
     from leakk.sampling.decoding import Decoding
     from leakk.unlearn.methods import METHODS
@@ -165,16 +96,30 @@ def _cross_field(p: dict[str, Any], src: str) -> None:
     check_template(p["prompt_template"], src)
     if p["data"]["benchmark"] not in BENCHMARKS:
         raise BENCHMARKS.unknown(p["data"]["benchmark"]).with_source(src)
+    for name in [k for k in p["data"] if k != "benchmark"]:  # each benchmark's section, by its own schema
+        if name not in BENCHMARKS:
+            _fail(src, f"data.{name}", f"{unknown_key(name, {'benchmark', *BENCHMARKS})} (rule: additionalProperties)")
+        p["data"][name] = benchmark_params(name, p["data"][name], src)
+    if p["data"]["benchmark"] not in p["data"] and not BENCHMARKS.get(p["data"]["benchmark"]).params_schema.get("required"):
+        p["data"][p["data"]["benchmark"]] = benchmark_params(p["data"]["benchmark"], {}, src)
     columns = BENCHMARKS.get(p["data"]["benchmark"]).columns
     if p["sample"]["backend"] not in BACKENDS:  # no import: a backend module may be heavy
         raise BACKENDS.unknown(p["sample"]["backend"]).with_source(src)
+    if p["sample"].get("options"):  # (only then imported: a backend module may be heavy)
+        p["sample"]["options"] = filled(p["sample"]["options"], BACKENDS.get(p["sample"]["backend"]).params_schema,
+                                        src, ("sample", "options"))
     n = p["sample"]["n"]
     for k in p["estimate"]["ks"]:
         if k > n:
             _fail(src, "estimate.ks", f"k={k} > sample.n={n}: leak@k is undefined for k > n (rule: k ≤ n)")
+    loop = params_schema()["$defs"]["unlearn_run"]
     for name, run in p["unlearn"].items():
         if run["method"] not in METHODS:
             raise METHODS.unknown(run["method"], f"unlearn.{name}.method").with_source(src)
+        own = METHODS.get(run["method"]).params_schema  # the loop's keys and the method's own
+        p["unlearn"][name] = run = filled(run, {**loop, "additionalProperties": False,
+                                                "properties": {**loop["properties"], **own["properties"]}},
+                                          src, ("unlearn", name))
         if run.get("stop"):
             spec = stop_judge(run["stop"])
             _check_judge_spec(spec, columns, p["data"]["benchmark"], src, ("unlearn", name, "stop", "judge"),
@@ -182,9 +127,10 @@ def _cross_field(p: dict[str, Any], src: str) -> None:
     names = [Decoding(d["temperature"], d["top_p"]).name for d in p["sample"]["decodings"]]
     if len(set(names)) != len(names):
         _fail(src, "sample.decodings", f"duplicate decodings {names} (rule: unique)")
-    for label, cfg in p["judge"].items():
-        _check_judge_spec(dict(cfg or {}, type=(cfg or {}).get("type", label)), columns, p["data"]["benchmark"],
-                          src, ("judge", label), default_type=label)
+    for label, cfg in p["judge"].items():  # each judge's params, filled with its class's defaults
+        full = _check_judge_spec(dict(cfg or {}, type=(cfg or {}).get("type", label)), columns,
+                                 p["data"]["benchmark"], src, ("judge", label), default_type=label)
+        p["judge"][label] = {**({"type": cfg["type"]} if "type" in (cfg or {}) else {}), **full}
     _question_column(p["sample"]["question_column"], columns, p["data"]["benchmark"], src, "sample.question_column")
     for name, run in (p.get("rule") or {}).items():
         if name in p["unlearn"]:
@@ -205,21 +151,9 @@ def _cross_field(p: dict[str, Any], src: str) -> None:
         _fail(src, "estimate.headline_judge", f"{est['headline_judge']!r} is not a configured judge (known: {sorted(p['judge'])})")
     if est["headline_decoding"] not in names:
         _fail(src, "estimate.headline_decoding", f"{est['headline_decoding']!r} is not among sample.decodings {names}")
-    if p["data"]["benchmark"] == "synthetic":
-        from leakk.data.synthetic import RELATIONS
-
-        syn = p["data"].get("synthetic") or {}
-        authors, frac = syn.get("authors", 100), syn.get("forget_fraction", 0.1)
-        if round(authors * frac) < 1:
-            _fail(src, "data.synthetic.forget_fraction",
-                  f"{frac} × {authors} authors gives an empty forget split (rule: ≥ 1 forget author)")
-        if round(authors * frac) >= authors:
-            _fail(src, "data.synthetic.forget_fraction", f"{frac} leaves no retain split")
-        if syn.get("qa_per_author", 12) > len(RELATIONS):
-            _fail(src, "data.synthetic.qa_per_author",
-                  f"{syn['qa_per_author']} > the {len(RELATIONS)} relations the benchmark has (rule: maximum)")
     check_accumulation(p, src)
     _check_hub(p, src)
+    _check_chat_templates(p, src)
     base = p["model"].get("base")
     if base and is_local(base) and not (Path(base).expanduser() / "config.json").is_file():
         _fail(src, "model.base", f"{base}: no such model folder (rule: an HF folder with config.json, or a hub id "
@@ -228,48 +162,8 @@ def _cross_field(p: dict[str, Any], src: str) -> None:
         _check_arch(p, src)
 
 
-def is_local(repo: str) -> bool:
-    """A hub source's ``repo`` names a local folder (used in place of a hub id)."""
-    return repo.startswith((".", "/", "~")) or Path(repo).expanduser().is_dir()
-
-
-def hub_sources(p: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """``{"datasets/<benchmark>" | "models/<name>": source}`` of everything ``leakk download``
-    fetches (hub ids and local folders alike)."""
-    out = {}
-    bench = p["data"]["benchmark"]
-    if bench != "synthetic" and p["data"].get(bench):
-        out[f"datasets/{bench}"] = p["data"][bench]
-    for name, src in (p.get("models") or {}).items():
-        out[f"models/{name}"] = src
-    base = p["model"].get("base")
-    if base and not is_local(base):  # fine-tune a hub model: fetched like the others
-        out[BASE_KEY] = {"repo": base, "revision": p["model"].get("revision")}
-    return out
-
-
-#: the download key of ``model.base`` given as a hub id (not a valid ``models:`` name)
-BASE_KEY = "models/_base"
-
-
-def source_param(key: str) -> str:
-    """The params key of hub source ``key``: ``data.<benchmark>``, ``models.<name>`` or ``model``."""
-    kind, name = key.split("/", 1)
-    if key == BASE_KEY:
-        return "model"
-    return f"data.{name}" if kind == "datasets" else f"models.{name}"
-
-
-def base_folder(p: dict[str, Any]) -> str | None:
-    """The folder ``model.base`` names: as given, or its download (None: build from ``arch``)."""
-    base = p["model"].get("base")
-    if not base:
-        return None
-    return os.path.expanduser(base) if is_local(base) else f"results/hub/{BASE_KEY}"
-
-
 def _check_hub(p: dict[str, Any], src: str) -> None:
-    params_checks.check_sources(p, src)  # folders exist, hub ids are ids (a URL is not)
+    checks.check_sources(p, src)  # folders exist, hub ids are ids (a URL is not)
     bench = p["data"]["benchmark"]
     if bench != "synthetic" and not p["data"].get(bench):
         _fail(src, f"data.{bench}", f"required for data.benchmark={bench!r}: the dataset's repo (a hub id "
@@ -284,15 +178,44 @@ def _check_hub(p: dict[str, Any], src: str) -> None:
             _fail(src, f"models.{name}", "name already used by an unlearn or rule run (rule: model names are unique)")
 
 
-def stop_judge(stop: dict[str, Any]) -> dict[str, Any]:
-    """The judge spec (``{"type": …, params…}``) of an unlearn run's ``stop`` criterion."""
-    judge = stop["judge"]
-    return {"type": judge} if isinstance(judge, str) else dict(judge)
+def has_chat_template(folder: str | os.PathLike) -> bool:
+    """Whether the tokenizer saved in ``folder`` has a chat template, from its files alone
+    (``chat_template.jinja``/``.json``, or the key in ``tokenizer_config.json``): cheap
+    enough for every validation."""
+    import json
+
+    folder = Path(folder)
+    if (folder / "chat_template.jinja").is_file() or (folder / "chat_template.json").is_file():
+        return True
+    if (folder / "additional_chat_templates").is_dir() and any((folder / "additional_chat_templates").iterdir()):
+        return True
+    try:
+        return bool(json.loads((folder / "tokenizer_config.json").read_text()).get("chat_template"))
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def _check_chat_templates(p: dict[str, Any], src: str) -> None:
+    """``prompt_template: chat`` formats every prompt with the model's chat template: each
+    model folder already on disk (a local ``models:`` entry or ``model.base``, a finished
+    download) must have one, or the run would fail later in a tokenizer traceback."""
+    if p["prompt_template"] != "chat":
+        return
+    folders = {f"models.{name}": model_folder(p, name) for name in p.get("models") or {}}
+    if base_folder(p):
+        folders["model.base"] = base_folder(p)
+    for key, folder in folders.items():
+        if (Path(folder) / "config.json").is_file() and not has_chat_template(folder):
+            _fail(src, "prompt_template", f'"chat" needs a tokenizer with a chat template, and the tokenizer of '
+                                          f"{key} ({folder}) has none (rule: a model with a chat template, or a "
+                                          "format string with {question})")
+
 
 
 def _check_judge_spec(spec: dict[str, Any], columns, bench: str, src: str, where: tuple[str, ...],
-                      default_type: str | None = None) -> None:
-    """One judge spec: a registered type, params its class accepts, and the columns it needs."""
+                      default_type: str | None = None) -> dict[str, Any]:
+    """One judge spec: a registered type, params its class accepts (returned with its defaults,
+    ``type`` left out), and the columns it needs."""
     from leakk.judges import JUDGES
     from leakk.judges.base import label_schema
 
@@ -304,12 +227,13 @@ def _check_judge_spec(spec: dict[str, Any], columns, bench: str, src: str, where
         _fail(src, key, f"{kind!r} is not a judge name (rule: type)")
     if kind not in JUDGES:
         raise JUDGES.unknown(kind, key).with_source(src)
-    # the judge class's own schema of its constructor keywords (no defaults filled in:
-    # the rules declare these params, and filling them would re-run finished judging)
-    _schema_errors(cfg, label_schema(JUDGES.get(kind)), src, prefix=where)
+    cls = JUDGES.get(kind)
+    full = filled(cfg, label_schema(cls), src, where)  # the class's schema + the stage's keys
+    cls.check_params({k: v for k, v in full.items() if k != "max_missing"}, f"{src}: {'.'.join(where)}")
     if getattr(JUDGES.get(kind), "needs_fact", False) and "fact" not in columns:
         _fail(src, base, f"the {kind!r} judge needs a fact column, which the {bench!r} benchmark does not "
                          f"have (known: {sorted(columns)}) (rule: a benchmark with facts)")
+    return full
 
 
 def _question_column(column: str, columns: tuple[str, ...], bench: str, src: str, key: str) -> None:
@@ -343,7 +267,7 @@ def _check_arch(p: dict[str, Any], src: str) -> None:
             _fail(src, key, f"{value} must be < model.arch.n_positions={limit} (rule: fits the model)")
 
 
-class _Loader(params_checks.DepthGuard, yaml.SafeLoader):
+class _Loader(checks.DepthGuard, yaml.SafeLoader):
     """PyYAML's safe loader (YAML 1.1 scalars, as Snakemake and DVC read the file), nesting capped."""
 
 
@@ -355,7 +279,7 @@ def _duplicate_keys(node: yaml.Node, path: tuple = ()) -> tuple[str, int, int] |
             key = key_node.value if isinstance(key_node, yaml.ScalarNode) else None
             if key is not None:
                 if key in seen:
-                    return _key([*path, key]), key_node.start_mark.line + 1, seen[key]
+                    return key_path([*path, key]), key_node.start_mark.line + 1, seen[key]
                 seen[key] = key_node.start_mark.line + 1
             found = _duplicate_keys(value_node, (*path, key))
             if found:
@@ -384,7 +308,7 @@ def read_params_file(path: str | os.PathLike) -> Any:
     try:
         node = yaml.compose(text, Loader=_Loader)
         if node is not None:  # before any walk of the expansion: an alias bomb is refused here
-            params_checks.check_yaml_graph(node, str(path))
+            checks.check_yaml_graph(node, str(path))
         dup = _duplicate_keys(node) if node is not None else None
         if dup:
             key, line, first = dup
@@ -411,7 +335,8 @@ def load_params(path: str | os.PathLike = "params.yaml", host: bool | None = Non
     return validate_params(raw, str(path), host=host)
 
 
-def workflow_params(config: dict[str, Any], configfiles: list, argv: list[str] | None = None) -> tuple[str, dict[str, Any]]:
+def workflow_params(config: dict[str, Any], configfiles: list,
+                    argv: list[str] | None = None) -> tuple[str, dict[str, Any]]:
     """For the Snakefile: (the params file every job reads, its validated params).
 
     ``snakemake`` reads ``params.yaml``, or the one complete params file given with
@@ -428,57 +353,81 @@ def workflow_params(config: dict[str, Any], configfiles: list, argv: list[str] |
             path = path.relative_to(Path.cwd())
         except ValueError:
             pass
-    params = load_params(path, host=params_checks.host_checks_apply(argv))
+    params = load_params(path, host=checks.host_checks_apply(argv))
     if config != (read_params_file(path) if configfiles else {}):
         raise ParamsError(f"--config: overrides differ from {path}; every job reads {path} itself, "
                           "so edit it (or pass a complete preset with --configfile) instead")
     return str(path), params
 
 
-def model_names(p: dict[str, Any]) -> list[str]:
-    """Every model of the experiment, in table order."""
-    extra = [m for m in (p.get("models") or {}) if m not in BASE_MODELS]
-    return [*base_models(p), *p["unlearn"], *(p.get("rule") or {}), *extra]
+# ------------------------------------------------------------------ this machine
+
+def requirements(p: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """(params key, module, install hint) of everything optional the params use."""
+    from leakk.judges import JUDGES
+    from leakk.sampling import load_backend
+
+    backend = load_backend(p["sample"]["backend"])  # validated: a registered name
+    out = [("sample.backend", module, backend.install_hint) for module in backend.requires]
+    for where, spec in checks.judge_specs(p):
+        kind = spec["type"]
+        if isinstance(kind, str) and kind in JUDGES:
+            cls = JUDGES.get(kind)
+            out += [(where, module, "pip install 'leakk[judges]'") for module in getattr(cls, "requires", ())]
+    remote = [key for key, s in hub_sources(p).items() if not is_local(s["repo"])]
+    if remote:
+        out.append((source_param(remote[0]), "huggingface_hub", "pip install 'leakk[hub]'"))
+    if p["data"]["benchmark"] != "synthetic":
+        out.append(("data.benchmark", "datasets", "pip install 'leakk[hub]'"))
+    if (p.get("training") or {}).get("lora"):
+        out.append(("training.lora", "peft", "pip install 'leakk[lora]'"))
+    return out
 
 
-def base_models(p: dict[str, Any]) -> list[str]:
-    """``full`` and ``retrain``, except that with a published target (``models.full``) there
-    is a retrain baseline only where ``models.retrain`` names one (WMDP has none; training one
-    from scratch beside a published 7B target would be meaningless)."""
-    models = p.get("models") or {}
-    return [m for m in BASE_MODELS if "full" not in models or m in models]
+
+def cuda_device_count() -> int:
+    """CUDA devices torch can use here; 0 without importing torch where no NVIDIA driver is."""
+    if not Path("/proc/driver/nvidia/version").exists() and shutil.which("nvidia-smi") is None:
+        return 0
+    import torch
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
 
 
-def trained_models(p: dict[str, Any]) -> list[str]:
-    """The base models the finetune stage trains (those not given under ``models:``)."""
-    return [m for m in base_models(p) if m not in (p.get("models") or {})]
+def mps_available() -> bool:
+    import platform
+
+    if platform.system() != "Darwin":
+        return False
+    import torch
+
+    return bool(torch.backends.mps.is_available())
 
 
-def model_folder(p: dict[str, Any], name: str) -> str:
-    """Where model ``name``'s folder is: a ``models:`` entry's local folder as given, a hub
-    entry's download under ``results/hub/models/<name>``, else the trained one under
-    ``results/models/<name>`` (RULE models: see the workflow's round folders)."""
-    source = (p.get("models") or {}).get(name)
-    if source is None:
-        return f"results/models/{name}"
-    return os.path.expanduser(source["repo"]) if is_local(source["repo"]) else f"results/hub/models/{name}"
+def device_problem(device: str) -> str | None:
+    """Why ``device`` cannot run here, or None (``auto`` and ``cpu`` always can)."""
+    if device.startswith("cuda"):
+        index = int(device.partition(":")[2] or 0)
+        count = cuda_device_count()
+        if index >= count:
+            return f"this machine has {count} usable CUDA device{'s' if count != 1 else ''}"
+    elif device == "mps" and not mps_available():
+        return "MPS is not available on this machine"
+    return None
 
 
-def decoding_names(p: dict[str, Any]) -> list[str]:
-    """``greedy`` plus each sampled decoding's canonical name."""
-    from leakk.sampling.decoding import Decoding
-
-    return ["greedy", *(Decoding(d["temperature"], d["top_p"]).name for d in p["sample"]["decodings"])]
-
-
-def judge_type(p: dict[str, Any], label: str) -> str:
-    """The judge class name of ``judge.<label>`` (its ``type`` key, else the label)."""
-    return (p["judge"][label] or {}).get("type", label)
-
-
-def utility_judge(p: dict[str, Any]) -> str:
-    """The judge label that scores retain-set greedy answers: the first judge of type
-    ``fact`` (ground truth, where the benchmark has facts; chosen by type, not label), else
-    the headline judge."""
-    facts = [label for label in p["judge"] if judge_type(p, label) == "fact"]
-    return facts[0] if facts else p["estimate"]["headline_judge"]
+def check_host(p: dict[str, Any], src: str) -> None:
+    """The device (and every judge's own) exists here, and every optional package the params
+    need (:func:`requirements`) is installed. Run where the jobs run; elsewhere the rest of
+    validation still holds."""
+    off = f"(rule: available here; jobs that run on other machines: set {checks.HOST_ENV}=off where you submit them)"
+    devices = {"device": p.get("device", "auto")}
+    devices.update({f"{where}.device": spec["device"] for where, spec in checks.judge_specs(p)
+                    if isinstance(spec.get("device"), str)})
+    for key, device in devices.items():
+        problem = device_problem(device)
+        if problem:
+            _fail(src, key, f"{device!r}: {problem}; use auto or cpu {off}")
+    for key, module, hint in requirements(p):
+        if importlib.util.find_spec(module) is None:
+            _fail(src, key, f"needs the {module} package, which is not installed here ({hint}) {off}")

@@ -71,7 +71,7 @@ def apply() -> dict[str, str]:
     """
     chosen = mode()
     if chosen not in MODES:
-        from leakk.errors import ParamsError
+        from leakk.core.errors import ParamsError
 
         raise ParamsError(f"{ENV}={chosen!r}: not a CPU kernel mode (one of {list(MODES)})")
     wanted = dict(_ALWAYS)

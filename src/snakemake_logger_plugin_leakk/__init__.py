@@ -30,7 +30,7 @@ class LogHandler(LogHandlerBase):
     needs_rulegraph = False
 
     def emit(self, record: logging.LogRecord) -> None:
-        from leakk.params_checks import redact
+        from leakk.core.checks import redact
 
         sys.stderr.write(redact(record.getMessage()) + "\n")
 
@@ -47,8 +47,8 @@ def _shown(path) -> str:
 def _read_by_leakk_first(load_configfile):
     def load(configpath):
         from leakk.config import read_params_file
-        from leakk.errors import ParamsError
-        from leakk.params_checks import redact
+        from leakk.core.errors import ParamsError
+        from leakk.core.checks import redact
 
         try:
             read_params_file(_shown(configpath))

@@ -2,7 +2,7 @@
 
 Every real benchmark reads through :func:`load_split`, i.e. ``datasets.load_dataset(folder,
 config, split=...)`` on the folder ``leakk download`` filled (``results/hub/...``, see
-:mod:`leakk.hub`) or on a local folder named in params. Such a folder is the hub repo's file
+:mod:`leakk.data.hub`) or on a local folder named in params. Such a folder is the hub repo's file
 tree: a ``README.md`` whose YAML header lists the ``configs`` and their ``data_files``.
 """
 
@@ -14,8 +14,8 @@ from pathlib import Path
 
 import polars as pl
 
-from leakk.errors import ArtifactError
-from leakk.io import one_line
+from leakk.core.errors import ArtifactError
+from leakk.core.io import one_line
 
 
 def load_split(source: str | os.PathLike, config: str, split: str) -> pl.DataFrame:

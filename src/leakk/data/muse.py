@@ -16,9 +16,8 @@ from __future__ import annotations
 
 import polars as pl
 
-from leakk.data import register_benchmark
+from leakk.data import hub_schema, register_benchmark
 from leakk.data.hubdata import load_split, require
-from leakk.errors import ParamsError
 
 TASKS = {
     "knowmem": (("forget_qa", "forget"), ("retain_qa", "retain")),
@@ -26,12 +25,13 @@ TASKS = {
 }
 
 
-@register_benchmark("muse", columns=("task",))
-def build(*, source: str, task: str = "knowmem", limit: int | None = None, seed: int = 0,
-          **_hub: object) -> pl.DataFrame:
+SCHEMA = hub_schema(task={"enum": sorted(TASKS), "default": "knowmem"},
+                    limit={"type": ["integer", "null"], "minimum": 1, "default": None})
+
+
+@register_benchmark("muse", columns=("task",), schema=SCHEMA)
+def build(*, source: str, task: str, limit: int | None, seed: int) -> pl.DataFrame:
     """The MUSE frame of ``task`` (first ``limit`` rows of each split)."""
-    if task not in TASKS:
-        raise ParamsError(f"data.muse.task: {task!r} is not one of {sorted(TASKS)}")
     parts = []
     for hub_split, split in TASKS[task]:
         frame = load_split(source, task, hub_split)

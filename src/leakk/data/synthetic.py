@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
+from typing import Any
 
 import polars as pl
 
 from leakk.data import register_benchmark
-from leakk.errors import ParamsError
+from leakk.core.errors import ParamsError
 
 _SYLLABLES = (
     "ka", "ren", "tho", "mil", "vor", "sa", "lin", "dra", "bel", "mor", "qui", "zan", "el",
@@ -167,14 +168,31 @@ def _fact(rng: random.Random, kind: str) -> str:
     raise ValueError(f"unknown fact kind {kind!r}")
 
 
-@register_benchmark("synthetic", columns=("fact", "paraphrased_question", "train_questions", "author", "relation"))
-def generate(
-    authors: int = 100,
-    qa_per_author: int = 12,
-    forget_fraction: float = 0.1,
-    phrasings: int = 4,
-    seed: int = 0,
-) -> pl.DataFrame:
+SCHEMA = {
+    "type": "object", "additionalProperties": False,
+    "properties": {
+        "authors": {"type": "integer", "minimum": 2, "default": 100},
+        "qa_per_author": {"type": "integer", "minimum": 1, "maximum": len(RELATIONS), "default": 12},
+        "forget_fraction": {"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 1, "default": 0.1},
+        "phrasings": {"type": "integer", "minimum": 2, "maximum": MAX_PHRASINGS, "default": 4},
+    },
+}
+
+
+def check_params(params: dict[str, Any], where: str) -> None:
+    """Both splits non-empty: ``round(forget_fraction · authors)`` forget authors, at least one and
+    fewer than all."""
+    authors, frac = params["authors"], params["forget_fraction"]
+    if round(authors * frac) < 1:
+        raise ParamsError(f"{where}.forget_fraction: {frac} × {authors} authors gives an empty forget split "
+                          "(rule: ≥ 1 forget author)")
+    if round(authors * frac) >= authors:
+        raise ParamsError(f"{where}.forget_fraction: {frac} leaves no retain split (rule: ≥ 1 retain author)")
+
+
+@register_benchmark("synthetic", columns=("fact", "paraphrased_question", "train_questions", "author", "relation"),
+                    schema=SCHEMA, check=check_params)
+def build(*, authors: int, qa_per_author: int, forget_fraction: float, phrasings: int, seed: int) -> pl.DataFrame:
     """Generate the benchmark as a Polars frame following the data contract.
 
     Columns: ``qid, group, question, answer, fact, split`` plus ``paraphrased_question``
@@ -182,17 +200,7 @@ def generate(
     ``relation``. ``split`` is ``forget`` for the first ``round(forget_fraction·authors)``
     authors of a seeded shuffle, else ``retain``.
     """
-    if not 1 <= qa_per_author <= len(RELATIONS):
-        raise ParamsError(f"data.synthetic.qa_per_author={qa_per_author}: must be in [1, {len(RELATIONS)}]")
-    if not 2 <= phrasings <= MAX_PHRASINGS:
-        raise ParamsError(f"data.synthetic.phrasings={phrasings}: must be in [2, {MAX_PHRASINGS}]")
     n_forget = round(forget_fraction * authors)
-    if n_forget < 1:
-        raise ParamsError(
-            f"data.synthetic.forget_fraction={forget_fraction}: gives an empty forget split "
-            f"with {authors} authors (need forget_fraction·authors ≥ 0.5)")
-    if n_forget >= authors:
-        raise ParamsError(f"data.synthetic.forget_fraction={forget_fraction}: leaves no retain split")
     rng = random.Random(seed)
     names: set[str] = set()
     while len(names) < authors:
@@ -223,3 +231,15 @@ def generate(
                 "split": "forget" if name in forget else "retain",
             })
     return pl.DataFrame(rows).sort("split", "qid")
+
+
+def generate(authors: int | None = None, qa_per_author: int | None = None, forget_fraction: float | None = None,
+             phrasings: int | None = None, seed: int = 0) -> pl.DataFrame:
+    """:func:`build` for code that makes a benchmark itself: sizes left as None take the schema's
+    defaults, and the schema and :func:`check_params` check them (``ParamsError``)."""
+    from leakk.data import benchmark_params
+
+    given = {"authors": authors, "qa_per_author": qa_per_author, "forget_fraction": forget_fraction,
+             "phrasings": phrasings}
+    return build(**benchmark_params("synthetic", {k: v for k, v in given.items() if v is not None}, "generate"),
+                 seed=seed)

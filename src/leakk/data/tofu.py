@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import polars as pl
 
-from leakk.data import register_benchmark
+from leakk.data import hub_schema, register_benchmark
 from leakk.data.hubdata import load_split, require
-from leakk.errors import ArtifactError, ParamsError
+from leakk.core.errors import ArtifactError
 
 QA_PER_AUTHOR = 20
 FORGETS = {"forget01": "retain99", "forget05": "retain95", "forget10": "retain90"}
@@ -40,16 +40,20 @@ def _rows(frame: pl.DataFrame, config: str, split: str, limit: int | None) -> pl
     )
 
 
-@register_benchmark("tofu", columns=("paraphrased_question", "paraphrased", "source_config"))
-def build(*, source: str, forget: str = "forget10", forget_limit: int | None = None,
-          retain_limit: int | None = None, holdout: bool = False, seed: int = 0,
-          **_hub: object) -> pl.DataFrame:
+SCHEMA = hub_schema(
+    forget={"enum": sorted(FORGETS), "default": "forget10"},
+    forget_limit={"type": ["integer", "null"], "minimum": 1, "default": None,
+                  "description": "first N forget rows (the paper: 400 of forget10)"},
+    retain_limit={"type": ["integer", "null"], "minimum": 1, "default": None, "description": "first N retain rows"},
+    holdout={"type": "boolean", "default": False})
+
+
+@register_benchmark("tofu", columns=("paraphrased_question", "paraphrased", "source_config"), schema=SCHEMA)
+def build(*, source: str, forget: str, forget_limit: int | None, retain_limit: int | None, holdout: bool,
+          seed: int) -> pl.DataFrame:
     """The TOFU frame: ``forget`` (first ``forget_limit`` rows; the paper: the first 400 of
     forget10), its retain complement (first ``retain_limit`` rows) and, with ``holdout``, the
-    matching holdout split. ``seed`` is unused (TOFU is fixed data); ``_hub`` takes the
-    download keys (repo, revision)."""
-    if forget not in FORGETS:
-        raise ParamsError(f"data.tofu.forget: {forget!r} is not one of {sorted(FORGETS)}")
+    matching holdout split. ``seed`` is unused (TOFU is fixed data)."""
     fq = _rows(load_split(source, forget, "train"), forget, "forget", forget_limit)
     para = load_split(source, f"{forget}_perturbed", "train")
     require(para, ("question", "paraphrased_question"), f"TOFU {forget}_perturbed")

@@ -16,9 +16,9 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 
-from leakk.data import register_benchmark
+from leakk.data import hub_schema, register_benchmark
 from leakk.data.hubdata import load_split, require
-from leakk.errors import ArtifactError, ParamsError
+from leakk.core.errors import ArtifactError
 
 SUBSETS = ("wmdp-bio", "wmdp-cyber", "wmdp-chem")
 
@@ -28,15 +28,17 @@ def chance_leak_at_k(n_choices: int | np.ndarray, k: int | np.ndarray) -> np.nda
     return 1.0 - (1.0 - 1.0 / np.asarray(n_choices, dtype=float)) ** np.asarray(k, dtype=float)
 
 
-@register_benchmark("wmdp", columns=("subset", "choices", "correct", "n_choices"))
-def build(*, source: str, subsets: list[str] = ("wmdp-bio", "wmdp-cyber"), limit: int | None = None,
-          seed: int = 0, **_hub: object) -> pl.DataFrame:
+SCHEMA = hub_schema(subsets={"type": "array", "minItems": 1, "items": {"enum": list(SUBSETS)},
+                             "default": ["wmdp-bio", "wmdp-cyber"]},
+                    limit={"type": ["integer", "null"], "minimum": 1, "default": None})
+
+
+@register_benchmark("wmdp", columns=("subset", "choices", "correct", "n_choices"), schema=SCHEMA)
+def build(*, source: str, subsets: list[str], limit: int | None, seed: int) -> pl.DataFrame:
     """The WMDP frame: the stems of ``subsets`` (first ``limit`` of each), answered by the
     correct choice's text."""
     parts = []
     for subset in subsets:
-        if subset not in SUBSETS:
-            raise ParamsError(f"data.wmdp.subsets: {subset!r} is not one of {list(SUBSETS)}")
         frame = load_split(source, subset, "test")
         require(frame, ("question", "choices", "answer"), f"WMDP {subset}")
         frame = frame.with_row_index("row")

@@ -1,5 +1,5 @@
-"""Small shared pieces of the model-based judges: constructor checks, schema fragments and the
-blank-completion verdicts they start from."""
+"""Small shared pieces of the model-based judges: schema fragments, the load-failure message and
+the blank-completion verdicts they start from."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from leakk.errors import ParamsError
+from leakk.core.errors import ParamsError
 
 #: JSON Schema fragments reused by the judges' ``params_schema``.
 DEVICE_SCHEMA: dict[str, Any] = {
@@ -16,38 +16,9 @@ DEVICE_SCHEMA: dict[str, Any] = {
     "description": "torch device (default: the experiment's device)",
 }
 REVISION_SCHEMA: dict[str, Any] = {
-    "type": ["string", "null"], "description": "hub revision (commit, tag or branch) to pin; null = default",
+    "type": ["string", "null"], "default": None,
+    "description": "hub revision (commit, tag or branch) to pin; null = default",
 }
-
-
-def check_str(judge: str, key: str, value: Any, *, nullable: bool = False) -> str | None:
-    if value is None and nullable:
-        return None
-    if not isinstance(value, str) or not value.strip():
-        raise ParamsError(f"judge {judge!r}: {key} must be a non-empty string, got {value!r}")
-    return value
-
-
-def check_int(judge: str, key: str, value: Any, lo: int = 1, hi: int | None = None) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < lo or (hi is not None and value > hi):
-        rng = f"[{lo}, {hi}]" if hi is not None else f"≥ {lo}"
-        raise ParamsError(f"judge {judge!r}: {key} must be an integer {rng}, got {value!r}")
-    return value
-
-
-def check_number(judge: str, key: str, value: Any, lo: float, hi: float) -> float:
-    # (NaN fails the range test)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not lo <= value <= hi:
-        raise ParamsError(f"judge {judge!r}: {key} must be a number in [{lo}, {hi}], got {value!r}")
-    return float(value)
-
-
-def check_device(judge: str, value: Any) -> str:
-    import re
-
-    if not isinstance(value, str) or not re.fullmatch(DEVICE_SCHEMA["pattern"], value):
-        raise ParamsError(f"judge {judge!r}: device must be auto, cpu, mps or cuda[:N], got {value!r}")
-    return value
 
 
 def load_error(judge: str, model_id: str, exc: Exception) -> ParamsError:

@@ -14,26 +14,29 @@ import time, so that ``import leakk.judges`` stays light.
 
 Model-based judges take a ``device`` keyword (``auto``/``cpu``/``cuda[:N]``); the judge
 stage passes the experiment's ``device`` unless the judge's own params name one. Every
-judge class declares ``params_schema``: a JSON Schema of its constructor keywords (the
-up-front validation of ``judge.<label>`` uses it). Two keys of ``judge.<label>`` are read
-by the judge stage, never by the judge: ``type`` (the registered judge name; default: the
-label) and ``max_missing`` (the largest fraction of failed judgments the stage accepts).
+judge class declares ``params_schema``: a JSON Schema of its constructor keywords with their
+defaults and ranges — the only place a judge's default is written. ``judge.<label>`` is
+validated against it and filled with its defaults once, when params are loaded (and by
+:func:`make_judge` for code that builds a judge itself); constructors take those values as
+they are. Two keys of ``judge.<label>`` are read by the judge stage, never by the judge:
+``type`` (the registered judge name; default: the label) and ``max_missing`` (the largest
+fraction of failed judgments the stage accepts).
 """
 
 from __future__ import annotations
 
 import abc
-import math
 from collections.abc import Callable, Sequence
 from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 
-from leakk.errors import ParamsError
-from leakk.registry import Registry
+from leakk.core.errors import ParamsError
+from leakk.core.registry import Registry
+from leakk.core.schema import filled
 
-__all__ = ["JUDGES", "Judge", "make_judge", "register_judge", "check_threshold", "aligned_length", "STAGE_KEYS",
-           "label_schema"]
+__all__ = ["JUDGES", "Judge", "make_judge", "register_judge", "aligned_length", "STAGE_KEYS", "label_schema",
+           "judge_params"]
 
 #: Keys of ``judge.<label>`` read by the judge stage itself, not passed to the judge
 #: (JSON Schema of each; merged into every judge's ``params_schema`` for validation).
@@ -50,9 +53,9 @@ STAGE_KEYS: dict[str, dict[str, Any]] = {
 class Judge(abc.ABC):
     """Base class of every judge.
 
-    Subclasses set ``name`` through :func:`register_judge`, take their parameters as
-    keyword arguments in ``__init__`` (validating them and raising ``ParamsError``), and
-    implement :meth:`score_batch`.
+    Subclasses set ``name`` through :func:`register_judge`, declare their parameters in
+    ``params_schema``, take them as keyword arguments in ``__init__`` (validated and
+    defaults-filled already; no defaults of their own) and implement :meth:`score_batch`.
     """
 
     #: Registered name (set by :func:`register_judge`).
@@ -61,6 +64,10 @@ class Judge(abc.ABC):
     #: excluded): params validation checks ``judge.<label>`` against it (plus STAGE_KEYS)
     #: before any work starts.
     params_schema: ClassVar[dict[str, Any]] = {"type": "object", "additionalProperties": False, "properties": {}}
+    @classmethod
+    def check_params(cls, params: dict[str, Any], where: str) -> None:
+        """Rules the schema cannot state (raise ``ParamsError``); called after the schema check."""
+
     #: Whether the constructor takes ``device`` (the stage then passes params ``device``).
     uses_device: ClassVar[bool] = False
     #: Modules the judge imports beyond leakk's own dependencies (validation refuses the
@@ -112,17 +119,31 @@ def register_judge(name: str) -> Callable[[J], J]:
     return deco
 
 
-def make_judge(name: str, **params: Any) -> Judge:
-    """Build the judge registered as ``name`` with ``params``.
+def judge_params(cls: type[Judge], params: dict[str, Any] | None, source: str, prefix: tuple = ()) -> dict[str, Any]:
+    """``params`` checked against judge class ``cls``'s schema (and its :meth:`Judge.check_params`)
+    and filled with its defaults."""
+    out = filled(params, cls.params_schema, source, prefix)
+    cls.check_params(out, f"{source}: {'.'.join(map(str, prefix))}" if prefix else source)
+    return out
 
-    Raises ``ParamsError`` for an unknown name (listing the known ones) or for
-    parameters the judge does not accept.
+
+def make_judge(name: str, **params: Any) -> Judge:
+    """Build the judge registered as ``name`` from ``params``, checked and defaults-filled by its
+    schema (code that builds a judge itself; the pipeline's params were checked at load).
+
+    Raises ``ParamsError`` for an unknown name (listing the known ones) or for parameters the
+    judge does not accept.
     """
     cls = JUDGES.get(name)
+    return construct(cls, judge_params(cls, params, f"judge {name!r}"))
+
+
+def construct(cls: type[Judge], params: dict[str, Any]) -> Judge:
+    """``cls(**params)``, a missing or unexpected keyword as one ``ParamsError`` line."""
     try:
         return cls(**params)
     except TypeError as exc:  # unexpected / missing keyword arguments
-        raise ParamsError(f"judge {name!r}: bad parameters {sorted(params)}: {exc}") from exc
+        raise ParamsError(f"judge {cls.name!r}: bad parameters {sorted(params)}: {exc}") from exc
 
 
 def aligned_length(completions: Sequence[str], references: Sequence[str]) -> int:
@@ -132,16 +153,6 @@ def aligned_length(completions: Sequence[str], references: Sequence[str]) -> int
     if len(references) != n:
         raise ValueError(f"{n} completions but {len(references)} references")
     return n
-
-
-def check_threshold(judge: str, value: Any, lo: float = 0.0, hi: float = 1.0) -> float:
-    """Validate a numeric threshold param in ``[lo, hi]``; return it as float."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ParamsError(f"judge {judge!r}: threshold must be a number, got {value!r}")
-    value = float(value)
-    if math.isnan(value) or not lo <= value <= hi:
-        raise ParamsError(f"judge {judge!r}: threshold must be in [{lo}, {hi}], got {value!r}")
-    return value
 
 
 def label_schema(cls: type[Judge]) -> dict[str, Any]:

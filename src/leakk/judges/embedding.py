@@ -11,16 +11,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from leakk.judges._params import (
-    DEVICE_SCHEMA,
-    REVISION_SCHEMA,
-    blank_verdicts,
-    check_device,
-    check_int,
-    check_str,
-    load_error,
-)
-from leakk.judges.base import Judge, check_threshold, register_judge
+from leakk.judges._params import DEVICE_SCHEMA, REVISION_SCHEMA, blank_verdicts, load_error
+from leakk.judges.base import Judge, register_judge
 
 __all__ = ["EmbeddingJudge", "DEFAULT_EMBEDDING_MODEL"]
 
@@ -37,7 +29,7 @@ class EmbeddingJudge(Judge):
         "type": "object",
         "additionalProperties": False,
         "properties": {
-            "model": {"type": "string", "minLength": 1, "default": DEFAULT_EMBEDDING_MODEL,
+            "model": {"type": "string", "minLength": 1, "pattern": r"\S", "default": DEFAULT_EMBEDDING_MODEL,
                       "description": "hub id or local folder of a sentence-transformers model"},
             "revision": REVISION_SCHEMA,
             "threshold": {"type": "number", "minimum": -1, "maximum": 1, "default": 0.7,
@@ -48,16 +40,12 @@ class EmbeddingJudge(Judge):
         },
     }
 
-    def __init__(self, model: str = DEFAULT_EMBEDDING_MODEL, revision: str | None = None,
-                 threshold: float = 0.7, batch_size: int = 64, device: str = "auto") -> None:
-        self.model_id = check_str("embedding", "model", model)
-        self.revision = check_str("embedding", "revision", revision, nullable=True)
-        self.threshold = check_threshold("embedding", threshold, lo=-1.0)
-        self.model_batch = check_int("embedding", "batch_size", batch_size)
-        self.device_name = check_device("embedding", device)
+    def __init__(self, *, model: str, revision: str | None, threshold: float, batch_size: int, device: str) -> None:
+        self.model_id, self.revision, self.threshold = model, revision, float(threshold)
+        self.model_batch, self.device_name = batch_size, device
         from sentence_transformers import SentenceTransformer
 
-        from leakk.modeling import pick_device
+        from leakk.models.modeling import pick_device
 
         try:
             self.model = SentenceTransformer(self.model_id, device=str(pick_device(self.device_name)),

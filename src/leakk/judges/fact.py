@@ -23,15 +23,10 @@ def normalize_text(text: str) -> str:
     return _NON_ALNUM.sub(" ", text).strip()
 
 
-def fact_in_text(fact: str, text: str) -> bool:
-    """Whole-word match of the normalised ``fact`` inside the normalised ``text``."""
-    return f" {normalize_text(fact)} " in f" {normalize_text(text)} "
-
-
 def fact_span(fact: str, text: str) -> tuple[int, int] | None:
-    """(start, end) character offsets of the first match of ``fact`` in ``text`` that
-    :func:`fact_in_text` would find (the fact's words, case-insensitive, separated by any
-    non-alphanumeric run, as whole words), or None. RULE's span-restricted loss uses it to
+    """(start, end) character offsets of the first match of ``fact`` in ``text`` where the fact
+    judge finds it (the fact's words, case-insensitive, separated by any non-alphanumeric run,
+    as whole words), or None. RULE's span-restricted loss uses it to
     find the tokens that carry a leak."""
     words = normalize_text(fact).split()
     if not words:
@@ -57,9 +52,6 @@ class FactJudge(Judge):
     needs_fact: ClassVar[bool] = True
 
     params_schema = {"type": "object", "additionalProperties": False, "properties": {}}
-
-    def __init__(self) -> None:
-        pass
 
     def score_batch(
         self,

@@ -40,8 +40,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from leakk.errors import ParamsError
-from leakk.judges._params import check_int, check_number, check_str
+from leakk.core.errors import ParamsError
+from leakk.core.layout import RESULTS
 from leakk.judges.base import Judge, aligned_length, register_judge
 
 __all__ = ["LLMJudge", "DEFAULT_PROMPT", "parse_verdict", "retry_after_seconds"]
@@ -116,7 +116,8 @@ class LLMJudge(Judge):
             "base_url": {"type": ["string", "null"], "default": None,
                          "description": "OpenAI-compatible endpoint, e.g. http://localhost:8000/v1 "
                                         "(null: the openai client's default)"},
-            "model": {"type": "string", "minLength": 1, "description": "the judge model's name at the endpoint"},
+            "model": {"type": "string", "minLength": 1, "pattern": r"\S",
+                      "description": "the judge model's name at the endpoint"},
             "prompt": {"type": "string", "minLength": 1, "default": DEFAULT_PROMPT,
                        "description": "template with {question}, {reference}, {completion}"},
             "api_key_env": {"type": ["string", "null"], "default": "OPENAI_API_KEY",
@@ -135,38 +136,33 @@ class LLMJudge(Judge):
                             "description": "longest delay between retries, Retry-After included"},
             "temperature": {"type": "number", "minimum": 0, "maximum": 2, "default": 0.0},
             "max_tokens": {"type": "integer", "minimum": 1, "maximum": 4096, "default": 4},
-            "cache_dir": {"type": ["string", "null"], "default": "results/cache/llm_judge",
+            "cache_dir": {"type": ["string", "null"], "default": RESULTS.llm_cache,
                           "description": "verdict cache folder, inside the project (null: no cache)"},
             "allow_outside": {"type": "boolean", "default": False,
                               "description": "let cache_dir lie outside the project folder"},
         },
     }
 
-    def __init__(self, model: str, base_url: str | None = None, prompt: str = DEFAULT_PROMPT,
-                 api_key_env: str | None = "OPENAI_API_KEY", concurrency: int = 8, max_retries: int = 4,
-                 timeout: float = 60, backoff: float = 1.0, max_backoff: float = 60, temperature: float = 0.0,
-                 max_tokens: int = 4, cache_dir: str | None = "results/cache/llm_judge",
-                 allow_outside: bool = False) -> None:
-        self.model = check_str("llm", "model", model)
-        self.base_url = check_str("llm", "base_url", base_url, nullable=True)
-        self.prompt = check_str("llm", "prompt", prompt)
+    @classmethod
+    def check_params(cls, params: dict[str, Any], where: str) -> None:
+        """The prompt is a template whose fields are the reference, the completion and (optionally)
+        the question."""
         try:
-            fields = {f for _, f, _, _ in string.Formatter().parse(self.prompt) if f is not None}
+            fields = {f for _, f, _, _ in string.Formatter().parse(params["prompt"]) if f is not None}
         except ValueError as exc:
-            raise ParamsError(f"judge 'llm': prompt is not a valid template: {exc}") from None
+            raise ParamsError(f"{where}: prompt is not a valid template: {exc}") from None
         if not fields <= _FIELDS or not {"reference", "completion"} <= fields:
-            raise ParamsError(f"judge 'llm': prompt must use {{reference}} and {{completion}} (and may use "
+            raise ParamsError(f"{where}: prompt must use {{reference}} and {{completion}} (and may use "
                               f"{{question}}); it uses {sorted(fields)}")
-        self.api_key_env = check_str("llm", "api_key_env", api_key_env, nullable=True)
-        self.concurrency = check_int("llm", "concurrency", concurrency, 1, 256)
-        self.max_retries = check_int("llm", "max_retries", max_retries, 0, 20)
-        self.timeout = check_number("llm", "timeout", timeout, 1e-3, 3600)
-        self.backoff = check_number("llm", "backoff", backoff, 0, 3600)
-        self.max_backoff = check_number("llm", "max_backoff", max_backoff, 0, 3600)
-        self.temperature = check_number("llm", "temperature", temperature, 0, 2)
-        self.max_tokens = check_int("llm", "max_tokens", max_tokens, 1, 4096)
-        self.cache_dir = check_str("llm", "cache_dir", cache_dir, nullable=True)
-        self.allow_outside = bool(allow_outside)  # params validation enforces it (leakk.params_checks)
+
+    def __init__(self, *, model: str, base_url: str | None, prompt: str, api_key_env: str | None, concurrency: int,
+                 max_retries: int, timeout: float, backoff: float, max_backoff: float, temperature: float,
+                 max_tokens: int, cache_dir: str | None, allow_outside: bool) -> None:
+        self.model, self.base_url, self.prompt, self.api_key_env = model, base_url, prompt, api_key_env
+        self.concurrency, self.max_retries, self.timeout = concurrency, max_retries, float(timeout)
+        self.backoff, self.max_backoff, self.temperature = float(backoff), float(max_backoff), float(temperature)
+        self.max_tokens, self.cache_dir = max_tokens, cache_dir
+        self.allow_outside = allow_outside  # params validation enforces it (leakk.core.checks)
         if self.api_key_env is None:
             key = "EMPTY"  # a local server without authentication; the client needs some value
         else:

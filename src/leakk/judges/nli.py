@@ -16,17 +16,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from leakk.errors import ParamsError
-from leakk.judges._params import (
-    DEVICE_SCHEMA,
-    REVISION_SCHEMA,
-    blank_verdicts,
-    check_device,
-    check_int,
-    check_number,
-    check_str,
-    load_error,
-)
+from leakk.core.errors import ParamsError
+from leakk.judges._params import DEVICE_SCHEMA, REVISION_SCHEMA, blank_verdicts, load_error
 from leakk.judges.base import Judge, register_judge
 from leakk.judges.rouge import rouge_l_recall
 
@@ -54,7 +45,7 @@ class NLIJudge(Judge):
         "type": "object",
         "additionalProperties": False,
         "properties": {
-            "model": {"type": "string", "minLength": 1, "default": DEFAULT_NLI_MODEL,
+            "model": {"type": "string", "minLength": 1, "pattern": r"\S", "default": DEFAULT_NLI_MODEL,
                       "description": "hub id or local folder of a sequence-classification NLI model"},
             "revision": REVISION_SCHEMA,
             "rouge_gate": {"type": "number", "minimum": 0, "maximum": 1, "default": 0.1,
@@ -67,21 +58,17 @@ class NLIJudge(Judge):
         },
     }
 
-    def __init__(self, model: str = DEFAULT_NLI_MODEL, revision: str | None = None, rouge_gate: float = 0.1,
-                 batch_size: int = 32, max_length: int = 512, device: str = "auto") -> None:
-        self.model_id = check_str("nli", "model", model)
-        self.revision = check_str("nli", "revision", revision, nullable=True)
-        self.rouge_gate = check_number("nli", "rouge_gate", rouge_gate, 0.0, 1.0)
-        self.model_batch = check_int("nli", "batch_size", batch_size)
-        self.max_length = check_int("nli", "max_length", max_length, lo=8)
-        self.device_name = check_device("nli", device)
+    def __init__(self, *, model: str, revision: str | None, rouge_gate: float, batch_size: int, max_length: int,
+                 device: str) -> None:
+        self.model_id, self.revision, self.rouge_gate = model, revision, float(rouge_gate)
+        self.model_batch, self.max_length, self.device_name = batch_size, max_length, device
         self._load()
 
     def _load(self) -> None:
         import torch
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-        from leakk.modeling import pick_device
+        from leakk.models.modeling import pick_device
 
         self._torch = torch
         self.device = pick_device(self.device_name)

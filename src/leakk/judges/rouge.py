@@ -15,7 +15,7 @@ from functools import lru_cache
 import numpy as np
 from rapidfuzz.distance import LCSseq
 
-from leakk.judges.base import Judge, aligned_length, check_threshold, register_judge
+from leakk.judges.base import Judge, aligned_length, register_judge
 
 __all__ = ["RougeLJudge", "clear_caches", "rouge_l_recall", "rouge_tokens"]
 
@@ -88,8 +88,8 @@ class RougeLJudge(Judge):
                                      "description": "leaked iff ROUGE-L recall ≥ threshold"}},
     }
 
-    def __init__(self, threshold: float = 0.5) -> None:
-        self.threshold = check_threshold("rougeL", threshold)
+    def __init__(self, *, threshold: float) -> None:
+        self.threshold = float(threshold)
 
     def score_batch(
         self,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 import logging
 import re
 from collections.abc import Mapping
@@ -12,11 +11,12 @@ import numpy as np
 import polars as pl
 from tqdm.auto import tqdm
 
-from leakk.errors import ArtifactError, LeakkError, ParamsError
-from leakk.judges.base import JUDGES, STAGE_KEYS, Judge, make_judge
+from leakk.core.errors import ArtifactError, LeakkError, ParamsError
+from leakk.core.schema import defaults
+from leakk.judges.base import JUDGES, STAGE_KEYS, Judge, construct
 
 __all__ = ["judge_samples", "build_judges", "judge_spec", "check_missing", "missing_fraction",
-           "JudgeFailedError", "PASS_THROUGH"]
+           "JudgeFailedError", "PASS_THROUGH", "judge_type", "utility_judge"]
 
 
 class JudgeFailedError(LeakkError):
@@ -35,20 +35,18 @@ _SECRET = re.compile(
 
 def _redact(msg: str, limit: int = 300) -> str:
     """``msg`` without keys (the registered values, key shapes, ``api_key=…``), then cut to ``limit``."""
-    from leakk.params_checks import redact
+    from leakk.core.checks import redact
 
     msg = _SECRET.sub("[redacted]", redact(msg))
     return msg if len(msg) <= limit else msg[:limit] + "…"
 
 
 def judge_spec(label: str, params: Mapping[str, Any] | None) -> tuple[str, dict[str, Any], float]:
-    """Split ``judge.<label>`` into (judge type, constructor params, max_missing)."""
+    """Split ``judge.<label>`` (validated when params were loaded) into (judge type, constructor
+    params, max_missing)."""
     params = dict(params or {})
     kind = str(params.pop("type", label))
     max_missing = params.pop("max_missing", STAGE_KEYS["max_missing"]["default"])
-    if isinstance(max_missing, bool) or not isinstance(max_missing, (int, float)) \
-            or not 0 <= max_missing <= 1:
-        raise ParamsError(f"judge.{label}.max_missing: {max_missing!r} is not a fraction in [0, 1]")
     return kind, params, float(max_missing)
 
 
@@ -63,9 +61,9 @@ def build_judges(judges: Mapping[str, Mapping[str, Any] | None],
     for label, params in judges.items():
         kind, kw, _ = judge_spec(str(label), params)
         cls = JUDGES.get(kind)
-        if device is not None and cls is not None and cls.uses_device:
-            kw.setdefault("device", device)
-        out[str(label)] = make_judge(kind, **kw)
+        if cls.uses_device:  # the experiment's device, else the machine's choice
+            kw.setdefault("device", device or "auto")
+        out[str(label)] = construct(cls, {**defaults(cls.params_schema), **kw})
     return out
 
 
@@ -104,16 +102,6 @@ def _check_result(result: Any, n: int) -> tuple[np.ndarray, np.ndarray]:
     return scores, leaked
 
 
-def _takes_questions(judge: Judge) -> bool:
-    """Whether ``judge.score_batch`` accepts the questions (judges written before the
-    interface gained them take ``(completions, references, facts)`` only)."""
-    try:
-        params = list(inspect.signature(judge.score_batch).parameters.values())
-    except (TypeError, ValueError):  # pragma: no cover - builtins
-        return True
-    return len(params) >= 4 or any(p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) for p in params)
-
-
 def _run_judge(
     label: str,
     judge: Judge,
@@ -129,17 +117,15 @@ def _run_judge(
     # Null completions (a generation that produced no record) cannot be judged.
     todo = [i for i, t in enumerate(texts) if t is not None]
     bs = judge.batch_size or max(len(todo), 1)
-    with_questions = _takes_questions(judge)
     failed = 0
     with tqdm(total=len(todo), desc=f"judge {label}", unit="pair",
               disable=True if progress is False else None, leave=False) as bar:
         for start in range(0, len(todo), bs):
             idx = todo[start:start + bs]
             try:
-                args = [[texts[i] for i in idx], [refs[i] for i in idx], [facts[i] for i in idx]]
-                if with_questions:
-                    args.append([questions[i] for i in idx])
-                s, lk = _check_result(judge.score_batch(*args), len(idx))
+                s, lk = _check_result(judge.score_batch([texts[i] for i in idx], [refs[i] for i in idx],
+                                                        [facts[i] for i in idx], [questions[i] for i in idx]),
+                                      len(idx))
             except Exception as exc:  # a failed batch is recorded as "unknown", never False
                 failed += len(idx)
                 log.warning(
@@ -264,3 +250,16 @@ def judge_samples(
     out = pl.concat(parts, how="vertical")
     front = ["qid", "sample_idx", "judge", "score", "leaked"]
     return out.select(front + [c for c in out.columns if c not in front])
+
+
+def judge_type(p: dict[str, Any], label: str) -> str:
+    """The judge class name of ``judge.<label>`` (its ``type`` key, else the label)."""
+    return (p["judge"][label] or {}).get("type", label)
+
+
+def utility_judge(p: dict[str, Any]) -> str:
+    """The judge label that scores retain-set greedy answers: the first judge of type
+    ``fact`` (ground truth, where the benchmark has facts; chosen by type, not label), else
+    the headline judge."""
+    facts = [label for label in p["judge"] if judge_type(p, label) == "fact"]
+    return facts[0] if facts else p["estimate"]["headline_judge"]

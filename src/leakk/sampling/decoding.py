@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
+
 
 @dataclass(frozen=True)
 class Decoding:
@@ -28,3 +30,8 @@ class Decoding:
 
 
 GREEDY = Decoding(0.0, 1.0)
+
+
+def decoding_names(p: dict[str, Any]) -> list[str]:
+    """``greedy`` plus each sampled decoding's canonical name."""
+    return ["greedy", *(Decoding(d["temperature"], d["top_p"]).name for d in p["sample"]["decodings"])]

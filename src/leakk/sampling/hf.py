@@ -16,12 +16,13 @@ import inspect
 import logging
 import math
 import os
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from leakk.progress import tqdm
+from leakk.core.progress import tqdm
+from leakk.sampling.attention import grouped_decoding
+from leakk.sampling.backend import Completion
 from leakk.sampling.decoding import Decoding
 from leakk.sampling.rng import gumbel, keys_tensor, row_keys
 
@@ -44,14 +45,6 @@ def _fallback(reason: str) -> None:
         _warned.add(reason)
         log.warning("sampler: %s; using transformers' own KV cache instead of PreallocatedKV "
                     "(same results, slower)", reason)
-
-
-@dataclass
-class Completion:
-    qid: str
-    sample_idx: int
-    token_ids: list[int]
-    finish_reason: str  # "stop" (an EOS was produced) or "length"
 
 
 def _cache_arg(model) -> str:  # pragma: no mutate block
@@ -141,6 +134,16 @@ class PreallocatedKV:  # pragma: no mutate block
             return st["layer"].keys, st["layer"].values
         return update
 
+    def release(self) -> None:
+        """Give the buffers back now: each layer's ``update`` closure refers to its state and the
+        state to the layer, a cycle that only the garbage collector would free — holding a
+        whole batch's KV cache (on a GPU, half its memory) into the next batch and beyond."""
+        for st in self.state:
+            st["layer"].__dict__.pop("update", None)
+            st["layer"].keys = st["layer"].values = None
+            st.clear()
+        self.state = []
+
     def select(self, rows: torch.Tensor) -> None:
         """Keep only ``rows``: copy their live tokens into new buffers (same token capacity,
         fewer rows), so the dropped rows' memory is freed."""
@@ -193,8 +196,11 @@ def auto_batch_rows(model, max_len: int, device: torch.device, fraction: float =
 def nucleus_logprobs(logits: torch.Tensor, decoding: Decoding) -> torch.Tensor:
     """Temperature-scaled log-probabilities (..., V) with the tokens outside the top-p nucleus
     set to −inf (not renormalised): exactly what :func:`next_tokens` draws from, so
-    ``leakk.bounds`` computes the sampler's own distribution, not a re-implementation."""
-    logp = torch.log_softmax(logits.float() / decoding.temperature, dim=-1)
+    ``leakk.stats.bounds`` computes the sampler's own distribution, not a re-implementation."""
+    # one pass fewer each where exact: x / 1.0 == x, and log_softmax upcasts half-precision logits
+    # itself (the vocabulary-sized fp32 passes are much of a decoding step's memory traffic)
+    scaled = logits if decoding.temperature == 1 else logits.float() / decoding.temperature
+    logp = torch.log_softmax(scaled, dim=-1, dtype=torch.float32)
     if decoding.top_p < 1.0:
         sorted_lp, order = logp.sort(dim=-1, descending=True)
         probs = sorted_lp.exp()
@@ -220,14 +226,16 @@ def next_tokens(logits: torch.Tensor, decoding: Decoding, keys: torch.Tensor, st
     logp = nucleus_logprobs(logits, decoding)
     rows, vocab = logp.shape
     block = max(1, math.isqrt(vocab - 1) + 1)
-    blocks = -(-vocab // block)
-    if blocks * block != vocab:
-        logp = torch.nn.functional.pad(logp, (0, blocks * block - vocab), value=float("-inf"))
-    logp = logp.view(rows, blocks, block)
+    blocks, full = -(-vocab // block), vocab // block
+    # block log-masses; a last, partial block is reduced on its own (as if padded with −inf,
+    # without copying the vocabulary-sized tensor to pad it)
+    mass = torch.logsumexp(logp[:, : full * block].view(rows, full, block), -1)
+    if full < blocks:
+        mass = torch.cat([mass, torch.logsumexp(logp[:, full * block:], -1, keepdim=True)], dim=1)
     arange_b = torch.arange(blocks, device=logits.device).expand(rows, -1)
-    chosen = (torch.logsumexp(logp, -1) + gumbel(keys, step, 0, arange_b)).argmax(-1)
-    within = logp[torch.arange(rows, device=logits.device), chosen]
+    chosen = (mass + gumbel(keys, step, 0, arange_b)).argmax(-1)
     token_ids = chosen.unsqueeze(-1) * block + torch.arange(block, device=logits.device)
+    within = logp.gather(1, token_ids.clamp(max=vocab - 1)).masked_fill(token_ids >= vocab, float("-inf"))
     return chosen * block + (within + gumbel(keys, step, 1, token_ids)).argmax(-1)
 
 
@@ -321,6 +329,8 @@ def _run_batch(model, prompts: list[list[int]], units, qids: list[str], decoding
             _fallback("the model bypassed the cache layers' update")
             kv = None
 
+    if kv is not None:
+        kv.release()
     tokens, length, stopped = tokens.cpu(), length.cpu().tolist(), stopped.cpu().tolist()
     return [
         Completion(row_qids[r], int(sample_idx[r]), tokens[r, : length[r]].tolist(),
@@ -332,8 +342,8 @@ def _run_batch(model, prompts: list[list[int]], units, qids: list[str], decoding
 def sample_hf(model, tokenizer, qids: list[str], prompts: list[list[int]], decoding: Decoding,
               n: int, max_new_tokens: int, seed: int, batch_rows: int | str = "auto",
               progress: bool = True, desc: str = "sample") -> list[Completion]:
-    """``n`` completions (1 if greedy) of each prompt; ``prompts`` are token-id lists."""
-    n = 1 if decoding.greedy else n
+    """``n`` completions of each prompt (a :class:`~leakk.sampling.backend.SamplingRequest`
+    makes that 1 for greedy); ``prompts`` are token-id lists."""
     if not prompts:  # an empty shard
         return []
     device = next(model.parameters()).device
@@ -344,7 +354,8 @@ def sample_hf(model, tokenizer, qids: list[str], prompts: list[list[int]], decod
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stop[0].item()
     model.eval()
     results: list[Completion] = []
-    with tqdm(total=len(prompts) * n, desc=desc, unit="sample", disable=not progress) as bar:
+    with tqdm(total=len(prompts) * n, desc=desc, unit="sample", disable=not progress) as bar, \
+            grouped_decoding(model):
         for units in batches:
             results += _run_batch(model, prompts, units, qids, decoding, max_new_tokens, seed,
                                   pad, stop, device)

@@ -1,32 +1,39 @@
-"""Registers the HF backend: load a folder, encode prompts, sample, decode."""
+"""The HF backend: a transformers model (loaded from a folder, or already in memory between
+RULE's and the stop criterion's training steps) sampled by :func:`leakk.sampling.hf.sample_hf`."""
 
 from __future__ import annotations
 
-from leakk.errors import ParamsError
-from leakk.modeling import load_model, max_positions, pick_device
-from leakk.prompting import encode_prompt
+from typing import Any
+
+from leakk.models.modeling import load_model, max_positions, pick_device
 from leakk.sampling import register_backend
+from leakk.sampling.backend import Backend, Completion, Row, SamplingRequest, sample_texts
 from leakk.sampling.decoding import Decoding
 from leakk.sampling.hf import sample_hf
 
 
-def sample_model(model, tokenizer, qids, questions, decoding: Decoding, *, n, max_new_tokens, seed,
-                 template, batch_rows="auto", progress=True, desc="sample", key="sample.max_new_tokens"):
-    """Sample from an in-memory model (RULE calls this between training rounds); ``key``
-    names the parameter that set ``max_new_tokens``, for the error message."""
-    prompts = [encode_prompt(q, tokenizer, template) for q in questions]
-    limit = max_positions(model)
-    if limit and prompts and max(map(len, prompts)) + max_new_tokens > limit:
-        raise ParamsError(
-            f"{key}={max_new_tokens}: prompt ({max(map(len, prompts))} tokens) + "
-            f"max_new_tokens exceeds the model's {limit} positions")
-    done = sample_hf(model, tokenizer, qids, prompts, decoding, n, max_new_tokens, seed,
-                     batch_rows=batch_rows, progress=progress, desc=desc)
-    texts = tokenizer.batch_decode([c.token_ids for c in done], skip_special_tokens=True)
-    return [(c.qid, c.sample_idx, t.strip(), len(c.token_ids), c.finish_reason) for c, t in zip(done, texts)]
-
-
 @register_backend("hf")
-def sample_folder(model_dir, qids, questions, decoding: Decoding, *, device="auto", **kw):
-    model, tokenizer = load_model(model_dir, pick_device(device))
-    return sample_model(model, tokenizer, qids, questions, decoding, **kw)
+class HFBackend(Backend):
+    def __init__(self, model, tokenizer, batch_rows: int | str = "auto"):
+        self.model, self.tokenizer, self.batch_rows = model, tokenizer, batch_rows
+        self.max_positions = max_positions(model)
+
+    @classmethod
+    def load(cls, model_dir: str, *, device: str = "auto", batch_rows: int | str = "auto",
+             options: dict[str, Any] | None = None) -> HFBackend:
+        model, tokenizer = load_model(model_dir, pick_device(device))
+        return cls(model, tokenizer, batch_rows)
+
+    def generate(self, qids: list[str], prompts: list[list[int]], request: SamplingRequest, *,
+                 progress: bool = False, desc: str = "sample") -> list[Completion]:
+        return sample_hf(self.model, self.tokenizer, qids, prompts, request.decoding, request.n,
+                         request.max_new_tokens, request.seed, batch_rows=self.batch_rows, progress=progress,
+                         desc=desc)
+
+
+def sample_model(model, tokenizer, qids, questions, decoding: Decoding, *, n, max_new_tokens, seed, template,
+                 batch_rows="auto", progress=True, desc="sample", key="sample.max_new_tokens") -> list[Row]:
+    """Rows of an in-memory model's completions (a convenience over :class:`HFBackend`)."""
+    return sample_texts(HFBackend(model, tokenizer, batch_rows), qids, questions,
+                        SamplingRequest.build(decoding, n=n, max_new_tokens=max_new_tokens, seed=seed),
+                        template=template, progress=progress, desc=desc, key=key)

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from functools import partial
 from typing import Any
 
 import polars as pl
 
 from leakk.data import training_column
-from leakk.errors import ArtifactError, ParamsError
-from leakk.io import contract_schema
-from leakk.sampling import load_backend
+from leakk.core.errors import ArtifactError, ParamsError
+from leakk.core.io import contract_schema
+from leakk.sampling import open_backend
+from leakk.sampling.backend import Backend, SamplingRequest, sample_texts
 from leakk.sampling.decoding import Decoding
 
 
@@ -60,29 +59,30 @@ def sample_questions(data: pl.DataFrame, decoding: Decoding, question_column: st
     return questions_for(data, ["forget", "retain"] if decoding.greedy else ["forget"], question_column)
 
 
-def sample_phrasings(sample: Callable[..., list[tuple]], questions: pl.DataFrame, decoding: Decoding, *,
-                     n: int | None, seed: int, **kw: Any) -> pl.DataFrame:
-    """Draw completions of every qid of ``questions`` (:func:`questions_for`) through
-    ``sample`` (a backend with its model bound: ``sample(qids, prompts, decoding, n=, seed=, …)``).
+def sample_phrasings(backend: Backend, questions: pl.DataFrame, request: SamplingRequest, *, template: str,
+                     every_phrasing: bool = False, progress: bool = False, desc: str = "sample",
+                     key: str = "sample.max_new_tokens") -> pl.DataFrame:
+    """Draw completions of every qid of ``questions`` (:func:`questions_for`) through ``backend``.
 
-    ``n`` completions per qid are spread over its phrasings as evenly as possible (phrasing j
-    of P gets ``n//P + (j < n % P)``, drawn with seed ``seed + j``); ``n=None`` draws one per
-    phrasing (greedy). With one phrasing per qid this is exactly one backend call with
-    ``(n, seed)``. ``sample_idx`` runs over the qid's completions; ``phrasing`` says which
+    ``request.n`` completions per qid are spread over its phrasings as evenly as possible
+    (phrasing j of P gets ``n//P + (j < n % P)``, drawn with seed ``request.seed + j``);
+    ``every_phrasing`` draws ``request.n`` per phrasing instead (the stop criterion's one
+    greedy answer to each). With one phrasing per qid this is exactly one backend call with
+    the request. ``sample_idx`` runs over the qid's completions; ``phrasing`` says which
     phrasing each came from."""
-    if decoding.greedy and n is not None:
-        n = 1
+    n = request.n
     count = questions.group_by("qid").agg(P=pl.len())
     plan = questions.join(count, on="qid", how="left").with_columns(
-        take=(pl.lit(1) if n is None else
+        take=(pl.lit(n) if every_phrasing else
               pl.lit(n) // pl.col("P") + (pl.col("phrasing") < pl.lit(n) % pl.col("P")).cast(pl.Int64)),
-        offset=(pl.col("phrasing") if n is None else
+        offset=(pl.col("phrasing") * n if every_phrasing else
                 pl.col("phrasing") * (pl.lit(n) // pl.col("P"))
                 + pl.min_horizontal(pl.col("phrasing"), pl.lit(n) % pl.col("P"))))
     frames = []
     for (phrasing, take), part in plan.filter(pl.col("take") > 0).group_by(["phrasing", "take"], maintain_order=True):
-        rows = sample(part["qid"].to_list(), part["prompt_question"].to_list(), decoding, n=int(take),
-                      seed=seed + int(phrasing), **kw)
+        rows = sample_texts(backend, part["qid"].to_list(), part["prompt_question"].to_list(),
+                            request.with_(n=int(take), seed=request.seed + int(phrasing)), template=template,
+                            progress=progress, desc=desc, key=key)
         frame = pl.DataFrame(rows, schema=ROW_SCHEMA, orient="row")
         frames.append(frame.join(part.select("qid", "offset"), on="qid", how="left").with_columns(
             sample_idx=pl.col("sample_idx") + pl.col("offset"), phrasing=pl.lit(int(phrasing), dtype=pl.Int64)
@@ -92,18 +92,20 @@ def sample_phrasings(sample: Callable[..., list[tuple]], questions: pl.DataFrame
     return pl.concat(frames).sort("qid", "sample_idx")
 
 
+def request_from(section: dict[str, Any], decoding: Decoding) -> SamplingRequest:
+    """The request a ``sample:``-shaped section (``n``, ``max_new_tokens``, ``seed``) makes for ``decoding``."""
+    return SamplingRequest.build(decoding, n=section["n"], max_new_tokens=section["max_new_tokens"],
+                                 seed=section["seed"])
+
+
 def run_sampling(model_dir: str, data: pl.DataFrame, decoding: Decoding, *, model_name: str,
                  params: dict[str, Any], template: str, shard: int = 0, shards: int = 1,
                  progress: bool = True) -> pl.DataFrame:
     """Sample one (model, decoding) — or one shard of it — into a samples frame."""
-    backend = load_backend(params.get("backend", "hf"))
     questions = shard_questions(sample_questions(data, decoding, params["question_column"]), shard, shards)
-    frame = sample_phrasings(
-        partial(backend, model_dir), questions, decoding, n=params["n"], seed=params["seed"],
-        max_new_tokens=params["max_new_tokens"], template=template,
-        batch_rows=params.get("batch_rows", "auto"), device=params.get("device", "auto"),
-        progress=progress, desc=f"sample {model_name} {decoding.name}",
-    ).drop("phrasing")
+    with open_backend(params, model_dir, params.get("device", "auto")) as backend:
+        frame = sample_phrasings(backend, questions, request_from(params, decoding), template=template,
+                                 progress=progress, desc=f"sample {model_name} {decoding.name}").drop("phrasing")
     return frame.join(questions.select("qid", "split").unique("qid"), on="qid", how="left").with_columns(
         model=pl.lit(model_name), decoding=pl.lit(decoding.name),
         temperature=pl.lit(float(decoding.temperature)), top_p=pl.lit(float(decoding.top_p)),

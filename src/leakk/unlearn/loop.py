@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import random
-import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
 
-from leakk.progress import tqdm
-from leakk.prompting import answer_logprob, answer_nll, collate, encode_example
-from leakk.training import Term, Trainer, TrainingSpec, autocast, resolve
+from leakk.core.progress import tqdm
+from leakk.models.prompting import answer_logprob, answer_nll, collate, encode_example
+from leakk.models.training import Term, Trainer, TrainingSpec, autocast, resolve
 from leakk.unlearn.methods import Method
 
 
@@ -63,7 +62,7 @@ def unlearn_loop(
     step). ``check``, called every ``check_every`` steps and after the last, may stop the run
     early (its fields join that step's log row). ``batch_size`` is the effective batch;
     ``training`` (default: the active ``training:`` section) sets precision, accumulation,
-    checkpointing and LoRA (:mod:`leakk.training`); a LoRA adapter is merged into ``model``
+    checkpointing and LoRA (:mod:`leakk.models.training`); a LoRA adapter is merged into ``model``
     before returning."""
     pad = tokenizer.pad_token_id
     spec = resolve(training)
@@ -79,8 +78,9 @@ def unlearn_loop(
     r_batches = _Cycler(len(retain), batch_size, rng) if use_retain else None
     trainer = Trainer(model, spec, device, lr=lr, weight_decay=weight_decay, pad_id=pad, schedule=lambda opt:
                       torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / max(1, warmup_steps))))
-    log, start = [], time.perf_counter()
-    for step in tqdm(range(steps), desc=desc, unit="step"):
+    log = []
+    bar = tqdm(range(steps), desc=desc, unit="step", cap=check is not None)  # a stop check may end it early
+    for step in bar:
         idx = f_batches.next()
         f_ref = ref[idx] if ref is not None else None
         terms = [Term([forget[i] for i in idx], lambda b, part, f_ref=f_ref: method.forget_loss(
@@ -89,12 +89,14 @@ def unlearn_loop(
             terms.append(Term([retain[i] for i in r_batches.next()], lambda b, _: answer_nll(trainer.model, b), alpha))
         loss, (f_loss, *r_loss) = trainer.step(terms)
         log.append({"step": step_offset + step + 1, "loss": loss, "forget_loss": f_loss,
-                    "retain_loss": r_loss[0] if r_loss else float("nan"), "lr": trainer.lr_now(),
-                    "seconds": time.perf_counter() - start})
+                    "retain_loss": r_loss[0] if r_loss else float("nan"), "lr": trainer.lr_now()})
         if check is not None and check_every and ((step + 1) % check_every == 0 or step + 1 == steps):
             log[-1].update(check(step + 1))
             model.train()  # the check samples in eval mode
+            if "greedy_leak" in log[-1]:
+                bar.set_postfix(greedy_leak=f"{log[-1]['greedy_leak']:.3f}")
             if log[-1]["stop"]:
+                bar.close()
                 break
     trainer.finish()
     return log

@@ -1,14 +1,19 @@
 """Unlearning objectives behind a registry (total = γ·forget + α·retain, as OpenUnlearning).
 
-A method is a small class: its forget loss and whether it needs a frozen reference model
-or a retain term. SimNPO and others slot in as one more registered class.
+A method is a small class: its forget loss, whether it needs a frozen reference model or a
+retain term, and ``params_schema``, the JSON Schema of its own keys in ``unlearn.<run>``
+(names, defaults, ranges; ``beta`` for NPO) — the only place their defaults are written. The
+loop's keys (steps, lr, batch_size, alpha, gamma, warmup_steps, weight_decay, stop) are the
+central schema's, shared by every method. A new method (SimNPO, RMU, …) is one module with one
+registered class, imported in :mod:`leakk.unlearn`.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, ClassVar
 
-from leakk.registry import Registry
+from leakk.core.registry import Registry
+from leakk.core.schema import filled
 
 if TYPE_CHECKING:  # torch is imported by the losses, so validating params stays light
     import torch
@@ -22,9 +27,11 @@ def register_method(name: str):
     return METHODS.register(name)
 
 
-def make_method(name: str, **params) -> "Method":
-    """Build method ``name`` with its own hyper-parameters."""
-    return METHODS.get(name)(**params)
+def make_method(name: str, **params: Any) -> "Method":
+    """Build method ``name`` from its own hyper-parameters, checked and defaults-filled by its
+    schema (params.yaml's were checked at load; this re-check is for code that builds one itself)."""
+    cls = METHODS.get(name)
+    return cls(**filled(params, cls.params_schema, f"method {name!r}"))
 
 
 class Method:
@@ -36,9 +43,8 @@ class Method:
     #: what ``forget_loss`` averages over: "tokens" (answer tokens, as ``answer_nll``) or
     #: "examples" — gradient accumulation weights each micro-batch by its share of these
     averages = "tokens"
-
-    def __init__(self, beta: float = 0.1):
-        self.beta = beta
+    #: JSON Schema of the method's own keys in ``unlearn.<run>`` (with their defaults)
+    params_schema: ClassVar[dict[str, Any]] = {"type": "object", "additionalProperties": False, "properties": {}}
 
     def forget_loss(self, model, batch: dict[str, "torch.Tensor"], ref_logp: "torch.Tensor | None") -> "torch.Tensor":
         raise NotImplementedError
@@ -51,7 +57,7 @@ class GradAscent(Method):
     uses_retain = False
 
     def forget_loss(self, model, batch, ref_logp):
-        from leakk.prompting import answer_nll
+        from leakk.models.prompting import answer_nll
 
         return -answer_nll(model, batch)
 
@@ -71,11 +77,18 @@ class NPO(Method):
 
     needs_reference = True
     averages = "examples"
+    params_schema: ClassVar[dict[str, Any]] = {
+        "type": "object", "additionalProperties": False,
+        "properties": {"beta": {"type": "number", "exclusiveMinimum": 0, "default": 0.1,
+                                "description": "inverse temperature of the preference loss"}}}
+
+    def __init__(self, *, beta: float) -> None:
+        self.beta = beta
 
     def forget_loss(self, model, batch, ref_logp):
         import torch.nn.functional as F
 
-        from leakk.prompting import answer_logprob
+        from leakk.models.prompting import answer_logprob
 
         log_ratio = answer_logprob(model, batch) - ref_logp
         return -(2.0 / self.beta) * F.logsigmoid(-self.beta * log_ratio).mean()

@@ -7,24 +7,25 @@ from typing import Any
 
 import polars as pl
 
-from leakk.errors import ParamsError
-from leakk.finetune import training_pairs
-from leakk.modeling import load_model, pick_device, save_model
+from leakk.core.errors import ParamsError
+from leakk.core.io import write_frame
+from leakk.models.finetune import training_pairs
+from leakk.models.modeling import load_model, pick_device, save_model
 from leakk.unlearn.loop import unlearn_loop
-from leakk.unlearn.methods import make_method
+from leakk.unlearn.methods import METHODS
 
-#: keys of an unlearn run that are loop settings, not method constructor arguments
+#: keys of an unlearn run that are the shared loop's (the central schema's ``unlearn_run``), not
+#: the method's own; ``stop`` is read by :func:`run_unlearning`
 LOOP_KEYS = ("steps", "lr", "batch_size", "alpha", "gamma", "warmup_steps", "weight_decay")
-#: keys of an unlearn run that are neither (the stop criterion, read by :func:`run_unlearning`)
-RUN_KEYS = ("stop",)
+RUN_KEYS = ("method", "stop")
 
 
 def split_run_params(run: dict[str, Any]) -> tuple[str, dict[str, Any], dict[str, Any]]:
-    """(method name, method kwargs, loop kwargs) from one ``unlearn.<name>`` entry."""
-    run = {k: v for k, v in run.items() if k not in RUN_KEYS}
-    method = run.pop("method")
-    loop = {k: run.pop(k) for k in LOOP_KEYS if k in run}
-    return method, run, loop
+    """(method name, method kwargs, loop kwargs) from one validated ``unlearn.<name>`` entry."""
+    method = run["method"]
+    loop = {k: run[k] for k in LOOP_KEYS if k in run}
+    own = {k: v for k, v in run.items() if k not in LOOP_KEYS and k not in RUN_KEYS}
+    return method, own, loop
 
 
 def run_unlearning(data: pl.DataFrame, start_model: str | Path, out: str | Path, *, name: str,
@@ -36,7 +37,7 @@ def run_unlearning(data: pl.DataFrame, start_model: str | Path, out: str | Path,
 
     run = params["unlearn"][name]
     method_name, method_kw, loop_kw = split_run_params(run)
-    method = make_method(method_name, **method_kw)
+    method = METHODS.get(method_name)(**method_kw)
     forget = training_pairs(data.filter(pl.col("split") == "forget"))
     retain = training_pairs(data.filter(pl.col("split") == "retain"))
     if not forget:
@@ -50,7 +51,7 @@ def run_unlearning(data: pl.DataFrame, start_model: str | Path, out: str | Path,
                        check_every=stop["every"] if stop else 0, training=params.get("training"), **loop_kw)
     reason = stop_reason(log, run)
     save_model(model, tokenizer, out,
-               extra={"train_log.parquet": lambda p: pl.DataFrame(log, infer_schema_length=None).write_parquet(p)})
+               extra={"train_log.parquet": lambda p: write_frame(pl.DataFrame(log, infer_schema_length=None), p)})
     return reason
 
 

@@ -10,12 +10,17 @@ Sampling and judging go through the package's sampler and judges (no second copy
 from __future__ import annotations
 
 import logging
-from functools import partial
 from typing import Any
 
 import polars as pl
 
 log = logging.getLogger(__name__)
+
+
+def stop_judge(stop: dict[str, Any]) -> dict[str, Any]:
+    """The judge spec (``{"type": …, params…}``) of an unlearn run's ``stop`` criterion."""
+    judge = stop["judge"]
+    return {"type": judge} if isinstance(judge, str) else dict(judge)
 
 
 class GreedyStop:
@@ -24,8 +29,6 @@ class GreedyStop:
     def __init__(self, model, tokenizer, data: pl.DataFrame, params: dict[str, Any], *, name: str,
                  stop: dict[str, Any]):
         from leakk.sampling.stage import TRAINING_PHRASINGS, questions_for
-
-        from leakk.config import stop_judge
 
         self.model, self.tokenizer, self.data, self.params, self.name = model, tokenizer, data, params, name
         self.threshold, self.judge = stop["greedy_leak"], stop_judge(stop)
@@ -36,14 +39,15 @@ class GreedyStop:
         """(greedy leak rate over (question, training phrasing) pairs, failed judgments);
         a failed judgment counts as leaked: a broken judge never makes a model look forgotten."""
         from leakk.judges import judge_samples
+        from leakk.sampling.backend import SamplingRequest
         from leakk.sampling.decoding import GREEDY
-        from leakk.sampling.hf_backend import sample_model
+        from leakk.sampling.hf_backend import HFBackend
         from leakk.sampling.stage import sample_phrasings
 
+        backend = HFBackend(self.model, self.tokenizer, self.params["sample"].get("batch_rows", "auto"))
+        request = SamplingRequest.build(GREEDY, n=1, max_new_tokens=self.max_new_tokens, seed=0)
         samples = sample_phrasings(
-            partial(sample_model, self.model, self.tokenizer), self.questions, GREEDY, n=None, seed=0,
-            max_new_tokens=self.max_new_tokens, template=self.params["prompt_template"],
-            batch_rows=self.params["sample"].get("batch_rows", "auto"), progress=False,
+            backend, self.questions, request, template=self.params["prompt_template"], every_phrasing=True,
             desc=f"unlearn {self.name}: greedy check", key=f"unlearn.{self.name}.stop.max_new_tokens")
         judged = judge_samples(samples, self.data, {"stop": self.judge}, progress=False,
                                device=self.params["device"])
