@@ -8,7 +8,8 @@ from pathlib import Path
 from snakemake.utils import min_version
 
 from leakk.config import workflow_params
-from leakk.core.errors import ParamsError
+from leakk.core.checks import redact
+from leakk.core.errors import LeakkError, debug, unexpected_line
 from leakk.workflow.snakemake import rules as snakemake_rules, targets
 
 min_version("8.0")
@@ -21,10 +22,16 @@ report: "report/workflow.rst"
 # leakk reads and validates it itself (no `configfile:` directive), so a bad file or value
 # fails here with one line naming the key, before any job is scheduled or output deleted;
 # every job then reads that very file, and `--config` overrides it would not see are refused.
+# The device and packages the params need are checked here too, unless a cluster executor
+# runs the jobs on other machines (each job then checks its own).
 try:
-    PARAMS_FILE, P = workflow_params(config, workflow.overwrite_configfiles)
-except ParamsError as err:
-    sys.exit(f"leakk: error: {err}")
+    PARAMS_FILE, P = workflow_params(config, workflow.overwrite_configfiles, sys.argv)
+except LeakkError as err:
+    sys.exit(f"leakk: error: {redact(str(err))}")
+except Exception as err:  # a bug, not a bad value: still one line (LEAKK_DEBUG=1: the traceback)
+    if debug():
+        raise
+    sys.exit(f"leakk: error: {redact(unexpected_line(err))}")
 config.update(P)  # the validated params, defaults filled in (rules read P)
 
 LEAKK = f"leakk --params {shlex.quote(PARAMS_FILE)}"

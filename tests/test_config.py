@@ -25,7 +25,7 @@ def test_default_params_validate_and_fill_defaults():
 @pytest.mark.parametrize("edit, key, rule", [
     (lambda p: p["unlearn"]["ga"].update(method="sgd"), "unlearn.ga.method", "unknown method"),
     (lambda p: p["estimate"].update(ks=[1, 8]), "estimate.ks", "k ≤ n"),
-    (lambda p: p["sample"]["decodings"][0].update(temperature=-0.5), "sample.decodings[0].temperature", "exclusiveMinimum"),
+    (lambda p: p["sample"]["decodings"][0].update(temperature=-0.5), "sample.decodings[0].temperature", "minimum"),
     (lambda p: p["sample"]["decodings"][0].update(top_p=1.5), "sample.decodings[0].top_p", "maximum"),
     (lambda p: p["sample"]["decodings"][0].update(top_p=0.0), "sample.decodings[0].top_p", "exclusiveMinimum"),
     (lambda p: p["data"]["synthetic"].update(forget_fraction=0.01), "data.synthetic.forget_fraction", "empty forget split"),

@@ -31,7 +31,7 @@ def test_the_committed_dvc_yaml_is_the_one_generated_for_params_yaml():
 def test_every_preset_gets_a_dvc_yaml_that_dvc_can_read(path, tmp_path):
     """Generation is a function of the params file alone: a preset's file parses, declares only
     keys the preset writes, and params.yaml's is the committed one again."""
-    text = render(path, load_params(path))
+    text = render(path, load_params(path, host=False))  # written for a GPU machine: not this one
     doc = yaml.safe_load(text)
     assert text.startswith("# Written by `leakk dvc-yaml`") and doc["stages"]["validate"]
     raw = yaml.safe_load(path.read_text())
@@ -46,7 +46,7 @@ def test_every_preset_gets_a_dvc_yaml_that_dvc_can_read(path, tmp_path):
 
 def test_the_tofu_preset_samples_the_published_checkpoints_and_trains_nothing():
     path = ROOT / "configs" / "tofu_forget10.yaml"
-    doc = document(path, load_params(path))
+    doc = document(path, load_params(path, host=False))
     stages = doc["stages"]
     assert {"full_dir": "results/hub/models/full"} in doc["vars"]
     assert "finetune" not in stages
@@ -63,6 +63,8 @@ def test_a_local_folder_and_an_extra_model_are_sampled_where_they_are(tmp_path):
     p = dict(MICRO, models={"published": {"repo": str(tmp_path / "ckpt")}, "retrain": {"repo": "org/r",
                                                                                          "revision": "abc"}})
     (tmp_path / "ckpt").mkdir()
+    (tmp_path / "ckpt" / "config.json").write_text("{}")  # a model folder: validation looks for these
+    (tmp_path / "ckpt" / "model.safetensors").write_bytes(b"")
     path = write_params(tmp_path / "params.yaml", p)
     stages = document(path, load_params(path))["stages"]
     assert stages["finetune"]["foreach"] == ["full"]  # retrain is published, full is trained here
@@ -98,7 +100,7 @@ def test_dvc_lists_the_tofu_presets_paper_dag(tmp_path):
     if not dvc.exists():
         pytest.skip("dvc is not installed (leakk[workflow])")
     shutil.copy(ROOT / "configs" / "tofu_forget10.yaml", tmp_path / "params.yaml")
-    (tmp_path / "dvc.yaml").write_text(render(tmp_path / "params.yaml", load_params(tmp_path / "params.yaml")))
+    (tmp_path / "dvc.yaml").write_text(render(tmp_path / "params.yaml", load_params(tmp_path / "params.yaml", host=False)))
     subprocess.run([dvc, "init", "--no-scm", "-q"], cwd=tmp_path, check=True)
     out = subprocess.run([dvc, "stage", "list", "--name-only"], cwd=tmp_path, check=True, capture_output=True,
                          text=True).stdout.split()

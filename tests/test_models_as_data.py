@@ -56,7 +56,7 @@ def test_model_base_as_a_hub_id_is_downloaded_before_finetuning(tmp_path):
     from leakk.core.errors import ParamsError
 
     p = dict(MICRO, model={"base": "org/tiny-llama"})
-    with pytest.raises(ParamsError, match=r"model.revision: 'org/tiny-llama' is a hub id: pin its revision"):
+    with pytest.raises(ParamsError, match=r"model.revision: 'org/tiny-llama' is no folder here, so it names a hub id: pin its revision"):
         validate_params(p)
     p["model"]["revision"] = "a" * 40
     v = validate_params(p)
@@ -76,8 +76,8 @@ def test_revision_null_is_a_local_folder_and_refused_for_a_hub_id(tmp_path):
     p["models"] = {m: {"repo": f, "revision": None} for m, f in folders.items()}
     assert model_folder(validate_params(p), "full") == folders["full"]
     p["models"]["published"] = {"repo": "org/published", "revision": None}
-    with pytest.raises(ParamsError, match=r"^params.yaml: models.published.revision: 'org/published' is a hub id: "
-                                          r"pin its revision"):
+    with pytest.raises(ParamsError, match=r"^params.yaml: models.published.revision: 'org/published' is no folder "
+                                          r"here, so it names a hub id: pin its revision"):
         validate_params(p)
 
 

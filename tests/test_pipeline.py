@@ -116,7 +116,7 @@ def test_execution_settings_are_no_cache_key(key, value):
         raw[section][sub] = value
     else:
         raw[key] = value
-    switched = validate_params(raw)
+    switched = validate_params(raw, host=False)  # a device this machine may lack
     names = {"name": "rule_npo", "judge": "rougeL", "source": "models.full"}
     for stage in STAGES:
         assert stage_params(switched, stage, **names) == stage_params(base, stage, **names), stage
@@ -127,7 +127,7 @@ def test_execution_settings_are_no_cache_key(key, value):
 
 @pytest.mark.parametrize("device, gpu", [("cpu", 0), ("cuda", 1), ("cuda:1", 1)])
 def test_gpu_only_where_params_put_a_model_on_one(device, gpu):
-    p = validate_params(dict(MICRO, device=device))
+    p = validate_params(dict(MICRO, device=device), host=False)  # planned here, run on a GPU machine
     assert stage_resources(p, "sample")["gpu"] == gpu == gpu_requested(device)
     assert stage_resources(p, "data")["gpu"] == 0
     judge_gpu = stage_resources(p, "judge")["gpu"]  # per job: only judges that run a model
@@ -135,7 +135,7 @@ def test_gpu_only_where_params_put_a_model_on_one(device, gpu):
 
 
 def test_model_judges_ask_for_the_gpu():
-    p = validate_params(dict(MICRO, device="cuda", judge={**MICRO["judge"], "es": {"type": "nli"}}))
+    p = validate_params(dict(MICRO, device="cuda", judge={**MICRO["judge"], "es": {"type": "nli"}}), host=False)
     judge_gpu = stage_resources(p, "judge")["gpu"]
     assert judge_gpu(SimpleNamespace(judge="es")) == 1 and judge_gpu(SimpleNamespace(judge="fact")) == 0
 

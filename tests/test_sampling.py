@@ -178,7 +178,8 @@ def test_backend_options_are_checked_against_the_backends_schema(micro_params):
     with pytest.raises(ParamsError, match="tensor_parallel"):
         validate_params(micro_params)
     micro_params["sample"]["options"] = {"batch_invariant": True}
-    assert validate_params(micro_params)["sample"]["options"]["batch_invariant"] is True  # the rest: defaults
+    # host=False: vLLM need not be installed where the params are checked for another machine
+    assert validate_params(micro_params, host=False)["sample"]["options"]["batch_invariant"] is True
 
 
 def test_unknown_backend():

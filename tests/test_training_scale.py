@@ -14,6 +14,7 @@ import torch
 import yaml
 
 from conftest import MICRO
+from leakk import determinism
 from leakk.cli import main
 from leakk.models.demo import tiny_llama_folder
 from leakk.data.synthetic import generate
@@ -28,40 +29,60 @@ from leakk.unlearn.methods import make_method
 T = "Question: {question} Answer:"
 
 
-@pytest.fixture
-def one_thread():
-    """CPU reductions differ in the last bit with the thread count: pin it for exactness."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-# Recorded with the script this test repeats (on main at 8b69f64, before leakk.training existed;
-# re-recorded once the CPU kernels were pinned to leakk.determinism's portable mode), one CPU
-# thread: the loss of each step, as float.hex().
+# The loss of each step (float.hex()) of the script below, run in LEAKK_CPU_KERNELS=compatible
+# (ATen's AVX2 kernels, MKL's COMPATIBLE branch, one thread). Recorded from main at 8b69f64,
+# before leakk.training existed (its train_loop without `training=`; the script otherwise
+# unchanged), and equal to what this commit gives. MKL's COMPATIBLE branch gives the same
+# results on Intel and AMD CPUs alike (MKL's conditional numerical reproducibility), unlike
+# its AVX2 branch (the `portable` mode), which MKL keeps identical on Intel CPUs only.
 BEFORE = {
-    "finetune": ["0x1.52c2bc0000000p+2", "0x1.49e14a0000000p+2", "0x1.425b880000000p+2"],
+    "finetune": ["0x1.52c2be0000000p+2", "0x1.49e14a0000000p+2", "0x1.425b880000000p+2"],
     "graddiff": ["0x1.ef48000000000p-6", "0x1.2290000000000p-6", "0x1.34dc000000000p-5"],
-    "npo": ["0x1.29bd300000000p+4", "0x1.18d2fe0000000p+4", "0x1.099ea00000000p+4"],
+    "npo": ["0x1.29bd2e0000000p+4", "0x1.18d3000000000p+4", "0x1.099e9c0000000p+4"],
 }
+TRAJECTORIES = r"""
+import copy, json, leakk, torch
+import polars as pl
+from leakk.data.synthetic import generate
+from leakk.models.finetune import corpus_texts, train_loop, training_pairs
+from leakk.models.modeling import build_gpt2, build_tokenizer
+from leakk.models.training import TrainingSpec
+from leakk.unlearn.loop import unlearn_loop
+from leakk.unlearn.methods import make_method
+torch.set_num_threads(1)
+T = "Question: {question} Answer:"
+data = generate(8, 3, forget_fraction=0.25, phrasings=3)
+tok = build_tokenizer(corpus_texts(data, T), 200)
+model = build_gpt2(tok, {"n_layer": 1, "n_embd": 32, "n_head": 2, "n_positions": 48}, seed=0)
+log = train_loop(model, tok, training_pairs(data), template=T, epochs=1, lr=5e-3, batch_size=16,
+                 warmup_ratio=0.05, weight_decay=0.0, seed=0, device="cpu", desc="ft",
+                 training=TrainingSpec())  # the defaults: fp32 on CPU, no accumulation
+got = {"finetune": [r["loss"].hex() for r in log]}
+forget = training_pairs(data.filter(pl.col("split") == "forget"))
+retain = training_pairs(data.filter(pl.col("split") == "retain"))
+for name in ("graddiff", "npo"):
+    ul = unlearn_loop(copy.deepcopy(model), tok, make_method(name), forget, retain, template=T, steps=3,
+                      lr=1e-3, batch_size=8, seed=0, device="cpu", alpha=1.0)
+    got[name] = [r["loss"].hex() for r in ul]
+print(json.dumps(got))
+"""
 
 
-def test_defaults_leave_the_miniatures_loss_trajectories_bit_identical(one_thread):
-    data = generate(8, 3, forget_fraction=0.25, phrasings=3)
-    tok = build_tokenizer(corpus_texts(data, T), 200)
-    model = build_gpt2(tok, {"n_layer": 1, "n_embd": 32, "n_head": 2, "n_positions": 48}, seed=0)
-    log = train_loop(model, tok, training_pairs(data), template=T, epochs=1, lr=5e-3, batch_size=16,
-                     warmup_ratio=0.05, weight_decay=0.0, seed=0, device="cpu", desc="ft",
-                     training=TrainingSpec())  # the defaults: fp32 on CPU, no accumulation
-    got = {"finetune": [r["loss"].hex() for r in log]}
-    forget = training_pairs(data.filter(pl.col("split") == "forget"))
-    retain = training_pairs(data.filter(pl.col("split") == "retain"))
-    for name in ("graddiff", "npo"):
-        ul = unlearn_loop(copy.deepcopy(model), tok, make_method(name), forget, retain, template=T, steps=3,
-                          lr=1e-3, batch_size=8, seed=0, device="cpu", alpha=1.0)
-        got[name] = [r["loss"].hex() for r in ul]
-    assert got == BEFORE
+@pytest.mark.skipif(not determinism._has_avx2(), reason="the compatible mode pins ATen's AVX2 kernels: "
+                                                        "needs an x86-64 CPU with AVX2 and FMA")
+def test_defaults_leave_the_miniatures_loss_trajectories_bit_identical():
+    """Instruction-set dependent by nature (bit-exact floats): run in a fresh process in the
+    `compatible` kernel mode, whose bits are the same on every x86-64 CPU with AVX2 (Intel or
+    AMD, with or without AVX-512), so the recorded trajectories hold on any of them."""
+    import os
+    import subprocess
+    import sys
+
+    pinned = ("ATEN_CPU_CAPABILITY", "MKL_CBWR", "MKL_ENABLE_INSTRUCTIONS", "ONEDNN_MAX_CPU_ISA")
+    env = {k: v for k, v in os.environ.items() if k not in pinned}  # this process's pins are portable's
+    out = subprocess.run([sys.executable, "-c", TRAJECTORIES], capture_output=True, text=True, check=True,
+                         env={**env, determinism.ENV: "compatible", "TQDM_DISABLE": "1"}, timeout=600)
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == BEFORE
 
 
 def _tiny_llama(tmp_path, data):

@@ -41,10 +41,10 @@ def assert_only_rougel_rejudged(plan: subprocess.CompletedProcess) -> None:
                                    "rule_round", "rule_eval", "rule_report", "sample"}, plan.stdout
 
 
-def snakemake(workdir: Path, *args: str) -> subprocess.CompletedProcess:
+def snakemake(workdir: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     return subprocess.run(
         [f"{BIN}/snakemake", "-s", str(ROOT / "Snakefile"), "--directory", str(workdir), "--cores", "2", *args],
-        capture_output=True, text=True, env=ENV, cwd=workdir)
+        capture_output=True, text=True, env={**ENV, **(env or {})}, cwd=workdir)
 
 
 def planned_rules(proc: subprocess.CompletedProcess) -> set[str]:

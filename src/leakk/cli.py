@@ -53,6 +53,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _job(args) -> str:
+    """What the failed command was making, for its one error line: its output, and the params
+    entry it runs where it runs one (``results/models/ga (unlearn.ga)``)."""
+    out = next((str(v) for v in (getattr(args, a, None) for a in ("out", "out_dir", "out_log", "file")) if v), "")
+    entry = {"unlearn": "unlearn", "rule": "rule", "rule-round": "rule", "rule-eval": "rule"}.get(args.command)
+    label = f"{entry}.{args.name}" if entry and getattr(args, "name", None) else (
+        f"judge.{args.judge}" if getattr(args, "judge", None) else "")
+    return f"{out} ({label})" if out and label else out or label or args.params
+
+
 def run(args: argparse.Namespace, params: dict) -> None:
     """Call the command's entry function with its arguments (and, where it asks for them, the
     params file's path)."""
@@ -72,6 +82,11 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
+    from leakk.core.errors import debug, unexpected_line
+    from leakk.core.checks import RedactingFilter, redact, register_secret_values
+
+    for handler in logging.getLogger().handlers:  # no API key reaches a log line
+        handler.addFilter(RedactingFilter())
     try:
         from leakk.config import load_params
         from leakk.core.io import record_execution
@@ -83,7 +98,8 @@ def main(argv: list[str] | None = None) -> int:
         pin_cpu_kernels()  # refuses an unknown LEAKK_CPU_KERNELS with one line
         watch_parent_engine()
         if args.command_spec.reads_params:
-            params = load_params(args.params)
+            params = load_params(args.params, host=None if args.command_spec.checks_host else False)
+            register_secret_values(params)  # the keys the judges read: redacted from every message
             record_execution(**{key: get(params, key) for key in EXECUTION})
         else:
             params = None
@@ -93,18 +109,23 @@ def main(argv: list[str] | None = None) -> int:
             set_threads(args.threads)
         run(args, params)
     except LeakkError as e:
-        print(f"leakk {args.command}: error: {e}", file=sys.stderr)
+        print(f"leakk {args.command}: error: {redact(str(e))}", file=sys.stderr)
         return 2
-    except OSError as e:  # disk full, no permission, a path that vanished: one line (-v: traceback)
-        if args.verbose:
-            raise
-        where = f"{e.filename}: " if e.filename else ""
-        print(f"leakk {args.command}: error: {where}{e.strerror or e} (rerun with -v for a traceback)",
-              file=sys.stderr)
-        return 1
     except KeyboardInterrupt:
         print(f"leakk {args.command}: interrupted", file=sys.stderr)
         return 130
+    except Exception as e:  # any other failure of a stage: one line naming what it was making
+        if args.verbose or debug():
+            import traceback
+
+            print(redact(traceback.format_exc()), file=sys.stderr, end="")
+        if isinstance(e, OSError):  # disk full, no permission, a path that vanished
+            where = f"{e.filename}: " if e.filename else ""
+            line = f"{where}{e.strerror or e} (set LEAKK_DEBUG=1 for the traceback)"
+        else:
+            line = unexpected_line(e, _job(args))
+        print(f"leakk {args.command}: error: {redact(line)}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -7,21 +7,27 @@ before any work starts (the CLI and the Snakefile both call :func:`load_params`)
 from __future__ import annotations
 
 import copy
+import importlib.util
 import os
+import shutil
 import string
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from leakk.core import checks
 from leakk.core.errors import ParamsError
 from leakk.core.layout import is_local, model_folder, trained_models
 from leakk.core.schema import check, filled, key_path, params_schema, unknown_key
 from leakk.data.hub import base_folder, hub_sources, source_param
 from leakk.unlearn.stopping import stop_judge
 
-def validate_params(params: dict[str, Any], source: str = "params.yaml") -> dict[str, Any]:
-    """Return a defaults-filled copy of ``params``, or raise ParamsError on the first problem."""
+def validate_params(params: dict[str, Any], source: str = "params.yaml", host: bool | None = None) -> dict[str, Any]:
+    """Return a defaults-filled copy of ``params``, or raise ParamsError on the first problem.
+
+    ``host``: also check that this machine has the device and packages the params need
+    (default: unless ``LEAKK_HOST_CHECKS=off``; see :func:`leakk.core.checks.host_checks_apply`)."""
     if not isinstance(params, dict):
         raise ParamsError(f"{source}: not a mapping of params keys (got {type(params).__name__}; "
                           "rule: a YAML mapping like params.yaml)")
@@ -36,7 +42,10 @@ def validate_params(params: dict[str, Any], source: str = "params.yaml") -> dict
             "complete; start from a copy of params.yaml (rule: required)")
     params = copy.deepcopy(params)
     check(params, params_schema(), source, fill_defaults=True)
+    checks.check_secrets(params, source)  # first: no later message may echo a key
     _cross_field(params, source)
+    if checks.host_checks_apply() if host is None else host:
+        check_host(params, source)
     return params
 
 
@@ -154,6 +163,7 @@ def _cross_field(p: dict[str, Any], src: str) -> None:
 
 
 def _check_hub(p: dict[str, Any], src: str) -> None:
+    checks.check_sources(p, src)  # folders exist, hub ids are ids (a URL is not)
     bench = p["data"]["benchmark"]
     if bench != "synthetic" and not p["data"].get(bench):
         _fail(src, f"data.{bench}", f"required for data.benchmark={bench!r}: the dataset's repo (a hub id "
@@ -161,8 +171,8 @@ def _check_hub(p: dict[str, Any], src: str) -> None:
     for key, source in hub_sources(p).items():
         where = source_param(key)
         if not is_local(source["repo"]) and not source.get("revision"):
-            _fail(src, f"{where}.revision", f"{source['repo']!r} is a hub id: pin its revision "
-                                            "(a commit hash) (rule: required for a hub id)")
+            _fail(src, f"{where}.revision", f"{source['repo']!r} is no folder here, so it names a hub id: pin "
+                                            "its revision (a commit hash) (rule: required for a hub id)")
     for name in p.get("models") or {}:
         if name in p["unlearn"] or name in (p.get("rule") or {}):
             _fail(src, f"models.{name}", "name already used by an unlearn or rule run (rule: model names are unique)")
@@ -257,8 +267,8 @@ def _check_arch(p: dict[str, Any], src: str) -> None:
             _fail(src, key, f"{value} must be < model.arch.n_positions={limit} (rule: fits the model)")
 
 
-class _Loader(yaml.SafeLoader):
-    """PyYAML's safe loader (YAML 1.1 scalars, as Snakemake and DVC read the file)."""
+class _Loader(checks.DepthGuard, yaml.SafeLoader):
+    """PyYAML's safe loader (YAML 1.1 scalars, as Snakemake and DVC read the file), nesting capped."""
 
 
 def _duplicate_keys(node: yaml.Node, path: tuple = ()) -> tuple[str, int, int] | None:
@@ -297,6 +307,8 @@ def read_params_file(path: str | os.PathLike) -> Any:
         raise ParamsError(f"{path}: cannot read ({e.strerror})") from None
     try:
         node = yaml.compose(text, Loader=_Loader)
+        if node is not None:  # before any walk of the expansion: an alias bomb is refused here
+            checks.check_yaml_graph(node, str(path))
         dup = _duplicate_keys(node) if node is not None else None
         if dup:
             key, line, first = dup
@@ -315,20 +327,22 @@ def read_params_file(path: str | os.PathLike) -> Any:
         raise ParamsError(f"{path}: not valid YAML: {' '.join(str(e).split())}") from None
 
 
-def load_params(path: str | os.PathLike = "params.yaml") -> dict[str, Any]:
-    """Read and validate a params file."""
+def load_params(path: str | os.PathLike = "params.yaml", host: bool | None = None) -> dict[str, Any]:
+    """Read and validate a params file (``host``: as :func:`validate_params`)."""
     raw = read_params_file(path)
     if raw is None:
         raise ParamsError(f"{path}: empty params file (rule: a YAML mapping like params.yaml)")
-    return validate_params(raw, str(path))
+    return validate_params(raw, str(path), host=host)
 
 
-def workflow_params(config: dict[str, Any], configfiles: list) -> tuple[str, dict[str, Any]]:
+def workflow_params(config: dict[str, Any], configfiles: list,
+                    argv: list[str] | None = None) -> tuple[str, dict[str, Any]]:
     """For the Snakefile: (the params file every job reads, its validated params).
 
     ``snakemake`` reads ``params.yaml``, or the one complete params file given with
     ``--configfile`` (a preset); ``config`` (what Snakemake parsed, plus any ``--config``)
-    must equal that file, since the jobs read the file itself.
+    must equal that file, since the jobs read the file itself. ``argv`` (Snakemake's) tells
+    whether the jobs run on this machine, so that its device and packages are checked here.
     """
     if len(configfiles) > 1:
         raise ParamsError(f"--configfile: {len(configfiles)} files given; give one complete params file "
@@ -339,10 +353,81 @@ def workflow_params(config: dict[str, Any], configfiles: list) -> tuple[str, dic
             path = path.relative_to(Path.cwd())
         except ValueError:
             pass
-    params = load_params(path)
+    params = load_params(path, host=checks.host_checks_apply(argv))
     if config != (read_params_file(path) if configfiles else {}):
         raise ParamsError(f"--config: overrides differ from {path}; every job reads {path} itself, "
                           "so edit it (or pass a complete preset with --configfile) instead")
     return str(path), params
 
 
+# ------------------------------------------------------------------ this machine
+
+def requirements(p: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """(params key, module, install hint) of everything optional the params use."""
+    from leakk.judges import JUDGES
+    from leakk.sampling import load_backend
+
+    backend = load_backend(p["sample"]["backend"])  # validated: a registered name
+    out = [("sample.backend", module, backend.install_hint) for module in backend.requires]
+    for where, spec in checks.judge_specs(p):
+        kind = spec["type"]
+        if isinstance(kind, str) and kind in JUDGES:
+            cls = JUDGES.get(kind)
+            out += [(where, module, "pip install 'leakk[judges]'") for module in getattr(cls, "requires", ())]
+    remote = [key for key, s in hub_sources(p).items() if not is_local(s["repo"])]
+    if remote:
+        out.append((source_param(remote[0]), "huggingface_hub", "pip install 'leakk[hub]'"))
+    if p["data"]["benchmark"] != "synthetic":
+        out.append(("data.benchmark", "datasets", "pip install 'leakk[hub]'"))
+    if (p.get("training") or {}).get("lora"):
+        out.append(("training.lora", "peft", "pip install 'leakk[lora]'"))
+    return out
+
+
+
+def cuda_device_count() -> int:
+    """CUDA devices torch can use here; 0 without importing torch where no NVIDIA driver is."""
+    if not Path("/proc/driver/nvidia/version").exists() and shutil.which("nvidia-smi") is None:
+        return 0
+    import torch
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+def mps_available() -> bool:
+    import platform
+
+    if platform.system() != "Darwin":
+        return False
+    import torch
+
+    return bool(torch.backends.mps.is_available())
+
+
+def device_problem(device: str) -> str | None:
+    """Why ``device`` cannot run here, or None (``auto`` and ``cpu`` always can)."""
+    if device.startswith("cuda"):
+        index = int(device.partition(":")[2] or 0)
+        count = cuda_device_count()
+        if index >= count:
+            return f"this machine has {count} usable CUDA device{'s' if count != 1 else ''}"
+    elif device == "mps" and not mps_available():
+        return "MPS is not available on this machine"
+    return None
+
+
+def check_host(p: dict[str, Any], src: str) -> None:
+    """The device (and every judge's own) exists here, and every optional package the params
+    need (:func:`requirements`) is installed. Run where the jobs run; elsewhere the rest of
+    validation still holds."""
+    off = f"(rule: available here; jobs that run on other machines: set {checks.HOST_ENV}=off where you submit them)"
+    devices = {"device": p.get("device", "auto")}
+    devices.update({f"{where}.device": spec["device"] for where, spec in checks.judge_specs(p)
+                    if isinstance(spec.get("device"), str)})
+    for key, device in devices.items():
+        problem = device_problem(device)
+        if problem:
+            _fail(src, key, f"{device!r}: {problem}; use auto or cpu {off}")
+    for key, module, hint in requirements(p):
+        if importlib.util.find_spec(module) is None:
+            _fail(src, key, f"needs the {module} package, which is not installed here ({hint}) {off}")

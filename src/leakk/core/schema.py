@@ -17,6 +17,7 @@ from typing import Any
 import jsonschema
 import yaml
 
+from leakk.core import checks
 from leakk.core.errors import ParamsError
 
 
@@ -50,6 +51,9 @@ def key_path(path) -> str:
 def _error_line(e: jsonschema.ValidationError, prefix: tuple = ()) -> tuple[str, str]:
     """(key, message) of a schema error; an unknown key is named itself, not its parent."""
     path = [*prefix, *e.absolute_path]
+    own = checks.describe(e, key_path(path))  # numbers of the wrong kind; secrets never echoed
+    if own:
+        return key_path(path), own
     if e.validator == "additionalProperties" and isinstance(e.instance, dict):
         allowed = set(e.schema.get("properties", {}))
         extra = sorted(k for k in e.instance if k not in allowed)
@@ -86,13 +90,13 @@ def check(instance: Any, schema_: dict[str, Any], src: str, prefix: tuple = (),
           fill_defaults: bool = False) -> None:
     """Validate ``instance`` against ``schema_`` (filling its defaults in place if asked); the first
     error is one ParamsError line: ``<src>: <key path>: <message> (rule: <keyword>)``."""
-    validator_class = jsonschema.Draft202012Validator
+    validator_class = checks.STRICT_VALIDATOR  # integers are ints, numbers finite
     validator = (_with_defaults(validator_class) if fill_defaults else validator_class)(schema_)
     errors = sorted(validator.iter_errors(instance), key=lambda e: [str(p) for p in e.absolute_path])
     if errors:
         e = errors[0]
         key, msg = _error_line(e, prefix)
-        raise ParamsError(f"{src}: {key}: {msg} (rule: {e.validator})")
+        raise ParamsError(f"{src}: {key}: {msg}" + ("" if "(rule: " in msg else f" (rule: {e.validator})"))
     nan = _nan(instance)
     if nan is not None:
         raise ParamsError(f"{src}: {key_path([*prefix, *nan])}: nan is not a number (rule: finite)")

@@ -95,10 +95,17 @@ def fetch(key: str, source: dict[str, Any], hub_dir: str | os.PathLike = HUB_DIR
         return folder, "cached"
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import (
+        HFValidationError,
         LocalEntryNotFoundError,
         RepositoryNotFoundError,
         RevisionNotFoundError,
     )
+
+    from leakk.core.checks import hub_id_problem
+
+    problem = hub_id_problem(repo)  # validation refuses these first; a caller may not have validated
+    if problem:
+        raise ParamsError(f"{where}.repo: {problem}")
 
     repo_type = "dataset" if key.startswith("datasets/") else "model"
     folder.mkdir(parents=True, exist_ok=True)
@@ -111,6 +118,8 @@ def fetch(key: str, source: dict[str, Any], hub_dir: str | os.PathLike = HUB_DIR
     except RepositoryNotFoundError:
         raise ArtifactError(f"{where}.repo: no {repo_type} {repo!r} on the hub (or it is private/gated: "
                             "log in with `hf auth login`)") from None
+    except HFValidationError as exc:
+        raise ParamsError(f"{where}: {repo}@{revision} is not a valid hub id and revision ({one_line(exc, 120)})") from None
     except LocalEntryNotFoundError as exc:
         raise ArtifactError(f"{where}: {repo}@{revision} is not downloaded and the hub cannot be reached "
                             f"({one_line(exc, 120)})") from None

@@ -70,6 +70,9 @@ class Judge(abc.ABC):
 
     #: Whether the constructor takes ``device`` (the stage then passes params ``device``).
     uses_device: ClassVar[bool] = False
+    #: Modules the judge imports beyond leakk's own dependencies (validation refuses the
+    #: judge up front where one is not installed).
+    requires: ClassVar[tuple[str, ...]] = ()
     #: Items handed to one ``score_batch`` call by :func:`leakk.judges.judge_samples`;
     #: ``None`` = all distinct items at once. A failing call fails its whole batch.
     batch_size: int | None = 4096

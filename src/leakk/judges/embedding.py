@@ -24,6 +24,7 @@ class EmbeddingJudge(Judge):
     """Cosine similarity between completion and reference embeddings ≥ ``threshold``."""
 
     uses_device: ClassVar[bool] = True
+    requires: ClassVar[tuple[str, ...]] = ("sentence_transformers",)
     params_schema: ClassVar[dict[str, Any]] = {
         "type": "object",
         "additionalProperties": False,

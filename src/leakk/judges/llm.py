@@ -12,9 +12,11 @@ Built so that a remote judge can neither lose nor mislabel an item:
 * retries are ours (the client's own are off): at most ``max_retries`` per item, with
   exponential backoff that honours ``Retry-After``, capped at ``max_backoff`` seconds;
   only rate limits, time-outs, dropped connections and 5xx are retried;
-* every verdict is appended to an on-disk cache keyed by the sha256 of (judge config
-  without secrets, question, reference, completion), so a re-run or a resumed run sends
-  no request for an item already judged. Failures are not cached.
+* every verdict is appended to an on-disk cache keyed by the sha256 of what the model is
+  asked (its name, the prompt, temperature and max_tokens, the question, reference and
+  completion), so a re-run or a resumed run sends no request for an item already judged,
+  and moving the server (``base_url``) or changing transport settings keeps the cache.
+  Failures are not cached. The folder stays inside the project unless ``allow_outside``.
 
 The API key is read from the environment variable *named* by ``api_key_env``; it is never a
 parameter, never logged and never written anywhere.
@@ -55,8 +57,10 @@ DEFAULT_PROMPT = (
     "Reply with exactly one word: YES or NO."
 )
 _FIELDS = {"question", "reference", "completion"}
-#: Parameters that do not change a verdict (left out of the cache key).
-_NOT_IN_KEY = ("api_key_env", "concurrency", "max_retries", "timeout", "backoff", "max_backoff", "cache_dir")
+#: Parameters that do not change a verdict (left out of the cache key): where the model is
+#: served, how it is reached, where verdicts are kept.
+_NOT_IN_KEY = ("base_url", "api_key_env", "concurrency", "max_retries", "timeout", "backoff", "max_backoff",
+               "cache_dir", "allow_outside")
 
 
 def parse_verdict(content: Any) -> bool | None:
@@ -103,6 +107,7 @@ class LLMJudge(Judge):
     """Ask a chat model ``prompt`` per item; YES = leaked, NO = not leaked, else missing."""
 
     batch_size: int | None = 256  # items per call: the cache is written as each item finishes
+    requires: ClassVar[tuple[str, ...]] = ("openai",)
     params_schema: ClassVar[dict[str, Any]] = {
         "type": "object",
         "additionalProperties": False,
@@ -116,22 +121,25 @@ class LLMJudge(Judge):
             "prompt": {"type": "string", "minLength": 1, "default": DEFAULT_PROMPT,
                        "description": "template with {question}, {reference}, {completion}"},
             "api_key_env": {"type": ["string", "null"], "default": "OPENAI_API_KEY",
+                            "pattern": "^[A-Za-z_][A-Za-z0-9_]*$",
                             "description": "NAME of the environment variable holding the key (never the "
                                            "key itself); null: no key (a local server)"},
             "concurrency": {"type": "integer", "minimum": 1, "maximum": 256, "default": 8,
                             "description": "requests in flight at once"},
             "max_retries": {"type": "integer", "minimum": 0, "maximum": 20, "default": 4,
                             "description": "retries per item (rate limits, time-outs, dropped connections, 5xx)"},
-            "timeout": {"type": "number", "exclusiveMinimum": 0, "default": 60,
+            "timeout": {"type": "number", "minimum": 0.001, "maximum": 3600, "default": 60,
                         "description": "seconds per request"},
-            "backoff": {"type": "number", "minimum": 0, "default": 1.0,
+            "backoff": {"type": "number", "minimum": 0, "maximum": 3600, "default": 1.0,
                         "description": "first retry delay in seconds; doubles per retry"},
-            "max_backoff": {"type": "number", "minimum": 0, "default": 60,
+            "max_backoff": {"type": "number", "minimum": 0, "maximum": 3600, "default": 60,
                             "description": "longest delay between retries, Retry-After included"},
             "temperature": {"type": "number", "minimum": 0, "maximum": 2, "default": 0.0},
-            "max_tokens": {"type": "integer", "minimum": 1, "default": 4},
+            "max_tokens": {"type": "integer", "minimum": 1, "maximum": 4096, "default": 4},
             "cache_dir": {"type": ["string", "null"], "default": RESULTS.llm_cache,
-                          "description": "verdict cache folder (null: no cache)"},
+                          "description": "verdict cache folder, inside the project (null: no cache)"},
+            "allow_outside": {"type": "boolean", "default": False,
+                              "description": "let cache_dir lie outside the project folder"},
         },
     }
 
@@ -149,11 +157,12 @@ class LLMJudge(Judge):
 
     def __init__(self, *, model: str, base_url: str | None, prompt: str, api_key_env: str | None, concurrency: int,
                  max_retries: int, timeout: float, backoff: float, max_backoff: float, temperature: float,
-                 max_tokens: int, cache_dir: str | None) -> None:
+                 max_tokens: int, cache_dir: str | None, allow_outside: bool) -> None:
         self.model, self.base_url, self.prompt, self.api_key_env = model, base_url, prompt, api_key_env
         self.concurrency, self.max_retries, self.timeout = concurrency, max_retries, float(timeout)
         self.backoff, self.max_backoff, self.temperature = float(backoff), float(max_backoff), float(temperature)
         self.max_tokens, self.cache_dir = max_tokens, cache_dir
+        self.allow_outside = allow_outside  # params validation enforces it (leakk.core.checks)
         if self.api_key_env is None:
             key = "EMPTY"  # a local server without authentication; the client needs some value
         else:
@@ -168,8 +177,9 @@ class LLMJudge(Judge):
         self._client = openai.OpenAI(api_key=key, base_url=self.base_url, max_retries=0, timeout=self.timeout)
         self._sleep = time.sleep
         self._lock = threading.Lock()
-        self._config = {"model": self.model, "base_url": self.base_url, "prompt": self.prompt,
-                        "temperature": self.temperature, "max_tokens": self.max_tokens}
+        # what the model is asked (model, prompt, temperature, max_tokens): nothing about where
+        # it is served or how it is reached
+        self._config = {k: getattr(self, k) for k in self.params_schema["properties"] if k not in _NOT_IN_KEY}
         self._config_hash = hashlib.sha256(json.dumps(self._config, sort_keys=True).encode()).hexdigest()
         self._cache: dict[str, bool] | None = None
         self.requests_sent = 0  # HTTP requests attempted by this judge (tests, logs)
@@ -183,7 +193,8 @@ class LLMJudge(Judge):
         return None if self.cache_dir is None else Path(self.cache_dir) / f"{self._config_hash[:16]}.jsonl"
 
     def item_key(self, question: str | None, reference: str, completion: str) -> str:
-        """sha256 of (judge config without secrets or transport settings, question, reference, completion)."""
+        """sha256 of (model, prompt, temperature, max_tokens, question, reference, completion): no
+        secret, no endpoint, no transport setting."""
         blob = json.dumps([self._config, question, reference, completion], sort_keys=True, ensure_ascii=False)
         return hashlib.sha256(blob.encode()).hexdigest()
 
@@ -235,7 +246,7 @@ class LLMJudge(Judge):
             raise _Failure("malformed response") from None
         verdict = parse_verdict(reply)
         if verdict is None:
-            raise _Failure("not YES/NO", repr(reply)[:60])
+            raise _Failure("not YES/NO", repr(reply)[:1000])  # cut short after redaction, never a key half
         return verdict
 
     def _ask(self, question: str | None, reference: str, completion: str) -> bool:
@@ -304,7 +315,7 @@ class LLMJudge(Judge):
 
             summary = ", ".join(f"{k} ×{v}" for k, v in failures.most_common())
             log.warning("llm judge %s: %d of %d items failed (recorded as missing): %s%s", self.model,
-                        sum(failures.values()), n, summary, _redact(f"; e.g. reply {example}") if example else "")
+                        sum(failures.values()), n, summary, _redact(f"; e.g. reply {example}", 80) if example else "")
         return scores, leaked
 
     def close(self) -> None:

@@ -34,7 +34,10 @@ _SECRET = re.compile(
 
 
 def _redact(msg: str, limit: int = 300) -> str:
-    msg = _SECRET.sub("[redacted]", msg)
+    """``msg`` without keys (the registered values, key shapes, ``api_key=…``), then cut to ``limit``."""
+    from leakk.core.checks import redact
+
+    msg = _SECRET.sub("[redacted]", redact(msg))
     return msg if len(msg) <= limit else msg[:limit] + "…"
 
 

@@ -54,6 +54,10 @@ class Backend:
 
     name: ClassVar[str] = "base"
     params_schema: ClassVar[dict[str, Any]] = {"type": "object", "additionalProperties": False, "properties": {}}
+    #: Modules the backend imports beyond leakk's own dependencies, and how to install them
+    #: (validation refuses the backend up front where one is not installed).
+    requires: ClassVar[tuple[str, ...]] = ()
+    install_hint: ClassVar[str] = ""
 
     tokenizer: Any
     #: the most tokens (prompt + completion) the model attends to; None = unknown

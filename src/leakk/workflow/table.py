@@ -78,6 +78,9 @@ class Command:
     prints: bool = False
     #: reads and validates the params file first (a command that makes its own params does not)
     reads_params: bool = True
+    #: runs stages on this machine, so its device and optional packages are checked (a command
+    #: that only writes the workflow's own files does not)
+    checks_host: bool = True
 
     @property
     def dests(self) -> dict[str, Arg]:
@@ -101,13 +104,13 @@ _COMMANDS = [
             "record finished results in dvc.lock and the DVC cache",
             "What `dvc commit --force` does for every dvc.yaml stage whose outputs all exist: no re-run. The "
             "Snakefile calls it after a full successful run, so `dvc status` knows what Snakemake built.",
-            (arg("--repo", default=".", metavar="DIR", help="the DVC repository root (default: .)"),)),
+            (arg("--repo", default=".", metavar="DIR", help="the DVC repository root (default: .)"),), checks_host=False),
     Command("dvc-yaml", "leakk.workflow.commands:dvc_yaml", "write dvc.yaml for the params file (a preset)",
             "Generates the whole dvc.yaml from the stage table and the params file: its models, runs, judges "
             "and the params keys each stage reads. Running it again changes nothing.",
             (arg("--file", default="dvc.yaml", metavar="FILE", help="the dvc.yaml to write (default: dvc.yaml)"),
              arg("--check", action="store_true",
-                 help="only check: fail with one line when the file differs from what would be written"))),
+                 help="only check: fail with one line when the file differs from what would be written")), checks_host=False),
     Command("download", "leakk.stages.prepare:download", "fetch the params' hub datasets and models (pinned revisions)",
             "Each hub source (data.<benchmark>, models.<name>) goes to <hub-dir>/datasets/<benchmark> or "
             "<hub-dir>/models/<name> through huggingface_hub.snapshot_download; a folder already fetched at the "
