@@ -240,7 +240,7 @@ def test_stage_boundary_corrupt_input_one_line(tmp_path, capsys, artifacts, stag
     assert main(["--params", str(run / "params.yaml"), "--threads", "1", *argv]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     named = victim.parent if victim.suffix == ".safetensors" else victim
-    assert len(err) == 1 and f"{named}:" in err[0] and "re-run `snakemake`" in err[0], err
+    assert len(err) == 1 and f"{named}:" in err[0] and f"`snakemake --cores all --force {named}`" in err[0], err
     assert not list(run.glob("x*"))
 
 

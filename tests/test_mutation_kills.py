@@ -433,7 +433,7 @@ def test_read_parquet_contract_and_missing_file(tmp_path):
     assert read_parquet(path, "judgments").equals(frame)
     assert read_parquet(str(path)).equals(frame)
     with pytest.raises(ArtifactError, match=rf"^{re.escape(str(path))}: samples: missing required columns \['text', "
-                                            r".*\]; made by the `sample` stage; delete it and re-run "):
+                                            r".*\]; made by the `sample` stage; rebuild it: `snakemake --cores all --force "):
         read_parquet(path, "samples")
     with pytest.raises(ArtifactError, match=f"{tmp_path / 'none.parquet'}: no such artifact"):
         read_parquet(tmp_path / "none.parquet", "judgments")
@@ -442,7 +442,8 @@ def test_read_parquet_contract_and_missing_file(tmp_path):
 
         check_contract(frame.drop("leaked"), "judgments")
     with pytest.raises(ArtifactError, match=r"^x\.parquet: judgments: missing required columns \['leaked'\]; "
-                                            r"made by the `judge` stage; delete it and re-run `snakemake`"):
+                                            r"made by the `judge` stage; rebuild it: `snakemake --cores all "
+                                            r"--force x\.parquet` \(a preset: add its --configfile; DVC: `dvc repro`\)$"):
         check_contract(frame.drop("leaked"), "judgments", "x.parquet")
 
 
@@ -981,8 +982,8 @@ def test_write_parquet_contract_error_names_the_file(tmp_path):
     with pytest.raises(ArtifactError) as err:
         write_parquet(pl.DataFrame({"qid": ["a"]}), path, "samples")
     assert str(err.value).startswith(f"{path}: samples: missing required columns ['sample_idx', 'text', ")
-    assert str(err.value).endswith("; made by the `sample` stage; delete it and re-run `snakemake` "
-                                   "(or `dvc repro`) to rebuild it") and "\n" not in str(err.value)
+    assert str(err.value).endswith(f"; made by the `sample` stage; rebuild it: `snakemake --cores all --force {path}` "
+                                   "(a preset: add its --configfile; DVC: `dvc repro`)") and "\n" not in str(err.value)
     assert not path.exists()
 
 
@@ -1253,8 +1254,8 @@ def test_read_parquet_contract_error_names_the_file(tmp_path):
     with pytest.raises(ArtifactError) as err:
         read_parquet(path, "judgments")
     assert str(err.value) == (f"{path}: judgments: missing required columns ['sample_idx', 'judge', 'score', "
-                              "'leaked']; made by the `judge` stage; delete it and re-run `snakemake` "
-                              "(or `dvc repro`) to rebuild it")
+                              f"'leaked']; made by the `judge` stage; rebuild it: `snakemake --cores all --force {path}` "
+                              "(a preset: add its --configfile; DVC: `dvc repro`)")
 
 
 def test_make_judge_bad_parameter_is_named():

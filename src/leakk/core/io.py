@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shlex
 import shutil
 import tempfile
 from collections.abc import Iterable, Iterator
@@ -18,6 +19,7 @@ from typing import Any
 import polars as pl
 
 from leakk.core.errors import ArtifactError
+from leakk.core.layout import workflow_output
 
 #: The one definition of each Parquet artifact's required columns (docs/design.md §4), with
 #: the dtype each must have where the pipeline builds it (``None``: any dtype); extra
@@ -83,11 +85,14 @@ def contract_schema(kind: str, columns: Iterable[str] | None = None) -> dict[str
     return {c: spec[c] for c in (columns if columns is not None else spec)}
 
 
-def _rebuild_hint(kind: str | None, stages: tuple[str, ...] = (), what: str = "it") -> str:
+def _rebuild_hint(kind: str | None, path: str | os.PathLike, stages: tuple[str, ...] = ()) -> str:
+    """How to rebuild ``path``: a command that does (a bare re-run of `snakemake` would not,
+    while everything downstream of the file is present)."""
     stages = stages or ((PRODUCERS[kind],) if kind in PRODUCERS else ())
     names = " or ".join(f"`{s}`" for s in stages)
     made = f"made by the {names} stage; " if stages else ""
-    return f"{made}delete {what} and re-run `snakemake` (or `dvc repro`) to rebuild it"
+    return (f"{made}rebuild it: `snakemake --cores all --force {shlex.quote(workflow_output(path))}` (a preset: add its --configfile; "
+            "DVC: `dvc repro`)")
 
 
 def one_line(exc: BaseException, limit: int = 160) -> str:
@@ -99,7 +104,7 @@ def one_line(exc: BaseException, limit: int = 160) -> str:
 def corrupt_folder(path: str | os.PathLike, exc: BaseException, stages: tuple[str, ...]) -> ArtifactError:
     """The error for a folder artifact (a model) that exists but cannot be loaded."""
     return ArtifactError(f"{path}: corrupt or incomplete folder ({one_line(exc)}); "
-                         f"{_rebuild_hint(None, stages, 'the folder')}")
+                         f"{_rebuild_hint(None, path, stages)}")
 
 
 def require_columns(df: pl.DataFrame, columns: Iterable[str], what: str, hint: str = "") -> None:
@@ -113,12 +118,12 @@ def check_contract(df: pl.DataFrame, kind: str, where: str | os.PathLike = "") -
     """Raise ArtifactError naming the missing (or mistyped) columns if ``df`` breaks the
     ``kind`` contract."""
     spec = _spec(kind)
-    require_columns(df, spec, f"{where or kind}: {kind}", _rebuild_hint(kind) if where else "")
+    require_columns(df, spec, f"{where or kind}: {kind}", _rebuild_hint(kind, where) if where else "")
     wrong = [f"{c} is {df.schema[c]}, not {dtype}" for c, dtype in spec.items()
              if dtype is not None and df.schema[c] != dtype and not _compatible(df.schema[c], dtype)]
     if wrong:
         raise ArtifactError(f"{where or kind}: {kind} columns of the wrong type ({'; '.join(wrong)})"
-                            + (f"; {_rebuild_hint(kind)}" if where else ""))
+                            + (f"; {_rebuild_hint(kind, where)}" if where else ""))
 
 
 def _compatible(actual: pl.DataType, wanted: Any) -> bool:
@@ -233,7 +238,7 @@ def read_parquet(path: str | os.PathLike, kind: str | None = None) -> pl.DataFra
         df = pl.read_parquet(path)
     except Exception as exc:  # polars / pyarrow / OS errors: name the file, not the library
         what = "empty file" if path.stat().st_size == 0 else "corrupt or truncated Parquet"
-        raise ArtifactError(f"{path}: {what} ({one_line(exc)}); {_rebuild_hint(kind)}") from None
+        raise ArtifactError(f"{path}: {what} ({one_line(exc)}); {_rebuild_hint(kind, path)}") from None
     if kind is not None:
         check_contract(df, kind, path)
     return df

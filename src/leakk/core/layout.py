@@ -184,3 +184,12 @@ def sampled_folder(p: dict[str, Any], name: str, layout: Layout = RESULTS) -> st
     if rule is not None:
         return f"{layout.rule_round(name, rule['rounds'])}/model"
     return model_folder(p, name, layout)
+
+
+def workflow_output(path: str | os.PathLike) -> str:
+    """The output a workflow job writes that holds ``path`` (what to rebuild it by): a RULE
+    round's model lies inside its round folder, the ``rule_round`` job's one output."""
+    p = Path(path)
+    if p.name == "model" and p.parent.name.startswith("round_"):
+        p = p.parent
+    return str(p)

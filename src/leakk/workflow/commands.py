@@ -25,8 +25,12 @@ def dvc_record(params: dict[str, Any], *, params_file: str, repo: str) -> None:
     root = Path(repo)
     if (root / "dvc.yaml").is_file():
         download(params, hub_dir=root / "results" / "hub", record=root / "results" / "hub" / "downloads.json")
-    for line in record(repo):
-        print(line)
+    lines = record(repo, progress=True)
+    for line in lines:
+        if not line.startswith("unchanged "):
+            print(line)
+    counts = {kind: sum(line.startswith(kind + " ") for line in lines) for kind in ("recorded", "unchanged", "skipped")}
+    print("dvc-record: " + ", ".join(f"{n} {kind}" for kind, n in counts.items()))
 
 
 def dvc_yaml(params: dict[str, Any], *, params_file: str, file: str, check: bool) -> None:

@@ -11,7 +11,9 @@ successful full run; stages with a missing output are left alone.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import sys
 from pathlib import Path
 
 from leakk.core.errors import ArtifactError
@@ -21,17 +23,19 @@ from leakk.core.io import write_text
 VALIDATE_STAGE = "validate"
 
 
-def record(root: str | os.PathLike = ".") -> list[str]:
-    """Commit every dvc.yaml stage of ``root`` whose outputs all exist; return a line per stage."""
+def record(root: str | os.PathLike = ".", progress: bool = False) -> list[str]:
+    """Commit every dvc.yaml stage of ``root`` whose outputs all exist and whose hashes differ
+    from ``dvc.lock``'s; return a line per stage (``progress``: a counter on stderr)."""
     root = Path(root)
     if not (root / ".dvc").is_dir() or not (root / "dvc.yaml").is_file():
         return [f"{root}: no DVC project here (run `dvc init`); nothing recorded"]
-    from dvc.repo import Repo
+    from dvc.repo import Repo, lock_repo
 
     import networkx as nx
 
     lines = []
-    with Repo(str(root)) as repo:
+    # DVC addresses stages relative to the working directory: work from the project's root
+    with contextlib.chdir(root), Repo(".") as repo:
         # dependencies first: committing a stage writes DVC's .gitignore entries next to its
         # outputs, which changes any folder a later stage depends on (rule_eval reads the
         # judgments folders the judge stages write into)
@@ -41,14 +45,25 @@ def record(root: str | os.PathLike = ".") -> list[str]:
             if stage.name == VALIDATE_STAGE:
                 for out in stage.outs:  # the caller validated params.yaml before calling us
                     write_text("ok\n", out.fs_path)
-        for stage in stages:
+        for i, stage in enumerate(stages, 1):
+            if progress:
+                print(f"\rdvc-record: {i}/{len(stages)} stages checked", end="", file=sys.stderr, flush=True)
             missing = [str(o) for o in stage.outs if not o.exists] + [str(d) for d in stage.deps if not d.exists]
             if missing:
                 lines.append(f"skipped {stage.addressing}: missing {missing[0]}")
                 continue
             try:
+                # DVC's state database keeps each file's hash by inode and mtime, so a stage
+                # whose files did not change since the last record costs a lookup, not a hash
+                with lock_repo(repo):  # what DVC's own commands hold while they compare
+                    changed = stage.changed()
+                if not changed:
+                    lines.append(f"unchanged {stage.addressing}")
+                    continue
                 repo.commit(stage.addressing, force=True)
             except Exception as exc:  # noqa: BLE001 - DVC raises many types; name the stage
                 raise ArtifactError(f"dvc-record: {stage.addressing}: {type(exc).__name__}: {exc}") from None
             lines.append(f"recorded {stage.addressing}")
+        if progress:
+            print(file=sys.stderr)
     return lines
