@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 TORCH := torch==2.13.0
 CORES ?= all
 
-.PHONY: run replicates test test-all test-vllm install dvc-repro dvc-plots demo-tofu bench mutation mutation-report clean report-check
+.PHONY: run preset replicates test test-all test-vllm install dvc-repro dvc-plots demo-tofu bench mutation mutation-report clean report-check
 
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,16 @@ install: $(VENV)/.installed
 run: install
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/snakemake --cores $(CORES)
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/snakemake --report results/report.html
+
+## preset: run one complete preset in its own folder, results/presets/<name> (never the default's results/):
+## make preset PRESET=configs/decoding_grid.yaml. Rerun to resume.
+PRESET ?=
+PRESET_DIR = results/presets/$(basename $(notdir $(PRESET)))
+preset: install
+	@test -n "$(PRESET)" -a -f "$(PRESET)" || { echo "make preset: give PRESET=configs/<name>.yaml (one of: $$(ls configs))" >&2; exit 2; }
+	mkdir -p $(PRESET_DIR)
+	cmp -s $(PRESET) $(PRESET_DIR)/params.yaml || cp $(PRESET) $(PRESET_DIR)/params.yaml
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/snakemake -s $(CURDIR)/Snakefile --directory $(PRESET_DIR) --cores $(CORES)
 
 ## replicates: install, then build configs/replicates.yaml once per seed (results/replicates/seed_<s>,
 ## resumable) and write mean ± sd across seeds beside the pooled CI (results/replicates/summary.md)

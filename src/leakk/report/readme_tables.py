@@ -432,9 +432,10 @@ def blocks(text: str) -> list[str]:
 # ------------------------------------------------------------------------------ CLI
 
 def readme_tables(params: dict[str, Any], *, results: str | None, replicates: str | None, snapshot: str,
-                  coverage: str, readme: str, check: bool) -> None:
+                  coverage: str, readme: list[str], check: bool) -> None:
     """Snapshot a results tree (and replicates) into ``snapshot``, then rewrite (or, with
-    ``check``, compare) every ``<!-- leakk:table NAME -->`` block of ``readme``."""
+    ``check``, compare) every ``<!-- leakk:table NAME -->`` block of the ``readme`` files
+    (README.md and the docs page with the deeper tables)."""
     from leakk.core.errors import ArtifactError
     from leakk.core.io import write_text
 
@@ -443,19 +444,20 @@ def readme_tables(params: dict[str, Any], *, results: str | None, replicates: st
         written += snapshot_run(results, params, snapshot)
     if replicates:
         written += snapshot_replicates(replicates, params, snapshot)
-    path = Path(readme)
-    text = path.read_text()
-    new, changed = update(text, snapshot, coverage)
-    if check:
+    for path in map(Path, readme):
+        text = path.read_text()
+        new, changed = update(text, snapshot, coverage)
+        if check:
+            if changed:
+                raise ArtifactError(f"{path}: block(s) {', '.join(changed)} differ from the snapshot in {snapshot}; "
+                                    "rewrite them with `leakk readme-tables`")
+            print(f"{path}: {len(blocks(text))} tables agree with {snapshot}")
+            continue
         if changed:
-            raise ArtifactError(f"{path}: block(s) {', '.join(changed)} differ from the snapshot in {snapshot}; "
-                       "rewrite them with `leakk readme-tables`")
-        print(f"{path}: {len(blocks(text))} tables agree with {snapshot}")
-        return
-    if changed:
-        write_text(new, readme)
-    print(f"{path}: {len(blocks(text))} tables, rewritten: {', '.join(changed) or 'none'}"
-          + (f"; snapshot files: {', '.join(written)}" if written else ""))
+            write_text(new, path)
+        print(f"{path}: {len(blocks(text))} tables, rewritten: {', '.join(changed) or 'none'}")
+    if written:
+        print(f"snapshot files: {', '.join(written)}")
 
 
 def extrapolation_check(params: dict[str, Any], *, results: list[str], share: float, out: str | None) -> None:
