@@ -104,7 +104,7 @@ def test_dvc_lists_the_tofu_presets_paper_dag(tmp_path):
     subprocess.run([dvc, "init", "--no-scm", "-q"], cwd=tmp_path, check=True)
     out = subprocess.run([dvc, "stage", "list", "--name-only"], cwd=tmp_path, check=True, capture_output=True,
                          text=True).stdout.split()
-    runs, rules = ("ga", "graddiff", "npo"), ("rule_graddiff", "rule_npo")
+    runs, rules = ("ga", "graddiff", "npo", "simnpo", "wga", "npo_entropy", "idknll"), ("rule_graddiff", "rule_npo")
     models = ("full", "retrain", *runs, *rules)
     assert set(out) == {
         "validate", "download", "data", "estimate", "calibrate", "figures@rougeL", "bounds_table", "reliability",

@@ -86,6 +86,18 @@ def answer_logits(model, batch: dict[str, torch.Tensor]):
     return logits.float(), labels[where], where.nonzero()[:, 0]
 
 
+def answer_positions(model, batch: dict[str, torch.Tensor]):
+    """(fp32 logits (N, V), labels (N,), example index (N,)) at every answer position, for
+    losses that need each token's distribution (WGA's weights, an entropy term)."""
+    picked = answer_logits(model, batch) if _reduced_precision(model, batch) else None
+    if picked is not None:
+        return picked
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1].float()
+    labels = batch["labels"][:, 1:]
+    where = labels != -100
+    return logits[where], labels[where], where.nonzero()[:, 0]
+
+
 def answer_logprob(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     """Per-example log π(answer | prompt), summed over answer tokens (labels ≠ −100).
 

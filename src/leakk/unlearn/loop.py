@@ -66,7 +66,8 @@ def unlearn_loop(
     before returning."""
     pad = tokenizer.pad_token_id
     spec = resolve(training)
-    forget = [encode_example(q, a, tokenizer, template, span=rest[0] if rest else None) for q, a, *rest in forget_pairs]
+    forget = [encode_example(q, a, tokenizer, template, span=rest[0] if rest else None)
+              for q, a, *rest in method.forget_targets(forget_pairs)]
     retain = [encode_example(q, a, tokenizer, template) for q, a in retain_pairs]
     with autocast(spec, device):  # the reference in the training precision: log-ratio 0 at step 0
         ref = reference_logprobs(reference if reference is not None else model, forget, pad, device) \

@@ -18,8 +18,11 @@ from leakk.core.schema import filled
 if TYPE_CHECKING:  # torch is imported by the losses, so validating params stays light
     import torch
 
-#: Registered method classes by name (``unlearn.<run>.method``).
-METHODS: Registry[type["Method"]] = Registry("method", "unlearn.<run>.method")
+#: Registered method classes by name (``unlearn.<run>.method``); the methods of their own
+#: module are imported on first use.
+METHODS: Registry[type["Method"]] = Registry("method", "unlearn.<run>.method", lazy={
+    "simnpo": "leakk.unlearn.simnpo", "wga": "leakk.unlearn.wga", "npo_entropy": "leakk.unlearn.entropy",
+    "idknll": "leakk.unlearn.idk"})
 
 
 def register_method(name: str):
@@ -48,6 +51,11 @@ class Method:
 
     def forget_loss(self, model, batch: dict[str, "torch.Tensor"], ref_logp: "torch.Tensor | None") -> "torch.Tensor":
         raise NotImplementedError
+
+    def forget_targets(self, pairs: list[tuple]) -> list[tuple]:
+        """The (question, answer[, span]) pairs the forget loss trains on; a method that trains
+        toward another answer (IdkNLL: a refusal) replaces the answers here."""
+        return pairs
 
 
 @register_method("ga")
