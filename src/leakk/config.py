@@ -18,7 +18,7 @@ import yaml
 
 from leakk.core import checks
 from leakk.core.errors import ParamsError
-from leakk.core.layout import is_local, model_folder, trained_models
+from leakk.core.layout import ATTACK_SEP, clean_models, is_local, model_folder, trained_models
 from leakk.core.schema import check, filled, key_path, params_schema, unknown_key
 from leakk.data.hub import base_folder, hub_sources, source_param
 from leakk.unlearn.stopping import stop_judge
@@ -47,6 +47,26 @@ def validate_params(params: dict[str, Any], source: str = "params.yaml", host: b
     if checks.host_checks_apply() if host is None else host:
         check_host(params, source)
     return params
+
+
+def _check_attacks(p: dict[str, Any], src: str) -> None:
+    """Each ``attack.<name>``: a registered type with its own keys filled by its schema, and
+    models that exist (an attacked model is not attacked again)."""
+    from leakk.attacks import ATTACKS, attack_keys
+
+    if p.get("attack") is None:
+        p["attack"] = {}
+    clean = clean_models(p)
+    for name, spec in p["attack"].items():
+        if ATTACK_SEP in name:
+            _fail(src, f"attack.{name}", f"an attack name may not contain {ATTACK_SEP!r} (it joins model and attack)")
+        if spec["type"] not in ATTACKS:
+            raise ATTACKS.unknown(spec["type"], f"attack.{name}.type").with_source(src)
+        own = filled(attack_keys(spec), ATTACKS.get(spec["type"]).params_schema, src, ("attack", name))
+        p["attack"][name] = {**{k: v for k, v in spec.items() if k in ("type", "models")}, **own}
+        for model in spec.get("models") or ():
+            if model not in clean:
+                _fail(src, f"attack.{name}.models", f"{model!r} is not a model of this experiment (known: {clean})")
 
 
 def check_accumulation(p: dict[str, Any], src: str) -> None:
@@ -146,6 +166,7 @@ def _cross_field(p: dict[str, Any], src: str) -> None:
             _fail(src, f"rule.{name}.forget_tokens", f"'span' finds the leaked fact in each completion, and the "
                                                      f"{p['data']['benchmark']!r} benchmark has no fact column "
                                                      "(rule: a benchmark with facts, or forget_tokens: answer)")
+    _check_attacks(p, src)
     est = p["estimate"]
     if est["headline_judge"] not in p["judge"]:
         _fail(src, "estimate.headline_judge", f"{est['headline_judge']!r} is not a configured judge (known: {sorted(p['judge'])})")

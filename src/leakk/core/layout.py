@@ -56,6 +56,10 @@ class Layout:
         """A model trained here (fine-tuned or unlearned)."""
         return self._p("models", name)
 
+    def attacked(self, attack: str, model: str) -> str:
+        """Model ``model`` after attack ``attack`` (an ``attack.<name>`` entry)."""
+        return self._p("attacks", attack, model)
+
     def rule_dir(self, name: str) -> str:
         return self._p("rule", name)
 
@@ -156,16 +160,36 @@ def trained_models(p: dict[str, Any]) -> list[str]:
     return [m for m in base_models(p) if m not in (p.get("models") or {})]
 
 
-def model_names(p: dict[str, Any]) -> list[str]:
-    """Every model of the experiment, in table order."""
+#: joins a model and an attack into the attacked model's name (``ga__int4``)
+ATTACK_SEP = "__"
+
+
+def clean_models(p: dict[str, Any]) -> list[str]:
+    """Every model of the experiment before any attack, in table order."""
     extra = [m for m in (p.get("models") or {}) if m not in BASE_MODELS]
     return [*base_models(p), *p["unlearn"], *(p.get("rule") or {}), *extra]
+
+
+def attacked_models(p: dict[str, Any]) -> dict[str, tuple[str, str]]:
+    """Attacked model name → (its model, the ``attack.<name>`` entry), in table order: each
+    attack applies to its ``models`` (default: every model, so that retrain is the control)."""
+    clean = clean_models(p)
+    return {f"{m}{ATTACK_SEP}{a}": (m, a) for a, spec in (p.get("attack") or {}).items()
+            for m in (spec.get("models") or clean)}
+
+
+def model_names(p: dict[str, Any]) -> list[str]:
+    """Every model of the experiment, attacked ones last, in table order."""
+    return [*clean_models(p), *attacked_models(p)]
 
 
 def model_folder(p: dict[str, Any], name: str, layout: Layout = RESULTS) -> str:
     """Where model ``name``'s folder is: a ``models:`` entry's local folder as given, a hub
     entry's download under ``results/hub/models/<name>``, else the trained one under
     ``results/models/<name>`` (a RULE model: its last round, :func:`rule_model_folder`)."""
+    attacked = attacked_models(p).get(name)
+    if attacked is not None:
+        return layout.attacked(attacked[1], attacked[0])
     source = (p.get("models") or {}).get(name)
     if source is None:
         return layout.model(name)

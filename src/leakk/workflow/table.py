@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from leakk.core.layout import RESULTS as L
-from leakk.core.layout import (is_local, model_folder, model_names, round_folder, sampled_folder,
+from leakk.core.layout import (attacked_models, is_local, model_folder, model_names, round_folder, sampled_folder,
                                trained_models)
 from leakk.core.params import select
 from leakk.data.hub import base_folder, dataset_folder, hub_sources, source_param
@@ -138,6 +138,12 @@ _COMMANDS = [
             (DATA, arg("--name", required=True, help="the unlearn.<name> entry of the params file"),
              arg("--model-dir", required=True, metavar="DIR", help="the model to unlearn from (the full model)"),
              arg("--out", required=True, metavar="DIR", help="the model folder to write"))),
+    Command("attack", "leakk.stages.attack:attack", "apply one attack.<name> to a model folder",
+            "Writes the attacked copy (an HF folder) that the pipeline samples as <model>__<name>; what was "
+            "done goes to the job's log.",
+            (arg("--name", required=True, help="the attack.<name> entry of the params file"),
+             arg("--model-dir", required=True, metavar="DIR", help="the model to attack"),
+             arg("--out", required=True, metavar="DIR", help="the attacked model folder to write"))),
     Command("sample", "leakk.stages.sample:sample", "sample completions of the forget (and, greedy, retain) questions",
             "n completions per forget question for a sampled decoding, one per question (forget and retain) for "
             "greedy; each completion depends only on (sample.seed, qid, sample_idx). Writes the samples Parquet "
@@ -426,6 +432,13 @@ def _evaluated(p: Params) -> dict[str, dict[str, str]]:
             for m in model_names(p)}
 
 
+def _attacks(p: Params) -> dict[str, dict[str, str]]:
+    """Every attacked model → its attack, source folder, the DVC dependency standing for it, output."""
+    rules = _rules(p)
+    return {name: {"attack": a, "dir": sampled_folder(p, m), "dep": L.rule_dir(m) if m in rules else model_folder(p, m),
+                   "out": L.attacked(a, m)} for name, (m, a) in attacked_models(p).items()}
+
+
 def _grid(p: Params) -> bool:
     from leakk.report.figures import decoding_grid
 
@@ -541,6 +554,15 @@ _STAGES = [
     # one Snakemake job per (model, decoding), or with sample.shards = S > 1, S shard jobs and a
     # merge (each completion depends only on (seed, qid, sample_idx): the merge equals one job);
     # one DVC stage per model samples every decoding
+    # attacks between unlearning and sampling: an attacked copy of a model is one more model
+    Stage("attack", "attack", ("attack.{name}",), model=False, mem_mb=8000, runtime=60,
+          snakemake=Rule(lambda p: [{"name": a, "model": m} for m, a in attacked_models(p).values()],
+                         {"model": _model_input},
+                         {"out": Out(L.attacked("{name}", "{model}"), "directory")},
+                         {"name": "{wildcards.name}", "model_dir": lambda p, w: sampled_folder(p, w.model),
+                          "out": "{output.out}"}),
+          dvc=Dvc({"name": "${item.attack}", "model_dir": "${item.dir}", "out": "${item.out}"},
+                  deps=("${item.dep}",), outs=("${item.out}",), foreach=_attacks, names={"name": "${item.attack}"})),
     Stage("sample", "sample", (*_SAMPLE, "sample.decodings", "sample.shards"),
           per_job=("sample.decodings", "sample.shards"), model=True, threads=1, mem_mb=8000, runtime=240,
           snakemake=Rule(lambda p: [{"model": m, "decoding": d} for m in model_names(p) for d in decoding_names(p)],
