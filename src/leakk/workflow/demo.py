@@ -47,8 +47,8 @@ INPUTS = {"authors_forget": 2, "authors_retain": 4, "qa": 20, "seed": 0, "vocab_
 TRIM: dict[str, Any] = {
     "device": "cpu",
     "training.precision": "fp32",  # a CPU has no bf16 speed-up; accumulation and checkpointing stay on
-    "unlearn.ga.steps": 8, "unlearn.graddiff.steps": 8, "unlearn.npo.steps": 8,
-    "unlearn.ga.lr": 3.0e-4, "unlearn.graddiff.lr": 3.0e-4, "unlearn.npo.lr": 3.0e-4,
+    **{f"unlearn.{run}.{key}": value for run in ("ga", "graddiff", "npo", "simnpo", "wga", "npo_entropy", "idknll")
+       for key, value in (("steps", 8), ("lr", 3.0e-4))},
     "rule.rule_graddiff.rounds": 1, "rule.rule_npo.rounds": 1,
     "rule.rule_graddiff.n": 8, "rule.rule_npo.n": 8,
     "rule.rule_graddiff.steps": 4, "rule.rule_npo.steps": 4,
