@@ -112,6 +112,7 @@ def _cross_field(p: dict[str, Any], src: str) -> None:
     from leakk.sampling import BACKENDS
     from leakk.sampling.decoding import Decoding
     from leakk.unlearn.methods import METHODS
+    from leakk.unlearn.retain import RETAIN_LOSSES
 
     check_template(p["prompt_template"], src)
     if p["data"]["benchmark"] not in BENCHMARKS:
@@ -140,6 +141,8 @@ def _cross_field(p: dict[str, Any], src: str) -> None:
         p["unlearn"][name] = run = filled(run, {**loop, "additionalProperties": False,
                                                 "properties": {**loop["properties"], **own["properties"]}},
                                           src, ("unlearn", name))
+        if run.get("retain_loss", "nll") not in RETAIN_LOSSES:
+            raise RETAIN_LOSSES.unknown(run["retain_loss"], f"unlearn.{name}.retain_loss").with_source(src)
         if run.get("stop"):
             spec = stop_judge(run["stop"])
             _check_judge_spec(spec, columns, p["data"]["benchmark"], src, ("unlearn", name, "stop", "judge"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import random
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -9,9 +10,10 @@ from typing import Any
 import torch
 
 from leakk.core.progress import tqdm
-from leakk.models.prompting import answer_logprob, answer_nll, collate, encode_example
+from leakk.models.prompting import answer_logprob, collate, encode_example
 from leakk.models.training import Term, Trainer, TrainingSpec, autocast, resolve
 from leakk.unlearn.methods import Method
+from leakk.unlearn.retain import make_retain_loss
 
 
 @torch.no_grad()
@@ -50,8 +52,8 @@ StopCheck = Callable[[int], dict[str, Any]]
 def unlearn_loop(
     model, tokenizer, method: Method, forget_pairs: Sequence[tuple], retain_pairs: list[tuple[str, str]], *,
     template: str, steps: int, lr: float, batch_size: int, seed: int, device, alpha: float = 1.0,
-    gamma: float = 1.0, warmup_steps: int = 0, weight_decay: float = 0.0, desc: str = "unlearn",
-    step_offset: int = 0, reference=None, check: StopCheck | None = None, check_every: int = 0,
+    gamma: float = 1.0, warmup_steps: int = 0, weight_decay: float = 0.0, retain_loss: str = "nll",
+    desc: str = "unlearn", step_offset: int = 0, reference=None, check: StopCheck | None = None, check_every: int = 0,
     training: TrainingSpec | dict[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
     """Run up to ``steps`` optimiser steps of γ·forget + α·retain; returns a per-step log.
@@ -59,8 +61,9 @@ def unlearn_loop(
     ``forget_pairs`` are (question, answer) or (question, answer, span): a span (character
     offsets into the stripped answer) restricts the forget loss to the tokens it covers.
     ``reference`` is the model NPO's log πref comes from (default: ``model`` before the first
-    step). ``check``, called every ``check_every`` steps and after the last, may stop the run
-    early (its fields join that step's log row). ``batch_size`` is the effective batch;
+    step), and π_ref of a ``retain_loss`` that needs one (:mod:`leakk.unlearn.retain`; default:
+    a frozen copy of ``model``). ``check``, called every ``check_every`` steps and after the
+    last, may stop the run early (its fields join that step's log row). ``batch_size`` is the effective batch;
     ``training`` (default: the active ``training:`` section) sets precision, accumulation,
     checkpointing and LoRA (:mod:`leakk.models.training`); a LoRA adapter is merged into ``model``
     before returning."""
@@ -73,6 +76,10 @@ def unlearn_loop(
         ref = reference_logprobs(reference if reference is not None else model, forget, pad, device) \
             if method.needs_reference else None
     use_retain = method.uses_retain and alpha > 0 and retain
+    retain_term = make_retain_loss(retain_loss)
+    frozen = None
+    if use_retain and retain_term.needs_reference:  # a frozen copy, taken before LoRA wraps the model
+        frozen = (reference if reference is not None else copy.deepcopy(model)).eval().requires_grad_(False)
     rng = random.Random(seed)
     torch.manual_seed(seed)
     f_batches = _Cycler(len(forget), min(batch_size, len(forget)), rng)
@@ -87,7 +94,8 @@ def unlearn_loop(
         terms = [Term([forget[i] for i in idx], lambda b, part, f_ref=f_ref: method.forget_loss(
             trainer.model, b, f_ref[part] if f_ref is not None else None), gamma, method.averages)]
         if use_retain:
-            terms.append(Term([retain[i] for i in r_batches.next()], lambda b, _: answer_nll(trainer.model, b), alpha))
+            terms.append(Term([retain[i] for i in r_batches.next()],
+                              lambda b, _: retain_term(trainer.model, b, frozen), alpha))
         loss, (f_loss, *r_loss) = trainer.step(terms)
         log.append({"step": step_offset + step + 1, "loss": loss, "forget_loss": f_loss,
                     "retain_loss": r_loss[0] if r_loss else float("nan"), "lr": trainer.lr_now()})

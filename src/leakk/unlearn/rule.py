@@ -161,6 +161,7 @@ def run_round(data: pl.DataFrame, params: dict[str, Any], *, name: str, round_id
     from leakk.sampling.decoding import Decoding
     from leakk.unlearn.loop import unlearn_loop
     from leakk.unlearn.methods import METHODS
+    from leakk.unlearn.retain import make_retain_loss
     from leakk.unlearn.run import split_run_params
 
     cfg = params["rule"][name]
@@ -195,7 +196,8 @@ def run_round(data: pl.DataFrame, params: dict[str, Any], *, name: str, round_id
         loop_kw.update(steps=cfg["steps"], lr=cfg.get("lr", loop_kw["lr"]))
         method = METHODS.get(method_name)(**method_kw)
         reference = None
-        if method.needs_reference and cfg["reference"] == "full":
+        needs = method.needs_reference or make_retain_loss(loop_kw.get("retain_loss", "nll")).needs_reference
+        if needs and cfg["reference"] == "full":
             if reference_dir is None:
                 raise ArtifactError(f"rule.{name}.reference=full: RULE needs the full model's folder (--reference)")
             reference, _ = load_model(reference_dir, dev)

@@ -16,7 +16,7 @@ from leakk.unlearn.methods import METHODS
 
 #: keys of an unlearn run that are the shared loop's (the central schema's ``unlearn_run``), not
 #: the method's own; ``stop`` is read by :func:`run_unlearning`
-LOOP_KEYS = ("steps", "lr", "batch_size", "alpha", "gamma", "warmup_steps", "weight_decay")
+LOOP_KEYS = ("steps", "lr", "batch_size", "alpha", "gamma", "warmup_steps", "weight_decay", "retain_loss")
 RUN_KEYS = ("method", "stop")
 
 
