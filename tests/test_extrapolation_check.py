@@ -167,3 +167,19 @@ def test_the_concentration_prior_barely_moves_an_ordinary_fit(a, b):
     assert fit.a == pytest.approx(a_mle, rel=0.05) and fit.b == pytest.approx(b_mle, rel=0.05)
     leak = lambda a_, b_: 1 - np.exp(special.betaln(a_, b_ + 64) - special.betaln(a_, b_))  # noqa: E731
     assert float(fit.leak_at_k(64)) == pytest.approx(leak(a_mle, b_mle), abs=0.003)
+
+
+def test_the_committed_claim_is_the_one_the_reliability_stage_reads():
+    """The claim file sits beside its loader and ships with the package: a claim written by
+    `leakk readme-tables` but read from elsewhere would leave the report without it."""
+    from importlib.resources import files
+
+    from conftest import ROOT
+    from leakk.report.readme_tables import SNAPSHOT_DIR
+    from leakk.stats.extrapolate import CLAIM_FILE, error_claim
+
+    claim = load_claim()
+    assert claim is not None and CLAIM_FILE == files("leakk.stats") / "extrapolation_claim.json"
+    errors = pl.read_csv(ROOT / SNAPSHOT_DIR / "extrapolation_errors.csv").with_columns(pl.col("run").cast(pl.String))
+    assert claim == error_claim(errors)  # the snapshot's errors, across the report seeds
+    assert "stats/extrapolation_claim.json" in (ROOT / "pyproject.toml").read_text()

@@ -16,6 +16,7 @@ from leakk.core.errors import ArtifactError
 from leakk.stats.estimate import leak_table, paired_difference_table, paired_markdown, summary_markdown, utility_table
 from leakk.report.readme_tables import (
     TABLES,
+    _trust_rows,
     blocks,
     headline,
     render,
@@ -26,6 +27,7 @@ from leakk.report.readme_tables import (
     snapshot_run,
     update,
 )
+from leakk.core.io import write_parquet
 from test_extrapolation_check import _tree
 
 
@@ -138,10 +140,40 @@ def test_rule_round_and_target_tables(tmp_path):
         "| flat (RULE-GradDiff / RULE-NPO) | no / yes | no / yes |\n")
 
 
+def _all_judgments(results: Path) -> pl.DataFrame:
+    """Every judgment file of a `_tree`, greedy included, with the benchmark's groups."""
+    groups = pl.read_parquet(results / "data" / "benchmark.parquet").select("qid", "group")
+    return pl.concat([pl.read_parquet(f).select("qid", "sample_idx", "leaked").with_columns(
+        model=pl.lit(f.parent.parent.name), judge=pl.lit(f.parent.name), decoding=pl.lit(f.stem))
+        for f in sorted((results / "judgments").glob("*/*/*.parquet"))]).join(groups, on="qid")
+
+
+def test_claims_table_marks_failures_and_holds_only_on_every_seed(tmp_path):
+    snap = tmp_path / "snap"
+    snap.mkdir()
+    rows = []
+    for seed, ga_greedy in ((10, 0.10), (11, 0.20)):  # GA's greedy leak fails its claim on seed 11
+        rows += [{"seed": seed, "model": "full", "greedy": 0.95, "k": 64, "leak_at_n": 1.0, "retain_accuracy": 0.97},
+                 {"seed": seed, "model": "retrain", "greedy": 0.0, "k": 64, "leak_at_n": 0.05, "retain_accuracy": 0.98},
+                 {"seed": seed, "model": "ga", "greedy": ga_greedy, "k": 64, "leak_at_n": 0.3, "retain_accuracy": 0.6}]
+    pl.DataFrame(rows).write_csv(snap / "seed_claims.csv")
+    table = render("claims", snap)
+    assert table.splitlines()[0] == "| claim | model | seed 10 | seed 11 | holds |"
+    assert "| the full model leaks greedily: greedy leak ≥ 0.8 | full | 0.95 | 0.95 | yes |" in table
+    assert "| the retrain model does not leak when sampled: leak@64 ≤ 0.05 | retrain | 0.05 | 0.05 | yes |" in table
+    assert "| greedy says forgotten: greedy leak ≤ 0.15 | ga | 0.10 | 0.20 ✗ | **no** |" in table
+    assert "| sampling leaks: leak@64 ≥ 0.3 | ga | 0.30 | 0.30 | yes |" in table  # the threshold itself holds
+    assert "| greedy says forgotten: greedy leak ≤ 0.15 | npo | – | – | **no** |" in table  # a missing model fails
+
+
 def test_replicates_snapshot_from_seed_trees(tmp_path):
     root = tmp_path / "replicates"
     for s in (0, 1):
         res = _tree(root / f"seed_{s}" / "results", s)
+        judged = _all_judgments(res)
+        write_parquet(leak_table(judged, [1, 32]), res / "leak_at_k.parquet", "leak_table")
+        pl.DataFrame({"model": ["ga", "retrain"], "retain_accuracy": [0.7 + s / 10, 0.9], "questions": 1,
+                      "missing": 0}).write_csv(res / "utility.csv")
         (res / "rule_eval" / "rule_ga").mkdir(parents=True)
         pl.DataFrame({"round": [0, 1], "eval_leak_at_1": [0.05, 0.01], "eval_leak_at_32": [0.4, 0.1],
                       "retain_accuracy": [0.8, 0.78], "model": [None, "rule_ga"]}).write_parquet(
@@ -157,10 +189,56 @@ def test_replicates_snapshot_from_seed_trees(tmp_path):
     snap, claim = tmp_path / "snap", tmp_path / "claim.json"
     params = dict(PARAMS, replicates=[0, 1])
     written = snapshot_replicates(root, params, snap, claim_file=claim)
-    assert written == ["replicates.csv", "replicates_utility.csv", "rule_rounds.csv", "extrapolation_errors.csv"]
+    assert written == ["replicates.csv", "replicates_utility.csv", "rule_rounds.csv", "seed_claims.csv",
+                       "extrapolation_errors.csv"]
+    got = pl.read_csv(snap / "seed_claims.csv")
+    for s in (0, 1):  # against numpy on the judgment files: greedy mean, any leak among all 32 samples
+        judged = _all_judgments(root / f"seed_{s}" / "results")
+        for model in ("ga", "retrain"):
+            row = got.filter((pl.col("seed") == s) & (pl.col("model") == model)).row(0, named=True)
+            greedy = judged.filter((pl.col("model") == model) & (pl.col("decoding") == "greedy"))["leaked"]
+            sampled = judged.filter((pl.col("model") == model) & (pl.col("decoding") == "t1.0_p1.0"))
+            anyleak = sampled.group_by("qid").agg(pl.col("leaked").any())["leaked"].to_numpy()
+            assert row["k"] == 32 and np.isclose(row["greedy"], np.mean(greedy.to_numpy()))
+            assert np.isclose(row["leak_at_n"], np.mean(anyleak))
+            assert row["retain_accuracy"] == (0.7 + s / 10 if model == "ga" else 0.9)
     rounds = pl.read_csv(snap / "rule_rounds.csv")
     assert rounds["n"].unique().to_list() == [32] and rounds.height == 4
     assert json.loads(claim.read_text())["runs"] == ["0", "1"]
     for name in ("replicates", "rule-rounds", "rule-targets", "extrapolation"):
         assert render(name, snap).count("\n") >= 3, name
     assert "0.40 ± 0.10 [0.10, 0.30]" in render("replicates", snap)
+
+
+def test_trust_table_from_the_trust_stages_files(tmp_path):
+    res, snap = tmp_path / "results", tmp_path / "snap"
+    res.mkdir()
+    rows = []
+    for model, big in (("ga", 0.8), ("retrain", 1e-17)):
+        for judge in ("fact", "rougeL"):
+            for decoding in ("t1.0_p1.0", "greedy"):
+                for k, sampled in ((1, 0.1), (64, 0.4), (10000, None)):
+                    consistent = None if sampled is None else not (model == "ga" and k == 64 and decoding == "greedy")
+                    rows.append({"model": model, "decoding": decoding, "k": k, "judge": judge,
+                                 "bound": big if k == 10000 else 0.05, "leak_at_k": sampled, "consistent": consistent})
+    pl.DataFrame(rows).write_csv(res / "bounds.csv")
+    pl.DataFrame({"model": ["ga", "ga", "retrain"], "decoding": ["greedy", "t1.0_p1.0", "t1.0_p1.0"],
+                  "z": [-2.5, 1.0, 0.0]}).write_csv(res / "bounds_check.csv")
+    pl.DataFrame({"model": ["ga", "ga", "retrain"], "decoding": ["t1.0_p1.0", "t1.0_p1.0", "t1.0_p1.0"],
+                  "judge": ["fact", "rougeL", "fact"], "max_upper": [0.7, 0.9, 0.105]}).write_csv(res / "guarantees.csv")
+    pl.DataFrame({"model": ["ga", "retrain"], "fact_not_argmax": [0.45, 0.8],
+                  "fact_rank_median": [1.5, 77.0]}).write_csv(res / "why_leaks.csv")
+    trust_rows = _trust_rows(res, "fact", "t1.0_p1.0")
+    got = {r["model"]: r for r in trust_rows.iter_rows(named=True)}
+    # ga: 4 comparisons with the sampled leak@k under the headline judge (2 decodings × k ∈ {1, 64}), one not consistent
+    assert (got["ga"]["bound_checks"], got["ga"]["bound_consistent"]) == (4, 3)
+    assert got["ga"]["bound_k_big"] == 0.8 and got["ga"]["k_big"] == 10000
+    assert got["ga"]["starts_with_max_abs_z"] == 2.5 and got["ga"]["guarantee"] == 0.7  # the fact judge's, not rougeL's
+    assert got["retrain"]["fact_rank_median"] == 77.0
+    snap.mkdir()
+    trust_rows.write_csv(snap / "trust.csv")
+    (snap / "meta.json").write_text(json.dumps({"run": {"judge": "fact", "decoding": "t1.0_p1.0"}}))
+    table = render("trust", snap)
+    assert "| ga | 0.80 | 3/4 | 2.5 | 0.700 | 45% | 1.5 |" in table
+    assert "| retrain | 0.00 | 4/4 | 0.0 | 0.105 | 80% | 77 |" in table
+    assert "exact lower bound on leak@10,000" in table

@@ -84,6 +84,7 @@ def test_snakemake_micro_dag(tmp_path):
     from leakk.core.io import read_execution
 
     assert read_execution(results / "samples/full/greedy.parquet")["device"] == "cpu"  # what it ran with
+    assert read_execution(results / "samples/full/greedy.parquet")["cpu_kernels"] == "portable"
 
     edited = dict(MICRO, sample=dict(MICRO["sample"], max_new_tokens=10))
     write_params(tmp_path / "params.yaml", edited)

@@ -12,8 +12,8 @@ variables that torch and MKL read when they load:
   strict conditional-numerical-reproducibility mode (``MKL_CBWR=AVX2,STRICT``). Bit-identical
   on every Intel CPU with AVX2, AVX-512 ones included (checked by emulation: see
   ``tests/test_determinism.py``); costs nothing measurable here. MKL documents that on
-  non-Intel CPUs it then uses its automatic branch, so AMD CPUs agree only to the tolerance
-  the README states. bf16 autocast on such a CPU is not covered: with ATen pinned to AVX2 on
+  non-Intel CPUs it then uses its automatic branch, so on AMD CPUs use ``compatible`` for the same
+  bits (docs/workflow.md). bf16 autocast on such a CPU is not covered: with ATen pinned to AVX2 on
   an AVX-512 machine, oneDNN's bf16 matrix product fails ("pack_vnni2 is only supported when
   avx512 is supported"), so CPU bf16 runs need ``native``.
 - ``compatible``: ATen's AVX2 kernels and MKL's ``COMPATIBLE`` branch (SSE2), which MKL
@@ -22,7 +22,8 @@ variables that torch and MKL read when they load:
 
 A value the user already set in the environment wins over the mode's. Results also depend
 on the number of intra-op threads (reductions split differently), so stages run with a fixed
-thread count (1 unless asked); :func:`describe` records all of it in artifact metadata.
+thread count (1 unless asked). The CLI records the mode in every Parquet artifact's execution
+metadata; :func:`describe` reports the kernels actually in use.
 """
 
 from __future__ import annotations

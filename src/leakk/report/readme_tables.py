@@ -166,10 +166,33 @@ def _headline_rows(leak: pl.DataFrame, judge: str, decoding: str, greedy: str = 
                       | ((pl.col("decoding") == decoding) & pl.col("k").is_in([1, k_max]))).sort("model", "decoding", "k")
 
 
+def _trust_rows(results: Path, judge: str, decoding: str) -> pl.DataFrame:
+    """Per model, what the trust stages say at the headline judge and decoding: the exact lower
+    bound at the largest k (``bounds.csv``), how many of its k ≤ n comparisons with the sampled
+    leak@k are consistent (every decoding), the starts-with check's largest |z|
+    (``bounds_check.csv``), the simultaneous per-sample guarantee (``guarantees.csv``) and
+    why greedy decoding hides the leak (``why_leaks.csv``)."""
+    bounds = pl.read_csv(results / "bounds.csv").filter(pl.col("judge") == judge)
+    k_big = int(bounds["k"].max())
+    big = bounds.filter((pl.col("decoding") == decoding) & (pl.col("k") == k_big)).select(
+        "model", pl.lit(k_big).alias("k_big"), bound_k_big="bound")
+    compared = bounds.filter(pl.col("consistent").is_not_null()).group_by("model").agg(
+        bound_checks=pl.len(), bound_consistent=pl.col("consistent").sum())
+    z = pl.read_csv(results / "bounds_check.csv").group_by("model").agg(starts_with_max_abs_z=pl.col("z").abs().max())
+    guarantee = pl.read_csv(results / "guarantees.csv").filter(
+        (pl.col("judge") == judge) & (pl.col("decoding") == decoding)).select("model", guarantee="max_upper")
+    why = pl.read_csv(results / "why_leaks.csv").select("model", "fact_not_argmax", "fact_rank_median")
+    out = big
+    for part in (compared, z, guarantee, why):
+        out = out.join(part, on="model", how="left")
+    return out.sort("model")
+
+
 def snapshot_run(results: str | os.PathLike, params: dict[str, Any], snapshot: str | os.PathLike = SNAPSHOT_DIR) -> list[str]:
     """From one run's results folder: ``headline.csv`` (the summary's leak-table rows),
     ``utility.csv`` and ``rule_vs_base.csv`` (headline judge and decoding), and the run's
-    settings in ``meta.json``. Returns the files written."""
+    settings in ``meta.json``; ``trust.csv`` (:func:`_trust_rows`) where the trust stages ran.
+    Returns the files written."""
     from leakk.core.io import read_parquet
 
     results, snapshot = Path(results), Path(snapshot)
@@ -186,6 +209,9 @@ def snapshot_run(results: str | os.PathLike, params: dict[str, Any], snapshot: s
             table = table.filter((pl.col("judge") == judge) & (pl.col("decoding") == decoding))
         _write_csv(table, snapshot / "rule_vs_base.csv")
         written.append("rule_vs_base.csv")
+    if all((results / name).is_file() for name in ("bounds.csv", "bounds_check.csv", "guarantees.csv", "why_leaks.csv")):
+        _write_csv(_trust_rows(results, judge, decoding), snapshot / "trust.csv")
+        written.append("trust.csv")
     _write_meta(snapshot, "run", {"judge": judge, "decoding": decoding, "ci": est["ci"], "ci_method": est["ci_method"],
                                   "n": params["sample"]["n"], "seed": params["seed"]})
     return written
@@ -203,11 +229,27 @@ def _rounds(results: Path, seed: int) -> pl.DataFrame | None:
     return pl.concat(frames) if frames else None
 
 
+def _seed_claim_rows(results: Path, seed: int, judge: str, decoding: str) -> pl.DataFrame:
+    """One seed's numbers the claims table checks: per model, greedy leak, leak@n of the
+    headline decoding (n = its largest k) and retain accuracy."""
+    from leakk.core.io import read_parquet
+
+    leak = read_parquet(results / "leak_at_k.parquet", "leak_table").filter(pl.col("judge") == judge)
+    greedy = leak.filter((pl.col("decoding") == "greedy") & (pl.col("k") == 1)).select("model", greedy="leak_at_k")
+    head = leak.filter(pl.col("decoding") == decoding)
+    sampled = head.filter(pl.col("k") == head["k"].max()).select("model", "k", leak_at_n="leak_at_k")
+    utility = pl.read_csv(results / "utility.csv").select("model", "retain_accuracy")
+    return (greedy.join(sampled, on="model", how="full", coalesce=True).join(utility, on="model", how="left")
+            .with_columns(seed=pl.lit(seed, pl.Int64)).select("seed", "model", "greedy", "k", "leak_at_n",
+                                                              "retain_accuracy").sort("model"))
+
+
 def snapshot_replicates(root: str | os.PathLike, params: dict[str, Any],
                         snapshot: str | os.PathLike = SNAPSHOT_DIR, claim_file: str | os.PathLike | None = None) -> list[str]:
     """From a replicates folder (``leakk replicates``): ``replicates.csv`` and
     ``replicates_utility.csv`` (the aggregate's rows the summary shows), ``rule_rounds.csv``
-    (every seed's RULE rounds on the held-out phrasing), ``extrapolation_errors.csv`` (the
+    (every seed's RULE rounds on the held-out phrasing), ``seed_claims.csv`` (what :data:`CLAIMS`
+    checks, per seed), ``extrapolation_errors.csv`` (the
     hold-out check of every seed, :func:`leakk.stats.extrapolate.validate_runs`) and its claim,
     written to ``claim_file`` (default: the one the reliability stage reads)."""
     from leakk.stats.extrapolate import CLAIM_FILE, error_claim, validate_runs
@@ -226,6 +268,9 @@ def snapshot_replicates(root: str | os.PathLike, params: dict[str, Any],
     if rounds:
         _write_csv(pl.concat(rounds).sort("rule", "seed", "round"), snapshot / "rule_rounds.csv")
         written.append("rule_rounds.csv")
+    _write_csv(pl.concat([_seed_claim_rows(seed_results(root, s), s, judge, decoding) for s in seeds]),
+               snapshot / "seed_claims.csv")
+    written.append("seed_claims.csv")
     errors = validate_runs({s: seed_results(root, s) for s in seeds})
     _write_csv(errors, snapshot / "extrapolation_errors.csv")
     claim = error_claim(errors)
@@ -386,6 +431,60 @@ def extrapolation(snapshot: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
+def trust(snapshot: Path) -> str:
+    """The run's exact bounds, guarantees and why-it-leaks numbers, one row per model."""
+    run = _need(_meta(snapshot), "run", snapshot)
+    rows = _read(snapshot, "trust.csv")
+    k_big = int(rows["k_big"].max())
+    lines = [f"Judge `{run['judge']}`, decoding `{run['decoding']}` (the bound check: every decoding).", "",
+             f"| model | exact lower bound on leak@{k_big:,} | bound ≤ sampled leak@k (k ≤ n) | starts-with rate, "
+             "largest \\|z\\| | per-sample leak probability ≤ (95%, all questions at once) | fact token not the "
+             "argmax | median rank of the fact token |", "|---|---|---|---|---|---|---|"]
+
+    def cell(x, fmt):
+        return "–" if x is None else format(x, fmt)
+
+    for r in rows.iter_rows(named=True):
+        checks = "–" if r["bound_checks"] is None else f"{r['bound_consistent']}/{r['bound_checks']}"
+        lines.append(f"| {r['model']} | {cell(r['bound_k_big'], '.2f')} | {checks} | "
+                     f"{cell(r['starts_with_max_abs_z'], '.1f')} | {cell(r['guarantee'], '.3f')} | "
+                     f"{cell(r['fact_not_argmax'], '.0%')} | {cell(r['fact_rank_median'], 'g')} |")
+    return "\n".join(lines) + "\n"
+
+
+#: the miniature's claims, checked per report seed: (what, models, column, "≥"/"≤", threshold)
+CLAIMS: tuple[tuple[str, tuple[str, ...], str, str, float], ...] = (
+    ("the full model leaks greedily", ("full",), "greedy", "≥", 0.8),
+    ("the retrain model does not leak when sampled", ("retrain",), "leak_at_n", "≤", 0.05),
+    ("greedy says forgotten", ("ga", "graddiff", "npo"), "greedy", "≤", 0.15),
+    ("sampling leaks", ("ga", "graddiff", "npo"), "leak_at_n", "≥", 0.3),
+    ("retain accuracy kept", ("graddiff", "npo"), "retain_accuracy", "≥", 0.5),
+)
+
+
+def claims(snapshot: Path) -> str:
+    """The miniature's claims on every report seed: the value per model and seed, ✗ where a
+    claim fails, and a verdict per claim (it holds only if it holds on every seed)."""
+    rows = _read(snapshot, "seed_claims.csv")
+    seeds = sorted(rows["seed"].unique().to_list())
+    value = {(r["seed"], r["model"]): r for r in rows.iter_rows(named=True)}
+    n = int(rows["k"].max())
+    lines = ["| claim | model | " + " | ".join(f"seed {s}" for s in seeds) + " | holds |",
+             "|---|---|" + "---|" * len(seeds) + "---|"]
+    for what, models, column, op, threshold in CLAIMS:
+        label = {"greedy": "greedy leak", "leak_at_n": f"leak@{n}", "retain_accuracy": "retain accuracy"}[column]
+        for model in models:
+            cells, ok = [], True
+            for s in seeds:
+                x = (value.get((s, model)) or {}).get(column)
+                good = x is not None and (x >= threshold if op == "≥" else x <= threshold)
+                ok &= good
+                cells.append("–" if x is None else f"{x:.2f}" + ("" if good else " ✗"))
+            lines.append(f"| {what}: {label} {op} {threshold:g} | {model} | " + " | ".join(cells) + " | "
+                         + ("yes" if ok else "**no**") + " |")
+    return "\n".join(lines) + "\n"
+
+
 def ci_coverage(snapshot: Path, coverage_csv: Path = COVERAGE_CSV) -> str:
     """The simulation's coverage table for the default interval beside today's t."""
     from leakk.stats.estimate import DEFAULT_CI_METHOD
@@ -398,7 +497,8 @@ def ci_coverage(snapshot: Path, coverage_csv: Path = COVERAGE_CSV) -> str:
 
 TABLES: dict[str, Callable[..., str]] = {
     "headline": headline, "rule-vs-base": rule_vs_base, "replicates": replicates, "rule-targets": rule_targets,
-    "rule-rounds": rule_rounds, "extrapolation": extrapolation, "ci-coverage": ci_coverage,
+    "rule-rounds": rule_rounds, "extrapolation": extrapolation, "ci-coverage": ci_coverage, "claims": claims,
+    "trust": trust,
 }
 
 
@@ -429,21 +529,61 @@ def blocks(text: str) -> list[str]:
     return [m["name"] for m in _BLOCK.finditer(text)]
 
 
+# ------------------------------------------------------------------------------ the protocol
+
+#: the tuning record (docs/tuning.yaml): which seeds chose the defaults, which the README reports
+TUNING_FILE = Path("docs/tuning.yaml")
+
+
+def report_seed_errors(meta: dict, tuning: str | os.PathLike = TUNING_FILE) -> list[str]:
+    """Why the snapshot's seeds break the tuning protocol (empty when they do not): every seed
+    the README reports (``meta.json``: the run's and the replicates') must be one of the
+    record's ``report_seeds``, never a ``tuning_seeds`` one. No record, no protocol to check."""
+    import yaml
+
+    path = Path(tuning)
+    if not path.is_file():
+        return []
+    record = yaml.safe_load(path.read_text()) or {}
+    tuned, reported = set(record.get("tuning_seeds") or []), set(record.get("report_seeds") or [])
+    if tuned & reported:
+        return [f"{path}: seeds {sorted(tuned & reported)} are both tuning_seeds and report_seeds"]
+    used = {"run": [meta["run"]["seed"]] if "run" in meta else [],
+            "replicates": list(meta.get("replicates", {}).get("seeds", []))}
+    errors = []
+    for part, seeds in used.items():
+        if bad := sorted(s for s in seeds if s not in reported):
+            why = "a tuning seed" if set(bad) <= tuned else "not a report seed"
+            errors.append(f"the {part} snapshot's seed(s) {bad}: {why} of {path} (report_seeds: {sorted(reported)}); "
+                          "the README reports only seeds no tuning choice looked at")
+    return errors
+
+
 # ------------------------------------------------------------------------------ CLI
 
 def readme_tables(params: dict[str, Any], *, results: str | None, replicates: str | None, snapshot: str,
-                  coverage: str, readme: list[str], check: bool) -> None:
+                  coverage: str, readme: list[str], check: bool, tuning: str = str(TUNING_FILE)) -> None:
     """Snapshot a results tree (and replicates) into ``snapshot``, then rewrite (or, with
     ``check``, compare) every ``<!-- leakk:table NAME -->`` block of the ``readme`` files
-    (README.md and the docs page with the deeper tables)."""
+    (README.md and the docs page with the deeper tables). Seeds the ``tuning`` record did not
+    set aside for reporting are refused (:func:`report_seed_errors`)."""
     from leakk.core.errors import ArtifactError
     from leakk.core.io import write_text
 
     written = []
+    seeds = {"run": {"seed": params["seed"]}} if results else {}
+    if replicates:
+        from leakk.stats.replicate_stats import found_seeds
+
+        seeds["replicates"] = {"seeds": list(params.get("replicates") or found_seeds(replicates))}
+    if errors := report_seed_errors(seeds, tuning):  # refused before anything is written
+        raise ArtifactError("; ".join(errors))
     if results:
         written += snapshot_run(results, params, snapshot)
     if replicates:
         written += snapshot_replicates(replicates, params, snapshot)
+    if check and (errors := report_seed_errors(_meta(Path(snapshot)), tuning)):
+        raise ArtifactError(f"{snapshot}/{_META}: " + "; ".join(errors))
     for path in map(Path, readme):
         text = path.read_text()
         new, changed = update(text, snapshot, coverage)

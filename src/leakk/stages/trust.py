@@ -136,7 +136,7 @@ def reliability_markdown(guarantees: pl.DataFrame, extrap: pl.DataFrame, check: 
         lines.append(f"| {r['model']} | {r['k']} | {'yes' if r['beyond_n'] else 'no'} | {meas} | "
                      f"{r['extrapolated_leak_at_k']:.3f} [{r['extrapolated_ci_low']:.3f}, "
                      f"{r['extrapolated_ci_high']:.3f}] | {r['family']} |")
-    stated = ("no measured claim is committed (src/leakk/extrapolation_claim.json)" if claim is None else
+    stated = ("no measured claim is committed (src/leakk/stats/extrapolation_claim.json)" if claim is None else
               f"the measured claim: |error| ≤ {claim['abs_error']:.3f} in {claim['share']:.0%} of "
               f"{claim['rows']} rows across runs {', '.join(map(str, claim['runs']))}; rows beyond it are marked ⚠")
     lines += ["", "## Hold-out check: fit on the first n/4 samples, predict leak@n", "",

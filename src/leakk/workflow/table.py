@@ -288,6 +288,8 @@ _COMMANDS = [
              arg("--coverage", default="docs/ci_coverage.csv", metavar="CSV", help="default: docs/ci_coverage.csv"),
              arg("--readme", nargs="+", default=["README.md", "docs/results.md"], metavar="FILE",
                  help="the files whose table blocks are written (default: README.md docs/results.md)"),
+             arg("--tuning", default="docs/tuning.yaml", metavar="YAML",
+                 help="the tuning record: only its report_seeds may reach the README (default: docs/tuning.yaml)"),
              arg("--check", action="store_true", help="fail when a block differs from the snapshot")), prints=True),
     Command("extrapolation-check", "leakk.report.readme_tables:extrapolation_check",
             "the extrapolation hold-out check over several results trees",

@@ -1,0 +1,77 @@
+"""The tuning protocol (docs/tuning.yaml): settings chosen on tuning seeds, the README reporting
+report seeds only. The record agrees with params.yaml and the replicates preset, the committed
+snapshot holds report seeds only, and `leakk readme-tables` refuses a tuning seed before it writes."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from functools import reduce
+
+import pytest
+import yaml
+
+from conftest import ROOT
+from leakk.config import read_params_file
+from leakk.core.errors import ArtifactError
+from leakk.report.readme_tables import SNAPSHOT_DIR, TUNING_FILE, readme_tables, report_seed_errors
+
+RECORD = yaml.safe_load((ROOT / TUNING_FILE).read_text())
+
+
+def _get(params: dict, dotted: str):
+    return reduce(lambda node, key: node[key], dotted.split("."), params)
+
+
+def test_tuning_and_report_seeds_are_disjoint_and_the_presets_use_them():
+    tuned, reported = set(RECORD["tuning_seeds"]), set(RECORD["report_seeds"])
+    assert tuned and len(reported) >= 3 and not tuned & reported
+    params = read_params_file(ROOT / "params.yaml")
+    assert params["seed"] in reported  # `make run` reproduces the README's headline table
+    assert read_params_file(ROOT / "configs" / "replicates.yaml")["replicates"] == RECORD["report_seeds"]
+
+
+def test_every_chosen_setting_is_the_one_params_yaml_runs():
+    params = read_params_file(ROOT / "params.yaml")
+    for key, entry in RECORD["chosen"].items():
+        assert _get(params, key) == entry["value"], f"docs/tuning.yaml: chosen.{key} differs from params.yaml"
+        assert entry["tried"].strip(), key
+
+
+def test_the_committed_snapshot_reports_report_seeds_only():
+    meta = json.loads((ROOT / SNAPSHOT_DIR / "meta.json").read_text())
+    assert report_seed_errors(meta, ROOT / TUNING_FILE) == []
+    assert meta["run"]["seed"] in RECORD["report_seeds"]
+    assert meta["replicates"]["seeds"] == RECORD["report_seeds"]
+
+
+def test_a_tuning_seed_is_named_and_refused(tmp_path):
+    record = tmp_path / "tuning.yaml"
+    record.write_text(yaml.safe_dump({"tuning_seeds": [0, 1, 2], "report_seeds": [10, 11, 12]}))
+    assert report_seed_errors({"run": {"seed": 10}, "replicates": {"seeds": [10, 11, 12]}}, record) == []
+    (err,) = report_seed_errors({"run": {"seed": 0}}, record)
+    assert "seed(s) [0]: a tuning seed" in err and str(record) in err
+    (err,) = report_seed_errors({"replicates": {"seeds": [10, 13]}}, record)
+    assert "[13]: not a report seed" in err
+    assert report_seed_errors({"run": {"seed": 0}}, tmp_path / "absent.yaml") == []  # no record, no protocol
+    record.write_text(yaml.safe_dump({"tuning_seeds": [0, 1], "report_seeds": [1, 2]}))
+    assert "both tuning_seeds and report_seeds" in report_seed_errors({}, record)[0]
+
+
+def test_readme_tables_refuses_a_tuning_seed_before_writing(tmp_path):
+    snapshot = tmp_path / "snapshot"
+    shutil.copytree(ROOT / SNAPSHOT_DIR, snapshot)
+    before = {p.name: p.read_bytes() for p in snapshot.iterdir()}
+    params = read_params_file(ROOT / "params.yaml") | {"seed": 0}
+    with pytest.raises(ArtifactError, match=r"the run snapshot's seed\(s\) \[0\]: a tuning seed"):
+        readme_tables(params, results=str(tmp_path / "no-results"), replicates=None, snapshot=str(snapshot),
+                      coverage=str(ROOT / "docs" / "ci_coverage.csv"), readme=[], check=False,
+                      tuning=str(ROOT / TUNING_FILE))
+    assert {p.name: p.read_bytes() for p in snapshot.iterdir()} == before
+    meta = json.loads((snapshot / "meta.json").read_text())
+    meta["run"]["seed"], meta["replicates"]["seeds"] = 10, [0, 1, 2]
+    (snapshot / "meta.json").write_text(json.dumps(meta))
+    with pytest.raises(ArtifactError, match=r"meta.json: the replicates snapshot's seed\(s\) \[0, 1, 2\]"):
+        readme_tables(params, results=None, replicates=None, snapshot=str(snapshot),
+                      coverage=str(ROOT / "docs" / "ci_coverage.csv"), readme=[], check=True,
+                      tuning=str(ROOT / TUNING_FILE))
