@@ -11,13 +11,14 @@ variables that torch and MKL read when they load:
 - ``portable``: ATen's AVX2 kernels (``ATEN_CPU_CAPABILITY=avx2``) and MKL's AVX2 branch in
   strict conditional-numerical-reproducibility mode (``MKL_CBWR=AVX2,STRICT``). Bit-identical
   on every Intel CPU with AVX2, AVX-512 ones included (checked by emulation: see
-  ``tests/test_determinism.py``); costs nothing measurable here. MKL documents that on
+  ``tests/test_determinism.py``); costs 19% on training and 8% on sampling
+  against ``native`` on an AVX-512 Xeon (``benchmarks/cpu_kernels.py``). MKL documents that on
   non-Intel CPUs it then uses its automatic branch, so on AMD CPUs use ``compatible`` for the same
   bits (docs/workflow.md). bf16 autocast on such a CPU is not covered: with ATen pinned to AVX2 on
   an AVX-512 machine, oneDNN's bf16 matrix product fails ("pack_vnni2 is only supported when
   avx512 is supported"), so CPU bf16 runs need ``native``.
 - ``compatible``: ATen's AVX2 kernels and MKL's ``COMPATIBLE`` branch (SSE2), which MKL
-  keeps identical on Intel and AMD CPUs alike; matrix products run several times slower.
+  keeps identical on Intel and AMD CPUs alike; training takes about twice as long.
 - ``native``: whatever the CPU runs fastest; reproducible on this machine only.
 
 A value the user already set in the environment wins over the mode's. Results also depend
