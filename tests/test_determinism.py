@@ -90,3 +90,55 @@ def test_an_unknown_mode_is_one_line_from_the_cli(tmp_path):
     assert out.stderr.strip().splitlines() == [
         "leakk validate: error: LEAKK_CPU_KERNELS='fastest': not a CPU kernel mode "
         "(one of ['portable', 'compatible', 'native'])"]
+
+
+THREADS_PROBE = r"""
+import json, sys
+from leakk.determinism import pin_threads
+pin_threads(1)
+before = "torch" in sys.modules
+from leakk.models.modeling import build_gpt2  # loads torch: the pinned count is applied
+import torch
+print(json.dumps({"before": before, "threads": torch.get_num_threads()}))
+"""
+
+JUDGE_PROBE = r"""
+import json, sys
+from leakk.cli import main
+rc = main(sys.argv[1:])
+print(json.dumps({"rc": rc, "torch": "torch" in sys.modules, "transformers": "transformers" in sys.modules}))
+"""
+
+
+def test_pinned_threads_reach_torch_without_importing_it_first():
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
+    out = subprocess.run([sys.executable, "-c", THREADS_PROBE], env=env, capture_output=True, text=True,
+                         check=True, timeout=300)
+    got = json.loads(out.stdout.strip().splitlines()[-1])
+    assert got == {"before": False, "threads": 1}
+
+
+def test_a_string_judge_job_never_imports_torch(micro_params, tmp_path):
+    """Every job checks the host (the backend's and judges' requirements); a fact-judge job must
+    not pay torch's and transformers' import for it (seconds per job, ~40 jobs a run)."""
+    import polars as pl
+
+    from conftest import write_params
+    from leakk.core.io import write_parquet
+    from leakk.data.synthetic import generate
+
+    params = write_params(tmp_path / "params.yaml", micro_params)
+    data = generate(4, 2, forget_fraction=0.5, phrasings=3)
+    write_parquet(data, tmp_path / "benchmark.parquet", "data")
+    forget = data.filter(pl.col("split") == "forget")
+    samples = pl.DataFrame({"qid": forget["qid"], "sample_idx": 0, "text": forget["answer"], "n_tokens": 3,
+                            "finish_reason": "eos", "model": "full", "decoding": "t1.0_p1.0", "temperature": 1.0,
+                            "top_p": 1.0, "seed": 0, "split": "forget"})
+    write_parquet(samples, tmp_path / "samples.parquet", "samples")
+    argv = ["--params", str(params), "--threads", "1", "judge", "--data", str(tmp_path / "benchmark.parquet"),
+            "--samples", str(tmp_path / "samples.parquet"), "--judge", "fact", "--out", str(tmp_path / "j.parquet")]
+    out = subprocess.run([sys.executable, "-c", JUDGE_PROBE, *argv], capture_output=True, text=True, timeout=300,
+                         cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == {"rc": 0, "torch": False, "transformers": False}
+    assert pl.read_parquet(tmp_path / "j.parquet")["leaked"].all()  # each sample is the answer itself

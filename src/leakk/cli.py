@@ -106,9 +106,10 @@ def main(argv: list[str] | None = None) -> int:
         else:
             params = None
         if args.threads:  # reductions split by thread: a fixed count keeps results reproducible
-            from leakk.models.modeling import set_threads
+            from leakk.determinism import pin_threads
 
-            set_threads(args.threads)
+            pin_threads(args.threads)
+            record_execution(threads=int(args.threads))
         run(args, params)
     except LeakkError as e:
         print(f"leakk {args.command}: error: {redact(str(e))}", file=sys.stderr)

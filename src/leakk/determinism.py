@@ -93,6 +93,29 @@ def apply() -> dict[str, str]:
     return done
 
 
+#: the intra-op thread count this process was asked for (``leakk --threads``), or None
+_THREADS: int | None = None
+
+
+def pin_threads(threads: int) -> None:
+    """Fix the intra-op thread count (reductions split by thread round differently) without
+    importing torch: a job that never loads torch (a string judge, an estimate) must not pay
+    its import. Before torch loads, OpenMP's and MKL's variables set the pool; torch, once
+    loaded by :mod:`leakk.models.modeling`, is set explicitly (:func:`apply_threads`)."""
+    global _THREADS
+    _THREADS = int(threads)
+    if "torch" in sys.modules:
+        apply_threads(sys.modules["torch"])
+    else:
+        os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = str(_THREADS)
+
+
+def apply_threads(torch) -> None:
+    """``torch.set_num_threads`` with the pinned count, if one was asked for."""
+    if _THREADS:
+        torch.set_num_threads(_THREADS)
+
+
 def describe() -> dict[str, object]:
     """What this process computes with, for artifact metadata (imports torch)."""
     import torch

@@ -24,6 +24,9 @@ from transformers import (
 
 from leakk.core.errors import ParamsError
 from leakk.core.io import atomic_path, check_model_dir, corrupt_folder, record_execution
+from leakk.determinism import apply_threads
+
+apply_threads(torch)  # the thread count `leakk --threads` pinned before torch loaded
 
 SPECIAL_TOKENS = {"pad_token": "<pad>", "eos_token": "<eos>", "bos_token": "<bos>", "unk_token": "<unk>"}
 
@@ -121,8 +124,3 @@ def pick_device(requested: str = "auto") -> torch.device:
     return dev
 
 
-def set_threads(threads: int | None) -> None:
-    """Bound torch's CPU threads (the workflow passes each job its core share)."""
-    if threads:
-        torch.set_num_threads(int(threads))
-        record_execution(threads=int(threads))
