@@ -470,9 +470,10 @@ def _git(root: Path, *args: str) -> subprocess.CompletedProcess:
 def finished_tree(tmp_path_factory):
     """The micro DAG built once by Snakemake in a git + DVC project (recorded in dvc.lock)."""
     root = tmp_path_factory.mktemp("finished_micro")
-    for name in ("dvc.yaml", ".dvcignore"):
-        shutil.copy(ROOT / name, root / name)
+    shutil.copy(ROOT / ".dvcignore", root / ".dvcignore")
     write_params(root / "params.yaml", MICRO)
+    made = subprocess.run([f"{BIN}/leakk", "dvc-yaml"], cwd=root, env=ENV, capture_output=True, text=True)
+    assert made.returncode == 0, made.stderr  # dvc.yaml for these params (the repository's is for params.yaml)
     assert _git(root, "init", "-q").returncode == 0
     assert subprocess.run([f"{BIN}/dvc", "init", "-q"], cwd=root, env=ENV).returncode == 0
     shutil.copy(ROOT / ".dvc" / "config", root / ".dvc" / "config")
@@ -607,9 +608,9 @@ def test_no_key_on_disk_after_failing_and_succeeding_judge_runs(tmp_path, monkey
     with llm_tests.FakeChatServer(script) as server:
         work = llm_tests._workdir(tmp_path, server.url, {"llm": llm_tests.llm_params(
             server.url, "results/cache/llm_judge", max_retries=0)})
-        (work / "dvc.yaml").write_text((ROOT / "dvc.yaml").read_text())
         env = {**ENV, llm_tests.KEY_ENV: ENV_KEY}
         run = lambda *a: subprocess.run(a, cwd=work, env=env, capture_output=True, text=True)  # noqa: E731
+        assert run(f"{BIN}/leakk", "dvc-yaml").returncode == 0  # dvc.yaml for this params file
         assert run("git", "init", "-q").returncode == 0 and run(f"{BIN}/dvc", "init", "-q").returncode == 0
 
         def both(expect_ok: bool) -> str:

@@ -27,8 +27,9 @@ HUB_KEYS = ("repo", "revision")
 #: JSON Schema properties of those keys, in every hub benchmark's schema
 HUB_SOURCE: dict[str, Any] = {
     "repo": {"type": "string", "minLength": 1, "description": "a hub id (org/name) or a local folder laid out like the hub repo"},
-    "revision": {"type": "string", "pattern": "^[A-Za-z0-9._/-]+$",
-                 "description": "the hub revision to fetch: a commit hash (pin it), tag or branch; required for a hub id"},
+    "revision": {"type": ["string", "null"], "pattern": "^[A-Za-z0-9._/-]+$",
+                 "description": "the hub revision to fetch: a commit hash (pin it), tag or branch; required for a hub "
+                                "id (null or absent for a local folder)"},
 }
 
 
