@@ -63,7 +63,7 @@ def test_demo_tofu_runs_the_real_path_offline_in_its_own_folder(tmp_path, monkey
     assert set(data["source_config"]) == {"forget10", "retain90"} and "forget10/author000" in set(data["group"])
     assert not (results / "hub").exists() and not (results / "models" / "full").exists()  # used in place
     leak = pl.read_parquet(results / "leak_at_k.parquet")
-    assert set(leak["model"]) == {"full", "retrain", "ga", "npo", "rule_npo"}
+    assert set(leak["model"]) == {"full", "retrain", "ga", "npo", "simnpo", "wga", "npo_entropy", "idknll", "rule_npo"}
     at8 = {r["model"]: r["leak_at_k"] for r in leak.filter((pl.col("k") == 8) & (pl.col("decoding") == "t1.0_p1.0")
                                                             & (pl.col("judge") == "rougeL")).iter_rows(named=True)}
     assert at8["full"] > at8["retrain"]  # the stand-ins know their facts: full states them, retrain never saw them
