@@ -58,7 +58,7 @@ def test_every_dvc_stage_declares_what_the_table_says():
     p = validate_params(MICRO)
     dvc = _dvc_stages()
     # a stage with nothing to do under params.yaml is absent: no decoding grid, no attack entries
-    assert set(dvc) == {s.dvc.name or s.name for s in STAGES.values() if s.dvc} - {"decoding_heatmap", "attack"}
+    assert set(dvc) == {s.dvc.name or s.name for s in STAGES.values() if s.dvc} - {"decoding_heatmap", "attack", "attack_figure"}
     assert _declared(dvc["unlearn"]) == ["seed", "prompt_template", "unlearn.${item}", "training"]
     assert _declared(dvc["judge"]) == ["judge.${item.judge}"]
     # the RULE stage reads what a round reads (placeholders in DVC's syntax), rounds included:
@@ -159,10 +159,10 @@ def test_snakemake_rules_wire_the_commands():
     p = validate_params(MICRO)
     by_name = {r.name: r for r in rules(p, "leakk --params params.yaml")}
     assert set(by_name) == {s.name for s in STAGES.values() if s.snakemake} - {
-        "download", "sample_shard", "merge_samples", "decoding_heatmap", "attack"}  # no hub source, shard,
-    # grid or attack entry; with one, its rule appears
+        "download", "sample_shard", "merge_samples", "decoding_heatmap", "attack", "attack_figure"}  # no hub
+    # source, shard, grid or attack entry; with one, its rules appear
     attacked = validate_params(dict(copy.deepcopy(MICRO), attack={"int8": {"type": "quantize", "bits": 8}}))
-    assert "attack" in {r.name for r in rules(attacked, "leakk")}
+    assert {"attack", "attack_figure"} <= {r.name for r in rules(attacked, "leakk")}
     assert by_name["sample"].shell == (
         "leakk --params params.yaml --threads {threads} sample --data {input.data} --model {wildcards.model} "
         "--model-dir {params.model_dir} --decoding {wildcards.decoding} --shard 0 --shards 1 --out {output.out} "

@@ -1,6 +1,10 @@
 """Attacks on an unlearned model: each maps a model folder to an attacked model folder, which
 the pipeline then samples, judges and estimates like any other model (``<model>__<attack>``).
 
+An attack that trains on some forget questions (``relearn``) holds them out of its own
+evaluation (:meth:`Attack.evaluated`): the sample and bounds stages of an attacked model read
+only :func:`evaluated_data`, so a relearned model is never scored on what it was taught.
+
 An attack is one module with one registered class that declares its own parameters
 (``params_schema``), like methods and judges; ``attack.<name>: {type: <registered>, …}`` in
 params.yaml configures one, and ``models`` (default: every model, retrain included as the
@@ -9,14 +13,17 @@ control that an attack must not invent knowledge) picks what it attacks.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from leakk.core.layout import attacked_models
 from leakk.core.registry import Registry
 from leakk.core.schema import filled
 
 #: Registered attack classes by name (``attack.<name>.type``); imported on first use.
 ATTACKS: Registry[type["Attack"]] = Registry("attack", "attack.<name>.type",
-                                              lazy={"quantize": "leakk.attacks.quantize"})
+                                              lazy={"quantize": "leakk.attacks.quantize",
+                                                    "relearn": "leakk.attacks.relearn"})
 
 
 def register_attack(name: str):
@@ -24,15 +31,32 @@ def register_attack(name: str):
     return ATTACKS.register(name)
 
 
+@dataclass(frozen=True)
+class Target:
+    """What an attack may use besides the model's weights: its tokenizer, the benchmark (a
+    polars frame), the params' prompt template and ``training:`` section, and the device."""
+
+    tokenizer: Any
+    data: Any
+    template: str
+    training: dict[str, Any] | None = None
+    device: Any = "cpu"
+
+
 class Attack:
-    """Base: :meth:`apply` changes a loaded model in place."""
+    """Base: :meth:`apply` changes a loaded model in place; :meth:`evaluated` says which
+    benchmark rows the attacked model is evaluated on (all of them unless it trained on some)."""
 
     #: JSON Schema of the attack's own keys in ``attack.<name>`` (with their defaults)
     params_schema: ClassVar[dict[str, Any]] = {"type": "object", "additionalProperties": False, "properties": {}}
 
-    def apply(self, model) -> dict[str, Any]:
+    def apply(self, model, target: Target) -> dict[str, Any]:
         """Attack ``model`` in place; return what was done (logged with the attacked folder)."""
         raise NotImplementedError
+
+    def evaluated(self, data):
+        """The rows of benchmark ``data`` the attacked model is sampled and scored on."""
+        return data
 
 
 def attack_keys(spec: dict[str, Any]) -> dict[str, Any]:
@@ -46,4 +70,13 @@ def make_attack(spec: dict[str, Any]) -> Attack:
     return cls(**filled(attack_keys(spec), cls.params_schema, f"attack {spec['type']!r}"))
 
 
-__all__ = ["ATTACKS", "Attack", "attack_keys", "make_attack", "register_attack"]
+def evaluated_data(params: dict[str, Any], model: str, data):
+    """The benchmark rows model ``model`` is evaluated on: every row for a clean model, its
+    attack's :meth:`Attack.evaluated` rows for an attacked one (``<model>__<attack>``)."""
+    attacked = attacked_models(params).get(model)
+    if attacked is None:
+        return data
+    return make_attack(params["attack"][attacked[1]]).evaluated(data)
+
+
+__all__ = ["ATTACKS", "Attack", "Target", "attack_keys", "evaluated_data", "make_attack", "register_attack"]

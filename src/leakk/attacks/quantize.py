@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from leakk.attacks import Attack, register_attack
+from leakk.attacks import Attack, Target, register_attack
 
 
 def fake_quantize(weight, bits: int, group_size: int):
@@ -59,7 +59,7 @@ class Quantize(Attack):
     def __init__(self, *, bits: int, group_size: int) -> None:
         self.bits, self.group_size = bits, group_size
 
-    def apply(self, model) -> dict[str, Any]:
+    def apply(self, model, target: Target | None = None) -> dict[str, Any]:
         import torch
 
         tied = model.get_output_embeddings()

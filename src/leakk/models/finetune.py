@@ -49,21 +49,23 @@ def corpus_texts(data: pl.DataFrame, template: str) -> list[str]:
 
 
 def train_loop(
-    model, tokenizer, pairs: list[tuple[str, str]], *, template: str, epochs: float, lr: float,
+    model, tokenizer, pairs: list[tuple[str, str]], *, template: str, epochs: float | None, lr: float,
     batch_size: int, warmup_ratio: float, weight_decay: float, seed: int, device, desc: str,
-    training: TrainingSpec | dict[str, Any] | None = None,
+    training: TrainingSpec | dict[str, Any] | None = None, steps: int | None = None,
 ) -> list[dict[str, Any]]:
-    """Plain SFT on answer tokens; returns a per-step log. ``batch_size`` is the effective
-    batch; ``training`` (default: the active ``training:`` section) sets precision,
-    accumulation, checkpointing and LoRA (:mod:`leakk.models.training`)."""
+    """Plain SFT on answer tokens; returns a per-step log. It runs ``steps`` optimiser steps
+    when given, else ``epochs`` passes; ``batch_size`` is the effective batch; ``training``
+    (default: the active ``training:`` section) sets precision, accumulation, checkpointing
+    and LoRA (:mod:`leakk.models.training`)."""
     examples = [encode_example(q, a, tokenizer, template) for q, a in pairs]
     limit = max_positions(model)
     longest = max((len(ids) for ids, _ in examples), default=0)
     if limit and longest > limit:
         raise ParamsError(f"model: the longest training example has {longest} tokens, more than the model's "
                           f"{limit} positions (raise model.arch.n_positions, or use a shorter prompt_template)")
-    steps_per_epoch = math.ceil(len(examples) / batch_size)
-    total = max(1, round(epochs * steps_per_epoch))
+    if not examples:
+        raise ParamsError(f"{desc}: no training examples")
+    total = steps if steps is not None else max(1, round(epochs * math.ceil(len(examples) / batch_size)))
     rng = random.Random(seed)
     torch.manual_seed(seed)
     trainer = Trainer(model, resolve(training), device, lr=lr, weight_decay=weight_decay,

@@ -580,3 +580,52 @@ def plot_replicate_curves(table: pl.DataFrame, judge: str, out_path: str | os.Pa
     fig.legend(handles, labels, loc="lower center", bbox_to_anchor=(0.5, 0.0), ncol=min(5, len(labels)),
                frameon=False, fontsize=8)
     _save(fig, out_path)
+
+
+def plot_attacks(table: pl.DataFrame, judge: str, decoding: str, out_path: str | os.PathLike,
+                 sep: str = "__") -> None:
+    """Methods × attacks: one panel per attack; per model, its leak unattacked (open marker)
+    and attacked (filled), on the questions the attacked model was evaluated on, for greedy
+    (grey) and leak@k_max at ``decoding`` (red), each pair joined by a line and the attacked
+    leak@k_max labelled with its paired difference and CI. ``table``: ``attacks.csv``.
+    """
+    import numpy as np
+
+    plt = _pyplot()
+    sub = table.filter(pl.col("judge") == judge)
+    sampled = sub.filter(pl.col("decoding") == decoding)
+    if sampled.is_empty():
+        raise ArtifactError(f"attack table has no {decoding} rows for judge {judge!r}")
+    k = int(sampled["k"].max())
+    cells = {(r["model"], r["decoding"]): r for r in sub.filter(
+        ((pl.col("decoding") == decoding) & (pl.col("k") == k))
+        | ((pl.col("decoding") == GREEDY) & (pl.col("k") == 1))).iter_rows(named=True)}
+    attacks = list(dict.fromkeys(m.split(sep, 1)[1] for m in sampled["model"].to_list()))
+    fig, axes = facet_grid(plt, len(attacks), f"leak ({judge})", width=max(3.6, 0.9 * sampled["base"].n_unique() + 1.2),
+                           height=3.4)
+    for ax, attack in zip(axes.flat, attacks):
+        models = _model_order([m.split(sep, 1)[0] for m in sampled["model"].to_list() if m.endswith(sep + attack)])
+        x = np.arange(len(models))
+        for dec, label, color, dx in ((GREEDY, "greedy", "#7f7f7f", -0.12), (decoding, f"leak@{k}", "#d62728", 0.12)):
+            for xi, model in zip(x, models):
+                r = cells.get((f"{model}{sep}{attack}", dec))
+                if r is None:
+                    continue
+                ax.plot([xi + dx] * 2, [r["base_leak_at_k"], r["leak_at_k"]], color=color, linewidth=1)
+                ax.plot(xi + dx, r["base_leak_at_k"], "o", mfc="white", mec=color, ms=5)
+                ax.plot(xi + dx, r["leak_at_k"], "o", color=color, ms=5,
+                        label=label if xi == 0 else None)
+                if dec == decoding:
+                    ax.text(xi + dx + 0.06, r["leak_at_k"], f"{r['difference']:+.2f}\n[{r['ci_low']:+.2f}, "
+                            f"{r['ci_high']:+.2f}]", fontsize=6, va="center", gid=f"delta:{model}:{attack}")
+        ax.set_xticks(x, models, rotation=25, ha="right")
+        ax.set_xlim(-0.6, len(models) - 0.1)
+        ax.set_ylim(0, 1.05)
+        ax.set_title(f"attack: {attack}")
+        ax.grid(True, axis="y", alpha=0.3)
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    fig.legend(handles, [f"{lab}: open = unattacked, filled = attacked (Δ [CI])" for lab in labels],
+               frameon=False, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=2, fontsize=8)
+    fig.suptitle(f"Methods under attack — judge {judge}, {decoding}; same questions", y=1.07)
+    fig.tight_layout()
+    _save(fig, out_path)

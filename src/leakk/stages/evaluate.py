@@ -9,7 +9,7 @@ from typing import Any
 
 import polars as pl
 
-from leakk.core.layout import judgment_path, model_names
+from leakk.core.layout import attacked_models, judgment_path, model_names
 from leakk.judges.run import utility_judge
 from leakk.sampling.decoding import decoding_names
 from leakk.core.errors import ArtifactError
@@ -70,12 +70,14 @@ def collect_judgments(judgments_dir: str | os.PathLike, data: pl.DataFrame, para
 
 def write_estimate(judgments_dir: str | os.PathLike, data: pl.DataFrame, params: dict[str, Any],
              out_dir: str | os.PathLike) -> str:
-    """Write leak_at_k.parquet/.csv, utility.csv, rule_vs_base.csv and summary.md; return the summary.
+    """Write leak_at_k.parquet/.csv, utility.csv, rule_vs_base.csv, attacks.csv and summary.md;
+    return the summary.
 
     rule_vs_base.csv pairs each RULE model with its base run (``rule.<name>.base``, declared by
-    the stage as its ``rule`` read)."""
-    from leakk.stats.estimate import (ci_phrase, leak_table, paired_difference_table, paired_markdown,
-                                      summary_markdown, utility_table)
+    the stage as its ``rule`` read); attacks.csv each attacked model ``<m>__<attack>`` with
+    ``m``, on the questions the attacked model was evaluated on."""
+    from leakk.stats.estimate import (UNDER_ATTACK, ci_phrase, leak_table, paired_difference_table,
+                                      paired_markdown, summary_markdown, utility_table)
 
     est = params["estimate"]
     frame = collect_judgments(judgments_dir, data, params)
@@ -87,12 +89,17 @@ def write_estimate(judgments_dir: str | os.PathLike, data: pl.DataFrame, params:
              if name in models and cfg["base"] in models}
     paired = paired_difference_table(forget, pairs, est["ks"], n_boot=est["bootstrap"], ci=est["ci"],
                                      seed=est["seed"], ci_method=est["ci_method"])
+    attack_pairs = {name: clean for name, (clean, _) in attacked_models(params).items()
+                    if name in models and clean in models}
+    attacked = paired_difference_table(forget, attack_pairs, est["ks"], n_boot=est["bootstrap"], ci=est["ci"],
+                                       seed=est["seed"], ci_method=est["ci_method"])
     util_judge = utility_judge(params)
     utility = utility_table(frame.filter((pl.col("split") == "retain") & (pl.col("decoding") == "greedy")
                                          & (pl.col("judge") == util_judge)))
     out_dir = Path(out_dir)
     write_parquet(leak, out_dir / "leak_at_k.parquet", "leak_table")
-    for frame, name in ((leak, "leak_at_k.csv"), (utility, "utility.csv"), (paired, "rule_vs_base.csv")):
+    for frame, name in ((leak, "leak_at_k.csv"), (utility, "utility.csv"), (paired, "rule_vs_base.csv"),
+                        (attacked, "attacks.csv")):
         with atomic_path(out_dir / name) as tmp:
             frame.write_csv(tmp)
     summary = summary_markdown(leak, utility, judge=est["headline_judge"],
@@ -101,6 +108,10 @@ def write_estimate(judgments_dir: str | os.PathLike, data: pl.DataFrame, params:
                                    est["ci_method"])
     if significance:
         summary += "\n" + significance
+    under_attack = paired_markdown(attacked, est["headline_judge"], est["headline_decoding"], est["ci"],
+                                   est["ci_method"], title=UNDER_ATTACK)
+    if under_attack:
+        summary += "\n" + under_attack
     header = (f"# leak@k summary\n\nn = {params['sample']['n']} samples per forget question; {ci_phrase(est)}; "
               f"retain accuracy = greedy answers to retain questions judged by `{util_judge}`.\n\n")
     write_text(header + summary + "\n", out_dir / "summary.md")
@@ -183,3 +194,11 @@ def calibrate(params: dict[str, Any], *, data: str, judgments: str, out_dir: str
 def figures(params: dict[str, Any], *, leak: str, judge: str | None, out_dir: str) -> None:
     """leak@k curves and greedy-vs-sampled bars for ``judge`` (default: every judge)."""
     write_figures(leak, params, out_dir, judges=[judge] if judge else None)
+
+
+def attack_figure(params: dict[str, Any], *, attacks: str, out: str) -> None:
+    """Methods × attacks at the headline judge and decoding (from ``attacks.csv``)."""
+    from leakk.report.figures import plot_attacks
+
+    est = params["estimate"]
+    plot_attacks(pl.read_csv(attacks), est["headline_judge"], est["headline_decoding"], out)

@@ -211,11 +211,13 @@ def dvc_files(leak_path: str | os.PathLike, params: dict[str, Any], out_dir: str
 # ----------------------------------------------------------------------------- stage entries
 
 def bounds(params: dict[str, Any], *, data: str, model: str, model_dir: str, out: str) -> None:
-    """Exact probability that a completion begins with the answer, per question × decoding."""
+    """Exact probability that a completion begins with the answer, per question × decoding
+    (the questions the model is evaluated on: an attack may hold some out)."""
+    from leakk.attacks import evaluated_data
     from leakk.core.io import check_model_dir
 
     check_model_dir(model_dir, "--model-dir")
-    write_bounds(read_parquet(data, "data"), params, model_name=model, model_dir=model_dir, out=out)
+    write_bounds(evaluated_data(params, model, read_parquet(data, "data")), params, model_name=model, model_dir=model_dir, out=out)
 
 
 def bounds_table(params: dict[str, Any], *, data: str, bounds: list[str], leak: str, samples: str,

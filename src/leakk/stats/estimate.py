@@ -477,10 +477,15 @@ _PAIRED_SCHEMA = {"model": pl.String, "base": pl.String, "decoding": pl.String, 
                   "relative_change": pl.Float64, "questions": pl.Int64, "groups": pl.Int64}
 
 
+RULE_VS_BASE = "RULE vs its base"
+UNDER_ATTACK = "Under attack: each attacked model vs the same model unattacked"
+
+
 def paired_markdown(table: pl.DataFrame, judge: str, decoding: str, ci: float = 0.95,
-                    ci_method: str = DEFAULT_CI_METHOD) -> str:  # pragma: no mutate block
+                    ci_method: str = DEFAULT_CI_METHOD, title: str = RULE_VS_BASE) -> str:  # pragma: no mutate block
     """The summary's significance lines: per model vs its base at ``judge``/``decoding``,
-    leak@1 and leak@k_max differences with their CIs, and whether the CI excludes 0."""
+    leak@1 and leak@k_max differences with their CIs, and whether the CI excludes 0
+    (``title``: what the pairs are, RULE runs and their bases or attacked models and theirs)."""
     sub = table.filter((pl.col("judge") == judge) & (pl.col("decoding") == decoding))
     if sub.is_empty():
         return ""
@@ -495,7 +500,7 @@ def paired_markdown(table: pl.DataFrame, judge: str, decoding: str, ci: float = 
         return (f"{r['difference']:+.2f} [{r['ci_low']:+.2f}, {r['ci_high']:+.2f}]{change}; "
                 f"CI {verdict}")
 
-    lines = [f"RULE vs its base, same questions: mean per-question difference of leak@k (model − base) "
+    lines = [f"{title}, same questions: mean per-question difference of leak@k (model − base) "
              f"[{ci:.0%} CI clustered by group, `{ci_method}`], and the relative change.", "",
              f"| model | base | Δ leak@1 | Δ leak@{k_max} |", "|---|---|---|---|"]
     for model, base in sub.select("model", "base").unique(maintain_order=True).iter_rows():

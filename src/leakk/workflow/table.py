@@ -141,7 +141,7 @@ _COMMANDS = [
     Command("attack", "leakk.stages.attack:attack", "apply one attack.<name> to a model folder",
             "Writes the attacked copy (an HF folder) that the pipeline samples as <model>__<name>; what was "
             "done goes to the job's log.",
-            (arg("--name", required=True, help="the attack.<name> entry of the params file"),
+            (DATA, arg("--name", required=True, help="the attack.<name> entry of the params file"),
              arg("--model-dir", required=True, metavar="DIR", help="the model to attack"),
              arg("--out", required=True, metavar="DIR", help="the attacked model folder to write"))),
     Command("sample", "leakk.stages.sample:sample", "sample completions of the forget (and, greedy, retain) questions",
@@ -236,6 +236,11 @@ _COMMANDS = [
     Command("heatmap", "leakk.stages.trust:heatmap", "leak@k over the temperature x top-p grid, per model", "",
             (LEAK, arg("--judge", help="default: estimate.headline_judge"),
              arg("--k", type=int, help="default: the largest sampled k"),
+             arg("--out", required=True, metavar="PNG", help="the figure to write"))),
+    Command("attack-figure", "leakk.stages.evaluate:attack_figure", "methods x attacks: leak with and without each attack",
+            "One panel per attack: each model's greedy leak and leak@k_max unattacked and attacked, on the same "
+            "questions, with the paired difference and its CI (estimate.headline_judge and headline_decoding).",
+            (arg("--attacks", required=True, metavar="CSV", help="attacks.csv written by `leakk estimate`"),
              arg("--out", required=True, metavar="PNG", help="the figure to write"))),
     Command("replicates", "leakk.workflow.commands:replicates",
             "run the whole DAG once per seed of `replicates:`, then aggregate",
@@ -447,6 +452,10 @@ def _grid(p: Params) -> bool:
     return decoding_grid(decoding_names(p)) is not None
 
 
+def _attacked(p: Params) -> bool:
+    return bool(attacked_models(p))
+
+
 def _calibrated(p: Params) -> bool:
     return "fact" in p["judge"] and len(p["judge"]) > 1
 
@@ -557,14 +566,16 @@ _STAGES = [
     # merge (each completion depends only on (seed, qid, sample_idx): the merge equals one job);
     # one DVC stage per model samples every decoding
     # attacks between unlearning and sampling: an attacked copy of a model is one more model
-    Stage("attack", "attack", ("attack.{name}",), model=False, mem_mb=8000, runtime=60,
+    Stage("attack", "attack", ("attack.{name}", "prompt_template", "training"), model=True, threads=1,
+          mem_mb=8000, runtime=60,
           snakemake=Rule(lambda p: [{"name": a, "model": m} for m, a in attacked_models(p).values()],
-                         {"model": _model_input},
+                         {"data": L.benchmark, "model": _model_input},
                          {"out": Out(L.attacked("{name}", "{model}"), "directory")},
-                         {"name": "{wildcards.name}", "model_dir": lambda p, w: sampled_folder(p, w.model),
-                          "out": "{output.out}"}),
-          dvc=Dvc({"name": "${item.attack}", "model_dir": "${item.dir}", "out": "${item.out}"},
-                  deps=("${item.dep}",), outs=("${item.out}",), foreach=_attacks, names={"name": "${item.attack}"})),
+                         {"data": "{input.data}", "name": "{wildcards.name}",
+                          "model_dir": lambda p, w: sampled_folder(p, w.model), "out": "{output.out}"}),
+          dvc=Dvc({"data": L.benchmark, "name": "${item.attack}", "model_dir": "${item.dir}", "out": "${item.out}"},
+                  deps=(L.benchmark, "${item.dep}"), outs=("${item.out}",), foreach=_attacks,
+                  names={"name": "${item.attack}"})),
     Stage("sample", "sample", (*_SAMPLE, "sample.decodings", "sample.shards"),
           per_job=("sample.decodings", "sample.shards"), model=True, threads=1, mem_mb=8000, runtime=240,
           snakemake=Rule(lambda p: [{"model": m, "decoding": d} for m in model_names(p) for d in decoding_names(p)],
@@ -612,17 +623,18 @@ _STAGES = [
                   outs=(L.model_judgments("${item.model}", "${item.judge}"),),
                   matrix=lambda p: {"model": model_names(p), "judge": list(p["judge"])},
                   names={"judge": "${item.judge}"})),
-    # rule: rule_vs_base.csv pairs each RULE run with its base (rule.<name>.base)
-    Stage("estimate", "estimate", ("estimate", "sample.n", "sample.decodings", "judge", "rule"),
+    # rule: rule_vs_base.csv pairs each RULE run with its base (rule.<name>.base); attack:
+    # attacks.csv pairs each attacked model with the same model unattacked
+    Stage("estimate", "estimate", ("estimate", "sample.n", "sample.decodings", "judge", "rule", "attack"),
           snakemake=Rule(_one, {"data": L.benchmark, "judgments": _all_judgments},
                          {"table": Out(L.file("leak_at_k.parquet")), "csv": Out(L.file("leak_at_k.csv")),
                           "utility": Out(L.file("utility.csv")), "summary": Out(L.file("summary.md")),
-                          "paired": Out(L.file("rule_vs_base.csv"))},
+                          "paired": Out(L.file("rule_vs_base.csv")), "attacks": Out(L.file("attacks.csv"))},
                          {"data": "{input.data}", "judgments": L.judgments_dir, "out_dir": L.root}),
           dvc=Dvc({"data": L.benchmark, "judgments": L.judgments_dir, "out_dir": L.root},
                   deps=(L.benchmark, L.judgments_dir),
                   outs=tuple(L.file(f) for f in ("leak_at_k.parquet", "leak_at_k.csv", "utility.csv", "summary.md",
-                                                 "rule_vs_base.csv")))),
+                                                 "rule_vs_base.csv", "attacks.csv")))),
     # judges against fact (ground truth): in Snakemake where a fact judge and another judge exist (the
     # report shows no empty figure); DVC always runs it (an empty table without a fact judge)
     Stage("calibrate", "calibrate", ("estimate.ks", "estimate.headline_decoding", "judge"),
@@ -713,6 +725,12 @@ _STAGES = [
                    "out": L.file("examples.html")},
                   deps=(L.benchmark, L.samples_dir, L.judgments_dir), outs=(L.file("examples.html"),))),
     # the T × top-p heatmap, only where sample.decodings form a grid (configs/decoding_grid.yaml)
+    Stage("attack_figure", "attack-figure", ("estimate.headline_judge", "estimate.headline_decoding"),
+          snakemake=Rule(_one, {"attacks": L.file("attacks.csv")},
+                         {"out": Out(L.figure("attacks"), report=_report("attacks", "4. leak@k"))},
+                         {"attacks": "{input.attacks}", "out": "{output.out}"}, enabled=_attacked),
+          dvc=Dvc({"attacks": L.file("attacks.csv"), "out": L.figure("attacks")}, deps=(L.file("attacks.csv"),),
+                  outs=(L.figure("attacks"),), enabled=_attacked)),
     Stage("decoding_heatmap", "heatmap", ("estimate.ks",),
           snakemake=Rule(_per("judge", lambda p: list(p["judge"])), {"leak": L.file("leak_at_k.parquet")},
                          {"out": Out(L.figure("decoding_heatmap_{judge}"),
