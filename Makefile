@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 TORCH := torch==2.13.0
 CORES ?= all
 
-.PHONY: run preset replicates test test-all test-vllm install dvc-repro dvc-plots demo-tofu bench mutation mutation-report clean report-check
+.PHONY: run preset replicates attacks test test-all test-vllm install dvc-repro dvc-plots demo-tofu bench mutation mutation-report clean report-check
 
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +39,12 @@ preset: install
 ## resumable) and write mean ± sd across seeds beside the pooled CI (results/replicates/summary.md)
 replicates: install
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/leakk --params configs/replicates.yaml replicates --cores $(CORES)
+
+## attacks: install, then build configs/attacks.yaml (the default with the attack grid: int8, int4,
+## relearn, benign relearn) once per report seed in results/presets/attacks/seed_<s> (resumable);
+## each seed's attacks.csv and summary.md hold every attacked model against itself unattacked
+attacks: install
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/leakk --params configs/attacks.yaml replicates --out-dir results/presets/attacks --cores $(CORES)
 
 ## demo-tofu: the real-benchmark path offline, no GPU: builds a TOFU-layout dataset folder and two tiny
 ## Llama checkpoints (full, retrain) in results/demo_tofu/inputs, runs configs/tofu_forget10.yaml trimmed

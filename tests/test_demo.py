@@ -37,6 +37,7 @@ def test_the_demo_params_are_the_preset_with_local_folders_and_the_listed_trims(
     assert p["models"] == {m: {"repo": f"inputs/models/{m}", "revision": None} for m in ("full", "retrain")}
     assert p["prompt_template"] == "chat" and p["judge"] == preset["judge"]
     assert p["sample"]["n"] == TRIM["sample.n"] and p["rule"]["rule_npo"]["rounds"] == 1
+    assert set(p["attack"]) == set(preset["attack"]) and all(a["models"] == ["retrain", "ga"] for a in p["attack"].values())
     # everything else is the preset's
     assert p["seed"] == preset["seed"]
     for key in ("estimate", "sample"):
@@ -63,7 +64,14 @@ def test_demo_tofu_runs_the_real_path_offline_in_its_own_folder(tmp_path, monkey
     assert set(data["source_config"]) == {"forget10", "retain90"} and "forget10/author000" in set(data["group"])
     assert not (results / "hub").exists() and not (results / "models" / "full").exists()  # used in place
     leak = pl.read_parquet(results / "leak_at_k.parquet")
-    assert set(leak["model"]) == {"full", "retrain", "ga", "npo", "simnpo", "wga", "npo_entropy", "idknll", "rule_npo"}
+    attacked = {f"{m}__{a}" for m in ("retrain", "ga") for a in ("int8", "int4", "relearn")}
+    assert set(leak["model"]) == {"full", "retrain", "ga", "npo", "simnpo", "wga", "npo_entropy", "idknll",
+                                  "rule_npo"} | attacked
+    pairs = pl.read_csv(results / "attacks.csv")
+    assert set(zip(pairs["model"], pairs["base"])) == {(m, m.split("__")[0]) for m in attacked}
+    held_out = pl.read_parquet(results / "samples" / "ga__relearn" / "t1.0_p1.0.parquet")["qid"].n_unique()
+    assert held_out == data.filter(pl.col("split") == "forget").height // 2  # one of the two forget authors
+    assert (results / "figures" / "attacks.png").is_file()
     at8 = {r["model"]: r["leak_at_k"] for r in leak.filter((pl.col("k") == 8) & (pl.col("decoding") == "t1.0_p1.0")
                                                             & (pl.col("judge") == "rougeL")).iter_rows(named=True)}
     assert at8["full"] > at8["retrain"]  # the stand-ins know their facts: full states them, retrain never saw them

@@ -105,10 +105,11 @@ def test_dvc_lists_the_tofu_presets_paper_dag(tmp_path):
     out = subprocess.run([dvc, "stage", "list", "--name-only"], cwd=tmp_path, check=True, capture_output=True,
                          text=True).stdout.split()
     runs, rules = ("ga", "graddiff", "npo", "simnpo", "wga", "npo_entropy", "idknll"), ("rule_graddiff", "rule_npo")
-    models = ("full", "retrain", *runs, *rules)
+    attacked = tuple(f"{m}__{a}" for a in ("int8", "int4", "relearn") for m in ("retrain", "ga", "graddiff", "npo", "simnpo"))
+    models = ("full", "retrain", *runs, *rules, *attacked)
     assert set(out) == {
         "validate", "download", "data", "estimate", "calibrate", "figures@rougeL", "bounds_table", "reliability",
-        "report_tables", "report_examples",
+        "report_tables", "report_examples", "attack_figure", *(f"attack@{m}" for m in attacked),
         *(f"{stage}@{m}" for stage in ("sample", "bounds") for m in models),
         *(f"judge@{m}-rougeL" for m in models),
         *(f"unlearn@{r}" for r in runs),

@@ -51,15 +51,18 @@ def test_tofu_preset_plans_the_paper_dag(tmp_path):
     assert plan.returncode == 0, plan.stderr[-3000:]
     rules = planned_rules(plan)
     assert rules == {"download", "data", "unlearn", "rule_round", "rule_eval", "rule_report", "sample", "judge",
-                     "estimate", "figures", "bounds", "bounds_table", "reliability", "report_tables", "report_examples", "all"}, rules
+                     "estimate", "figures", "bounds", "bounds_table", "reliability", "report_tables", "report_examples",
+                     "attack", "attack_figure", "all"}, rules
     out = plan.stdout
     for key in ("datasets/tofu", "models/full", "models/retrain"):
         assert f"download --key {key} " in out
     for name in ("ga", "graddiff", "npo", "simnpo", "wga", "npo_entropy", "idknll"):
         assert f"unlearn --data results/data/benchmark.parquet --name {name} --model-dir results/hub/models/full" in out
     p = load_params(tmp_path / "configs" / "tofu_forget10.yaml", host=False)
+    attacked = [f"{m}__{a}" for a in ("int8", "int4", "relearn") for m in ("retrain", "ga", "graddiff", "npo", "simnpo")]
     assert model_names(p) == ["full", "retrain", "ga", "graddiff", "npo", "simnpo", "wga", "npo_entropy", "idknll",
-                              "rule_graddiff", "rule_npo"]
+                              "rule_graddiff", "rule_npo", *attacked]
+    assert "attack --data results/data/benchmark.parquet --name relearn --model-dir results/models/ga" in out
     for model in model_names(p):  # every model is sampled at greedy and T = 1, top-p = 1
         for decoding in ("greedy", "t1.0_p1.0"):
             assert f"results/samples/{model}/{decoding}.parquet" in out

@@ -242,3 +242,45 @@ def test_trust_table_from_the_trust_stages_files(tmp_path):
     assert "| ga | 0.80 | 3/4 | 2.5 | 0.700 | 45% | 1.5 |" in table
     assert "| retrain | 0.00 | 4/4 | 0.0 | 0.105 | 80% | 77 |" in table
     assert "exact lower bound on leak@10,000" in table
+
+
+def _attack_rows(seed: int, relearn_delta: float, int8_ci: tuple[float, float], retrain_leak: float) -> list[dict]:
+    rows = []
+    for attack, delta, ci in (("relearn", relearn_delta, (relearn_delta - 0.2, relearn_delta + 0.2)),
+                              ("int8", 0.01, int8_ci)):
+        for base, before in (("retrain", 0.0), ("ga", 0.4), ("graddiff", 0.5), ("npo", 0.45)):
+            after = retrain_leak if base == "retrain" else before + delta
+            for decoding, k in (("greedy", 1), ("t1.0_p1.0", 1), ("t1.0_p1.0", 64)):
+                rows.append({"model": f"{base}__{attack}", "base": base, "decoding": decoding, "judge": "fact",
+                             "k": k, "leak_at_k": after, "base_leak_at_k": before, "difference": after - before,
+                             "ci_low": ci[0], "ci_high": ci[1], "relative_change": None, "questions": 30,
+                             "groups": 3})
+    return rows
+
+
+def test_the_attack_table_shows_every_seed_and_checks_the_claims(tmp_path):
+    """Seed 1 meets every check; seed 2 breaks each one (retrain leaks, relearn raises nothing,
+    int8's CI excludes 0): the table says so per seed, and the verdict is "no"."""
+    from leakk.report.readme_tables import attacks, snapshot_attacks
+
+    root = tmp_path / "attacks"
+    for seed, args in ((1, (0.4, (-0.05, 0.07), 0.0)), (2, (0.05, (0.02, 0.08), 0.2))):
+        res = root / f"seed_{seed}" / "results"
+        res.mkdir(parents=True)
+        pl.DataFrame(_attack_rows(seed, *args)).write_csv(res / "attacks.csv")
+    params = {"estimate": {"headline_judge": "fact", "headline_decoding": "t1.0_p1.0", "ci": 0.95,
+                           "ci_method": "hall"}, "replicates": [1, 2]}
+    snap = tmp_path / "snap"
+    assert snapshot_attacks(root, params, snap) == ["attacks.csv"]
+    kept = pl.read_csv(snap / "attacks.csv")
+    assert set(kept["k"]) == {1, 64} and kept.filter(pl.col("decoding") == "t1.0_p1.0")["k"].unique().to_list() == [64]
+    table = attacks(snap)
+    assert "| relearn | ga | 0.40→0.80; 0.40→0.80 (+0.40 [+0.20, +0.60]) |" in table
+    checks = {line.split(" | ")[0].strip("| "): line for line in table.splitlines() if line.startswith("| ")}
+    assert checks["retrain (the control) leaks ≤ 0.05 under every attack"].endswith("| yes | no ✗ | **no** |")
+    assert checks["some attack raises the leak of at least two of GA, GradDiff, NPO by ≥ 0.10"].endswith(
+        "| yes | no ✗ | **no** |")
+    assert checks["int8 (the negative control): every difference's CI includes 0"].endswith("| yes | no ✗ | **no** |")
+    (root / "seed_2/results/attacks.csv").unlink()
+    with pytest.raises(ArtifactError, match="seed 2 of the attack preset"):
+        snapshot_attacks(root, params, snap)

@@ -17,7 +17,9 @@ Tables (``NAME``): ``headline`` (one run's summary table, exactly what ``make ru
 ``rule-vs-base`` (each RULE model minus its base run, paired by question), ``replicates``
 (mean ± sd across seeds [pooled CI]), ``rule-targets`` and ``rule-rounds`` (RULE on the
 held-out phrasing per seed: its last round against its base, and round by round),
-``extrapolation`` (the hold-out check across seeds and the claim it supports) and
+``extrapolation`` (the hold-out check across seeds and the claim it supports),
+``attacks`` (each attacked model against itself unattacked, per seed, and the checks of
+:data:`ATTACK_CLAIMS`, from an attack preset's seeds: ``--attacks``) and
 ``ci-coverage`` (benchmarks/ci_coverage.py's simulation, ``docs/ci_coverage.csv``).
 """
 
@@ -281,6 +283,37 @@ def snapshot_replicates(root: str | os.PathLike, params: dict[str, Any],
     return written
 
 
+def snapshot_attacks(root: str | os.PathLike, params: dict[str, Any],
+                     snapshot: str | os.PathLike = SNAPSHOT_DIR) -> list[str]:
+    """From an attack preset's replicates folder (``configs/attacks.yaml``): ``attacks.csv``,
+    every seed's attacked-vs-clean rows at the headline judge (greedy, and the headline
+    decoding at its largest k) with a ``seed`` column."""
+    from leakk.stats.replicate_stats import found_seeds, seed_results
+
+    root, snapshot = Path(root), Path(snapshot)
+    est = params["estimate"]
+    judge, decoding = est["headline_judge"], est["headline_decoding"]
+    seeds = params.get("replicates") or found_seeds(root)
+    frames = []
+    for seed in seeds:
+        path = seed_results(root, seed) / "attacks.csv"
+        if not path.is_file():
+            raise ArtifactError(f"{path}: missing; seed {seed} of the attack preset has not finished")
+        table = pl.read_csv(path).filter(pl.col("judge") == judge)
+        head = table.filter(pl.col("decoding") == decoding)
+        k_max = int(head["k"].max()) if head.height else 1
+        frames.append(table.filter(((pl.col("decoding") == "greedy") & (pl.col("k") == 1))
+                                   | ((pl.col("decoding") == decoding) & (pl.col("k") == k_max)))
+                      .with_columns(seed=pl.lit(seed, pl.Int64)))
+    rows = pl.concat(frames, how="diagonal_relaxed").sort("seed", "model", "decoding")
+    if rows.is_empty():
+        raise ArtifactError(f"{root}: the seeds' attacks.csv hold no rows (no attack: entries in the params?)")
+    _write_csv(rows, snapshot / "attacks.csv")
+    _write_meta(snapshot, "attacks", {"judge": judge, "decoding": decoding, "seeds": list(seeds),
+                                      "ci": est["ci"], "ci_method": est["ci_method"]})
+    return ["attacks.csv"]
+
+
 # ------------------------------------------------------------------------------ the tables
 
 def _read(snapshot: Path, name: str) -> pl.DataFrame:
@@ -485,6 +518,68 @@ def claims(snapshot: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
+#: what the attack grid must show on every report seed (issue "leak under attack"), as
+#: (what, the check on one seed's rows of attacks.csv at the headline decoding's largest k)
+ATTACK_CLAIMS: tuple[str, ...] = (
+    "retrain (the control) leaks ≤ 0.05 under every attack",
+    "some attack raises the leak of at least two of GA, GradDiff, NPO by ≥ 0.10",
+    "int8 (the negative control): every difference's CI includes 0",
+)
+
+
+def _attack_checks(rows: pl.DataFrame) -> list[bool | None]:
+    """The :data:`ATTACK_CLAIMS` on one seed's sampled rows (None: the grid lacks what it checks)."""
+    attack = pl.col("model").str.split("__").list.get(1)
+    retrain = rows.filter(pl.col("base") == "retrain")
+    control = None if retrain.is_empty() else bool((retrain["leak_at_k"] <= 0.05).all())
+    base = rows.filter(pl.col("base").is_in(["ga", "graddiff", "npo"])).with_columns(attack=attack)
+    raised = None if base.is_empty() else bool(
+        base.group_by("attack").agg((pl.col("difference") >= 0.10).sum().alias("raised"))["raised"].max() >= 2)
+    int8 = rows.with_columns(attack=attack).filter(pl.col("attack") == "int8")
+    negative = None if int8.is_empty() else bool(((int8["ci_low"] <= 0) & (int8["ci_high"] >= 0)).all())
+    return [control, raised, negative]
+
+
+def attacks(snapshot: Path) -> str:
+    """Methods × attacks on every seed of the attack preset: per attack and model, greedy leak
+    and leak@k_max unattacked → attacked on the same questions, with the paired difference and
+    its CI; then the :data:`ATTACK_CLAIMS` per seed."""
+    meta = _need(_meta(snapshot), "attacks", snapshot)
+    rows = _read(snapshot, "attacks.csv")
+    seeds = sorted(rows["seed"].unique().to_list())
+    sampled = rows.filter(pl.col("decoding") == meta["decoding"])
+    k = int(sampled["k"].max())
+    cells = {(r["seed"], r["model"], r["decoding"]): r for r in rows.iter_rows(named=True)}
+    lines = [f"Judge `{meta['judge']}`, decoding `{meta['decoding']}`; each cell: greedy leak, then leak@{k}, "
+             f"unattacked → attacked on the same questions, and the paired difference of leak@{k} "
+             f"[{meta['ci']:.0%} CI clustered by author, `{meta['ci_method']}`].", "",
+             "| attack | model | " + " | ".join(f"seed {s}" for s in seeds) + " |",
+             "|---|---|" + "---|" * len(seeds)]
+    names = sampled.select("model", "base").unique(maintain_order=True)
+    order = {m: i for i, m in enumerate(("retrain", "ga", "graddiff", "npo"))}
+    keyed = sorted(names.iter_rows(), key=lambda mb: (mb[0].split("__", 1)[1], order.get(mb[1], 9), mb[1]))
+    for model, base in keyed:
+        row = []
+        for s in seeds:
+            r, g = cells.get((s, model, meta["decoding"])), cells.get((s, model, "greedy"))
+            if r is None:
+                row.append("–")
+                continue
+            greedy = "" if g is None else f"{g['base_leak_at_k']:.2f}→{g['leak_at_k']:.2f}; "
+            row.append(_minus(f"{greedy}{r['base_leak_at_k']:.2f}→{r['leak_at_k']:.2f} "
+                              f"({r['difference']:+.2f} [{r['ci_low']:+.2f}, {r['ci_high']:+.2f}])"))
+        lines.append(f"| {model.split('__', 1)[1]} | {_pretty(base)} | " + " | ".join(row) + " |")
+    checks = {s: _attack_checks(sampled.filter(pl.col("seed") == s)) for s in seeds}
+    lines += ["", "| check | " + " | ".join(f"seed {s}" for s in seeds) + " | holds |",
+              "|---|" + "---|" * len(seeds) + "---|"]
+    for i, what in enumerate(ATTACK_CLAIMS):
+        marks = [checks[s][i] for s in seeds]
+        text = ["–" if m is None else ("yes" if m else "no ✗") for m in marks]
+        holds = "–" if None in marks else ("yes" if all(marks) else "**no**")
+        lines.append(f"| {what} | " + " | ".join(text) + f" | {holds} |")
+    return "\n".join(lines) + "\n"
+
+
 def ci_coverage(snapshot: Path, coverage_csv: Path = COVERAGE_CSV) -> str:
     """The simulation's coverage table for the default interval beside today's t."""
     from leakk.stats.estimate import DEFAULT_CI_METHOD
@@ -498,7 +593,7 @@ def ci_coverage(snapshot: Path, coverage_csv: Path = COVERAGE_CSV) -> str:
 TABLES: dict[str, Callable[..., str]] = {
     "headline": headline, "rule-vs-base": rule_vs_base, "replicates": replicates, "rule-targets": rule_targets,
     "rule-rounds": rule_rounds, "extrapolation": extrapolation, "ci-coverage": ci_coverage, "claims": claims,
-    "trust": trust,
+    "trust": trust, "attacks": attacks,
 }
 
 
@@ -549,7 +644,8 @@ def report_seed_errors(meta: dict, tuning: str | os.PathLike = TUNING_FILE) -> l
     if tuned & reported:
         return [f"{path}: seeds {sorted(tuned & reported)} are both tuning_seeds and report_seeds"]
     used = {"run": [meta["run"]["seed"]] if "run" in meta else [],
-            "replicates": list(meta.get("replicates", {}).get("seeds", []))}
+            "replicates": list(meta.get("replicates", {}).get("seeds", [])),
+            "attacks": list(meta.get("attacks", {}).get("seeds", []))}
     errors = []
     for part, seeds in used.items():
         if bad := sorted(s for s in seeds if s not in reported):
@@ -562,8 +658,9 @@ def report_seed_errors(meta: dict, tuning: str | os.PathLike = TUNING_FILE) -> l
 # ------------------------------------------------------------------------------ CLI
 
 def readme_tables(params: dict[str, Any], *, results: str | None, replicates: str | None, snapshot: str,
-                  coverage: str, readme: list[str], check: bool, tuning: str = str(TUNING_FILE)) -> None:
-    """Snapshot a results tree (and replicates) into ``snapshot``, then rewrite (or, with
+                  coverage: str, readme: list[str], check: bool, tuning: str = str(TUNING_FILE),
+                  attacks: str | None = None) -> None:
+    """Snapshot a results tree (and replicates, and an attack preset's seeds) into ``snapshot``, then rewrite (or, with
     ``check``, compare) every ``<!-- leakk:table NAME -->`` block of the ``readme`` files
     (README.md and the docs page with the deeper tables). Seeds the ``tuning`` record did not
     set aside for reporting are refused (:func:`report_seed_errors`)."""
@@ -576,12 +673,18 @@ def readme_tables(params: dict[str, Any], *, results: str | None, replicates: st
         from leakk.stats.replicate_stats import found_seeds
 
         seeds["replicates"] = {"seeds": list(params.get("replicates") or found_seeds(replicates))}
+    if attacks:
+        from leakk.stats.replicate_stats import found_seeds
+
+        seeds["attacks"] = {"seeds": list(params.get("replicates") or found_seeds(attacks))}
     if errors := report_seed_errors(seeds, tuning):  # refused before anything is written
         raise ArtifactError("; ".join(errors))
     if results:
         written += snapshot_run(results, params, snapshot)
     if replicates:
         written += snapshot_replicates(replicates, params, snapshot)
+    if attacks:
+        written += snapshot_attacks(attacks, params, snapshot)
     if check and (errors := report_seed_errors(_meta(Path(snapshot)), tuning)):
         raise ArtifactError(f"{snapshot}/{_META}: " + "; ".join(errors))
     for path in map(Path, readme):
