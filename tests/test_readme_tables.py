@@ -261,7 +261,7 @@ def _attack_rows(seed: int, relearn_delta: float, int8_ci: tuple[float, float], 
 def test_the_attack_table_shows_every_seed_and_checks_the_claims(tmp_path):
     """Seed 1 meets every check; seed 2 breaks each one (retrain leaks, relearn raises nothing,
     int8's CI excludes 0): the table says so per seed, and the verdict is "no"."""
-    from leakk.report.readme_tables import attacks, snapshot_attacks
+    from leakk.report.readme_tables import attack_checks, attacks, snapshot_attacks
 
     root = tmp_path / "attacks"
     for seed, args in ((1, (0.4, (-0.05, 0.07), 0.0)), (2, (0.05, (0.02, 0.08), 0.2))):
@@ -276,6 +276,7 @@ def test_the_attack_table_shows_every_seed_and_checks_the_claims(tmp_path):
     assert set(kept["k"]) == {1, 64} and kept.filter(pl.col("decoding") == "t1.0_p1.0")["k"].unique().to_list() == [64]
     table = attacks(snap)
     assert "| relearn | ga | 0.40→0.80; 0.40→0.80 (+0.40 [+0.20, +0.60]) |" in table
+    assert table.endswith(attack_checks(snap))
     checks = {line.split(" | ")[0].strip("| "): line for line in table.splitlines() if line.startswith("| ")}
     assert checks["retrain (the control) leaks ≤ 0.05 under every attack"].endswith("| yes | no ✗ | **no** |")
     assert checks["some attack raises the leak of at least two of GA, GradDiff, NPO by ≥ 0.10"].endswith(

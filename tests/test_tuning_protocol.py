@@ -75,3 +75,12 @@ def test_readme_tables_refuses_a_tuning_seed_before_writing(tmp_path):
         readme_tables(params, results=None, replicates=None, snapshot=str(snapshot),
                       coverage=str(ROOT / "docs" / "ci_coverage.csv"), readme=[], check=True,
                       tuning=str(ROOT / TUNING_FILE))
+
+
+def test_the_untuned_attack_settings_are_the_ones_the_attack_preset_runs():
+    from leakk.config import validate_params
+
+    preset = validate_params(read_params_file(ROOT / "configs" / "attacks.yaml"), host=False)
+    for key, entry in RECORD["untuned"].items():
+        name = key.removeprefix("attack.")
+        assert {k: preset["attack"][name][k] for k in entry["value"]} == entry["value"], key

@@ -601,8 +601,8 @@ def plot_attacks(table: pl.DataFrame, judge: str, decoding: str, out_path: str |
         ((pl.col("decoding") == decoding) & (pl.col("k") == k))
         | ((pl.col("decoding") == GREEDY) & (pl.col("k") == 1))).iter_rows(named=True)}
     attacks = list(dict.fromkeys(m.split(sep, 1)[1] for m in sampled["model"].to_list()))
-    fig, axes = facet_grid(plt, len(attacks), f"leak ({judge})", width=max(3.6, 0.9 * sampled["base"].n_unique() + 1.2),
-                           height=3.4)
+    fig, axes = facet_grid(plt, len(attacks), f"leak ({judge})", width=max(4.0, 0.9 * sampled["base"].n_unique() + 1.2),
+                           height=3.4, max_cols=2)
     for ax, attack in zip(axes.flat, attacks):
         models = _model_order([m.split(sep, 1)[0] for m in sampled["model"].to_list() if m.endswith(sep + attack)])
         x = np.arange(len(models))
@@ -624,8 +624,11 @@ def plot_attacks(table: pl.DataFrame, judge: str, decoding: str, out_path: str |
         ax.set_title(f"attack: {attack}")
         ax.grid(True, axis="y", alpha=0.3)
     handles, labels = axes.flat[0].get_legend_handles_labels()
+    top = 1 - 0.55 / fig.get_figheight()  # room for the title and the legend, in inches
+    fig.suptitle(f"Methods under attack — judge {judge}, {decoding}; same questions", y=1 - 0.08 / fig.get_figheight(),
+                 va="top")
     fig.legend(handles, [f"{lab}: open = unattacked, filled = attacked (Δ [CI])" for lab in labels],
-               frameon=False, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=2, fontsize=8)
-    fig.suptitle(f"Methods under attack — judge {judge}, {decoding}; same questions", y=1.07)
-    fig.tight_layout()
+               frameon=False, loc="upper center", bbox_to_anchor=(0.5, 1 - 0.3 / fig.get_figheight()), ncol=2,
+               fontsize=8)
+    fig.tight_layout(rect=(0, 0, 1, top))
     _save(fig, out_path)

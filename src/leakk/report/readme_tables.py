@@ -19,7 +19,8 @@ Tables (``NAME``): ``headline`` (one run's summary table, exactly what ``make ru
 held-out phrasing per seed: its last round against its base, and round by round),
 ``extrapolation`` (the hold-out check across seeds and the claim it supports),
 ``attacks`` (each attacked model against itself unattacked, per seed, and the checks of
-:data:`ATTACK_CLAIMS`, from an attack preset's seeds: ``--attacks``) and
+:data:`ATTACK_CLAIMS`, from an attack preset's seeds: ``--attacks``), ``attack-checks``
+(those checks alone) and
 ``ci-coverage`` (benchmarks/ci_coverage.py's simulation, ``docs/ci_coverage.csv``).
 """
 
@@ -569,9 +570,17 @@ def attacks(snapshot: Path) -> str:
             row.append(_minus(f"{greedy}{r['base_leak_at_k']:.2f}→{r['leak_at_k']:.2f} "
                               f"({r['difference']:+.2f} [{r['ci_low']:+.2f}, {r['ci_high']:+.2f}])"))
         lines.append(f"| {model.split('__', 1)[1]} | {_pretty(base)} | " + " | ".join(row) + " |")
+    return "\n".join(lines) + "\n\n" + attack_checks(snapshot)
+
+
+def attack_checks(snapshot: Path) -> str:
+    """The :data:`ATTACK_CLAIMS` per seed of the attack preset, and whether each holds on all."""
+    meta = _need(_meta(snapshot), "attacks", snapshot)
+    sampled = _read(snapshot, "attacks.csv").filter(pl.col("decoding") == meta["decoding"])
+    seeds = sorted(sampled["seed"].unique().to_list())
     checks = {s: _attack_checks(sampled.filter(pl.col("seed") == s)) for s in seeds}
-    lines += ["", "| check | " + " | ".join(f"seed {s}" for s in seeds) + " | holds |",
-              "|---|" + "---|" * len(seeds) + "---|"]
+    lines = [f"| check (leak@{int(sampled['k'].max())}, judge `{meta['judge']}`) | "
+             + " | ".join(f"seed {s}" for s in seeds) + " | holds |", "|---|" + "---|" * len(seeds) + "---|"]
     for i, what in enumerate(ATTACK_CLAIMS):
         marks = [checks[s][i] for s in seeds]
         text = ["–" if m is None else ("yes" if m else "no ✗") for m in marks]
@@ -593,7 +602,7 @@ def ci_coverage(snapshot: Path, coverage_csv: Path = COVERAGE_CSV) -> str:
 TABLES: dict[str, Callable[..., str]] = {
     "headline": headline, "rule-vs-base": rule_vs_base, "replicates": replicates, "rule-targets": rule_targets,
     "rule-rounds": rule_rounds, "extrapolation": extrapolation, "ci-coverage": ci_coverage, "claims": claims,
-    "trust": trust, "attacks": attacks,
+    "trust": trust, "attacks": attacks, "attack-checks": attack_checks,
 }
 
 
