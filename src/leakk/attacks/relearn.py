@@ -55,23 +55,22 @@ class Relearn(Attack):
         self.data, self.fraction, self.steps, self.lr, self.batch_size, self.seed = (
             data, fraction, steps, lr, batch_size, seed)
 
+    def _public(self, data: pl.DataFrame) -> pl.Expr:
+        """True on the public authors' forget rows."""
+        return (pl.col("split") == "forget") & pl.col("group").is_in(public_groups(data, self.fraction, self.seed))
+
     def training_rows(self, data: pl.DataFrame) -> pl.DataFrame:
         """The QA rows the attacker fine-tunes on."""
-        if self.data == "retain":
-            return data.filter(pl.col("split") == "retain")
-        public = public_groups(data, self.fraction, self.seed)
-        return data.filter((pl.col("split") == "forget") & pl.col("group").is_in(public))
+        return data.filter(pl.col("split") == "retain" if self.data == "retain" else self._public(data))
 
     def evaluated(self, data: pl.DataFrame) -> pl.DataFrame:
         """Every row but the public authors' forget questions."""
-        public = public_groups(data, self.fraction, self.seed)
-        return data.filter(~((pl.col("split") == "forget") & pl.col("group").is_in(public)))
+        return data.filter(~self._public(data))
 
     def apply(self, model, target: Target) -> dict[str, Any]:
         from leakk.models.finetune import train_loop, training_pairs
 
-        rows = self.training_rows(target.data)
-        pairs = training_pairs(rows)
+        pairs = training_pairs(self.training_rows(target.data))
         log = train_loop(model, target.tokenizer, pairs, template=target.template, epochs=None, steps=self.steps,
                          lr=self.lr, batch_size=self.batch_size, warmup_ratio=0.0, weight_decay=0.0, seed=self.seed,
                          device=target.device, desc=f"relearn ({self.data})", training=target.training)

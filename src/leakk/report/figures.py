@@ -13,6 +13,7 @@ import os
 import polars as pl
 
 from leakk.core.errors import ArtifactError
+from leakk.core.layout import ATTACK_SEP
 from leakk.stats.estimate import model_order as _model_order
 from leakk.core.io import atomic_path
 
@@ -582,8 +583,7 @@ def plot_replicate_curves(table: pl.DataFrame, judge: str, out_path: str | os.Pa
     _save(fig, out_path)
 
 
-def plot_attacks(table: pl.DataFrame, judge: str, decoding: str, out_path: str | os.PathLike,
-                 sep: str = "__") -> None:
+def plot_attacks(table: pl.DataFrame, judge: str, decoding: str, out_path: str | os.PathLike) -> None:
     """Methods × attacks: one panel per attack; per model, its leak unattacked (open marker)
     and attacked (filled), on the questions the attacked model was evaluated on, for greedy
     (grey) and leak@k_max at ``decoding`` (red), each pair joined by a line and the attacked
@@ -600,6 +600,7 @@ def plot_attacks(table: pl.DataFrame, judge: str, decoding: str, out_path: str |
     cells = {(r["model"], r["decoding"]): r for r in sub.filter(
         ((pl.col("decoding") == decoding) & (pl.col("k") == k))
         | ((pl.col("decoding") == GREEDY) & (pl.col("k") == 1))).iter_rows(named=True)}
+    sep = ATTACK_SEP
     attacks = list(dict.fromkeys(m.split(sep, 1)[1] for m in sampled["model"].to_list()))
     fig, axes = facet_grid(plt, len(attacks), f"leak ({judge})", width=max(4.0, 0.9 * sampled["base"].n_unique() + 1.2),
                            height=3.4, max_cols=2)

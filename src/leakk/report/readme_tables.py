@@ -37,6 +37,8 @@ from typing import Any
 import polars as pl
 
 from leakk.core.errors import ArtifactError
+from leakk.core.layout import ATTACK_SEP
+from leakk.stats.estimate import model_order
 
 START = "<!-- leakk:table {name} -->"
 END = "<!-- /leakk:table -->"
@@ -530,7 +532,7 @@ ATTACK_CLAIMS: tuple[str, ...] = (
 
 def _attack_checks(rows: pl.DataFrame) -> list[bool | None]:
     """The :data:`ATTACK_CLAIMS` on one seed's sampled rows (None: the grid lacks what it checks)."""
-    attack = pl.col("model").str.split("__").list.get(1)
+    attack = pl.col("model").str.split(ATTACK_SEP).list.get(1)
     retrain = rows.filter(pl.col("base") == "retrain")
     control = None if retrain.is_empty() else bool((retrain["leak_at_k"] <= 0.05).all())
     base = rows.filter(pl.col("base").is_in(["ga", "graddiff", "npo"])).with_columns(attack=attack)
@@ -557,8 +559,8 @@ def attacks(snapshot: Path) -> str:
              "| attack | model | " + " | ".join(f"seed {s}" for s in seeds) + " |",
              "|---|---|" + "---|" * len(seeds)]
     names = sampled.select("model", "base").unique(maintain_order=True)
-    order = {m: i for i, m in enumerate(("retrain", "ga", "graddiff", "npo"))}
-    keyed = sorted(names.iter_rows(), key=lambda mb: (mb[0].split("__", 1)[1], order.get(mb[1], 9), mb[1]))
+    order = {m: i for i, m in enumerate(model_order(names["base"].to_list()))}
+    keyed = sorted(names.iter_rows(), key=lambda mb: (mb[0].split(ATTACK_SEP, 1)[1], order[mb[1]]))
     for model, base in keyed:
         row = []
         for s in seeds:
@@ -569,7 +571,7 @@ def attacks(snapshot: Path) -> str:
             greedy = "" if g is None else f"{g['base_leak_at_k']:.2f}→{g['leak_at_k']:.2f}; "
             row.append(_minus(f"{greedy}{r['base_leak_at_k']:.2f}→{r['leak_at_k']:.2f} "
                               f"({r['difference']:+.2f} [{r['ci_low']:+.2f}, {r['ci_high']:+.2f}])"))
-        lines.append(f"| {model.split('__', 1)[1]} | {_pretty(base)} | " + " | ".join(row) + " |")
+        lines.append(f"| {model.split(ATTACK_SEP, 1)[1]} | {_pretty(base)} | " + " | ".join(row) + " |")
     return "\n".join(lines) + "\n\n" + attack_checks(snapshot)
 
 
@@ -676,16 +678,13 @@ def readme_tables(params: dict[str, Any], *, results: str | None, replicates: st
     from leakk.core.errors import ArtifactError
     from leakk.core.io import write_text
 
+    from leakk.stats.replicate_stats import found_seeds
+
     written = []
     seeds = {"run": {"seed": params["seed"]}} if results else {}
-    if replicates:
-        from leakk.stats.replicate_stats import found_seeds
-
-        seeds["replicates"] = {"seeds": list(params.get("replicates") or found_seeds(replicates))}
-    if attacks:
-        from leakk.stats.replicate_stats import found_seeds
-
-        seeds["attacks"] = {"seeds": list(params.get("replicates") or found_seeds(attacks))}
+    for part, root in (("replicates", replicates), ("attacks", attacks)):
+        if root:
+            seeds[part] = {"seeds": list(params.get("replicates") or found_seeds(root))}
     if errors := report_seed_errors(seeds, tuning):  # refused before anything is written
         raise ArtifactError("; ".join(errors))
     if results:
