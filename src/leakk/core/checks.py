@@ -141,11 +141,17 @@ def _children(node: yaml.Node) -> list[tuple[Any, yaml.Node]]:
     return []
 
 
-def _where(path: str, node: yaml.Node, keys: tuple) -> str:
-    from leakk.core.schema import key_path as _key
+def key_path(path) -> str:
+    """A key path as params.yaml spells it: `sample.decodings[1].top_p`."""
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "(top level)"
 
+
+def _where(path: str, node: yaml.Node, keys: tuple) -> str:
     mark = node.start_mark
-    return f"{path}:{mark.line + 1}:{mark.column + 1}: {_key(keys)}"
+    return f"{path}:{mark.line + 1}:{mark.column + 1}: {key_path(keys)}"
 
 
 def check_yaml_graph(root: yaml.Node, path: str) -> None:
@@ -264,11 +270,9 @@ def judge_specs(p: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
 def check_secrets(p: dict[str, Any], src: str) -> None:
     """No key in the params: ``api_key_env`` is a variable's name, no value is key-shaped, an
     endpoint URL carries no credentials, and a cache folder stays in the project."""
-    from leakk.core.schema import key_path as _key
-
     for keys, text in _strings(p):
         if looks_like_key(text):
-            key = _key(keys)
+            key = key_path(keys)
             _fail(src, key, secret_message(key, text) + " (rule: no keys in params)")
     for where, spec in judge_specs(p):
         env = spec.get("api_key_env")

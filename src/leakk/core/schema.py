@@ -18,6 +18,7 @@ import jsonschema
 import yaml
 
 from leakk.core import checks
+from leakk.core.checks import key_path
 from leakk.core.errors import ParamsError
 
 
@@ -38,14 +39,6 @@ def _with_defaults(validator_class):
         yield from validate_props(validator, properties, instance, schema_)
 
     return jsonschema.validators.extend(validator_class, {"properties": set_defaults})
-
-
-def key_path(path) -> str:
-    """A key path as params.yaml spells it: `sample.decodings[1].top_p`."""
-    out = ""
-    for part in path:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out or "(top level)"
 
 
 def _error_line(e: jsonschema.ValidationError, prefix: tuple = ()) -> tuple[str, str]:
