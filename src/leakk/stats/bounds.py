@@ -135,12 +135,15 @@ def question_bounds(model, tokenizer, questions: pl.DataFrame, decodings: Sequen
     answers = [answer_ids(r["prompt_question"], r["answer"], tokenizer, template) for r in rows_q]
     facts = [fact_token_index(r["answer"], r.get("fact"), tokenizer) for r in rows_q]
     model.eval()
-    logits = teacher_forced_logits(model, prompts, answers, batch_size=batch_size)
+    # only the first max_new_tokens answer tokens can appear in a completion: forcing more would
+    # also run past the positions of a model whose prompt + max_new_tokens just fits (the sampler's check)
+    forced = [a[:max_new_tokens] for a in answers]
+    logits = teacher_forced_logits(model, prompts, forced, batch_size=batch_size)
     rows: list[dict[str, Any]] = []
     for r, a, lg, fi in zip(rows_q, answers, logits, facts):
-        targets = torch.tensor(a, dtype=torch.long)
+        targets = torch.tensor(a[:max_new_tokens], dtype=torch.long)
         rank = prob = None
-        if fi is not None and fi < len(a):
+        if fi is not None and fi < min(len(a), max_new_tokens):
             z = lg[fi]
             rank = int((z > z[a[fi]]).sum().item()) + 1
             prob = float(torch.softmax(z.double(), -1)[a[fi]].item())
@@ -148,7 +151,7 @@ def question_bounds(model, tokenizer, questions: pl.DataFrame, decodings: Sequen
             steps = step_logprobs(lg, targets, dec)
             log_p = float(steps.sum().item()) if len(a) <= max_new_tokens else float("-inf")
             prob_dec = None
-            if fi is not None and fi < len(a):
+            if fi is not None and fi < min(len(a), max_new_tokens):
                 prob_dec = float(np.exp(steps[fi].item()))
             rows.append({
                 "model": model_name, "decoding": dec.name, "qid": r["qid"], "group": str(r["group"]),
