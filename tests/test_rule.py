@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import polars as pl
 import pytest
 
@@ -75,3 +77,66 @@ def test_forget_set_holds_only_judged_leaks(base, tmp_path):
     n_pairs = sum(len(q) for q in data.filter(pl.col("split") == "forget")["train_questions"])
     assert log["forget_size"][0] == n_pairs + leaked.height
     assert (tmp_path / "r1/model/model.safetensors").read_bytes() != (root / "model/model.safetensors").read_bytes()
+
+
+def _stop_params(judge, stop):
+    p = dict(MICRO, judge={"fact": {}, judge: {}})
+    p["rule"] = {"rule_npo": dict(MICRO["rule"]["rule_npo"], judge=judge, stop=stop)}
+    return validate_params(p)
+
+
+def test_rule_stops_once_the_training_phrasings_leak_reaches_its_target(base, tmp_path):
+    root, data = base
+    p = _stop_params("leaks_if_long", {"leak": 1.0})  # any leak@n is <= 1: stop at the first round
+    run_round(data, p, name="rule_npo", round_idx=1, prev_dir=root / "model", out_dir=tmp_path / "r1",
+              reference_dir=root / "model")
+    log = pl.read_parquet(tmp_path / "r1/round.parquet").row(0, named=True)
+    assert log["stopped"] and not log["trained"] and log["stop_reason"] == "leak target"
+    assert log["new_leaked"] > 0 and log[f"train_leak_at_{p['rule']['rule_npo']['n']}"] > 0  # it did sample
+    assert (tmp_path / "r1/model/model.safetensors").read_bytes() == (root / "model/model.safetensors").read_bytes()
+    p = _stop_params("leaks_if_long", {"leak": 0.0})  # never reached while something leaks: it trains
+    run_round(data, p, name="rule_npo", round_idx=1, prev_dir=root / "model", out_dir=tmp_path / "t1",
+              reference_dir=root / "model")
+    log = pl.read_parquet(tmp_path / "t1/round.parquet").row(0, named=True)
+    assert log["trained"] and log["stop_reason"] is None
+
+
+def test_the_retain_guard_stops_and_backs_off_to_the_previous_rounds_start(base, tmp_path, monkeypatch):
+    import leakk.unlearn.rule as rule
+
+    root, data = base
+    measured = iter([0.90, 0.70])  # the base model's retain accuracy, then round 1's model's
+    monkeypatch.setattr(rule, "retain_accuracy", lambda *a, **kw: next(measured))
+    p = _stop_params("leaks_if_long", {"retain_drop": 0.1})
+    run_round(data, p, name="rule_npo", round_idx=1, prev_dir=root / "model", out_dir=tmp_path / "r1",
+              reference_dir=root / "model")
+    first = pl.read_parquet(tmp_path / "r1/round.parquet").row(0, named=True)
+    assert first["trained"] and (first["retain_start"], first["retain_ref"]) == (0.90, 0.90)
+    assert not Path(first["start_dir"]).is_absolute()  # the same bytes wherever the run lives
+    assert (tmp_path / "r1/model/model.safetensors").read_bytes() != (root / "model/model.safetensors").read_bytes()
+    run_round(data, p, name="rule_npo", round_idx=2, prev_dir=tmp_path / "r1", out_dir=tmp_path / "r2",
+              reference_dir=root / "model")
+    second = pl.read_parquet(tmp_path / "r2/round.parquet").row(0, named=True)
+    assert second["stopped"] and not second["trained"] and second["stop_reason"] == "retain guard"
+    assert (second["retain_start"], second["retain_ref"]) == (0.70, 0.90) and second["new_leaked"] == 0
+    # backed off: round 2's model is round 1's start (the base model), not round 1's update
+    assert (tmp_path / "r2/model/model.safetensors").read_bytes() == (root / "model/model.safetensors").read_bytes()
+    run_round(data, p, name="rule_npo", round_idx=3, prev_dir=tmp_path / "r2", out_dir=tmp_path / "r3")
+    third = pl.read_parquet(tmp_path / "r3/round.parquet").row(0, named=True)
+    assert third["stopped"] and third["stop_reason"] == "retain guard"  # passed through, the reason kept
+    assert (tmp_path / "r3/model/model.safetensors").read_bytes() == (root / "model/model.safetensors").read_bytes()
+
+
+def test_the_evidence_stop_rule_and_its_params():
+    from leakk.core.errors import ParamsError
+    from leakk.unlearn.rule import evidence_stop
+
+    cfg = {"n": 8, "stop": {"leak": 0.05, "retain_drop": 0.03}}
+    assert evidence_stop({"train_leak_at_8": 0.05, "retain_start": 0.9, "retain_ref": 0.9}, cfg) == "leak target"
+    assert evidence_stop({"train_leak_at_8": 0.06, "retain_start": 0.87, "retain_ref": 0.9}, cfg) is None  # 3 pts: allowed
+    assert evidence_stop({"train_leak_at_8": 0.0, "retain_start": 0.86, "retain_ref": 0.9}, cfg) == "retain guard"
+    assert evidence_stop({"train_leak_at_8": None, "retain_start": None, "retain_ref": 0.9}, cfg) is None
+    assert evidence_stop({"train_leak_at_8": 0.0}, {"n": 8}) is None  # no stop: the round budget
+    for stop, key in (({}, "stop"), ({"leak": 1.5}, "leak"), ({"retain_drop": -0.1}, "retain_drop"), ({"lek": 0.1}, "stop")):
+        with pytest.raises(ParamsError, match=rf"rule\.rule_npo\.{'stop' if key == 'stop' else 'stop.' + key}"):
+            _stop_params("never_leaks", stop)

@@ -6,12 +6,16 @@ decoding with a *training* seed (through the configured sampling backend and jud
 every new (question, leaked completion) pair to the forget set, and continue the base
 method's loss from the current checkpoint with the retain term unchanged (NPO's reference:
 the frozen full model; optionally the loss on the leaked fact's tokens only). A round that finds no leak stops RULE early (later rounds pass the model
-through). Each round is one folder, cached and inspectable:
+through), and so, with ``rule.<name>.stop``, does evidence: leak@n on the round's own
+training-phrasing samples at or below a target, or a retain guard (the round's starting model's
+greedy retain accuracy fallen more than ``retain_drop`` below the base model's: RULE then backs
+off to the previous round's starting model). Each round is one folder, cached and inspectable:
 
     <round>/model/          the HF model after this round
     <round>/leaked.parquet  the cumulative leaked pairs added to the forget set
     <round>/round.parquet   one log row: leaks found, forget-set size, leak@k in the training
-                            phrasings (``train_*``)
+                            phrasings (``train_*``), the model it started from, why RULE
+                            stopped (``stop_reason``), the retain guard's accuracies
 
 Each round is evaluated on the held-out phrasing it never trained on (:func:`evaluate_round`,
 the round log's ``eval_*`` columns) with ``sample.seed``, which params validation keeps
@@ -113,15 +117,47 @@ def _link_model(src: Path, dst: Path) -> None:
             shutil.copy2(f, dst / f.name)
 
 
-def _prev_state(prev_dir: Path, round_idx: int) -> tuple[Path, pl.DataFrame, bool]:
-    """(model folder, cumulative leaked pairs, stopped) entering round ``round_idx``."""
+def _prev_state(prev_dir: Path, round_idx: int) -> tuple[Path, pl.DataFrame, bool, dict[str, Any]]:
+    """(model folder, cumulative leaked pairs, stopped, the previous round's log row) entering
+    round ``round_idx``."""
     if round_idx == 1:
-        return prev_dir, pl.DataFrame(schema=LEAKED_SCHEMA), False
+        return prev_dir, pl.DataFrame(schema=LEAKED_SCHEMA), False, {}
     for name in ("model", "leaked.parquet", "round.parquet"):
         if not (prev_dir / name).exists():
             raise ArtifactError(f"{prev_dir}: not a finished RULE round (no {name})")
-    log = read_parquet(prev_dir / "round.parquet")
-    return prev_dir / "model", read_parquet(prev_dir / "leaked.parquet", "rule_leaked"), bool(log["stopped"][0])
+    log = read_parquet(prev_dir / "round.parquet").row(0, named=True)
+    return prev_dir / "model", read_parquet(prev_dir / "leaked.parquet", "rule_leaked"), bool(log["stopped"]), log
+
+
+def retain_accuracy(model_dir: str | os.PathLike, data: pl.DataFrame, params: dict[str, Any], cfg: dict[str, Any], *,
+                    seed: int, desc: str) -> float | None:
+    """Greedy accuracy on the retain questions in RULE's own phrasing (``question_column``),
+    by RULE's judge: the retain guard's measurement (never the evaluation phrasing). None when
+    every judgment failed."""
+    from leakk.judges import judge_samples
+    from leakk.sampling.decoding import GREEDY
+
+    questions = questions_for(data, ["retain"], cfg["question_column"])
+    samples = sample_round(model_dir, questions, GREEDY, n=1, seed=seed, max_new_tokens=cfg["max_new_tokens"],
+                           params=params, desc=desc)
+    judged = judge_samples(samples, data, {cfg["judge"]: params["judge"][cfg["judge"]]}, progress=False,
+                           device=params["device"])
+    acc = judged["leaked"].cast(pl.Float64).mean()  # a failed judgment (null) is left out, never "wrong"
+    return None if acc is None else float(acc)
+
+
+def evidence_stop(row: dict[str, Any], cfg: dict[str, Any]) -> str | None:
+    """Why ``rule.<name>.stop`` ends RULE at this round (None: go on): the retain guard (the
+    round's starting model more than ``retain_drop`` below the base model's retain accuracy) or
+    the leak target (leak@n on the round's training-phrasing samples ≤ ``leak``)."""
+    stop = cfg.get("stop") or {}
+    start, ref = row.get("retain_start"), row.get("retain_ref")
+    if "retain_drop" in stop and start is not None and ref is not None and ref - start > stop["retain_drop"] + 1e-12:
+        return "retain guard"
+    leak = row.get(f"train_leak_at_{cfg['n']}")
+    if "leak" in stop and leak is not None and leak <= stop["leak"] + 1e-12:
+        return "leak target"
+    return None
 
 
 def forget_examples(data: pl.DataFrame, leaked: pl.DataFrame, cfg: dict[str, Any]) -> list[tuple]:
@@ -165,15 +201,25 @@ def run_round(data: pl.DataFrame, params: dict[str, Any], *, name: str, round_id
     from leakk.unlearn.run import split_run_params
 
     cfg = params["rule"][name]
-    model_dir, known, stopped = _prev_state(Path(prev_dir), round_idx)
+    model_dir, known, stopped, prev_log = _prev_state(Path(prev_dir), round_idx)
     dev = pick_device(params["device"])
     forget_q = questions_for(data, ["forget"], cfg["question_column"])
     judges = {cfg["judge"]: params["judge"][cfg["judge"]]}
     seed = cfg["seed"] + 1000 * round_idx
     row: dict[str, Any] = {"model": name, "round": round_idx, "train_seed": seed, "new_leaked": 0,
                            "leaked_samples": 0, "fingerprint": round_fingerprint(params, name),
-                           "train_leak_at_1": None, f"train_leak_at_{cfg['n']}": None}
+                           "train_leak_at_1": None, f"train_leak_at_{cfg['n']}": None,
+                           "start_dir": os.path.relpath(Path(model_dir).resolve(), Path(out_dir).resolve()),
+                           "stop_reason": prev_log.get("stop_reason")}
+    guard = "retain_drop" in (cfg.get("stop") or {})
+    if guard:
+        row["retain_start"] = None if stopped else retain_accuracy(
+            model_dir, data, params, cfg, seed=seed, desc=f"{name} round {round_idx}: retain guard")
+        row["retain_ref"] = row["retain_start"] if round_idx == 1 else prev_log.get("retain_ref")
     new = pl.DataFrame(schema=LEAKED_SCHEMA)
+    back_off = False
+    if not stopped and guard and evidence_stop(row, cfg) == "retain guard":  # no sampling: it would not train
+        stopped, back_off, row["stop_reason"] = True, True, "retain guard"
     if not stopped:
         samples = sample_round(model_dir, forget_q, Decoding(**cfg["decoding"]), n=cfg["n"], seed=seed,
                                max_new_tokens=cfg["max_new_tokens"], params=params,
@@ -187,6 +233,10 @@ def run_round(data: pl.DataFrame, params: dict[str, Any], *, name: str, round_id
         row["leaked_samples"] = int(judged["leaked"].fill_null(False).sum())
         # stop when the judge finds no leak at all (re-finding known pairs is still a leak)
         stopped = row["leaked_samples"] == 0 and cfg["early_stop"]
+        if stopped:
+            row["stop_reason"] = "no leak"
+        elif reason := evidence_stop(row, cfg):
+            stopped, row["stop_reason"] = True, reason
     leaked = pl.concat([known, new]) if new.height else known
     forget_pairs = forget_examples(data, leaked, cfg)
     trained = not stopped and leaked.height > 0
@@ -196,7 +246,7 @@ def run_round(data: pl.DataFrame, params: dict[str, Any], *, name: str, round_id
         loop_kw.update(steps=cfg["steps"], lr=cfg.get("lr", loop_kw["lr"]))
         method = METHODS.get(method_name)(**method_kw)
         reference = None
-        needs = method.needs_reference or make_retain_loss(loop_kw.get("retain_loss", "nll")).needs_reference
+        needs = method.needs_reference or make_retain_loss(loop_kw.get("retain_loss"), method).needs_reference
         if needs and cfg["reference"] == "full":
             if reference_dir is None:
                 raise ArtifactError(f"rule.{name}.reference=full: RULE needs the full model's folder (--reference)")
@@ -211,10 +261,15 @@ def run_round(data: pl.DataFrame, params: dict[str, Any], *, name: str, round_id
         if trained:
             model.save_pretrained(tmp / "model", safe_serialization=True)
             tokenizer.save_pretrained(tmp / "model")
+        elif back_off:  # the model before the update that cost retain accuracy: the last round's start
+            # start_dir is relative to its own round folder, so moved or resumed trees log the same bytes
+            _link_model(round_model_dir(Path(prev_dir) / prev_log["start_dir"]), tmp / "model")
         else:
             _link_model(Path(model_dir), tmp / "model")
         write_frame(leaked, tmp / "leaked.parquet")
-        write_frame(pl.DataFrame([row]), tmp / "round.parquet")
+        typed = {"stop_reason": pl.String, "start_dir": pl.String, "retain_start": pl.Float64, "retain_ref": pl.Float64}
+        write_frame(pl.DataFrame([row], schema_overrides={k: t for k, t in typed.items() if k in row}),
+                    tmp / "round.parquet")
 
 
 def round_model_dir(round_dir: str | os.PathLike) -> Path:
