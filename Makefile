@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 TORCH := torch==2.13.0
 CORES ?= all
 
-.PHONY: run preset replicates attacks test test-all test-vllm install dvc-repro dvc-plots demo-tofu bench mutation mutation-report clean report-check
+.PHONY: run preset replicates attacks methods test test-all test-vllm install dvc-repro dvc-plots demo-tofu bench mutation mutation-report clean report-check
 
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
@@ -45,6 +45,12 @@ replicates: install
 ## each seed's attacks.csv and summary.md hold every attacked model against itself unattacked
 attacks: install
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/leakk --params configs/attacks.yaml replicates --out-dir results/presets/attacks --cores $(CORES)
+
+## methods: install, then build configs/methods.yaml (the default's data and models with every method of
+## its own module: SimNPO, WGA, NPO + entropy, IdkNLL, IdkDPO, RMU, under the default's stop rule) once per
+## report seed in results/presets/methods/seed_<s> (resumable)
+methods: install
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/leakk --params configs/methods.yaml replicates --out-dir results/presets/methods --cores $(CORES)
 
 ## demo-tofu: the real-benchmark path offline, no GPU: builds a TOFU-layout dataset folder and two tiny
 ## Llama checkpoints (full, retrain) in results/demo_tofu/inputs, runs configs/tofu_forget10.yaml trimmed

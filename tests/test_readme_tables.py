@@ -285,3 +285,47 @@ def test_the_attack_table_shows_every_seed_and_checks_the_claims(tmp_path):
     (root / "seed_2/results/attacks.csv").unlink()
     with pytest.raises(ArtifactError, match="seed 2 of the attack preset"):
         snapshot_attacks(root, params, snap)
+
+
+def _method_tree(root, seed, rows):
+    """A finished seed of the methods preset: leak_at_k.parquet and utility.csv with, per model,
+    (greedy leak, leak@64, retain accuracy)."""
+    from leakk.core.io import contract_schema
+
+    res = root / f"seed_{seed}" / "results"
+    res.mkdir(parents=True)
+    leak = [{"model": m, "attack": "none", "decoding": d, "judge": "fact", "k": k, "leak_at_k": v, "ci_low": v,
+             "ci_high": v, "n": 64, "questions": 30, "missing": 0, "excess_over_retrain": None}
+            for m, (g, s, _) in rows.items() for d, k, v in (("greedy", 1, g), ("t1.0_p1.0", 1, s / 4),
+                                                             ("t1.0_p1.0", 64, s))]
+    write_parquet(pl.DataFrame(leak, schema=contract_schema("leak_table")), res / "leak_at_k.parquet", "leak_table")
+    pl.DataFrame([{"model": m, "retain_accuracy": r} for m, (_, _, r) in rows.items()]).write_csv(res / "utility.csv")
+
+
+def test_the_methods_table_joins_the_default_seeds_and_checks_the_paper_effect(tmp_path):
+    from leakk.report.readme_tables import _write_csv, methods, snapshot_methods
+
+    root, snap = tmp_path / "methods", tmp_path / "snap"
+    clean = {"full": (0.97, 1.0, 0.97), "retrain": (0.0, 0.0, 0.95)}
+    _method_tree(root, 10, {**clean, "rmu": (0.12, 0.45, 0.7), "idknll": (0.10, 0.20, 0.9)})
+    _method_tree(root, 11, {**clean, "rmu": (0.14, 0.31, 0.8), "idknll": (0.13, 0.50, 0.9)})
+    params = {"estimate": {"headline_judge": "fact", "headline_decoding": "t1.0_p1.0"}, "replicates": [10, 11],
+              "unlearn": {"rmu": {"method": "rmu"}, "idknll": {"method": "idknll"}}}
+    assert snapshot_methods(root, params, snap) == ["methods.csv"]
+    claims = [{"seed": s, "model": m, "greedy": g, "k": 64, "leak_at_n": v, "retain_accuracy": r}
+              for s in (10, 11) for m, (g, v, r) in {**clean, "ga": (0.1, 0.4, 0.6), "npo": (0.1, 0.5, 0.8)}.items()]
+    _write_csv(pl.DataFrame(claims), snap / "seed_claims.csv")
+    table = methods(snap)
+    lines = {line.split(" | ")[0].strip("| "): line for line in table.splitlines() if line.startswith("| ")}
+    assert lines["rmu"] == "| rmu | 0.12 / 0.45 / 0.70 | 0.14 / 0.31 / 0.80 | yes |"
+    assert lines["idknll"].endswith("| **no** (1/2 seeds) |")  # leak@64 0.20 < 0.30 on seed 10
+    assert lines["ga"].endswith("| yes |") and lines["full"].endswith("|  |")
+    assert [line.split(" | ")[0].strip("| ") for line in table.splitlines()[4:]] == [
+        "full", "retrain", "ga", "idknll", "npo", "rmu"]
+    _write_csv(pl.DataFrame([dict(c, greedy=0.5) if c["model"] == "full" else c for c in claims]),
+               snap / "seed_claims.csv")  # the preset's full model differs from the default's
+    with pytest.raises(ArtifactError, match="full differs from seed_claims.csv"):
+        methods(snap)
+    (root / "seed_11/results/leak_at_k.parquet").unlink()
+    with pytest.raises(ArtifactError, match="seed 11 of the methods preset"):
+        snapshot_methods(root, params, snap)

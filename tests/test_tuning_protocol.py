@@ -84,3 +84,13 @@ def test_the_untuned_attack_settings_are_the_ones_the_attack_preset_runs():
     for key, entry in RECORD["untuned"].items():
         name = key.removeprefix("attack.")
         assert {k: preset["attack"][name][k] for k in entry["value"]} == entry["value"], key
+
+
+def test_the_methods_record_is_what_the_methods_preset_runs():
+    from leakk.config import validate_params
+
+    preset = validate_params(read_params_file(ROOT / "configs" / "methods.yaml"), host=False)
+    assert {k.removeprefix("unlearn.") for k in RECORD["methods"]} == set(preset["unlearn"])  # every run recorded
+    for key, entry in RECORD["methods"].items():
+        run = preset["unlearn"][key.removeprefix("unlearn.")]
+        assert {k: run[k] for k in entry["value"]} == entry["value"], key

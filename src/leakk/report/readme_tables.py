@@ -20,7 +20,8 @@ held-out phrasing per seed: its last round against its base, and round by round)
 ``extrapolation`` (the hold-out check across seeds and the claim it supports),
 ``attacks`` (each attacked model against itself unattacked, per seed, and the checks of
 :data:`ATTACK_CLAIMS`, from an attack preset's seeds: ``--attacks``), ``attack-checks``
-(those checks alone) and
+(those checks alone), ``methods`` (every unlearning method under the same stop rule, per seed,
+from the methods preset's seeds: ``--methods``) and
 ``ci-coverage`` (benchmarks/ci_coverage.py's simulation, ``docs/ci_coverage.csv``).
 """
 
@@ -286,17 +287,24 @@ def snapshot_replicates(root: str | os.PathLike, params: dict[str, Any],
     return written
 
 
+def _preset(root: str | os.PathLike, snapshot: str | os.PathLike, params: dict[str, Any]):
+    """(root, snapshot, headline judge, headline decoding, seeds) of a preset's replicates folder."""
+    from leakk.stats.replicate_stats import found_seeds
+
+    est = params["estimate"]
+    return (Path(root), Path(snapshot), est["headline_judge"], est["headline_decoding"],
+            params.get("replicates") or found_seeds(root))
+
+
 def snapshot_attacks(root: str | os.PathLike, params: dict[str, Any],
                      snapshot: str | os.PathLike = SNAPSHOT_DIR) -> list[str]:
     """From an attack preset's replicates folder (``configs/attacks.yaml``): ``attacks.csv``,
     every seed's attacked-vs-clean rows at the headline judge (greedy, and the headline
     decoding at its largest k) with a ``seed`` column."""
-    from leakk.stats.replicate_stats import found_seeds, seed_results
+    from leakk.stats.replicate_stats import seed_results
 
-    root, snapshot = Path(root), Path(snapshot)
     est = params["estimate"]
-    judge, decoding = est["headline_judge"], est["headline_decoding"]
-    seeds = params.get("replicates") or found_seeds(root)
+    root, snapshot, judge, decoding, seeds = _preset(root, snapshot, params)
     frames = []
     for seed in seeds:
         path = seed_results(root, seed) / "attacks.csv"
@@ -315,6 +323,25 @@ def snapshot_attacks(root: str | os.PathLike, params: dict[str, Any],
     _write_meta(snapshot, "attacks", {"judge": judge, "decoding": decoding, "seeds": list(seeds),
                                       "ci": est["ci"], "ci_method": est["ci_method"]})
     return ["attacks.csv"]
+
+
+def snapshot_methods(root: str | os.PathLike, params: dict[str, Any],
+                     snapshot: str | os.PathLike = SNAPSHOT_DIR) -> list[str]:
+    """From the methods preset's replicates folder (``configs/methods.yaml``): ``methods.csv``,
+    every seed's greedy leak, leak@k_max and retain accuracy per model (as ``seed_claims.csv``)."""
+    from leakk.stats.replicate_stats import seed_results
+
+    root, snapshot, judge, decoding, seeds = _preset(root, snapshot, params)
+    frames = []
+    for seed in seeds:
+        results = seed_results(root, seed)
+        if not (results / "leak_at_k.parquet").is_file():
+            raise ArtifactError(f"{results}: no leak_at_k.parquet; seed {seed} of the methods preset has not finished")
+        frames.append(_seed_claim_rows(results, seed, judge, decoding))
+    _write_csv(pl.concat(frames), snapshot / "methods.csv")
+    _write_meta(snapshot, "methods", {"judge": judge, "decoding": decoding, "seeds": list(seeds),
+                                      "runs": {m: r["method"] for m, r in params["unlearn"].items()}})
+    return ["methods.csv"]
 
 
 # ------------------------------------------------------------------------------ the tables
@@ -591,6 +618,51 @@ def attack_checks(snapshot: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
+#: what every unlearning method must show on every seed, the paper's effect: greedy decoding
+#: says forgotten (the stop rule reached), sampling leaks
+METHOD_CHECK = ("greedy leak ≤ 0.15", "leak@k ≥ 0.30")
+
+
+def methods(snapshot: Path) -> str:
+    """Every method under the same stop rule, per report seed: greedy leak, leak@k_max and retain
+    accuracy; full, retrain, GA, GradDiff and NPO from the default's seeds (``seed_claims.csv``),
+    the other methods from the methods preset (``methods.csv``), whose full and retrain must
+    equal the default's (the same seed trains the same models)."""
+    meta = _need(_meta(snapshot), "methods", snapshot)
+    own = _read(snapshot, "methods.csv")
+    default = _read(snapshot, "seed_claims.csv").filter(pl.col("seed").is_in(own["seed"].unique().to_list()))
+    for model in ("full", "retrain"):  # a check, not a display: the two sources must agree
+        a = own.filter(pl.col("model") == model).sort("seed")
+        b = default.filter(pl.col("model") == model).sort("seed")
+        if a.select("seed", "greedy", "leak_at_n").rows() != b.select("seed", "greedy", "leak_at_n").rows():
+            raise ArtifactError(f"{snapshot}/methods.csv: {model} differs from seed_claims.csv on the same seeds; "
+                                "the methods preset and the replicates were not run from the same params")
+    rows = pl.concat([default.filter(pl.col("model").is_in(["full", "retrain", "ga", "graddiff", "npo"])),
+                      own.filter(pl.col("model").is_in(list(meta["runs"])))], how="diagonal_relaxed")
+    seeds = sorted(rows["seed"].unique().to_list())
+    k = int(rows["k"].max())
+    cells = {(r["seed"], r["model"]): r for r in rows.iter_rows(named=True)}
+    lines = [f"Judge `{meta['judge']}`, decoding `{meta['decoding']}`; each cell: greedy leak / leak@{k} / retain "
+             f"accuracy. Every method stops once its greedy leak on the training phrasings is ≤ 0.15 (at most "
+             f"300 steps). The last column: on every seed, {METHOD_CHECK[0]} and leak@{k} ≥ 0.30.", "",
+             "| model | " + " | ".join(f"seed {s}" for s in seeds) + " | greedy says forgotten, sampling leaks |",
+             "|---|" + "---|" * len(seeds) + "---|"]
+    for model in model_order(rows["model"].unique().to_list()):
+        row, marks = [], []
+        for s in seeds:
+            r = cells.get((s, model))
+            if r is None:
+                row.append("–")
+                marks.append(None)
+                continue
+            row.append(f"{r['greedy']:.2f} / {r['leak_at_n']:.2f} / {r['retain_accuracy']:.2f}")
+            marks.append(r["greedy"] <= 0.15 + 1e-9 and r["leak_at_n"] >= 0.30 - 1e-9)
+        verdict = "" if model in ("full", "retrain") else (
+            "–" if None in marks else "yes" if all(marks) else f"**no** ({sum(map(bool, marks))}/{len(marks)} seeds)")
+        lines.append(f"| {_pretty(model)} | " + " | ".join(row) + f" | {verdict} |")
+    return "\n".join(lines) + "\n"
+
+
 def ci_coverage(snapshot: Path, coverage_csv: Path = COVERAGE_CSV) -> str:
     """The simulation's coverage table for the default interval beside today's t."""
     from leakk.stats.estimate import DEFAULT_CI_METHOD
@@ -604,7 +676,7 @@ def ci_coverage(snapshot: Path, coverage_csv: Path = COVERAGE_CSV) -> str:
 TABLES: dict[str, Callable[..., str]] = {
     "headline": headline, "rule-vs-base": rule_vs_base, "replicates": replicates, "rule-targets": rule_targets,
     "rule-rounds": rule_rounds, "extrapolation": extrapolation, "ci-coverage": ci_coverage, "claims": claims,
-    "trust": trust, "attacks": attacks, "attack-checks": attack_checks,
+    "trust": trust, "attacks": attacks, "attack-checks": attack_checks, "methods": methods,
 }
 
 
@@ -656,7 +728,8 @@ def report_seed_errors(meta: dict, tuning: str | os.PathLike = TUNING_FILE) -> l
         return [f"{path}: seeds {sorted(tuned & reported)} are both tuning_seeds and report_seeds"]
     used = {"run": [meta["run"]["seed"]] if "run" in meta else [],
             "replicates": list(meta.get("replicates", {}).get("seeds", [])),
-            "attacks": list(meta.get("attacks", {}).get("seeds", []))}
+            "attacks": list(meta.get("attacks", {}).get("seeds", [])),
+            "methods": list(meta.get("methods", {}).get("seeds", []))}
     errors = []
     for part, seeds in used.items():
         if bad := sorted(s for s in seeds if s not in reported):
@@ -670,8 +743,8 @@ def report_seed_errors(meta: dict, tuning: str | os.PathLike = TUNING_FILE) -> l
 
 def readme_tables(params: dict[str, Any], *, results: str | None, replicates: str | None, snapshot: str,
                   coverage: str, readme: list[str], check: bool, tuning: str = str(TUNING_FILE),
-                  attacks: str | None = None) -> None:
-    """Snapshot a results tree (and replicates, and an attack preset's seeds) into ``snapshot``, then rewrite (or, with
+                  attacks: str | None = None, methods: str | None = None) -> None:
+    """Snapshot a results tree (and replicates, an attack preset's and the methods preset's seeds) into ``snapshot``, then rewrite (or, with
     ``check``, compare) every ``<!-- leakk:table NAME -->`` block of the ``readme`` files
     (README.md and the docs page with the deeper tables). Seeds the ``tuning`` record did not
     set aside for reporting are refused (:func:`report_seed_errors`)."""
@@ -682,7 +755,7 @@ def readme_tables(params: dict[str, Any], *, results: str | None, replicates: st
 
     written = []
     seeds = {"run": {"seed": params["seed"]}} if results else {}
-    for part, root in (("replicates", replicates), ("attacks", attacks)):
+    for part, root in (("replicates", replicates), ("attacks", attacks), ("methods", methods)):
         if root:
             seeds[part] = {"seeds": list(params.get("replicates") or found_seeds(root))}
     if errors := report_seed_errors(seeds, tuning):  # refused before anything is written
@@ -693,6 +766,8 @@ def readme_tables(params: dict[str, Any], *, results: str | None, replicates: st
         written += snapshot_replicates(replicates, params, snapshot)
     if attacks:
         written += snapshot_attacks(attacks, params, snapshot)
+    if methods:
+        written += snapshot_methods(methods, params, snapshot)
     if check and (errors := report_seed_errors(_meta(Path(snapshot)), tuning)):
         raise ArtifactError(f"{snapshot}/{_META}: " + "; ".join(errors))
     for path in map(Path, readme):

@@ -291,6 +291,8 @@ _COMMANDS = [
              arg("--replicates", metavar="DIR", help="a finished `leakk replicates` folder (e.g. results/replicates)"),
              arg("--attacks", metavar="DIR",
                  help="the attack preset's finished replicates folder (e.g. results/presets/attacks)"),
+             arg("--methods", metavar="DIR",
+                 help="the methods preset's finished replicates folder (e.g. results/presets/methods)"),
              arg("--snapshot", default="docs/results", metavar="DIR", help="default: docs/results"),
              arg("--coverage", default="docs/ci_coverage.csv", metavar="CSV", help="default: docs/ci_coverage.csv"),
              arg("--readme", nargs="+", default=["README.md", "docs/results.md"], metavar="FILE",
