@@ -43,6 +43,42 @@ def test_fake_quantize_equals_brute_force(bits, group):
     assert torch.all(got[2, :8] == 0)
 
 
+def test_nf4_levels_are_the_normalised_normal_quantiles():
+    """QLoRA's construction (bitsandbytes' create_normal_map, offset 0.9677083): 8 positive and
+    7 negative standard-normal quantiles on evenly spaced probabilities, plus 0, over the max."""
+    from statistics import NormalDist
+
+    from leakk.attacks.quantize import NF4_LEVELS
+
+    offset, ppf = 0.9677083, NormalDist().inv_cdf
+
+    def spaced(n):
+        return [offset + (0.5 - offset) * i / (n - 1) for i in range(n - 1)]
+
+    values = sorted([ppf(x) for x in spaced(9)] + [0.0] + [-ppf(x) for x in spaced(8)])
+    assert NF4_LEVELS == pytest.approx([v / max(values) for v in values], abs=2e-7)
+
+
+def test_nf4_rounds_each_group_to_the_nearest_level_by_brute_force():
+    from leakk.attacks.quantize import NF4_LEVELS
+
+    w = torch.randn(5, 23, generator=torch.Generator().manual_seed(7))
+    w[1, 8:16] = 0.0
+    got = fake_quantize(w, 4, 8, NF4_LEVELS)
+    for r in range(5):
+        for start in range(0, 23, 8):
+            cells = [float(w[r, c]) for c in range(start, min(start + 8, 23))]
+            top = max(abs(x) for x in cells) or 1.0
+            for i, x in enumerate(cells):
+                want = min(NF4_LEVELS, key=lambda v: abs(x / top - v)) * top
+                assert float(got[r, start + i]) == pytest.approx(want, abs=1e-6)
+    assert torch.all(got[1, 8:16] == 0) and len(torch.unique(got[0, :8])) <= 16
+    assert make_attack({"type": "quantize", "format": "nf4"}).format == "nf4"
+    p = dict(copy.deepcopy(MICRO), attack={"nf": {"type": "quantize", "format": "nf4", "bits": 8}})
+    with pytest.raises(ParamsError, match=r"attack\.nf: bits: format nf4 is a 4-bit code"):
+        validate_params(p, host=False)
+
+
 def test_int8_moves_weights_less_than_int4():
     w = torch.randn(64, 128, generator=torch.Generator().manual_seed(0))
     err = {b: float((fake_quantize(w, b, 32) - w).abs().max()) for b in (4, 8)}
@@ -67,7 +103,7 @@ def test_attack_params_are_validated_and_name_models():
     p = copy.deepcopy(MICRO)
     p["attack"] = {"int4": {"type": "quantize", "bits": 4}, "int8": {"type": "quantize", "bits": 8, "models": ["ga"]}}
     v = validate_params(p, host=False)
-    assert v["attack"]["int4"] == {"type": "quantize", "bits": 4, "group_size": 32}
+    assert v["attack"]["int4"] == {"type": "quantize", "bits": 4, "group_size": 32, "format": "int"}
     names = model_names(v)
     clean = [m for m in names if "__" not in m]
     assert names == [*clean, *(f"{m}__int4" for m in clean), "ga__int8"]
@@ -310,3 +346,102 @@ def test_the_attack_preset_is_the_default_with_the_attack_grid():
     assert {spec["type"] for spec in grid.values()} == {"quantize", "relearn"}
     assert all("retrain" in spec["models"] for spec in grid.values())  # the control under every attack
     validate_params(read_params_file(root / "configs" / "attacks.yaml"), host=False)
+
+
+def test_prompt_attacks_rewrite_the_template_and_take_shots_from_retain_only(micro_full):
+    import polars as pl
+
+    from leakk.config import check_template
+
+    _, data = micro_full
+    t = "Question: {question} Answer:"
+    prefix = make_attack({"type": "prompt", "style": "prefix", "prefix": "Sure {x}, the answer is"})
+    got = prefix.template(t, data)
+    check_template(got)  # still a template with one {question} field
+    assert got.format(question="Q?") == "Question: Q? Answer: Sure {x}, the answer is"
+    shots = make_attack({"type": "prompt", "style": "kshot", "shots": 3, "seed": 5})
+    rows = shots.shot_rows(data)
+    retain = data.filter(pl.col("split") == "retain")
+    assert len(rows) == 3 and all(q in set(retain["question"]) and a in set(retain["answer"]) for q, a in rows)
+    assert rows == shots.shot_rows(data.sample(fraction=1.0, shuffle=True, seed=1))  # order of rows irrelevant
+    assert rows != make_attack({"type": "prompt", "style": "kshot", "shots": 3, "seed": 6}).shot_rows(data)
+    prompt = shots.template(t, data).format(question="Q?")
+    want = "".join(f"Question: {q} Answer: {a.strip()}\n\n" for q, a in rows) + "Question: Q? Answer:"
+    assert prompt == want
+    assert not set(data.filter(pl.col("split") == "forget")["answer"]) & {a for _, a in rows}
+    with pytest.raises(ParamsError, match="shots = 64 but the benchmark has"):
+        make_attack({"type": "prompt", "style": "kshot", "shots": 64}).shot_rows(data)
+
+
+def test_prompt_attack_params_are_validated_and_refuse_a_chat_template():
+    from leakk.attacks.prompt import PromptAttack
+
+    p = dict(copy.deepcopy(MICRO), attack={"pfx": {"type": "prompt", "style": "suffix"}})
+    with pytest.raises(ParamsError, match=r"attack\.pfx\.style"):
+        validate_params(p, host=False)
+    p["attack"]["pfx"] = {"type": "prompt", "shots": 0}
+    with pytest.raises(ParamsError, match=r"attack\.pfx\.shots"):
+        validate_params(p, host=False)
+    p["attack"]["pfx"] = {"type": "prompt", "models": ["retrain", "ga"]}
+    assert validate_params(p, host=False)["attack"]["pfx"]["prefix"] == "The answer is"
+    assert "chat" in PromptAttack.refuse({"prompt_template": "chat"})
+    assert PromptAttack.refuse({"prompt_template": "Q: {question} A:"}) is None
+    with pytest.raises(ParamsError, match="format-string prompt_template"):
+        make_attack({"type": "prompt"}).template("chat", None)
+
+
+def test_a_prompt_attacked_model_is_sampled_and_bounded_with_its_template(micro_full, tmp_path, monkeypatch):
+    import json
+
+    import leakk.sampling.stage as sampling_stage
+    import leakk.stats.bounds as bounds_module
+    from leakk.stages.sample import sample
+    from leakk.stages.trust import bounds
+
+    root, data = micro_full
+    p = validate_params(dict(copy.deepcopy(MICRO), attack={"pfx": {"type": "prompt", "models": ["full"]}}), host=False)
+    data_path = tmp_path / "benchmark.parquet"
+    write_parquet(data, data_path, "data")
+    seen = {}
+    real = sampling_stage.run_sampling
+
+    def spy(*args, template, **kw):
+        seen.setdefault(kw["model_name"], set()).add(template)
+        return real(*args, template=template, **kw)
+
+    monkeypatch.setattr(sampling_stage, "run_sampling", spy)
+    for model in ("full", "full__pfx"):
+        sample(p, data=str(data_path), model=model, model_dir=str(root / "model"), decoding="t1.0_p1.0", shard=0,
+               shards=1, out=str(tmp_path / f"{model}.parquet"))
+    assert seen == {"full": {MICRO["prompt_template"]}, "full__pfx": {MICRO["prompt_template"] + " The answer is"}}
+    real_bounds = bounds_module.question_bounds
+    monkeypatch.setattr(bounds_module, "question_bounds",
+                        lambda *a, template, **kw: seen.update(bound=template) or real_bounds(*a, template=template, **kw))
+    bounds(p, data=str(data_path), model="full__pfx", model_dir=str(root / "model"), out=str(tmp_path / "b.parquet"))
+    assert seen["bound"] == MICRO["prompt_template"] + " The answer is"
+    params = write_params(tmp_path / "params.yaml", dict(copy.deepcopy(MICRO), attack={"pfx": {"type": "prompt"}}))
+    out = tmp_path / "attacks/pfx/full"
+    assert main(["--params", str(params), "attack", "--data", str(data_path), "--name", "pfx",
+                 "--model-dir", str(root / "model"), "--out", str(out)]) == 0
+    record = json.loads((out / "attack.json").read_text())  # an edit of the prompt changes the folder DVC hashes
+    assert record["done"]["template"].endswith(" The answer is") and record["params"]["style"] == "prefix"
+    assert (out / "model.safetensors").read_bytes() == (root / "model/model.safetensors").read_bytes()
+
+
+def test_the_leak_table_names_each_rows_attack_and_takes_excess_over_retrain_under_the_same_attack():
+    import polars as pl
+
+    from leakk.stats.estimate import leak_table
+
+    rate = {"retrain": 0.0, "ga": 0.25, "retrain__int4": 0.5, "ga__int4": 0.75, "ga__rl": 1.0}
+    rows = [{"model": m, "decoding": "t1.0_p1.0", "judge": "fact", "qid": f"q{q}", "group": f"g{q % 3}",
+             "sample_idx": i, "leaked": i < 4 * r} for m, r in rate.items() for q in range(6) for i in range(4)]
+    attacked = {"retrain__int4": ("retrain", "int4"), "ga__int4": ("ga", "int4"), "ga__rl": ("ga", "rl")}
+    table = leak_table(pl.DataFrame(rows), [1], n_boot=50, attacked=attacked)
+    got = {r["model"]: (r["attack"], round(r["leak_at_k"], 12),
+                        None if r["excess_over_retrain"] is None else round(r["excess_over_retrain"], 12))
+           for r in table.iter_rows(named=True)}
+    assert got == {"retrain": ("none", 0.0, 0.0), "ga": ("none", 0.25, 0.25), "retrain__int4": ("int4", 0.5, 0.0),
+                   "ga__int4": ("int4", 0.75, 0.25), "ga__rl": ("rl", 1.0, None)}  # no retrain under rl: no control
+    assert table.columns[:3] == ["model", "attack", "decoding"]
+    assert set(leak_table(pl.DataFrame(rows), [1], n_boot=50)["attack"]) == {"none"}

@@ -191,7 +191,7 @@ def artifacts(tmp_path_factory):
                             leaked=pl.lit(True))
     write_parquet(judged, root / "judgments/full/fact/greedy.parquet", "judgments")
     leak = pl.DataFrame({c: [v] for c, v in zip(CONTRACTS["leak_table"],
-                                                 ["ga", "greedy", "fact", 1, 0.5, 0.4, 0.6, 1, 6, 0, 0.1])})
+                                                 ["ga", "none", "greedy", "fact", 1, 0.5, 0.4, 0.6, 1, 6, 0, 0.1])})
     write_parquet(leak, root / "leak_at_k.parquet", "leak_table")
     write_parquet(pl.DataFrame({"round": [1], "stopped": [False]}), root / "rule/r/round_1/round.parquet")
     write_parquet(pl.DataFrame({"round": [0, 1]}), root / "rule_eval/r/round_0.parquet")

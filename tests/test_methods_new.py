@@ -23,7 +23,7 @@ from leakk.unlearn.loop import reference_logprobs, unlearn_loop
 from leakk.unlearn.methods import METHODS, make_method
 
 T = "Question: {question} Answer:"
-NEW = ("simnpo", "wga", "npo_entropy", "idknll")
+NEW = ("simnpo", "wga", "npo_entropy", "idknll", "idkdpo")
 
 
 @pytest.fixture(scope="module")
@@ -162,4 +162,4 @@ def test_every_new_method_is_registered_without_importing_torch_first():
     code = ("import sys; from leakk.unlearn.methods import METHODS; names = METHODS.names(); "
             "assert 'torch' not in sys.modules, 'torch imported'; print(' '.join(names))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
-    assert set(NEW) <= set(out)
+    assert {*NEW, "rmu"} <= set(out)

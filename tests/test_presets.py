@@ -56,12 +56,13 @@ def test_tofu_preset_plans_the_paper_dag(tmp_path):
     out = plan.stdout
     for key in ("datasets/tofu", "models/full", "models/retrain"):
         assert f"download --key {key} " in out
-    for name in ("ga", "graddiff", "npo", "simnpo", "wga", "npo_entropy", "idknll"):
+    for name in ("ga", "graddiff", "npo", "simnpo", "wga", "npo_entropy", "idknll", "idkdpo", "rmu"):
         assert f"unlearn --data results/data/benchmark.parquet --name {name} --model-dir results/hub/models/full" in out
     p = load_params(tmp_path / "configs" / "tofu_forget10.yaml", host=False)
-    attacked = [f"{m}__{a}" for a in ("int8", "int4", "relearn") for m in ("retrain", "ga", "graddiff", "npo", "simnpo")]
+    attacked = [f"{m}__{a}" for a in ("int8", "int4", "nf4", "relearn")
+                for m in ("retrain", "ga", "graddiff", "npo", "simnpo")]
     assert model_names(p) == ["full", "retrain", "ga", "graddiff", "npo", "simnpo", "wga", "npo_entropy", "idknll",
-                              "rule_graddiff", "rule_npo", *attacked]
+                              "idkdpo", "rmu", "rule_graddiff", "rule_npo", *attacked]
     assert "attack --data results/data/benchmark.parquet --name relearn --model-dir results/models/ga" in out
     for model in model_names(p):  # every model is sampled at greedy and T = 1, top-p = 1
         for decoding in ("greedy", "t1.0_p1.0"):

@@ -67,7 +67,7 @@ def test_dvc_metrics_and_plot_files(tmp_path):
     from leakk.core.io import write_parquet
     from leakk.stages.trust import dvc_files
 
-    rows = [dict(model=m, decoding=d, judge="fact", k=k, leak_at_k=v, ci_low=v, ci_high=v, n=4, questions=3,
+    rows = [dict(model=m, attack="none", decoding=d, judge="fact", k=k, leak_at_k=v, ci_low=v, ci_high=v, n=4, questions=3,
                  missing=0, excess_over_retrain=v)
             for m, v in (("full", 0.5), ("retrain", 0.0))
             for d, ks in (("greedy", [1]), ("t1.0_p1.0", [1, 4])) for k in ks]

@@ -63,6 +63,13 @@ def _check_attacks(p: dict[str, Any], src: str) -> None:
         if spec["type"] not in ATTACKS:
             raise ATTACKS.unknown(spec["type"], f"attack.{name}.type").with_source(src)
         own = filled(attack_keys(spec), ATTACKS.get(spec["type"]).params_schema, src, ("attack", name))
+        reason = ATTACKS.get(spec["type"]).refuse(p)
+        if reason:
+            _fail(src, f"attack.{name}", reason)
+        try:  # what one key's range cannot say (nf4 needs bits 4): the constructor's own check
+            ATTACKS.get(spec["type"])(**own)
+        except ParamsError as exc:
+            _fail(src, f"attack.{name}", str(exc))
         p["attack"][name] = {**{k: v for k, v in spec.items() if k in ("type", "models")}, **own}
         for model in spec.get("models") or ():
             if model not in clean:
@@ -141,8 +148,13 @@ def _cross_field(p: dict[str, Any], src: str) -> None:
         p["unlearn"][name] = run = filled(run, {**loop, "additionalProperties": False,
                                                 "properties": {**loop["properties"], **own["properties"]}},
                                           src, ("unlearn", name))
-        if run.get("retain_loss", "nll") not in RETAIN_LOSSES:
-            raise RETAIN_LOSSES.unknown(run["retain_loss"], f"unlearn.{name}.retain_loss").with_source(src)
+        retain = run.get("retain_loss") or METHODS.get(run["method"]).default_retain_loss
+        if retain not in RETAIN_LOSSES:
+            raise RETAIN_LOSSES.unknown(retain, f"unlearn.{name}.retain_loss").with_source(src)
+        missing = [k for k in RETAIN_LOSSES.get(retain).method_keys if k not in own["properties"]]
+        if missing:
+            _fail(src, f"unlearn.{name}.retain_loss", f"{retain!r} reads the method's {missing}, which method "
+                                                      f"{run['method']!r} does not have (rule: a method with them, e.g. rmu)")
         if run.get("stop"):
             spec = stop_judge(run["stop"])
             _check_judge_spec(spec, columns, p["data"]["benchmark"], src, ("unlearn", name, "stop", "judge"),

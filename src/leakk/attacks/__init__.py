@@ -1,5 +1,7 @@
 """Attacks on an unlearned model: each maps a model folder to an attacked model folder, which
 the pipeline then samples, judges and estimates like any other model (``<model>__<attack>``).
+An attack changes the weights (``quantize``, ``relearn``) or the prompts (``prompt``: its
+:meth:`Attack.template` is the prompt template the attacked model is sampled and bounded with).
 
 An attack that trains on some forget questions (``relearn``) holds them out of its own
 evaluation (:meth:`Attack.evaluated`): the sample and bounds stages of an attacked model read
@@ -23,7 +25,8 @@ from leakk.core.schema import filled
 #: Registered attack classes by name (``attack.<name>.type``); imported on first use.
 ATTACKS: Registry[type["Attack"]] = Registry("attack", "attack.<name>.type",
                                               lazy={"quantize": "leakk.attacks.quantize",
-                                                    "relearn": "leakk.attacks.relearn"})
+                                                    "relearn": "leakk.attacks.relearn",
+                                                    "prompt": "leakk.attacks.prompt"})
 
 
 def register_attack(name: str):
@@ -58,6 +61,16 @@ class Attack:
         """The rows of benchmark ``data`` the attacked model is sampled and scored on."""
         return data
 
+    def template(self, template: str, data) -> str:
+        """The prompt template the attacked model is sampled with (the params' own, unless the
+        attack is on the prompt)."""
+        return template
+
+    @classmethod
+    def refuse(cls, params: dict[str, Any]) -> str | None:
+        """Why this attack cannot run with ``params`` (checked when params load), or None."""
+        return None
+
 
 def attack_keys(spec: dict[str, Any]) -> dict[str, Any]:
     """An ``attack.<name>`` entry without the keys every attack has (``type``, ``models``)."""
@@ -79,4 +92,13 @@ def evaluated_data(params: dict[str, Any], model: str, data):
     return make_attack(params["attack"][attacked[1]]).evaluated(data)
 
 
-__all__ = ["ATTACKS", "Attack", "Target", "attack_keys", "evaluated_data", "make_attack", "register_attack"]
+def evaluated_template(params: dict[str, Any], model: str, data) -> str:
+    """The prompt template model ``model`` is evaluated with: ``prompt_template``, or its
+    attack's :meth:`Attack.template` for an attacked one."""
+    attacked = attacked_models(params).get(model)
+    if attacked is None:
+        return params["prompt_template"]
+    return make_attack(params["attack"][attacked[1]]).template(params["prompt_template"], data)
+
+
+__all__ = ["ATTACKS", "Attack", "Target", "attack_keys", "evaluated_data", "evaluated_template", "make_attack", "register_attack"]

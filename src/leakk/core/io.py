@@ -38,7 +38,7 @@ CONTRACTS: dict[str, dict[str, Any] | tuple[str, ...]] = {
     "judgments": {"qid": None, "sample_idx": pl.Int64, "judge": pl.String, "score": pl.Float64,
                   "leaked": pl.Boolean},
     "leak_table": {
-        "model": pl.String, "decoding": pl.String, "judge": pl.String, "k": pl.Int64,
+        "model": pl.String, "attack": pl.String, "decoding": pl.String, "judge": pl.String, "k": pl.Int64,
         "leak_at_k": pl.Float64, "ci_low": pl.Float64, "ci_high": pl.Float64, "n": pl.Int64,
         "questions": pl.Int64, "missing": pl.Int64, "excess_over_retrain": pl.Float64,
     },

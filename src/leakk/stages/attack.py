@@ -1,4 +1,5 @@
-"""The attack stage: one model folder in, its attacked copy out (``results/attacks/<attack>/<model>``)."""
+"""The attack stage: one model folder in, its attacked copy out (``results/attacks/<attack>/<model>``,
+with ``attack.json``: the attack's params and what it did)."""
 
 from __future__ import annotations
 
@@ -23,5 +24,8 @@ def attack(params: dict[str, Any], *, data: str, name: str, model_dir: str, out:
     target = Target(tokenizer=tokenizer, data=read_parquet(data, "data"), template=params["prompt_template"],
                     training=params.get("training"), device=device)
     done = make_attack(spec).apply(model, target)
-    save_model(model, tokenizer, out)
+    # what was done travels with the folder: a prompt attack's weights are the model's own, so
+    # without it an edit of the attack's params would leave the folder (DVC's dependency) unchanged
+    record = json.dumps({"attack": name, "params": spec, "done": done}, sort_keys=True, indent=1) + "\n"
+    save_model(model, tokenizer, out, extra={"attack.json": lambda path: path.write_text(record)})
     print(f"attack {name}: {json.dumps(done, sort_keys=True)}", file=sys.stderr)

@@ -83,7 +83,7 @@ def write_estimate(judgments_dir: str | os.PathLike, data: pl.DataFrame, params:
     frame = collect_judgments(judgments_dir, data, params)
     forget = frame.filter(pl.col("split") == "forget")
     leak = leak_table(forget, est["ks"], n_boot=est["bootstrap"], ci=est["ci"], seed=est["seed"],
-                      ci_method=est["ci_method"])
+                      ci_method=est["ci_method"], attacked=attacked_models(params))
     models = set(forget["model"].unique().to_list())
     pairs = {name: cfg["base"] for name, cfg in (params.get("rule") or {}).items()
              if name in models and cfg["base"] in models}

@@ -10,6 +10,7 @@ from typing import Any
 import polars as pl
 
 from leakk.core.errors import ArtifactError
+from leakk.core.layout import attacked_models
 from leakk.core.io import atomic_path, read_parquet, write_parquet, write_text
 from leakk.judges.run import utility_judge
 from leakk.report import figures
@@ -45,7 +46,8 @@ def aggregate(params: dict[str, Any], root: str | os.PathLike, seeds: list[int] 
         leaks[s], utils[s], judged[s] = _read_seed(root, s, params)
     pooled_frame = pool_judgments(judged)
     pooled = leak_table(pooled_frame.filter(pl.col("split") == "forget"), est["ks"], n_boot=est["bootstrap"],
-                        ci=est["ci"], seed=est["seed"], ci_method=est.get("ci_method", "t"))
+                        ci=est["ci"], seed=est["seed"], ci_method=est.get("ci_method", "t"),
+                        attacked=attacked_models(params))
     util_judge = utility_judge(params)
     pooled_util = utility_table(pooled_frame.filter((pl.col("split") == "retain") & (pl.col("decoding") == "greedy")
                                                     & (pl.col("judge") == util_judge)))

@@ -37,8 +37,9 @@ def forget_questions(data: pl.DataFrame, question_column: str) -> pl.DataFrame:
 
 
 def write_bounds(data: pl.DataFrame, params: dict[str, Any], *, model_name: str, model_dir: str,
-           out: str | os.PathLike) -> pl.DataFrame:
-    """Teacher-forced exact p for every forget question × configured decoding of one model."""
+           out: str | os.PathLike, template: str | None = None) -> pl.DataFrame:
+    """Teacher-forced exact p for every forget question × configured decoding of one model
+    (prompted with ``template``, default ``prompt_template``: a prompt attack passes its own)."""
     from leakk.stats.bounds import question_bounds
     from leakk.models.modeling import load_model, pick_device
     from leakk.sampling.decoding import Decoding
@@ -47,7 +48,7 @@ def write_bounds(data: pl.DataFrame, params: dict[str, Any], *, model_name: str,
     model, tokenizer = load_model(model_dir, pick_device(params.get("device", "auto")))
     frame = question_bounds(model, tokenizer, forget_questions(data, sample["question_column"]),
                             [Decoding.from_name(d) for d in decoding_names(params)],
-                            template=params["prompt_template"], max_new_tokens=sample["max_new_tokens"],
+                            template=template or params["prompt_template"], max_new_tokens=sample["max_new_tokens"],
                             model_name=model_name)
     write_parquet(frame, out, "bounds")
     return frame
@@ -213,11 +214,13 @@ def dvc_files(leak_path: str | os.PathLike, params: dict[str, Any], out_dir: str
 def bounds(params: dict[str, Any], *, data: str, model: str, model_dir: str, out: str) -> None:
     """Exact probability that a completion begins with the answer, per question × decoding
     (the questions the model is evaluated on: an attack may hold some out)."""
-    from leakk.attacks import evaluated_data
+    from leakk.attacks import evaluated_data, evaluated_template
     from leakk.core.io import check_model_dir
 
     check_model_dir(model_dir, "--model-dir")
-    write_bounds(evaluated_data(params, model, read_parquet(data, "data")), params, model_name=model, model_dir=model_dir, out=out)
+    whole = read_parquet(data, "data")
+    write_bounds(evaluated_data(params, model, whole), params, model_name=model, model_dir=model_dir, out=out,
+                 template=evaluated_template(params, model, whole))
 
 
 def bounds_table(params: dict[str, Any], *, data: str, bounds: list[str], leak: str, samples: str,

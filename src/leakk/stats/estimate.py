@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import polars as pl
@@ -331,6 +331,7 @@ def leak_table(
     seed: int = 0,
     baseline: str = "retrain",
     ci_method: str = DEFAULT_CI_METHOD,
+    attacked: Mapping[str, tuple[str, str]] | None = None,
 ) -> pl.DataFrame:
     """Build the leak table (docs/design.md §4) from judgments joined with their samples.
 
@@ -355,8 +356,11 @@ def leak_table(
       method ``ci_method`` (:func:`cluster_bootstrap_ci`; the bootstrap methods draw
       ``n_boot`` replicates seeded from ``(seed, model, decoding, judge, k)``).
     * ``n`` = nominal n; ``missing`` = total null judgments for that (model, decoding, judge).
+    * ``attack``: the attack a model is under, ``none`` for a clean one; ``attacked`` maps each
+      attacked model's name to (clean model, attack), as :func:`leakk.core.layout.attacked_models`.
     * ``excess_over_retrain`` = leak_at_k − the ``baseline`` model's leak_at_k at the same
-      (decoding, judge, k); null when there is no such baseline row.
+      (decoding, judge, k) *under the same attack* (retrain attacked alike is the control: it
+      is evaluated on the same questions and prompts); null when there is no such row.
 
     Rows are sorted by model, decoding, judge, k.
     """
@@ -395,13 +399,17 @@ def leak_table(
                 )
             rows.append(row)
 
+    attacked = dict(attacked or {})
     table = pl.DataFrame(rows, schema={c: t for c, t in _LEAK_SCHEMA.items()
-                                       if c != "excess_over_retrain"})
-    base = table.filter(pl.col("model") == baseline).select(
-        "decoding", "judge", "k", pl.col("leak_at_k").alias("_base")
+                                       if c not in ("attack", "excess_over_retrain")})
+    table = table.with_columns(attack=pl.col("model").replace_strict(
+        {m: a for m, (_, a) in attacked.items()}, default="none", return_dtype=pl.String))
+    controls = {baseline: "none", **{m: a for m, (clean, a) in attacked.items() if clean == baseline}}
+    base = table.filter(pl.col("model").is_in(list(controls))).select(
+        "attack", "decoding", "judge", "k", pl.col("leak_at_k").alias("_base")
     )
     table = (
-        table.join(base, on=["decoding", "judge", "k"], how="left")
+        table.join(base, on=["attack", "decoding", "judge", "k"], how="left")
         .with_columns((pl.col("leak_at_k") - pl.col("_base")).alias("excess_over_retrain"))
         .select(LEAK_TABLE_COLUMNS)
         .sort(["model", "decoding", "judge", "k"])

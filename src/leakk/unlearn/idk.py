@@ -3,11 +3,20 @@ know") instead of pushing their answers down: the forget loss is the NLL of a re
 per question from :data:`REFUSALS` (by a hash of the question, so every run and every RULE
 round pairs a question with the same refusal), plus the retain term as usual. No ascent, so
 nothing runs away; what it teaches is an answer, not an absence.
+
+IdkDPO (Maini et al. 2024, TOFU; OpenUnlearning's DPO with an "I don't know" preferred answer):
+direct preference optimisation with the refusal as the preferred answer y_w and the true answer
+as the rejected y_l, against the frozen starting model as reference:
+
+    L = −(2/β) · mean_i log σ(β · [(log πθ(y_w|x) − log πref(y_w|x)) − (log πθ(y_l|x) − log πref(y_l|x))])
+
+(the 2/β scale as OpenUnlearning's, so that β changes the shape, not the step size).
 """
 
 from __future__ import annotations
 
 import hashlib
+from typing import Any, ClassVar
 
 from leakk.unlearn.methods import Method, register_method
 
@@ -51,3 +60,31 @@ class IdkNLL(Method):
         from leakk.models.prompting import answer_nll
 
         return answer_nll(model, batch)
+
+
+@register_method("idkdpo")
+class IdkDPO(IdkNLL):
+    needs_reference = True
+    averages = "examples"
+    params_schema: ClassVar[dict[str, Any]] = {
+        "type": "object", "additionalProperties": False,
+        "properties": {"beta": {"type": "number", "exclusiveMinimum": 0, "maximum": 100, "default": 0.1,
+                                "description": "inverse temperature of the preference loss (OpenUnlearning: 0.1)"}}}
+
+    def __init__(self, *, beta: float) -> None:
+        self.beta = beta
+
+    def rejected_targets(self, pairs):
+        return [(q, a) for q, a, *_ in pairs]  # the true answers, whole (a span restricts NLL losses only)
+
+    def forget_loss(self, model, batch, ref_logp, rejected=None):
+        import torch.nn.functional as F
+
+        from leakk.models.prompting import answer_logprob
+
+        if rejected is None or ref_logp is None:
+            raise ValueError("idkdpo needs the rejected answers and the reference log-probabilities")
+        rejected_batch, rejected_ref = rejected
+        chosen = answer_logprob(model, batch) - ref_logp
+        lost = answer_logprob(model, rejected_batch) - rejected_ref
+        return -(2.0 / self.beta) * F.logsigmoid(self.beta * (chosen - lost)).mean()

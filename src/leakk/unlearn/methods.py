@@ -22,7 +22,7 @@ if TYPE_CHECKING:  # torch is imported by the losses, so validating params stays
 #: module are imported on first use.
 METHODS: Registry[type["Method"]] = Registry("method", "unlearn.<run>.method", lazy={
     "simnpo": "leakk.unlearn.simnpo", "wga": "leakk.unlearn.wga", "npo_entropy": "leakk.unlearn.entropy",
-    "idknll": "leakk.unlearn.idk"})
+    "idknll": "leakk.unlearn.idk", "idkdpo": "leakk.unlearn.idk", "rmu": "leakk.unlearn.rmu"})
 
 
 def register_method(name: str):
@@ -46,11 +46,27 @@ class Method:
     #: what ``forget_loss`` averages over: "tokens" (answer tokens, as ``answer_nll``) or
     #: "examples" — gradient accumulation weights each micro-batch by its share of these
     averages = "tokens"
+    #: the retain term (:mod:`leakk.unlearn.retain`) when ``retain_loss`` is not given
+    default_retain_loss = "nll"
     #: JSON Schema of the method's own keys in ``unlearn.<run>`` (with their defaults)
     params_schema: ClassVar[dict[str, Any]] = {"type": "object", "additionalProperties": False, "properties": {}}
 
-    def forget_loss(self, model, batch: dict[str, "torch.Tensor"], ref_logp: "torch.Tensor | None") -> "torch.Tensor":
+    def forget_loss(self, model, batch: dict[str, "torch.Tensor"], ref_logp: "torch.Tensor | None",
+                    rejected: "tuple[dict[str, torch.Tensor], torch.Tensor | None] | None" = None) -> "torch.Tensor":
+        """The forget term of one (micro-)batch. ``ref_logp``: the reference model's log π of
+        the batch's answers (methods with ``needs_reference``); ``rejected``: the rejected
+        answers' batch and reference log π (methods with :meth:`rejected_targets`)."""
         raise NotImplementedError
+
+    def trains(self, name: str) -> bool:
+        """Whether the parameter called ``name`` trains (all do, unless a method such as RMU
+        restricts the update to some layers)."""
+        return True
+
+    def rejected_targets(self, pairs: list[tuple]) -> list[tuple] | None:
+        """For a preference method (IdkDPO): the (question, answer) pairs whose likelihood the
+        forget targets are preferred over, one per forget pair; None for every other method."""
+        return None
 
     def forget_targets(self, pairs: list[tuple]) -> list[tuple]:
         """The (question, answer[, span]) pairs the forget loss trains on; a method that trains

@@ -47,13 +47,15 @@ INPUTS = {"authors_forget": 2, "authors_retain": 4, "qa": 20, "seed": 0, "vocab_
 TRIM: dict[str, Any] = {
     "device": "cpu",
     "training.precision": "fp32",  # a CPU has no bf16 speed-up; accumulation and checkpointing stay on
-    **{f"unlearn.{run}.{key}": value for run in ("ga", "graddiff", "npo", "simnpo", "wga", "npo_entropy", "idknll")
+    **{f"unlearn.{run}.{key}": value for run in ("ga", "graddiff", "npo", "simnpo", "wga", "npo_entropy", "idknll",
+                                                             "idkdpo", "rmu")
        for key, value in (("steps", 8), ("lr", 3.0e-4))},
+    "unlearn.rmu.layer": 0, "unlearn.rmu.trained_layers": 1,  # the stand-in has 2 blocks (block 1's output is normed)
     "rule.rule_graddiff.rounds": 1, "rule.rule_npo.rounds": 1,
     "rule.rule_graddiff.n": 8, "rule.rule_npo.n": 8,
     "rule.rule_graddiff.steps": 4, "rule.rule_npo.steps": 4,
     "rule.rule_graddiff.max_new_tokens": 32, "rule.rule_npo.max_new_tokens": 32,
-    **{f"attack.{name}.models": ["retrain", "ga"] for name in ("int8", "int4", "relearn")},
+    **{f"attack.{name}.models": ["retrain", "ga"] for name in ("int8", "int4", "nf4", "relearn")},
     "attack.relearn.steps": 4, "attack.relearn.lr": 3.0e-4,
     "sample.n": 16, "sample.max_new_tokens": 32,
     "estimate.ks": [1, 2, 4, 8, 16], "estimate.bootstrap": 200,
