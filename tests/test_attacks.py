@@ -73,6 +73,17 @@ def test_nf4_rounds_each_group_to_the_nearest_level_by_brute_force():
                 want = min(NF4_LEVELS, key=lambda v: abs(x / top - v)) * top
                 assert float(got[r, start + i]) == pytest.approx(want, abs=1e-6)
     assert torch.all(got[1, 8:16] == 0) and len(torch.unique(got[0, :8])) <= 16
+
+
+@pytest.mark.parametrize("codebook", [None, "nf4"])
+def test_quantize_keeps_the_weights_device(codebook):
+    """The attack stage loads the model on its device (a GPU for the TOFU preset): every tensor
+    the rounding makes must live there too. The meta device stands in for a GPU on a CPU box."""
+    from leakk.attacks.quantize import NF4_LEVELS
+
+    w = torch.empty(4, 16, device="meta")
+    got = fake_quantize(w, 4, 8, NF4_LEVELS if codebook else None)
+    assert got.device == w.device and got.shape == w.shape
     assert make_attack({"type": "quantize", "format": "nf4"}).format == "nf4"
     p = dict(copy.deepcopy(MICRO), attack={"nf": {"type": "quantize", "format": "nf4", "bits": 8}})
     with pytest.raises(ParamsError, match=r"attack\.nf: bits: format nf4 is a 4-bit code"):

@@ -326,6 +326,15 @@ def test_the_methods_table_joins_the_default_seeds_and_checks_the_paper_effect(t
                snap / "seed_claims.csv")  # the preset's full model differs from the default's
     with pytest.raises(ArtifactError, match="full differs from seed_claims.csv"):
         methods(snap)
+    default_params = dict(params, unlearn={"ga": {"method": "ga"}})  # not the params the preset ran
+    with pytest.raises(ArtifactError, match=r"hold idknll, rmu, which these params do not define"):
+        snapshot_methods(root, default_params, snap)
+    failed = pl.read_csv(snap / "methods.csv").with_columns(  # every judgment of rmu's seed 10 failed
+        greedy=pl.when((pl.col("model") == "rmu") & (pl.col("seed") == 10)).then(None).otherwise(pl.col("greedy")))
+    _write_csv(failed, snap / "methods.csv")
+    _write_csv(pl.DataFrame(claims), snap / "seed_claims.csv")
+    rmu = [line for line in methods(snap).splitlines() if line.startswith("| rmu |")]
+    assert rmu == ["| rmu | – / 0.45 / 0.70 | 0.14 / 0.31 / 0.80 | – |"]  # missing, never "forgotten"
     (root / "seed_11/results/leak_at_k.parquet").unlink()
     with pytest.raises(ArtifactError, match="seed 11 of the methods preset"):
         snapshot_methods(root, params, snap)

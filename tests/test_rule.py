@@ -35,6 +35,13 @@ register_rule_judge("never_leaks", lambda text: False)
 register_rule_judge("leaks_if_long", lambda text: len(text.split()) >= 4)  # some leak, some do not
 
 
+def _judge_down(text):
+    raise RuntimeError("judge endpoint down")
+
+
+register_rule_judge("rule_judge_down", _judge_down)
+
+
 @pytest.fixture(scope="module")
 def base(micro_full):
     return micro_full
@@ -125,6 +132,20 @@ def test_the_retain_guard_stops_and_backs_off_to_the_previous_rounds_start(base,
     third = pl.read_parquet(tmp_path / "r3/round.parquet").row(0, named=True)
     assert third["stopped"] and third["stop_reason"] == "retain guard"  # passed through, the reason kept
     assert (tmp_path / "r3/model/model.safetensors").read_bytes() == (root / "model/model.safetensors").read_bytes()
+
+
+@pytest.mark.parametrize("stop", [None, {"leak": 0.5}, {"retain_drop": 0.1}])
+def test_a_judge_that_fails_on_every_sample_never_reads_as_no_leak(base, tmp_path, stop):
+    """No verdict is not "forgotten": the round fails with the judge named (and the retain guard
+    too, which would otherwise pass silently) instead of stopping RULE as if nothing leaked."""
+    from leakk.core.errors import ArtifactError
+
+    root, data = base
+    p = _stop_params("rule_judge_down", stop) if stop else _params("rule_judge_down")
+    with pytest.raises(ArtifactError, match=r"rule_npo round 1: .*'rule_judge_down'"):
+        run_round(data, p, name="rule_npo", round_idx=1, prev_dir=root / "model", out_dir=tmp_path / "r1",
+                  reference_dir=root / "model")
+    assert not (tmp_path / "r1").exists()  # nothing half-written
 
 
 def test_the_evidence_stop_rule_and_its_params():

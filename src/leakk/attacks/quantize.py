@@ -11,8 +11,9 @@ Runs on a CPU; no kernel library needed.
 ``format: nf4`` is QLoRA's 4-bit NormalFloat (Dettmers et al. 2023, the ``bnb_4bit_quant_type
 ="nf4"`` of bitsandbytes that Zhang et al. also attack with): per block of ``group_size``
 weights, w / max|w| is rounded to the nearest of 16 fixed levels (:data:`NF4_LEVELS`, normal
-quantiles), then scaled back; the values a bitsandbytes NF4 layer dequantizes to (without its
-double quantization of the scales), computed here in plain torch so it runs on a CPU too.
+quantiles), then scaled back: with ``group_size: 64`` (bitsandbytes' block size; the
+default 32 is finer) the values a bitsandbytes NF4 layer dequantizes to, without its double
+quantization of the scales, computed here in plain torch so it runs on a CPU too.
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ def fake_quantize(weight, bits: int, group_size: int, codebook: tuple[float, ...
     if codebook is not None:
         absmax = groups.abs().amax(-1, keepdim=True)
         absmax = torch.where(absmax > 0, absmax, torch.ones_like(absmax))
-        levels = torch.tensor(codebook, dtype=torch.float32)
+        levels = torch.tensor(codebook, dtype=torch.float32, device=groups.device)
         nearest = (groups / absmax).unsqueeze(-1).sub(levels).abs().argmin(-1)  # ties: the lower level
         q = levels[nearest] * absmax
     else:

@@ -48,8 +48,16 @@ _BLOCK = re.compile(r"<!-- leakk:table (?P<name>[a-z0-9-]+) -->\n(?P<body>.*?)<!
 
 # ------------------------------------------------------------------------------ CI coverage
 
+def _missing(x: float | None) -> bool:
+    return x is None or (isinstance(x, float) and math.isnan(x))
+
+
 def _pct(x: float | None) -> str:
-    return "–" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:.1f}"
+    return "–" if _missing(x) else f"{100 * x:.1f}"
+
+
+def _num(x: float | None) -> str:
+    return "–" if _missing(x) else f"{x:.2f}"
 
 
 def coverage_markdown(table: pl.DataFrame, method: str, baseline: str = "t", phase: str = "confirm") -> str:
@@ -338,7 +346,12 @@ def snapshot_methods(root: str | os.PathLike, params: dict[str, Any],
         if not (results / "leak_at_k.parquet").is_file():
             raise ArtifactError(f"{results}: no leak_at_k.parquet; seed {seed} of the methods preset has not finished")
         frames.append(_seed_claim_rows(results, seed, judge, decoding))
-    _write_csv(pl.concat(frames), snapshot / "methods.csv")
+    rows = pl.concat(frames)
+    unknown = sorted(set(rows["model"]) - {"full", "retrain"} - set(params["unlearn"]) - set(params.get("rule") or {}))
+    if unknown:  # else the table would silently drop them: these are not the params the preset ran
+        raise ArtifactError(f"{root}: the preset's results hold {', '.join(unknown)}, which these params do not "
+                            "define; pass the preset's own params (leakk --params configs/methods.yaml readme-tables …)")
+    _write_csv(rows, snapshot / "methods.csv")
     _write_meta(snapshot, "methods", {"judge": judge, "decoding": decoding, "seeds": list(seeds),
                                       "runs": {m: r["method"] for m, r in params["unlearn"].items()}})
     return ["methods.csv"]
@@ -655,8 +668,9 @@ def methods(snapshot: Path) -> str:
                 row.append("–")
                 marks.append(None)
                 continue
-            row.append(f"{r['greedy']:.2f} / {r['leak_at_n']:.2f} / {r['retain_accuracy']:.2f}")
-            marks.append(r["greedy"] <= 0.15 + 1e-9 and r["leak_at_n"] >= 0.30 - 1e-9)
+            row.append(" / ".join(_num(r[c]) for c in ("greedy", "leak_at_n", "retain_accuracy")))
+            marks.append(None if _missing(r["greedy"]) or _missing(r["leak_at_n"])  # every judgment failed
+                         else r["greedy"] <= 0.15 + 1e-9 and r["leak_at_n"] >= 0.30 - 1e-9)
         verdict = "" if model in ("full", "retrain") else (
             "–" if None in marks else "yes" if all(marks) else f"**no** ({sum(map(bool, marks))}/{len(marks)} seeds)")
         lines.append(f"| {_pretty(model)} | " + " | ".join(row) + f" | {verdict} |")

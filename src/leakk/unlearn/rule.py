@@ -215,6 +215,9 @@ def run_round(data: pl.DataFrame, params: dict[str, Any], *, name: str, round_id
     if guard:
         row["retain_start"] = None if stopped else retain_accuracy(
             model_dir, data, params, cfg, seed=seed, desc=f"{name} round {round_idx}: retain guard")
+        if not stopped and row["retain_start"] is None:  # a guard that cannot measure would silently pass
+            raise ArtifactError(f"{name} round {round_idx}: the retain guard (rule.{name}.stop.retain_drop) got no "
+                                f"verdict from judge {cfg['judge']!r} on any retain question; fix the judge and rerun")
         row["retain_ref"] = row["retain_start"] if round_idx == 1 else prev_log.get("retain_ref")
     new = pl.DataFrame(schema=LEAKED_SCHEMA)
     back_off = False
@@ -230,6 +233,10 @@ def run_round(data: pl.DataFrame, params: dict[str, Any], *, name: str, round_id
         row.update(leak_stats(judged, data, sorted({1, cfg["n"]}), params["estimate"], prefix="train_"))
         new = select_leaked(judged, forget_q, known, round_idx)
         row["new_leaked"] = new.height
+        if judged["leaked"].null_count() == judged.height:  # no verdict is not "no leak"
+            raise ArtifactError(f"{name} round {round_idx}: judge {cfg['judge']!r} failed on all {judged.height} "
+                                "samples, so RULE cannot tell whether the model still leaks; fix the judge "
+                                "(see its log) and rerun: finished rounds are kept")
         row["leaked_samples"] = int(judged["leaked"].fill_null(False).sum())
         # stop when the judge finds no leak at all (re-finding known pairs is still a leak)
         stopped = row["leaked_samples"] == 0 and cfg["early_stop"]
