@@ -94,3 +94,28 @@ def test_the_methods_record_is_what_the_methods_preset_runs():
     for key, entry in RECORD["methods"].items():
         run = preset["unlearn"][key.removeprefix("unlearn.")]
         assert {k: run[k] for k in entry["value"]} == entry["value"], key
+
+
+def test_the_rule_stop_record_is_what_its_tuning_run_ran():
+    """configs/tuning_rule_stop.yaml is the default on the tuning seeds plus RULE copies that stop
+    on evidence (only the headline decoding sampled); the record's thresholds are the ones it ran."""
+    from leakk.config import validate_params
+
+    entry = RECORD["rule_stop"]
+    run = read_params_file(ROOT / entry["config"])
+    validate_params(run, host=False)
+    default = read_params_file(ROOT / "params.yaml")
+    assert run["replicates"] == RECORD["tuning_seeds"] and run["seed"] in RECORD["tuning_seeds"]
+    assert [d for d in default["sample"]["decodings"] if d == run["sample"]["decodings"][0]]
+    copies = {name: cfg for name, cfg in run["rule"].items() if name not in default["rule"]}
+    assert copies and {n: run["rule"][n] for n in default["rule"]} == default["rule"]
+    for name, cfg in copies.items():
+        budget = default["rule"][name.removesuffix("_stop")]
+        assert cfg["stop"] == entry["value"], name
+        assert {k: v for k, v in cfg.items() if k not in ("rounds", "stop")} == \
+            {k: v for k, v in budget.items() if k != "rounds"}, name  # the same run, rounds a cap
+    strip = ("seed", "replicates", "rule", "sample")
+    assert {k: v for k, v in run.items() if k not in strip} == {k: v for k, v in default.items() if k not in strip}
+    assert {k: v for k, v in run["sample"].items() if k != "decodings"} == \
+        {k: v for k, v in default["sample"].items() if k != "decodings"}
+    assert entry["adopted"] is False and "stop" not in str(default["rule"])  # the default keeps its round budget
