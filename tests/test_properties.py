@@ -62,3 +62,17 @@ def test_ci_within_the_values_range_and_around_the_mean(values, groups, method):
     assert low - 1e-12 <= lo <= hi <= high + 1e-12
     if method in ("t", "hall"):  # contain the point estimate
         assert lo <= values.mean() + 1e-12 and hi >= values.mean() - 1e-12
+
+
+def test_hall_interval_survives_a_spread_whose_cube_underflows():
+    """Found by hypothesis: values [0, 8e-118] have s > 0 but s³ = 0 in float64, which made the
+    skewness inf and the interval NaN. The interval is scale-free, so it is the same one as for
+    [0, 1e-3] rescaled."""
+    from leakk.stats.estimate import hall_interval
+
+    tiny, scale = 8.156706260876966e-118, 1e-3
+    low, high = hall_interval(np.array([0.0, tiny]), np.array([1.0, 1.0]))
+    ref_low, ref_high = hall_interval(np.array([0.0, scale]), np.array([1.0, 1.0]))
+    assert np.isfinite([low, high]).all()
+    assert 0.0 <= low <= tiny / 2 <= high
+    assert high == pytest.approx(ref_high * tiny / scale, rel=1e-9)

@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
         handler.addFilter(RedactingFilter())
     try:
         from leakk.config import load_params
-        from leakk.core.io import record_execution
+        from leakk.core.io import record_execution, reset_execution
         from leakk.core.params import get
         from leakk.determinism import apply as pin_cpu_kernels
         from leakk.determinism import mode as cpu_kernels
@@ -97,6 +97,7 @@ def main(argv: list[str] | None = None) -> int:
         from leakk.workflow.table import EXECUTION
 
         pin_cpu_kernels()  # refuses an unknown LEAKK_CPU_KERNELS with one line
+        reset_execution()
         record_execution(cpu_kernels=cpu_kernels())  # in every artifact's metadata: what the floats depend on
         watch_parent_engine()
         if args.command_spec.reads_params:

@@ -165,6 +165,12 @@ def record_execution(**settings: Any) -> None:
     _EXECUTION.update({k: v for k, v in settings.items() if v is not None})
 
 
+def reset_execution() -> None:
+    """Forget the noted settings: each command starts its own record (the CLI's ``main`` may run
+    several commands in one process, and one command's device must not reach the next one's files)."""
+    _EXECUTION.clear()
+
+
 def execution_metadata() -> dict[str, str] | None:
     """The Parquet key-value metadata recording the execution settings (None: none noted)."""
     return {EXECUTION_KEY: json.dumps(_EXECUTION, sort_keys=True)} if _EXECUTION else None

@@ -156,8 +156,10 @@ def hall_interval(sums, sizes, ci: float = 0.95,
     point = sums.sum(-1) / total
     z = (sums - point[..., None] * sizes) * (g / total[..., None])
     s = np.sqrt((z ** 2).sum(-1) / (g - 1))
-    with np.errstate(divide="ignore", invalid="ignore"):
-        gamma = np.where(s > 0, (z ** 3).mean(-1) / s ** 3, 0.0)
+    # γ as the mean of (z/s)³: s³ underflows to 0 for tiny but nonzero spreads (s ~ 1e-118)
+    # while z/s stays O(1)
+    scaled = z / np.where(s > 0, s, 1.0)[..., None]
+    gamma = np.where(s > 0, (scaled ** 3).mean(-1), 0.0)
     alpha = 1.0 - ci
     q = float(stats.t.ppf(1.0 - alpha / 2.0, g - 1)) / math.sqrt(g)
 
