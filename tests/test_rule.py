@@ -9,6 +9,7 @@ import pytest
 
 from conftest import MICRO, register_rule_judge
 from leakk.config import validate_params
+from leakk.core.errors import ArtifactError
 from leakk.data.synthetic import generate
 from leakk.models.finetune import finetune
 from leakk.unlearn.rule import LEAKED_SCHEMA, run_round, select_leaked
@@ -148,6 +149,52 @@ def test_a_judge_that_fails_on_every_sample_never_reads_as_no_leak(base, tmp_pat
     assert not (tmp_path / "r1").exists()  # nothing half-written
 
 
+def test_select_keeps_the_lowest_training_leak_within_the_retain_drop_and_never_trains(base, tmp_path, monkeypatch):
+    import leakk.unlearn.rule as rule
+
+    root, data = base
+    measured = iter([0.90, 0.70, 0.85])  # the base model's retain accuracy, then rounds 2's and 3's starts
+    monkeypatch.setattr(rule, "retain_accuracy", lambda *a, **kw: next(measured))
+    p = dict(MICRO, judge={"fact": {}, "leaks_if_long": {}})
+    p["rule"] = {"rule_npo": dict(MICRO["rule"]["rule_npo"], judge="leaks_if_long", rounds=3,
+                                  select={"retain_drop": 0.1})}
+    p = validate_params(p)
+    prev = root / "model"
+    for r in (1, 2, 3):
+        run_round(data, p, name="rule_npo", round_idx=r, prev_dir=prev, out_dir=tmp_path / f"r{r}",
+                  reference_dir=root / "model")
+        prev = tmp_path / f"r{r}"
+    logs = [pl.read_parquet(tmp_path / f"r{r}/round.parquet").row(0, named=True) for r in (1, 2, 3)]
+    assert [log["trained"] for log in logs] == [True, True, False]  # the last round only measures
+    assert [log["retain_start"] for log in logs] == [0.90, 0.70, 0.85] and logs[2]["retain_ref"] == 0.90
+    leak = f"train_leak_at_{p['rule']['rule_npo']['n']}"
+    eligible = [(log[leak], log["round"]) for log in logs if log["retain_start"] >= 0.8]  # round 2 is 20 points down
+    want = min(eligible)[1]
+    assert logs[2]["selected_round"] == want and logs[2]["stop_reason"] == "selected"
+    start = {1: root / "model", 3: tmp_path / "r2/model"}[want]  # round r's starting model
+    assert (tmp_path / "r3/model/model.safetensors").read_bytes() == (start / "model.safetensors").read_bytes()
+    with pytest.raises(ArtifactError, match="selected RULE's final model"):  # rounds grew: round 3 must run again
+        run_round(data, p, name="rule_npo", round_idx=4, prev_dir=tmp_path / "r3", out_dir=tmp_path / "r4")
+    assert rule._finished(tmp_path / "r3", logs[2]["fingerprint"], selects=True)
+    assert not rule._finished(tmp_path / "r3", logs[2]["fingerprint"], selects=False)  # no longer the last
+    assert not rule._finished(tmp_path / "r2", logs[1]["fingerprint"], selects=True)  # now the last: must select
+
+
+def test_select_round_by_hand():
+    from leakk.unlearn.rule import select_round
+
+    cfg = {"n": 8, "select": {"retain_drop": 0.03}}
+
+    def row(r, leak, retain):
+        return ({"round": r, "train_leak_at_8": leak, "retain_start": retain}, Path(f"m{r}"))
+
+    history = [row(1, 0.5, 0.90), row(2, 0.1, 0.85), row(3, 0.2, 0.88), row(4, 0.2, 0.87), row(5, None, None)]
+    assert select_round(history, cfg, ref=0.90, name="x") == (3, Path("m3"))  # 2 is 5 points down; 3 ties 4, earlier
+    assert select_round(history, dict(cfg, select={"retain_drop": 0.05}), ref=0.90, name="x") == (2, Path("m2"))
+    with pytest.raises(ArtifactError, match=r"rule\.x\.select"):
+        select_round([row(5, None, None)], cfg, ref=0.90, name="x")
+
+
 def test_the_evidence_stop_rule_and_its_params():
     from leakk.core.errors import ParamsError
     from leakk.unlearn.rule import evidence_stop
@@ -158,6 +205,13 @@ def test_the_evidence_stop_rule_and_its_params():
     assert evidence_stop({"train_leak_at_8": 0.0, "retain_start": 0.86, "retain_ref": 0.9}, cfg) == "retain guard"
     assert evidence_stop({"train_leak_at_8": None, "retain_start": None, "retain_ref": 0.9}, cfg) is None
     assert evidence_stop({"train_leak_at_8": 0.0}, {"n": 8}) is None  # no stop: the round budget
+    with pytest.raises(ParamsError, match=r"rule\.rule_npo\.select: cannot be combined with rule\.rule_npo\.stop"):
+        p = dict(MICRO)
+        p["rule"] = {"rule_npo": dict(MICRO["rule"]["rule_npo"], stop={"leak": 0.1}, select={"retain_drop": 0.03})}
+        validate_params(p)
+    with pytest.raises(ParamsError, match=r"rule\.rule_npo\.select"):
+        p["rule"] = {"rule_npo": dict(MICRO["rule"]["rule_npo"], select={})}
+        validate_params(p)
     for stop, key in (({}, "stop"), ({"leak": 1.5}, "leak"), ({"retain_drop": -0.1}, "retain_drop"), ({"lek": 0.1}, "stop")):
         with pytest.raises(ParamsError, match=rf"rule\.rule_npo\.{'stop' if key == 'stop' else 'stop.' + key}"):
             _stop_params("never_leaks", stop)

@@ -110,12 +110,14 @@ def test_the_rule_stop_record_is_what_its_tuning_run_ran():
     copies = {name: cfg for name, cfg in run["rule"].items() if name not in default["rule"]}
     assert copies and {n: run["rule"][n] for n in default["rule"]} == default["rule"]
     for name, cfg in copies.items():
-        budget = default["rule"][name.removesuffix("_stop")]
-        assert cfg["stop"] == entry["value"], name
-        assert {k: v for k, v in cfg.items() if k not in ("rounds", "stop")} == \
+        how = "stop" if "stop" in cfg else "select"
+        budget = default["rule"][name.removesuffix(f"_{how}")]
+        assert cfg[how] == entry["value" if how == "stop" else "select_value"], name
+        assert {k: v for k, v in cfg.items() if k not in ("rounds", how)} == \
             {k: v for k, v in budget.items() if k != "rounds"}, name  # the same run, rounds a cap
     strip = ("seed", "replicates", "rule", "sample")
     assert {k: v for k, v in run.items() if k not in strip} == {k: v for k, v in default.items() if k not in strip}
     assert {k: v for k, v in run["sample"].items() if k != "decodings"} == \
         {k: v for k, v in default["sample"].items() if k != "decodings"}
-    assert entry["adopted"] is False and "stop" not in str(default["rule"])  # the default keeps its round budget
+    assert {"stop", "select"} <= {"stop" if "stop" in c else "select" for c in copies.values()}
+    assert entry["adopted"] is False and not {"stop", "select"} & {k for c in default["rule"].values() for k in c}

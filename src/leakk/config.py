@@ -177,6 +177,9 @@ def _cross_field(p: dict[str, Any], src: str) -> None:
         if any(run["seed"] + 1000 * r == p["sample"]["seed"] for r in range(run["rounds"] + 1)):
             _fail(src, f"rule.{name}.seed", "equals sample.seed: RULE must not train on the evaluation samples (rule: differ)")
         _question_column(run["question_column"], columns, p["data"]["benchmark"], src, f"rule.{name}.question_column")
+        if run.get("select") and run.get("stop"):
+            _fail(src, f"rule.{name}.select", f"cannot be combined with rule.{name}.stop: both end RULE "
+                                              "(rule: select or stop, not both)")
         if run["forget_tokens"] == "span" and "fact" not in columns:
             _fail(src, f"rule.{name}.forget_tokens", f"'span' finds the leaked fact in each completion, and the "
                                                      f"{p['data']['benchmark']!r} benchmark has no fact column "

@@ -9,13 +9,18 @@ the frozen full model; optionally the loss on the leaked fact's tokens only). A 
 through), and so, with ``rule.<name>.stop``, does evidence: leak@n on the round's own
 training-phrasing samples at or below a target, or a retain guard (the round's starting model's
 greedy retain accuracy fallen more than ``retain_drop`` below the base model's: RULE then backs
-off to the previous round's starting model). Each round is one folder, cached and inspectable:
+off to the previous round's starting model). With ``rule.<name>.select`` RULE instead runs
+its rounds and the last one, which does not train, keeps the round whose starting model had
+the lowest training leak among those within ``retain_drop`` of the base model's retain accuracy
+(:func:`select_round`): retain accuracy dips and recovers over rounds, so a threshold stops
+too early (docs/tuning.yaml, ``rule_stop``). Each round is one folder, cached and inspectable:
 
     <round>/model/          the HF model after this round
     <round>/leaked.parquet  the cumulative leaked pairs added to the forget set
     <round>/round.parquet   one log row: leaks found, forget-set size, leak@k in the training
                             phrasings (``train_*``), the model it started from, why RULE
-                            stopped (``stop_reason``), the retain guard's accuracies
+                            stopped (``stop_reason``), the retain accuracies, and under
+                            ``select`` the round whose model the last round kept
 
 Each round is evaluated on the held-out phrasing it never trained on (:func:`evaluate_round`,
 the round log's ``eval_*`` columns) with ``sample.seed``, which params validation keeps
@@ -126,6 +131,9 @@ def _prev_state(prev_dir: Path, round_idx: int) -> tuple[Path, pl.DataFrame, boo
         if not (prev_dir / name).exists():
             raise ArtifactError(f"{prev_dir}: not a finished RULE round (no {name})")
     log = read_parquet(prev_dir / "round.parquet").row(0, named=True)
+    if log.get("selected_round") is not None:
+        raise ArtifactError(f"{prev_dir}: this round selected RULE's final model (it was the last round), so no round "
+                            f"can follow it; rule.<name>.rounds has grown since: run round {round_idx - 1} again")
     return prev_dir / "model", read_parquet(prev_dir / "leaked.parquet", "rule_leaked"), bool(log["stopped"]), log
 
 
@@ -158,6 +166,34 @@ def evidence_stop(row: dict[str, Any], cfg: dict[str, Any]) -> str | None:
     if "leak" in stop and leak is not None and leak <= stop["leak"] + 1e-12:
         return "leak target"
     return None
+
+
+def _round_history(prev_dir: Path, round_idx: int) -> list[tuple[dict[str, Any], Path]]:
+    """(log row, starting model folder) of rounds 1 … round_idx − 1, walking back from the
+    previous round's folder through each log's ``start_dir`` (relative to its own folder)."""
+    history, folder = [], prev_dir.resolve()
+    for _ in range(round_idx - 1):
+        log = read_parquet(folder / "round.parquet").row(0, named=True)
+        start = Path(os.path.normpath(folder / log["start_dir"]))
+        history.append((log, start))
+        folder = start.parent
+    return history[::-1]
+
+
+def select_round(history: list[tuple[dict[str, Any], Path]], cfg: dict[str, Any], *, ref: float | None,
+                 name: str) -> tuple[int, Path]:
+    """(round, starting model) with the lowest training leak@n among the rounds whose starting
+    model's retain accuracy is at most ``select.retain_drop`` below ``ref`` (the base model's);
+    ties go to the earliest round. Rounds that drew no samples (RULE had stopped) are no candidates."""
+    drop, leak = cfg["select"]["retain_drop"], f"train_leak_at_{cfg['n']}"
+    ok = [(row[leak], row["round"], start) for row, start in history
+          if row.get(leak) is not None and row.get("retain_start") is not None and ref is not None
+          and row["retain_start"] >= ref - drop - 1e-12]
+    if not ok:
+        raise ArtifactError(f"{name}: no round has both a training leak and a retain accuracy to select on "
+                            f"(rule.{name}.select); the round logs hold none")
+    _, round_idx, start = min(ok, key=lambda c: (c[0], c[1]))
+    return round_idx, start
 
 
 def forget_examples(data: pl.DataFrame, leaked: pl.DataFrame, cfg: dict[str, Any]) -> list[tuple]:
@@ -212,11 +248,13 @@ def run_round(data: pl.DataFrame, params: dict[str, Any], *, name: str, round_id
                            "start_dir": os.path.relpath(Path(model_dir).resolve(), Path(out_dir).resolve()),
                            "stop_reason": prev_log.get("stop_reason")}
     guard = "retain_drop" in (cfg.get("stop") or {})
-    if guard:
+    selecting = bool(cfg.get("select"))
+    if guard or selecting:
         row["retain_start"] = None if stopped else retain_accuracy(
-            model_dir, data, params, cfg, seed=seed, desc=f"{name} round {round_idx}: retain guard")
+            model_dir, data, params, cfg, seed=seed, desc=f"{name} round {round_idx}: retain accuracy")
         if not stopped and row["retain_start"] is None:  # a guard that cannot measure would silently pass
-            raise ArtifactError(f"{name} round {round_idx}: the retain guard (rule.{name}.stop.retain_drop) got no "
+            key = "stop.retain_drop" if guard else "select.retain_drop"
+            raise ArtifactError(f"{name} round {round_idx}: the retain measurement (rule.{name}.{key}) got no "
                                 f"verdict from judge {cfg['judge']!r} on any retain question; fix the judge and rerun")
         row["retain_ref"] = row["retain_start"] if round_idx == 1 else prev_log.get("retain_ref")
     new = pl.DataFrame(schema=LEAKED_SCHEMA)
@@ -246,7 +284,12 @@ def run_round(data: pl.DataFrame, params: dict[str, Any], *, name: str, round_id
             stopped, row["stop_reason"] = True, reason
     leaked = pl.concat([known, new]) if new.height else known
     forget_pairs = forget_examples(data, leaked, cfg)
-    trained = not stopped and leaked.height > 0
+    chosen = None
+    if selecting and round_idx == cfg["rounds"]:  # the last round measures and selects; it does not train
+        history = _round_history(Path(prev_dir), round_idx) + [(row, Path(model_dir))]
+        row["selected_round"], chosen = select_round(history, cfg, ref=row["retain_ref"], name=name)
+        row["stop_reason"] = row["stop_reason"] or "selected"
+    trained = not stopped and leaked.height > 0 and chosen is None
     if trained:
         model, tokenizer = load_model(model_dir, dev)
         method_name, method_kw, loop_kw = split_run_params(params["unlearn"][cfg["base"]])
@@ -268,13 +311,16 @@ def run_round(data: pl.DataFrame, params: dict[str, Any], *, name: str, round_id
         if trained:
             model.save_pretrained(tmp / "model", safe_serialization=True)
             tokenizer.save_pretrained(tmp / "model")
+        elif chosen is not None:
+            _link_model(round_model_dir(chosen), tmp / "model")
         elif back_off:  # the model before the update that cost retain accuracy: the last round's start
             # start_dir is relative to its own round folder, so moved or resumed trees log the same bytes
             _link_model(round_model_dir(Path(prev_dir) / prev_log["start_dir"]), tmp / "model")
         else:
             _link_model(Path(model_dir), tmp / "model")
         write_frame(leaked, tmp / "leaked.parquet")
-        typed = {"stop_reason": pl.String, "start_dir": pl.String, "retain_start": pl.Float64, "retain_ref": pl.Float64}
+        typed = {"stop_reason": pl.String, "start_dir": pl.String, "retain_start": pl.Float64, "retain_ref": pl.Float64,
+                 "selected_round": pl.Int64}
         write_frame(pl.DataFrame([row], schema_overrides={k: t for k, t in typed.items() if k in row}),
                     tmp / "round.parquet")
 
@@ -328,12 +374,15 @@ def evaluate_round(data: pl.DataFrame, params: dict[str, Any], *, name: str, rou
     write_parquet(pl.DataFrame([row]), out)
 
 
-def _finished(round_dir: Path, fingerprint: str) -> bool:
+def _finished(round_dir: Path, fingerprint: str, *, selects: bool) -> bool:
+    """A finished round trained with these params, and selecting exactly when it must (the
+    fingerprint leaves ``rounds`` out, but under ``select`` the last round's job depends on it)."""
     log = round_dir / "round.parquet"
     if not log.is_file():
         return False
     frame = read_parquet(log)
-    return "fingerprint" in frame.columns and frame["fingerprint"][0] == fingerprint
+    selected = "selected_round" in frame.columns and frame["selected_round"][0] is not None
+    return "fingerprint" in frame.columns and frame["fingerprint"][0] == fingerprint and selected == selects
 
 
 def run_all_rounds(data: pl.DataFrame, params: dict[str, Any], *, name: str, base_model: str | os.PathLike,
@@ -350,7 +399,7 @@ def run_all_rounds(data: pl.DataFrame, params: dict[str, Any], *, name: str, bas
     stale = False
     for r in range(1, rounds + 1):
         out = out_root / f"round_{r}"
-        stale = stale or not _finished(out, fingerprint)
+        stale = stale or not _finished(out, fingerprint, selects=bool(params["rule"][name].get("select")) and r == rounds)
         if stale:
             run_round(data, params, name=name, round_idx=r, prev_dir=prev, out_dir=out, reference_dir=reference_dir)
         prev = out
