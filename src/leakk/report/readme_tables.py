@@ -39,7 +39,7 @@ import polars as pl
 
 from leakk.core.errors import ArtifactError
 from leakk.core.layout import ATTACK_SEP
-from leakk.stats.estimate import model_order
+from leakk.stats.estimate import fmt_num, is_missing, model_order
 
 START = "<!-- leakk:table {name} -->"
 END = "<!-- /leakk:table -->"
@@ -48,16 +48,8 @@ _BLOCK = re.compile(r"<!-- leakk:table (?P<name>[a-z0-9-]+) -->\n(?P<body>.*?)<!
 
 # ------------------------------------------------------------------------------ CI coverage
 
-def _missing(x: float | None) -> bool:
-    return x is None or (isinstance(x, float) and math.isnan(x))
-
-
 def _pct(x: float | None) -> str:
-    return "–" if _missing(x) else f"{100 * x:.1f}"
-
-
-def _num(x: float | None) -> str:
-    return "–" if _missing(x) else f"{x:.2f}"
+    return "–" if is_missing(x) else f"{100 * x:.1f}"
 
 
 def coverage_markdown(table: pl.DataFrame, method: str, baseline: str = "t", phase: str = "confirm") -> str:
@@ -668,8 +660,8 @@ def methods(snapshot: Path) -> str:
                 row.append("–")
                 marks.append(None)
                 continue
-            row.append(" / ".join(_num(r[c]) for c in ("greedy", "leak_at_n", "retain_accuracy")))
-            marks.append(None if _missing(r["greedy"]) or _missing(r["leak_at_n"])  # every judgment failed
+            row.append(" / ".join(fmt_num(r[c]) for c in ("greedy", "leak_at_n", "retain_accuracy")))
+            marks.append(None if is_missing(r["greedy"]) or is_missing(r["leak_at_n"])  # every judgment failed
                          else r["greedy"] <= 0.15 + 1e-9 and r["leak_at_n"] >= 0.30 - 1e-9)
         verdict = "" if model in ("full", "retrain") else (
             "–" if None in marks else "yes" if all(marks) else f"**no** ({sum(map(bool, marks))}/{len(marks)} seeds)")

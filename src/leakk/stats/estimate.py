@@ -562,16 +562,22 @@ def model_order(models) -> list[str]:
     return head + [m for m in models if m not in head]
 
 
+def is_missing(x: float | None) -> bool:
+    """A value no table may print as a number: null, or NaN (every judgment failed)."""
+    return x is None or (isinstance(x, float) and math.isnan(x))
+
+
 def _fmt_ci(row: dict | None) -> str:  # pragma: no mutate block
     if row is None or row["leak_at_k"] is None:
         return "–"
-    if row["ci_low"] is None or (isinstance(row["ci_low"], float) and math.isnan(row["ci_low"])):
+    if is_missing(row["ci_low"]):
         return f"{row['leak_at_k']:.2f}"
     return f"{row['leak_at_k']:.2f} [{row['ci_low']:.2f}, {row['ci_high']:.2f}]"
 
 
-def _fmt_num(x: float | None, signed: bool = False) -> str:  # pragma: no mutate block
-    if x is None or (isinstance(x, float) and math.isnan(x)):
+def fmt_num(x: float | None, signed: bool = False) -> str:  # pragma: no mutate block
+    """``x`` to two decimals for a table cell, "–" when missing (:func:`is_missing`)."""
+    if is_missing(x):
         return "–"
     return f"{x:+.2f}" if signed else f"{x:.2f}"
 
@@ -631,6 +637,6 @@ def summary_markdown(
         excess = atk["excess_over_retrain"] if atk else None
         lines.append(
             f"| {m} | {_fmt_ci(greedy)} | {_fmt_ci(at1)} | {_fmt_ci(atk)} "
-            f"| {_fmt_num(excess, signed=True)} | {_fmt_num(acc.get(m))} |"
+            f"| {fmt_num(excess, signed=True)} | {fmt_num(acc.get(m))} |"
         )
     return "\n".join(lines) + "\n"

@@ -148,9 +148,14 @@ def retain_accuracy(model_dir: str | os.PathLike, data: pl.DataFrame, params: di
     questions = questions_for(data, ["retain"], cfg["question_column"])
     samples = sample_round(model_dir, questions, GREEDY, n=1, seed=seed, max_new_tokens=cfg["max_new_tokens"],
                            params=params, desc=desc)
-    judged = judge_samples(samples, data, {cfg["judge"]: params["judge"][cfg["judge"]]}, progress=False,
-                           device=params["device"])
-    acc = judged["leaked"].cast(pl.Float64).mean()  # a failed judgment (null) is left out, never "wrong"
+    return _accuracy(judge_samples(samples, data, {cfg["judge"]: params["judge"][cfg["judge"]]}, progress=False,
+                                   device=params["device"]))
+
+
+def _accuracy(judged: pl.DataFrame) -> float | None:
+    """Share of greedy answers judged correct; a failed judgment (null) is left out, never
+    "wrong". None when every judgment failed."""
+    acc = judged["leaked"].cast(pl.Float64).mean()
     return None if acc is None else float(acc)
 
 
@@ -168,13 +173,19 @@ def evidence_stop(row: dict[str, Any], cfg: dict[str, Any]) -> str | None:
     return None
 
 
+def _start_model(round_dir: Path, log: dict[str, Any]) -> Path:
+    """The model folder a finished round started from: its log's ``start_dir`` is relative to
+    the round's own (resolved) folder, so moved or resumed trees log the same bytes."""
+    return Path(os.path.normpath(round_dir.resolve() / log["start_dir"]))
+
+
 def _round_history(prev_dir: Path, round_idx: int) -> list[tuple[dict[str, Any], Path]]:
     """(log row, starting model folder) of rounds 1 … round_idx − 1, walking back from the
-    previous round's folder through each log's ``start_dir`` (relative to its own folder)."""
-    history, folder = [], prev_dir.resolve()
+    previous round's folder through each log's starting model."""
+    history, folder = [], prev_dir
     for _ in range(round_idx - 1):
         log = read_parquet(folder / "round.parquet").row(0, named=True)
-        start = Path(os.path.normpath(folder / log["start_dir"]))
+        start = _start_model(folder, log)
         history.append((log, start))
         folder = start.parent
     return history[::-1]
@@ -312,10 +323,9 @@ def run_round(data: pl.DataFrame, params: dict[str, Any], *, name: str, round_id
             model.save_pretrained(tmp / "model", safe_serialization=True)
             tokenizer.save_pretrained(tmp / "model")
         elif chosen is not None:
-            _link_model(round_model_dir(chosen), tmp / "model")
+            _link_model(chosen, tmp / "model")
         elif back_off:  # the model before the update that cost retain accuracy: the last round's start
-            # start_dir is relative to its own round folder, so moved or resumed trees log the same bytes
-            _link_model(round_model_dir(Path(prev_dir) / prev_log["start_dir"]), tmp / "model")
+            _link_model(_start_model(Path(prev_dir), prev_log), tmp / "model")
         else:
             _link_model(Path(model_dir), tmp / "model")
         write_frame(leaked, tmp / "leaked.parquet")
@@ -368,9 +378,7 @@ def evaluate_round(data: pl.DataFrame, params: dict[str, Any], *, name: str, rou
     forget_qids = data.filter(pl.col("split") == "forget").select("qid")
     row = {"round": round_idx, "eval_judge": judge, "eval_decoding": decoding.name}
     row.update(leak_stats(sampled.join(forget_qids, on="qid"), data, sorted({1, ev["n"]}), est, prefix="eval_"))
-    retain = greedy.join(data.filter(pl.col("split") == "retain").select("qid"), on="qid")
-    acc = retain["leaked"].cast(pl.Float64).mean()
-    row["retain_accuracy"] = None if acc is None else float(acc)
+    row["retain_accuracy"] = _accuracy(greedy.join(data.filter(pl.col("split") == "retain").select("qid"), on="qid"))
     write_parquet(pl.DataFrame([row]), out)
 
 
