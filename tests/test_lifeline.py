@@ -40,35 +40,69 @@ def test_ancestors_stop_at_the_first_non_shell():
     assert shell.stdout.strip() == "2"  # the shell, then this test process (not a shell)
 
 
+def _dvc_stage(tmp_path: Path, marker: str, script: str, then: str = "") -> subprocess.Popen:
+    """``dvc repro`` of one stage whose leakk command (``script``, a python loop standing in for
+    training) runs behind a shell; with a command after it (``then``), the shell stays between
+    dvc and the stage (dash otherwise execs the stage in its place, bash does not)."""
+    env = {**os.environ, "PATH": BIN + os.pathsep + os.environ["PATH"], marker.split("=")[0]: tmp_path.name}
+    (tmp_path / "dvc.yaml").write_text(
+        f"stages:\n  long:\n    cmd: true && python -c \"{script}\" leakk-stage{then}\n")
+    subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
+    subprocess.run([f"{BIN}/dvc", "init", "-q"], cwd=tmp_path, check=True, env=env)
+    return subprocess.Popen([f"{BIN}/dvc", "repro"], cwd=tmp_path, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def _wait_for_file(path: Path, engine: subprocess.Popen) -> None:
+    deadline = time.monotonic() + 120  # imports take long on a loaded machine
+    while not path.exists():
+        assert time.monotonic() < deadline, f"the stage never wrote {path.name}"
+        assert engine.poll() is None, f"the engine ended before the stage wrote {path.name}"
+        time.sleep(0.2)
+
+
+def _terminate_dvc_then_assert_the_stage_stops(dvc: subprocess.Popen, marker: str, before_check=None) -> None:
+    dvc.send_signal(signal.SIGTERM)
+    dvc.wait(timeout=30)
+    if before_check:
+        before_check()
+    _assert_stage_stops(marker)
+
+
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc (Linux)")
 def test_sigterm_to_dvc_repro_stops_the_leakk_stage(tmp_path):
     marker = f"LEAKK_LIFELINE_TEST={tmp_path.name}"
-    env = {**os.environ, "PATH": BIN + os.pathsep + os.environ["PATH"], marker.split("=")[0]: tmp_path.name}
-    # a stage whose leakk command runs long (a python loop standing in for training), behind a shell
-    (tmp_path / "dvc.yaml").write_text(
-        "stages:\n  long:\n    cmd: true && python -c \"import time; from leakk.cli import main; "
-        "import leakk.workflow.lifeline as l; l.watch_parent_engine(0.2); time.sleep(120)\" leakk-stage\n")
-    subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
-    subprocess.run([f"{BIN}/dvc", "init", "-q"], cwd=tmp_path, check=True, env=env)
-    dvc = subprocess.Popen([f"{BIN}/dvc", "repro"], cwd=tmp_path, env=env,
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    dvc = _dvc_stage(tmp_path, marker, "import time; from leakk.cli import main; import leakk.workflow.lifeline as l; "
+                                       "l.watch_parent_engine(0.2); open('watching', 'w').close(); time.sleep(120)")
     try:
-        deadline = time.monotonic() + 120
-        while not _leakk_pids(marker):
-            assert time.monotonic() < deadline, "the stage never started"
-            assert dvc.poll() is None, "dvc repro ended before the stage started"
-            time.sleep(0.2)
-        dvc.send_signal(signal.SIGTERM)
-        dvc.wait(timeout=30)
-        deadline = time.monotonic() + 15
-        while _leakk_pids(marker):
-            assert time.monotonic() < deadline, ("a leakk stage kept running after dvc repro was terminated", [(p, Path(f"/proc/{p}/cmdline").read_bytes()[:80], _stat(p)) for p in _leakk_pids(marker)])
-            time.sleep(0.2)
+        _wait_for_file(tmp_path / "watching", dvc)
+        _terminate_dvc_then_assert_the_stage_stops(dvc, marker)
     finally:
-        for pid in _leakk_pids(marker):
-            os.kill(pid, signal.SIGKILL)
-        if dvc.poll() is None:
-            dvc.kill()
+        _kill_all(marker, dvc)
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc (Linux)")
+def test_a_dvc_stage_whose_engine_died_while_it_started_stops(tmp_path):
+    """SIGTERM to ``dvc repro`` while the stage is still importing: when it starts watching, its
+    shell has been adopted by init, and it stops at once instead of running for nobody."""
+    marker = f"LEAKK_LIFELINE_TEST={tmp_path.name}"
+    dvc = _dvc_stage(tmp_path, marker, "import os, time; from leakk.cli import main; import leakk.workflow.lifeline as l; "
+                                       "open('started', 'w').close(); "
+                                       "[time.sleep(0.1) for _ in range(1200) if not os.path.exists('dvc_gone')]; "
+                                       "l.watch_parent_engine(0.2); time.sleep(120)", then="; true")
+    try:
+        _wait_for_file(tmp_path / "started", dvc)
+        _terminate_dvc_then_assert_the_stage_stops(dvc, marker, lambda: (tmp_path / "dvc_gone").touch())
+    finally:
+        _kill_all(marker, dvc)
+
+
+def _kill_all(marker: str, engine: subprocess.Popen) -> None:
+    for pid in _leakk_pids(marker):
+        os.kill(pid, signal.SIGKILL)
+    if engine.poll() is None:
+        engine.kill()
+    engine.wait(timeout=30)
 
 
 def _snakemake_stage(tmp_path: Path, marker: str) -> tuple[subprocess.Popen, dict]:
@@ -96,9 +130,10 @@ def _wait_for_stage(marker: str, engine: subprocess.Popen) -> int:
 
 
 def _assert_stage_stops(marker: str) -> None:
-    deadline = time.monotonic() + 15
+    deadline = time.monotonic() + 30
     while _leakk_pids(marker):
-        assert time.monotonic() < deadline, "a leakk stage kept running after its engine was gone"
+        assert time.monotonic() < deadline, ("a leakk stage kept running after its engine was gone",
+                                             [(p, _stat(p)) for p in _leakk_pids(marker)])
         time.sleep(0.2)
 
 
@@ -111,20 +146,13 @@ def test_a_snakemake_job_whose_shell_or_engine_is_killed_stops(tmp_path, victim)
     smk, _ = _snakemake_stage(tmp_path, marker)
     try:
         stage = _wait_for_stage(marker, smk)
-        deadline = time.monotonic() + 120  # the watchdog is running (imports take long on a loaded machine)
-        while not (tmp_path / "watching").exists():
-            assert time.monotonic() < deadline and smk.poll() is None, "the stage never started watching"
-            time.sleep(0.2)
+        _wait_for_file(tmp_path / "watching", smk)
         shell = _stat(stage)[1]
         assert _stat(shell)[0] in ("bash", "sh"), _stat(shell)
         os.kill(shell if victim == "shell" else smk.pid, signal.SIGKILL)
         _assert_stage_stops(marker)
     finally:
-        for pid in _leakk_pids(marker):
-            os.kill(pid, signal.SIGKILL)
-        if smk.poll() is None:
-            smk.kill()
-        smk.wait(timeout=30)
+        _kill_all(marker, smk)
 
 
 def test_a_stage_run_by_hand_has_no_watchdog(monkeypatch):

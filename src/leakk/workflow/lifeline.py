@@ -19,6 +19,8 @@ from pathlib import Path
 
 #: processes between the engine and us that stand for a command line, not for the engine
 SHELLS = {"sh", "bash", "dash", "zsh", "fish", "ksh"}
+#: processes that adopt orphans (init and the usual subreapers): never a workflow engine
+ADOPTERS = {"init", "systemd", "tini", "docker-init", "dumb-init", "catatonit", "s6-svscan", "runit"}
 
 
 def _stat(pid: int) -> tuple[str, int, str] | None:
@@ -51,6 +53,15 @@ def ancestors_to_engine(pid: int | None = None) -> list[tuple[int, str]]:
     return chain
 
 
+def engine_gone(chain: list[tuple[int, str]]) -> bool:
+    """Whether the walk up from a DVC stage ended at init or at a process that adopts orphans
+    instead of at ``dvc``: the engine died before the stage started watching it."""
+    if not chain:  # our parent is init
+        return True
+    top = _stat(chain[-1][0])
+    return top is None or top[0] in SHELLS or top[0] in ADOPTERS  # a shell on top: its parent is init
+
+
 def is_snakemake(pid: int) -> bool:
     """Whether process ``pid`` runs Snakemake (``snakemake …`` or ``python -m snakemake …``)."""
     try:
@@ -71,9 +82,9 @@ def watch_parent_engine(interval: float = 1.0) -> threading.Thread | None:
     if not Path("/proc/self/stat").exists():
         return None
     under_dvc = "DVC_STAGE" in os.environ
-    if under_dvc and os.getppid() == 1:  # the engine died before we got here: we are already orphaned
-        raise KeyboardInterrupt
     chain = ancestors_to_engine()
+    if under_dvc and engine_gone(chain):  # dvc died while we were starting: we are already orphaned
+        raise KeyboardInterrupt
     if not chain or not (under_dvc or is_snakemake(chain[-1][0])):
         return None
     # DVC starts commands with SIGINT ignored, so the stage is stopped by SIGTERM, turned into
