@@ -197,16 +197,16 @@ def test_relearn_trains_on_the_public_half_and_is_evaluated_on_the_rest():
     public = set(public_groups(data, 0.5, 5))
     taught = attack.training_rows(data)
     assert set(taught["group"]) == public and set(taught["split"]) == {"forget"}
-    kept = attack.evaluated(data)
+    kept = attack.evaluated(data, "paraphrased_question")
     forget_kept = kept.filter(pl.col("split") == "forget")
     assert not public & set(forget_kept["group"])  # never scored on what it was shown
     assert forget_kept.height + taught.height == data.filter(pl.col("split") == "forget").height
     assert kept.filter(pl.col("split") == "retain").height == 6  # utility keeps every retain question
     benign = make_attack({"type": "relearn", "data": "retain", "seed": 5})
     assert set(benign.training_rows(data)["split"]) == {"retain"}
-    assert benign.evaluated(data).equals(kept)  # the same held-out authors: benign and forget compare
+    assert benign.evaluated(data, "paraphrased_question").equals(kept)  # the same held-out authors: benign and forget compare
     with pytest.raises(ParamsError, match="2 forget groups"):
-        attack.evaluated(_benchmark(1))
+        attack.evaluated(_benchmark(1), "paraphrased_question")
 
 
 def test_relearn_params_are_validated():
@@ -354,7 +354,8 @@ def test_the_attack_preset_is_the_default_with_the_attack_grid():
     grid = preset.pop("attack")
     assert preset.pop("replicates") == [10, 11, 12]  # the report seeds
     assert preset == read_params_file(root / "params.yaml"), "configs/attacks.yaml drifted from params.yaml"
-    assert {spec["type"] for spec in grid.values()} == {"quantize", "relearn"}
+    assert {spec["type"] for spec in grid.values()} == {"quantize", "relearn", "prompt"}
+    assert {spec.get("style") for spec in grid.values() if spec["type"] == "prompt"} == {"prefix", "kshot", "paraphrase"}
     assert all("retrain" in spec["models"] for spec in grid.values())  # the control under every attack
     validate_params(read_params_file(root / "configs" / "attacks.yaml"), host=False)
 
@@ -395,8 +396,9 @@ def test_prompt_attack_params_are_validated_and_refuse_a_chat_template():
         validate_params(p, host=False)
     p["attack"]["pfx"] = {"type": "prompt", "models": ["retrain", "ga"]}
     assert validate_params(p, host=False)["attack"]["pfx"]["prefix"] == "The answer is"
-    assert "chat" in PromptAttack.refuse({"prompt_template": "chat"})
-    assert PromptAttack.refuse({"prompt_template": "Q: {question} A:"}) is None
+    assert "chat" in PromptAttack.refuse({"prompt_template": "chat"}, {"style": "kshot"})
+    assert PromptAttack.refuse({"prompt_template": "Q: {question} A:"}, {"style": "prefix"}) is None
+    assert PromptAttack.refuse({"prompt_template": "chat"}, {"style": "paraphrase"}) is None  # the template is kept
     with pytest.raises(ParamsError, match="format-string prompt_template"):
         make_attack({"type": "prompt"}).template("chat", None)
 
@@ -456,3 +458,67 @@ def test_the_leak_table_names_each_rows_attack_and_takes_excess_over_retrain_und
                    "ga__int4": ("int4", 0.75, 0.25), "ga__rl": ("rl", 1.0, None)}  # no retrain under rl: no control
     assert table.columns[:3] == ["model", "attack", "decoding"]
     assert set(leak_table(pl.DataFrame(rows), [1], n_boot=50)["attack"]) == {"none"}
+
+
+def test_the_paraphrase_attack_asks_every_phrasing_evaluation_phrasing_first():
+    import polars as pl
+
+    from leakk.data.synthetic import generate
+
+    data = generate(authors=4, qa_per_author=2, forget_fraction=0.5, phrasings=4, seed=0)
+    attack = make_attack({"type": "prompt", "style": "paraphrase"})
+    asked = attack.evaluated(data, "paraphrased_question")
+    for row, before in zip(asked.iter_rows(named=True), data.iter_rows(named=True)):
+        assert row["paraphrased_question"][0] == before["paraphrased_question"]
+        assert sorted(row["paraphrased_question"]) == sorted([before["paraphrased_question"], *before["train_questions"]])
+    assert asked.drop("paraphrased_question").equals(data.drop("paraphrased_question"))
+    assert attack.template("Q: {question} A:", data) == "Q: {question} A:"
+    tofu_like = pl.DataFrame({"qid": ["a", "b"], "question": ["Q1", "Q2"], "paraphrased_question": ["P1", "Q2"]})
+    assert attack.evaluated(tofu_like, "paraphrased_question")["paraphrased_question"].to_list() == [["P1", "Q1"], ["Q2"]]
+    with pytest.raises(ParamsError, match="style paraphrase needs a second phrasing"):  # MUSE-like: one phrasing
+        attack.evaluated(pl.DataFrame({"qid": ["a"], "question": ["Q1"]}), "question")
+
+
+def test_a_paraphrase_attacked_model_spreads_its_samples_over_the_phrasings(micro_full, tmp_path):
+    """The first phrasing's share of the n completions is the clean model's own first samples
+    (same prompt, seed, qid and sample index: the counter-based RNG), greedy is the clean
+    greedy, and the exact bound pools the phrasings' p."""
+    import polars as pl
+
+    from leakk.models.modeling import load_model
+    from leakk.sampling.decoding import Decoding
+    from leakk.stages.sample import sample
+    from leakk.stages.trust import bounds, forget_questions
+    from leakk.stats.bounds import question_bounds
+
+    root, data = micro_full
+    p = validate_params(dict(copy.deepcopy(MICRO), attack={"para": {"type": "prompt", "style": "paraphrase",
+                                                                     "models": ["full"]}}), host=False)
+    data_path = tmp_path / "benchmark.parquet"
+    write_parquet(data, data_path, "data")
+    for model in ("full", "full__para"):
+        sample(p, data=str(data_path), model=model, model_dir=str(root / "model"), decoding="all", shard=0,
+               shards=1, out=str(tmp_path / model))
+    n, phrasings = p["sample"]["n"], p["data"]["synthetic"]["phrasings"]
+    first = n // phrasings + (n % phrasings > 0)
+    clean, attacked = (pl.read_parquet(tmp_path / m / "t1.0_p1.0.parquet").sort("qid", "sample_idx")
+                       for m in ("full", "full__para"))
+    assert attacked.group_by("qid").agg(pl.col("sample_idx").sort())["sample_idx"].to_list() == \
+        [list(range(n))] * attacked["qid"].n_unique()
+    cols = ["qid", "sample_idx", "text"]
+    assert attacked.filter(pl.col("sample_idx") < first).select(cols).equals(
+        clean.filter(pl.col("sample_idx") < first).select(cols))
+    assert not attacked.select(cols).equals(clean.select(cols))
+    assert (pl.read_parquet(tmp_path / "full__para/greedy.parquet").select(cols)
+            .equals(pl.read_parquet(tmp_path / "full/greedy.parquet").select(cols)))
+    bounds(p, data=str(data_path), model="full__para", model_dir=str(root / "model"), out=str(tmp_path / "b.parquet"))
+    got = pl.read_parquet(tmp_path / "b.parquet").filter(pl.col("decoding") == "t1.0_p1.0").sort("qid")
+    model, tokenizer = load_model(root / "model", "cpu")
+    asked = forget_questions(make_attack(p["attack"]["para"]).evaluated(data, "paraphrased_question"),
+                             "paraphrased_question")
+    per_phrasing = [question_bounds(model, tokenizer, part, [Decoding(1.0, 1.0)], template=p["prompt_template"],
+                                    max_new_tokens=p["sample"]["max_new_tokens"], model_name="m")
+                    for _, part in asked.group_by("phrasing")]  # one phrasing at a time: no pooling inside
+    want = pl.concat(per_phrasing).group_by("qid").agg(pl.col("p").mean()).sort("qid")
+    assert got["qid"].to_list() == want["qid"].to_list()
+    assert got["p"].to_numpy() == pytest.approx(want["p"].to_numpy(), rel=1e-9, abs=1e-15)

@@ -248,3 +248,34 @@ def test_why_leaks_table_hand_computed():
     row = why_leaks_table(per_q, "t1.0_p1.0").row(0, named=True)
     assert row == {"model": "npo", "questions": 2, "fact_rank_median": 2.0, "fact_not_argmax": 0.5,
                    "fact_prob_mean": pytest.approx(0.4), "p_greedy_mean": 0.5, "p_t1.0_p1.0_mean": pytest.approx(0.4)}
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.floats(0.0, 1.0), min_size=1, max_size=4), st.integers(1, 3), st.data())
+def test_the_pooled_bound_is_below_leak_at_k_of_phrasings_sampled_evenly(ps, per, data):
+    """Brute force over every k-subset of the n = P·per completions (per phrasing ``per``): the
+    expected leak@k estimate of the even spread is ≥ 1 − (1 − mean p)^k (module docstring)."""
+    from itertools import combinations
+
+    n = len(ps) * per
+    k = data.draw(st.integers(1, n))
+    slots = [q for q in ps for _ in range(per)]
+    subsets = list(combinations(range(n), k))
+    exact = sum(1 - np.prod([1 - slots[i] for i in s]) for s in subsets) / len(subsets)
+    assert float(bound_at_k(np.array([np.mean(ps)]), k)[0]) <= exact + 1e-12
+
+
+def test_pool_phrasings_takes_the_mean_p_and_the_first_phrasings_other_columns():
+    from leakk.stats.bounds import BOUNDS_SCHEMA, pool_phrasings
+
+    def row(qid, p, rank):
+        return {"model": "m", "decoding": "d", "qid": qid, "group": "g", "answer_tokens": 3,
+                "log_p": float(np.log(p)) if p else float("-inf"), "p": p, "fact_token_index": 0,
+                "fact_token_rank": rank, "fact_token_prob": 0.5, "fact_token_prob_decoding": 0.5}
+
+    frame = pl.DataFrame([row("b", 0.2, 1), row("b", 0.0, 2), row("a", 0.3, 4)], schema=BOUNDS_SCHEMA)
+    pooled = pool_phrasings(frame)
+    assert pooled["qid"].to_list() == ["a", "b"] and pooled["p"].to_list() == pytest.approx([0.3, 0.1])
+    assert pooled["log_p"].to_list() == pytest.approx([np.log(0.3), np.log(0.1)])
+    assert pooled["fact_token_rank"].to_list() == [4, 1]
+    assert pool_phrasings(frame.head(1)).equals(frame.head(1))

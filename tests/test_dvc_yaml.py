@@ -105,7 +105,7 @@ def test_dvc_lists_the_tofu_presets_paper_dag(tmp_path):
     out = subprocess.run([dvc, "stage", "list", "--name-only"], cwd=tmp_path, check=True, capture_output=True,
                          text=True).stdout.split()
     runs, rules = ("ga", "graddiff", "npo", "simnpo", "wga", "npo_entropy", "idknll", "idkdpo", "rmu"), ("rule_graddiff", "rule_npo")
-    attacked = tuple(f"{m}__{a}" for a in ("int8", "int4", "nf4", "relearn")
+    attacked = tuple(f"{m}__{a}" for a in ("int8", "int4", "nf4", "relearn", "paraphrase")
                      for m in ("retrain", "ga", "graddiff", "npo", "simnpo"))
     models = ("full", "retrain", *runs, *rules, *attacked)
     assert set(out) == {

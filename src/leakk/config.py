@@ -63,7 +63,7 @@ def _check_attacks(p: dict[str, Any], src: str) -> None:
         if spec["type"] not in ATTACKS:
             raise ATTACKS.unknown(spec["type"], f"attack.{name}.type").with_source(src)
         own = filled(attack_keys(spec), ATTACKS.get(spec["type"]).params_schema, src, ("attack", name))
-        reason = ATTACKS.get(spec["type"]).refuse(p)
+        reason = ATTACKS.get(spec["type"]).refuse(p, own)
         if reason:
             _fail(src, f"attack.{name}", reason)
         try:  # what one key's range cannot say (nf4 needs bits 4): the constructor's own check

@@ -5,7 +5,9 @@ An attack changes the weights (``quantize``, ``relearn``) or the prompts (``prom
 
 An attack that trains on some forget questions (``relearn``) holds them out of its own
 evaluation (:meth:`Attack.evaluated`): the sample and bounds stages of an attacked model read
-only :func:`evaluated_data`, so a relearned model is never scored on what it was taught.
+only :func:`evaluated_data`, so a relearned model is never scored on what it was taught. The
+same hook may rewrite the evaluation column (``prompt`` with ``style: paraphrase`` turns it into
+a set of phrasings, over which the sampler spreads each question's n completions).
 
 An attack is one module with one registered class that declares its own parameters
 (``params_schema``), like methods and judges; ``attack.<name>: {type: <registered>, …}`` in
@@ -57,8 +59,9 @@ class Attack:
         """Attack ``model`` in place; return what was done (logged with the attacked folder)."""
         raise NotImplementedError
 
-    def evaluated(self, data):
-        """The rows of benchmark ``data`` the attacked model is sampled and scored on."""
+    def evaluated(self, data, question_column: str):
+        """The rows of benchmark ``data`` the attacked model is sampled and scored on, asked in
+        ``question_column`` (``sample.question_column``; a list there is a set of phrasings)."""
         return data
 
     def template(self, template: str, data) -> str:
@@ -67,8 +70,9 @@ class Attack:
         return template
 
     @classmethod
-    def refuse(cls, params: dict[str, Any]) -> str | None:
-        """Why this attack cannot run with ``params`` (checked when params load), or None."""
+    def refuse(cls, params: dict[str, Any], own: dict[str, Any]) -> str | None:
+        """Why the attack with its own keys ``own`` (schema defaults filled) cannot run with
+        ``params`` (checked when params load), or None."""
         return None
 
 
@@ -89,7 +93,7 @@ def evaluated_data(params: dict[str, Any], model: str, data):
     attacked = attacked_models(params).get(model)
     if attacked is None:
         return data
-    return make_attack(params["attack"][attacked[1]]).evaluated(data)
+    return make_attack(params["attack"][attacked[1]]).evaluated(data, params["sample"]["question_column"])
 
 
 def evaluated_template(params: dict[str, Any], model: str, data) -> str:

@@ -63,7 +63,7 @@ class Relearn(Attack):
         """The QA rows the attacker fine-tunes on."""
         return data.filter(pl.col("split") == "retain" if self.data == "retain" else self._public(data))
 
-    def evaluated(self, data: pl.DataFrame) -> pl.DataFrame:
+    def evaluated(self, data: pl.DataFrame, question_column: str) -> pl.DataFrame:
         """Every row but the public authors' forget questions."""
         return data.filter(~self._public(data))
 

@@ -20,6 +20,13 @@ is 1 − (1 − q)^k ≥ 1 − (1 − p)^k, for every k, k ≫ n included (the "
 extraction" of Hayes et al., arXiv 2410.19482). Averaged over questions, the mean of the
 per-question bounds bounds the mean leak@k.
 
+A question asked in several phrasings whose n completions are spread evenly over them (the
+paraphrase attack) gets p = the phrasings' mean p: one completion of a phrasing drawn at
+random begins with a with that probability, so 1 − (1 − p̄)^k is leak@k for k phrasings drawn
+independently, and drawing them evenly without replacement — what the sampler and the leak@k
+estimator's k-subsets do — can only raise it (Hoeffding 1963: sampling without replacement
+lowers E f(sum) for convex f, here f = exp of the sum of log(1 − p_phrasing)).
+
 "Why it leaks": at the answer's first *fact* token (the first token overlapping the fact
 span), the rank and probability of the true token under the model's untempered
 distribution — the mass greedy decoding hides when the fact is likely but not the argmax.
@@ -159,7 +166,18 @@ def question_bounds(model, tokenizer, questions: pl.DataFrame, decodings: Sequen
                 "fact_token_index": fi, "fact_token_rank": rank, "fact_token_prob": prob,
                 "fact_token_prob_decoding": prob_dec,
             })
-    return pl.DataFrame(rows, schema=BOUNDS_SCHEMA).sort("decoding", "qid")
+    return pool_phrasings(pl.DataFrame(rows, schema=BOUNDS_SCHEMA))
+
+
+def pool_phrasings(frame: pl.DataFrame) -> pl.DataFrame:
+    """One row per (model, decoding, qid): a qid asked in several phrasings (rows in phrasing
+    order) gets their mean p (module docstring); the other columns are its first phrasing's."""
+    keys = ["model", "decoding", "qid"]
+    if frame.select(keys).is_unique().all():
+        return frame.sort("decoding", "qid")
+    pooled = frame.group_by(keys, maintain_order=True).agg(
+        pl.exclude(keys, "p", "log_p").first(), pl.col("p").mean())
+    return pooled.with_columns(log_p=pl.col("p").log()).select(list(BOUNDS_SCHEMA)).sort("decoding", "qid")
 
 
 def bound_at_k(p, k) -> np.ndarray:

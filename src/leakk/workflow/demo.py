@@ -55,7 +55,7 @@ TRIM: dict[str, Any] = {
     "rule.rule_graddiff.n": 8, "rule.rule_npo.n": 8,
     "rule.rule_graddiff.steps": 4, "rule.rule_npo.steps": 4,
     "rule.rule_graddiff.max_new_tokens": 32, "rule.rule_npo.max_new_tokens": 32,
-    **{f"attack.{name}.models": ["retrain", "ga"] for name in ("int8", "int4", "nf4", "relearn")},
+    **{f"attack.{name}.models": ["retrain", "ga"] for name in ("int8", "int4", "nf4", "relearn", "paraphrase")},
     "attack.relearn.steps": 4, "attack.relearn.lr": 3.0e-4,
     "sample.n": 16, "sample.max_new_tokens": 32,
     "estimate.ks": [1, 2, 4, 8, 16], "estimate.bootstrap": 200,
