@@ -75,6 +75,19 @@ def test_nf4_rounds_each_group_to_the_nearest_level_by_brute_force():
     assert torch.all(got[1, 8:16] == 0) and len(torch.unique(got[0, :8])) <= 16
 
 
+def test_nf4_equals_what_bitsandbytes_dequantizes():
+    """The reference package: bitsandbytes' own NF4 quantize/dequantize (its CPU backend), blocks
+    of 64 consecutive weights, gives the same weights as the plain-torch rounding."""
+    import bitsandbytes.functional as bnb
+    from leakk.attacks.quantize import NF4_LEVELS
+
+    w = torch.randn(24, 192, generator=torch.Generator().manual_seed(3)) * 0.02
+    w[5, :64] = 0.0  # an all-zero block
+    packed, state = bnb.quantize_4bit(w, blocksize=64, quant_type="nf4")
+    want = bnb.dequantize_4bit(packed, state)
+    torch.testing.assert_close(fake_quantize(w, 4, 64, NF4_LEVELS), want, rtol=1e-6, atol=1e-9)
+
+
 @pytest.mark.parametrize("codebook", [None, "nf4"])
 def test_quantize_keeps_the_weights_device(codebook):
     """The attack stage loads the model on its device (a GPU for the TOFU preset): every tensor

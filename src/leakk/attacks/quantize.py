@@ -13,7 +13,8 @@ Runs on a CPU; no kernel library needed.
 weights, w / max|w| is rounded to the nearest of 16 fixed levels (:data:`NF4_LEVELS`, normal
 quantiles), then scaled back: with ``group_size: 64`` (bitsandbytes' block size; the
 default 32 is finer) the values a bitsandbytes NF4 layer dequantizes to, without its double
-quantization of the scales, computed here in plain torch so it runs on a CPU too.
+quantization of the scales (tests/test_attacks.py checks them against bitsandbytes'
+``quantize_4bit``/``dequantize_4bit``), computed here in plain torch so it runs on any device.
 """
 
 from __future__ import annotations
