@@ -64,7 +64,7 @@ def test_demo_tofu_runs_the_real_path_offline_in_its_own_folder(tmp_path, monkey
     assert set(data["source_config"]) == {"forget10", "retain90"} and "forget10/author000" in set(data["group"])
     assert not (results / "hub").exists() and not (results / "models" / "full").exists()  # used in place
     leak = pl.read_parquet(results / "leak_at_k.parquet")
-    attacked = {f"{m}__{a}" for m in ("retrain", "ga") for a in ("int8", "int4", "nf4", "relearn")}
+    attacked = {f"{m}__{a}" for m in ("retrain", "ga") for a in ("int8", "int4", "nf4", "relearn", "paraphrase")}
     assert set(leak["model"]) == {"full", "retrain", "ga", "npo", "simnpo", "wga", "npo_entropy", "idknll",
                                   "idkdpo", "rmu", "rule_npo"} | attacked
     assert set(leak.filter(pl.col("model") == "ga__nf4")["attack"]) == {"nf4"}
