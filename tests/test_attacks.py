@@ -368,7 +368,7 @@ def test_the_attack_preset_is_the_default_with_the_attack_grid():
     assert preset.pop("replicates") == [10, 11, 12]  # the report seeds
     assert preset == read_params_file(root / "params.yaml"), "configs/attacks.yaml drifted from params.yaml"
     assert {spec["type"] for spec in grid.values()} == {"quantize", "relearn", "prompt"}
-    assert {spec.get("style") for spec in grid.values() if spec["type"] == "prompt"} == {"prefix", "kshot", "paraphrase"}
+    assert {spec.get("style") for spec in grid.values() if spec["type"] == "prompt"} == {"prefix", "paraphrase"}
     assert all("retrain" in spec["models"] for spec in grid.values())  # the control under every attack
     validate_params(read_params_file(root / "configs" / "attacks.yaml"), host=False)
 
