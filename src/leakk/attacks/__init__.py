@@ -5,7 +5,7 @@ An attack changes the weights (``quantize``, ``relearn``) or the prompts (``prom
 
 An attack that trains on some forget questions (``relearn``) holds them out of its own
 evaluation (:meth:`Attack.evaluated`): the sample and bounds stages of an attacked model read
-only :func:`evaluated_data`, so a relearned model is never scored on what it was taught. The
+only :func:`evaluation_inputs`, so a relearned model is never scored on what it was taught. The
 same hook may rewrite the evaluation column (``prompt`` with ``style: paraphrase`` turns it into
 a set of phrasings, over which the sampler spreads each question's n completions).
 
@@ -87,22 +87,16 @@ def make_attack(spec: dict[str, Any]) -> Attack:
     return cls(**filled(attack_keys(spec), cls.params_schema, f"attack {spec['type']!r}"))
 
 
-def evaluated_data(params: dict[str, Any], model: str, data):
-    """The benchmark rows model ``model`` is evaluated on: every row for a clean model, its
-    attack's :meth:`Attack.evaluated` rows for an attacked one (``<model>__<attack>``)."""
+def evaluation_inputs(params: dict[str, Any], model: str, data) -> tuple[Any, str]:
+    """What model ``model`` is sampled and bounded on: the benchmark rows (its attack's
+    :meth:`Attack.evaluated` rows for an attacked ``<model>__<attack>``, every row for a clean
+    model) and the prompt template (its attack's :meth:`Attack.template`, else ``prompt_template``)."""
     attacked = attacked_models(params).get(model)
     if attacked is None:
-        return data
-    return make_attack(params["attack"][attacked[1]]).evaluated(data, params["sample"]["question_column"])
+        return data, params["prompt_template"]
+    attack = make_attack(params["attack"][attacked[1]])
+    return (attack.evaluated(data, params["sample"]["question_column"]),
+            attack.template(params["prompt_template"], data))
 
 
-def evaluated_template(params: dict[str, Any], model: str, data) -> str:
-    """The prompt template model ``model`` is evaluated with: ``prompt_template``, or its
-    attack's :meth:`Attack.template` for an attacked one."""
-    attacked = attacked_models(params).get(model)
-    if attacked is None:
-        return params["prompt_template"]
-    return make_attack(params["attack"][attacked[1]]).template(params["prompt_template"], data)
-
-
-__all__ = ["ATTACKS", "Attack", "Target", "attack_keys", "evaluated_data", "evaluated_template", "make_attack", "register_attack"]
+__all__ = ["ATTACKS", "Attack", "Target", "attack_keys", "evaluation_inputs", "make_attack", "register_attack"]

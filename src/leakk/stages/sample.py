@@ -13,7 +13,7 @@ def sample(params: dict[str, Any], *, data: str, model: str, model_dir: str, dec
            shards: int, out: str) -> None:
     """Sample one decoding into the file ``out``, or with ``decoding="all"`` every configured
     decoding into ``out/<decoding>.parquet``."""
-    from leakk.attacks import evaluated_data, evaluated_template
+    from leakk.attacks import evaluation_inputs
     from leakk.core.errors import ParamsError
     from leakk.core.io import check_model_dir
     from leakk.sampling import Decoding
@@ -21,8 +21,7 @@ def sample(params: dict[str, Any], *, data: str, model: str, model_dir: str, dec
     from leakk.sampling.stage import run_sampling
 
     check_model_dir(model_dir, "--model-dir")
-    whole = read_parquet(data, "data")
-    frame, template = evaluated_data(params, model, whole), evaluated_template(params, model, whole)
+    frame, template = evaluation_inputs(params, model, read_parquet(data, "data"))
     known = decoding_names(params)
     names = known if decoding == "all" else [decoding]
     for name in names:

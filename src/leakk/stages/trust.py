@@ -214,13 +214,12 @@ def dvc_files(leak_path: str | os.PathLike, params: dict[str, Any], out_dir: str
 def bounds(params: dict[str, Any], *, data: str, model: str, model_dir: str, out: str) -> None:
     """Exact probability that a completion begins with the answer, per question × decoding
     (the questions the model is evaluated on: an attack may hold some out)."""
-    from leakk.attacks import evaluated_data, evaluated_template
+    from leakk.attacks import evaluation_inputs
     from leakk.core.io import check_model_dir
 
     check_model_dir(model_dir, "--model-dir")
-    whole = read_parquet(data, "data")
-    write_bounds(evaluated_data(params, model, whole), params, model_name=model, model_dir=model_dir, out=out,
-                 template=evaluated_template(params, model, whole))
+    frame, template = evaluation_inputs(params, model, read_parquet(data, "data"))
+    write_bounds(frame, params, model_name=model, model_dir=model_dir, out=out, template=template)
 
 
 def bounds_table(params: dict[str, Any], *, data: str, bounds: list[str], leak: str, samples: str,
