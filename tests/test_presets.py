@@ -59,7 +59,7 @@ def test_tofu_preset_plans_the_paper_dag(tmp_path):
     for name in ("ga", "graddiff", "npo", "simnpo", "wga", "npo_entropy", "idknll", "idkdpo", "rmu"):
         assert f"unlearn --data results/data/benchmark.parquet --name {name} --model-dir results/hub/models/full" in out
     p = load_params(tmp_path / "configs" / "tofu_forget10.yaml", host=False)
-    attacked = [f"{m}__{a}" for a in ("int8", "int4", "nf4", "relearn")
+    attacked = [f"{m}__{a}" for a in ("int8", "int4", "nf4", "relearn", "paraphrase")
                 for m in ("retrain", "ga", "graddiff", "npo", "simnpo")]
     assert model_names(p) == ["full", "retrain", "ga", "graddiff", "npo", "simnpo", "wga", "npo_entropy", "idknll",
                               "idkdpo", "rmu", "rule_graddiff", "rule_npo", *attacked]
