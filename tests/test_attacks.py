@@ -534,4 +534,6 @@ def test_a_paraphrase_attacked_model_spreads_its_samples_over_the_phrasings(micr
                     for _, part in asked.group_by("phrasing")]  # one phrasing at a time: no pooling inside
     want = pl.concat(per_phrasing).group_by("qid").agg(pl.col("p").mean()).sort("qid")
     assert got["qid"].to_list() == want["qid"].to_list()
-    assert got["p"].to_numpy() == pytest.approx(want["p"].to_numpy(), rel=1e-9, abs=1e-15)
+    # fp32 teacher forcing in other batches (all phrasings vs one at a time): log p agrees to
+    # ~1e-6 over ~12 answer tokens on any BLAS path; pooling by max or first would miss by far more
+    assert got["p"].to_numpy() == pytest.approx(want["p"].to_numpy(), rel=1e-5, abs=1e-12)

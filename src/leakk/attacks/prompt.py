@@ -15,9 +15,10 @@
 ``prefix`` and ``kshot`` rewrite the ``prompt_template`` the attacked model is sampled (and
 bounded) with; ``paraphrase`` rewrites the evaluation column of the rows it is sampled on
 (:meth:`PromptAttack.evaluated`). Every backend sees the same token ids: the prompt is still
-``encode_prompt(question, tokenizer, template)``. Shots come from retain authors only (drawn by ``seed``), never from the forget set,
-so an attacked retrain model has nothing to recover: the control. Chat templates are refused
-(the shots and the prefix would have to be written as chat turns).
+``encode_prompt(question, tokenizer, template)``. Shots come from retain authors only (drawn
+by ``seed``), never from the forget set, so an attacked retrain model has nothing to recover:
+the control. With a chat template, ``prefix`` and ``kshot`` are refused (the shots and the
+prefix would have to be written as chat turns); ``paraphrase`` keeps the template and runs.
 """
 
 from __future__ import annotations
