@@ -115,7 +115,7 @@ def check_template(template: str, src: str = "params.yaml", key: str = "prompt_t
 
 
 def _cross_field(p: dict[str, Any], src: str) -> None:
-    from leakk.data import BENCHMARKS, benchmark_params
+    from leakk.data import BENCHMARKS, benchmark_params, filled_columns
     from leakk.sampling import BACKENDS
     from leakk.sampling.decoding import Decoding
     from leakk.unlearn.methods import METHODS
@@ -130,7 +130,7 @@ def _cross_field(p: dict[str, Any], src: str) -> None:
         p["data"][name] = benchmark_params(name, p["data"][name], src)
     if p["data"]["benchmark"] not in p["data"] and not BENCHMARKS.get(p["data"]["benchmark"]).params_schema.get("required"):
         p["data"][p["data"]["benchmark"]] = benchmark_params(p["data"]["benchmark"], {}, src)
-    columns = BENCHMARKS.get(p["data"]["benchmark"]).columns
+    columns = filled_columns(p["data"]["benchmark"], p["data"].get(p["data"]["benchmark"]))
     if p["sample"]["backend"] not in BACKENDS:  # no import: a backend module may be heavy
         raise BACKENDS.unknown(p["sample"]["backend"]).with_source(src)
     if p["sample"].get("options"):  # (only then imported: a backend module may be heavy)
@@ -276,8 +276,12 @@ def _check_judge_spec(spec: dict[str, Any], columns, bench: str, src: str, where
 
 
 def _question_column(column: str, columns: tuple[str, ...], bench: str, src: str, key: str) -> None:
+    from leakk.data import BENCHMARKS
     from leakk.sampling.stage import TRAINING_PHRASINGS
 
+    flag = BENCHMARKS.get(bench).optional_columns.get(column)
+    if flag and column not in columns:
+        _fail(src, key, f"{column!r} is empty unless data.{bench}.{flag} is true (rule: a column the data fills)")
     if column not in (*columns, "question", TRAINING_PHRASINGS):
         _fail(src, key, f"{column!r} is not a column of the {bench!r} benchmark "
                         f"(known: {sorted(columns)}) (rule: a benchmark column)")

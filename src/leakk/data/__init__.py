@@ -47,18 +47,29 @@ def _no_rules(params: dict[str, Any], where: str) -> None:
 
 
 def register_benchmark(name: str, *, columns: Iterable[str], schema: dict[str, Any],
-                       check: Callable[[dict[str, Any], str], None] = _no_rules):
+                       check: Callable[[dict[str, Any], str], None] = _no_rules,
+                       optional_columns: dict[str, str] | None = None):
     """Function decorator: register a benchmark builder ``fn(**params, seed) → frame`` under
     ``name``; ``columns`` are the columns every frame it builds has (the data contract's
     required columns are added), ``schema`` the JSON Schema of its params section and
-    ``check(params, where)`` its rules beyond the schema (raising ``ParamsError``)."""
+    ``check(params, where)`` its rules beyond the schema (raising ``ParamsError``).
+    ``optional_columns`` maps a column among ``columns`` to the boolean param that fills it
+    (null otherwise): params may name it only where that param is on."""
 
     def deco(fn):
         fn.columns = tuple(dict.fromkeys([*CONTRACTS["data"], *columns]))
+        fn.optional_columns = dict(optional_columns or {})
         fn.params_schema, fn.check_params = schema, check
         return BENCHMARKS.register(name)(fn)
 
     return deco
+
+
+def filled_columns(name: str, params: dict[str, Any] | None) -> tuple[str, ...]:
+    """The columns benchmark ``name`` fills under its (checked) ``params``: its declared
+    columns less the optional ones whose param is off."""
+    fn = BENCHMARKS.get(name)
+    return tuple(c for c in fn.columns if c not in fn.optional_columns or (params or {}).get(fn.optional_columns[c]))
 
 
 def benchmark_params(name: str, params: dict[str, Any] | None, source: str, located: bool = True) -> dict[str, Any]:

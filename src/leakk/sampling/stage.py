@@ -46,6 +46,10 @@ def questions_for(data: pl.DataFrame, splits: list[str], question_column: str) -
         raise ArtifactError(f"data: no question column {column!r} (columns: {data.columns}); "
                             "rebuild the data or change the question_column param")
     frame = data.filter(pl.col("split").is_in(splits)).select("qid", "split", pl.col(column).alias("prompt_question"))
+    if frame.schema["prompt_question"] == pl.String and (empty := frame["prompt_question"].null_count()):
+        raise ArtifactError(f"data: question column {column!r} is empty for {empty} of {frame.height} questions: "
+                            "the benchmark was built without that phrasing (for validation_question: "
+                            "data.synthetic.validation_phrasing: true)")
     if frame.schema["prompt_question"] == pl.List(pl.String):
         frame = (frame.with_columns(phrasing=pl.int_ranges(pl.col("prompt_question").list.len()))
                  .explode("prompt_question", "phrasing").drop_nulls("prompt_question"))
