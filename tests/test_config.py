@@ -35,6 +35,10 @@ def test_default_params_validate_and_fill_defaults():
     (lambda p: p["judge"].update(oracle={}), "judge.oracle", "unknown judge"),
     (lambda p: p.update(bogus=1), "bogus: unknown key", "additionalProperties"),
     (lambda p: p["sample"].update(n="many"), "sample.n", "type"),
+    (lambda p: p["sample"].update(question_column="validation_question"), "sample.question_column",
+     "validation_phrasing is true"),
+    (lambda p: p["rule"]["rule_npo"].update(question_column="validation_question"), "rule.rule_npo.question_column",
+     "validation_phrasing is true"),
 ])
 def test_bad_params_name_key_and_rule(micro_params, edit, key, rule):
     edit(micro_params)
@@ -76,3 +80,9 @@ def test_schema_file_is_shared_with_workflow():
     wf = ROOT / "workflow" / "schemas" / "params.schema.yaml"
     assert yaml.safe_load(wf.read_text()) == yaml.safe_load(
         (ROOT / "src" / "leakk" / "schemas" / "params.schema.yaml").read_text())
+
+
+def test_validation_question_accepted_with_its_phrasing(micro_params):
+    micro_params["data"]["synthetic"].update(phrasings=3, validation_phrasing=True)
+    micro_params["sample"]["question_column"] = "validation_question"
+    assert validate_params(micro_params)["sample"]["question_column"] == "validation_question"

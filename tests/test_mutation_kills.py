@@ -283,6 +283,42 @@ def test_rule_run_all_rounds_resumes_and_retrains_stale(rule_setup, tmp_path, mo
     assert calls == [2]
 
 
+def test_rule_fewer_rounds_parks_the_later_ones_and_more_rounds_restore_them(rule_setup, tmp_path, monkeypatch):
+    """Lowering ``rounds`` never deletes a finished round: it is parked beside the output and
+    comes back, untrained, when ``rounds`` is raised again on the same chain."""
+    import leakk.unlearn.rule as rule
+
+    root, data, p = rule_setup
+    calls = []
+    real = rule.run_round
+
+    def spy(*args, **kwargs):
+        calls.append(kwargs["round_idx"])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(rule, "run_round", spy)
+    out = tmp_path / "rule"
+    shutil.copytree(root / "round_1", out / "round_1")
+    rule.run_all_rounds(data, p, name="rule_npo", base_model=root / "model", out_root=out, reference_dir=root / "model")
+    before = (out / "round_2/round.parquet").read_bytes()
+    fewer = copy.deepcopy(p)
+    fewer["rule"]["rule_npo"]["rounds"] = 1
+    calls.clear()
+    rule.run_all_rounds(data, fewer, name="rule_npo", base_model=root / "model", out_root=out,
+                        reference_dir=root / "model")
+    assert calls == [] and sorted(x.name for x in out.iterdir()) == ["round_1"]
+    assert (tmp_path / "rule.parked/round_2/round.parquet").read_bytes() == before
+    rule.run_all_rounds(data, p, name="rule_npo", base_model=root / "model", out_root=out, reference_dir=root / "model")
+    assert calls == [] and (out / "round_2/round.parquet").read_bytes() == before  # restored, not retrained
+    assert not (tmp_path / "rule.parked/round_2").exists()
+    # parked after a chain that then changed: round 1 retrained, so round 2 is trained again
+    rule.run_all_rounds(data, fewer, name="rule_npo", base_model=root / "model", out_root=out,
+                        reference_dir=root / "model")
+    (out / "round_1/round.parquet").unlink()
+    rule.run_all_rounds(data, p, name="rule_npo", base_model=root / "model", out_root=out, reference_dir=root / "model")
+    assert calls == [1, 2]
+
+
 def test_round_model_dir(rule_setup):
     from leakk.unlearn.rule import round_model_dir
 

@@ -61,6 +61,15 @@ def test_training_phrasings_are_the_trained_ones_never_the_held_out(data):
     assert tofu.select("qid", "prompt_question").rows() == forget.select("qid", "question").sort("qid").rows()
 
 
+def test_validation_phrasing_never_trained_and_refused_where_empty(data):
+    val = generate(8, 3, forget_fraction=0.25, phrasings=4, validation_phrasing=True)
+    trained = set(questions_for(val, ["forget", "retain"], TRAINING_PHRASINGS)["prompt_question"])
+    asked = questions_for(val, ["forget"], "validation_question")
+    assert asked.height == val.filter(pl.col("split") == "forget").height and not set(asked["prompt_question"]) & trained
+    with pytest.raises(ArtifactError, match="validation_phrasing: true"):
+        questions_for(data, ["forget"], "validation_question")  # built without it: null, never asked as ""
+
+
 class _TextTokenizer:
     """A stand-in tokenizer whose one "token" is the whole text."""
 

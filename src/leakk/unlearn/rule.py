@@ -399,19 +399,30 @@ def run_all_rounds(data: pl.DataFrame, params: dict[str, Any], *, name: str, bas
     with the same parameters (same fingerprint) is kept, so an interrupted ``leakk rule``
     resumes at the first unfinished round; a round with another fingerprint, and every
     round after it, is trained again. (DVC removes a stage's outputs before running it,
-    so ``dvc.yaml`` marks this stage's output ``persist``.) Rounds beyond ``rounds`` are removed."""
+    so ``dvc.yaml`` marks this stage's output ``persist``.)
+
+    Rounds beyond ``rounds`` (a user lowered it) leave the output but are not deleted: they
+    are parked in ``<out_root>.parked/`` and moved back when ``rounds`` is raised again, if
+    every round before them was kept as it was (so they continue the very same chain)."""
     out_root = Path(out_root)
+    parked = out_root.with_name(out_root.name + ".parked")
     prev: Path = Path(base_model)
     fingerprint = round_fingerprint(params, name)
     rounds = params["rule"][name]["rounds"]
     stale = False
     for r in range(1, rounds + 1):
         out = out_root / f"round_{r}"
-        stale = stale or not _finished(out, fingerprint, selects=bool(params["rule"][name].get("select")) and r == rounds)
+        selects = bool(params["rule"][name].get("select")) and r == rounds
+        if not stale and not out.exists() and _finished(parked / out.name, fingerprint, selects=selects):
+            os.replace(parked / out.name, out)
+        stale = stale or not _finished(out, fingerprint, selects=selects)
         if stale:
             run_round(data, params, name=name, round_idx=r, prev_dir=prev, out_dir=out, reference_dir=reference_dir)
         prev = out
-    # fewer rounds than last time: the later rounds are no longer part of this run
+    # fewer rounds than last time: the later rounds are no longer part of this run's output
     for extra in out_root.glob("round_*"):
         if extra.name.removeprefix("round_").isdigit() and int(extra.name.removeprefix("round_")) > rounds:
-            shutil.rmtree(extra)
+            parked.mkdir(exist_ok=True)
+            if (parked / extra.name).exists():  # an older parked copy: this one supersedes it
+                shutil.rmtree(parked / extra.name)
+            os.replace(extra, parked / extra.name)
