@@ -121,3 +121,20 @@ def test_the_rule_stop_record_is_what_its_tuning_run_ran():
         {k: v for k, v in default["sample"].items() if k != "decodings"}
     assert {"stop", "select"} <= {"stop" if "stop" in c else "select" for c in copies.values()}
     assert entry["adopted"] is False and not {"stop", "select"} & {k for c in default["rule"].values() for k in c}
+
+
+def test_the_shape_record_is_what_its_tuning_run_runs():
+    """configs/tuning_shape.yaml runs the tuning seeds only, scored on the validation phrasing
+    (never the evaluation phrasing the README reports), with the record's data shape; the
+    default does not run it until it is adopted."""
+    from leakk.config import validate_params
+
+    entry = RECORD["shape"]
+    run = read_params_file(ROOT / entry["config"])
+    validate_params(run, host=False)
+    assert set(run["replicates"]) <= set(RECORD["tuning_seeds"]) and run["seed"] in RECORD["tuning_seeds"]
+    assert run["sample"]["question_column"] == entry["scored_on"] == "validation_question"
+    assert {k: run["data"]["synthetic"][k] for k in entry["value"]} == entry["value"]
+    default = read_params_file(ROOT / "params.yaml")
+    assert entry["adopted"] is False and default["data"]["synthetic"] != run["data"]["synthetic"]
+    assert all(text.strip() for text in entry["tried"].values())

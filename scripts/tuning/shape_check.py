@@ -50,10 +50,14 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("root", help="a finished `leakk replicates` folder")
     ap.add_argument("--params", required=True, help="the preset it ran")
+    ap.add_argument("--seeds", type=int, nargs="+", help="only these (default: the preset's replicates)")
     args = ap.parse_args()
     params = load_params(args.params)
     root, est = Path(args.root), params["estimate"]
-    seeds = params.get("replicates") or found_seeds(root)
+    seeds = params["replicates"] = args.seeds or params.get("replicates") or found_seeds(root)
+    if not (root / "leak_at_k.csv").is_file():
+        raise SystemExit(f"{root}: no leak_at_k.csv across seeds; finish the run with `leakk --params "
+                         f"{args.params} replicates --out-dir {root}` (it resumes)")
     with tempfile.TemporaryDirectory() as tmp:
         snapshot_replicates(root, params, tmp, claim_file=Path(tmp) / "claim.json")
         for table in ("claims", "rule-targets"):

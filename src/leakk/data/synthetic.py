@@ -6,7 +6,9 @@ facts by chance. Every relation has several question phrasings; each author is t
 all but one, and the held-out phrasing (used for evaluation, as TOFU's
 ``paraphrased_question``) rotates across authors, so every evaluation phrasing was seen in
 training with *other* authors. A model trained from scratch has no language to generalise
-from, and this is what lets it answer a paraphrase it never saw for that author.
+from, and this is what lets it answer a paraphrase it never saw for that author. With
+``validation_phrasing`` a second phrasing is held out the same way, for tuning runs to score
+on, so that choosing a setting never looks at the evaluation phrasing.
 """
 
 from __future__ import annotations
