@@ -70,10 +70,12 @@ print(json.dumps(got))
 
 @pytest.mark.skipif(not determinism._has_avx2(), reason="the compatible mode pins ATen's AVX2 kernels: "
                                                         "needs an x86-64 CPU with AVX2 and FMA")
-def test_defaults_leave_the_miniatures_loss_trajectories_bit_identical():
-    """Instruction-set dependent by nature (bit-exact floats): run in a fresh process in the
-    `compatible` kernel mode, whose bits are the same on every x86-64 CPU with AVX2 (Intel or
-    AMD, with or without AVX-512), so the recorded trajectories hold on any of them."""
+def test_defaults_leave_the_miniatures_loss_trajectories_unchanged():
+    """Run in a fresh process in the `compatible` kernel mode, meant to give the same bits on
+    every x86-64 CPU with AVX2. It did on the Intel machines the record was made and checked
+    on, but on an AMD EPYC with AVX-512 NPO's second loss came out 2 fp32 ulps away
+    (docs/workflow.md), so the comparison allows 1e-6 relative: a few ulps, while anything
+    that changes what a step computes moves a loss by orders of magnitude more."""
     import os
     import subprocess
     import sys
@@ -82,7 +84,11 @@ def test_defaults_leave_the_miniatures_loss_trajectories_bit_identical():
     env = {k: v for k, v in os.environ.items() if k not in pinned}  # this process's pins are portable's
     out = subprocess.run([sys.executable, "-c", TRAJECTORIES], capture_output=True, text=True, check=True,
                          env={**env, determinism.ENV: "compatible", "TQDM_DISABLE": "1"}, timeout=600)
-    assert json.loads(out.stdout.strip().splitlines()[-1]) == BEFORE
+    got = json.loads(out.stdout.strip().splitlines()[-1])
+    assert got.keys() == BEFORE.keys()
+    for name, losses in BEFORE.items():
+        assert [float.fromhex(x) for x in got[name]] == pytest.approx([float.fromhex(x) for x in losses],
+                                                                     rel=1e-6, abs=0), name
 
 
 def _tiny_llama(tmp_path, data):

@@ -220,7 +220,7 @@ def check_params(params: dict[str, Any], where: str) -> None:
                                          "author", "relation"),
                     schema=SCHEMA, check=check_params, optional_columns={"validation_question": "validation_phrasing"})
 def build(*, authors: int, qa_per_author: int, forget_fraction: float, phrasings: int, seed: int,
-          validation_phrasing: bool = False) -> pl.DataFrame:
+          validation_phrasing: bool) -> pl.DataFrame:
     """Generate the benchmark as a Polars frame following the data contract.
 
     Columns: ``qid, group, question, answer, fact, split`` plus ``paraphrased_question``
