@@ -246,10 +246,10 @@ def test_rule_fingerprint_ignores_rounds_only():
         assert round_fingerprint(q, "rule_npo") != fp, key
 
 
-def test_rule_run_all_rounds_resumes_and_retrains_stale(rule_setup, tmp_path, monkeypatch):
+def _spy_on_rounds(monkeypatch):
+    """leakk.unlearn.rule with run_round wrapped to record the index of every round it trains."""
     import leakk.unlearn.rule as rule
 
-    root, data, p = rule_setup
     calls = []
     real = rule.run_round
 
@@ -258,6 +258,12 @@ def test_rule_run_all_rounds_resumes_and_retrains_stale(rule_setup, tmp_path, mo
         return real(*args, **kwargs)
 
     monkeypatch.setattr(rule, "run_round", spy)
+    return rule, calls
+
+
+def test_rule_run_all_rounds_resumes_and_retrains_stale(rule_setup, tmp_path, monkeypatch):
+    rule, calls = _spy_on_rounds(monkeypatch)
+    root, data, p = rule_setup
     out = tmp_path / "rule"
     shutil.copytree(root / "round_1", out / "round_1")  # finished with these params
     rule.run_all_rounds(data, p, name="rule_npo", base_model=root / "model", out_root=out,
@@ -286,17 +292,8 @@ def test_rule_run_all_rounds_resumes_and_retrains_stale(rule_setup, tmp_path, mo
 def test_rule_fewer_rounds_parks_the_later_ones_and_more_rounds_restore_them(rule_setup, tmp_path, monkeypatch):
     """Lowering ``rounds`` never deletes a finished round: it is parked beside the output and
     comes back, untrained, when ``rounds`` is raised again on the same chain."""
-    import leakk.unlearn.rule as rule
-
+    rule, calls = _spy_on_rounds(monkeypatch)
     root, data, p = rule_setup
-    calls = []
-    real = rule.run_round
-
-    def spy(*args, **kwargs):
-        calls.append(kwargs["round_idx"])
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(rule, "run_round", spy)
     out = tmp_path / "rule"
     shutil.copytree(root / "round_1", out / "round_1")
     rule.run_all_rounds(data, p, name="rule_npo", base_model=root / "model", out_root=out, reference_dir=root / "model")
