@@ -43,8 +43,8 @@ def corpus_texts(data: pl.DataFrame, template: str) -> list[str]:
     """Every text a tokenizer for this benchmark must cover (both splits, all phrasings)."""
     texts = []
     for row in data.iter_rows(named=True):
-        qs = list(row.get("train_questions") or []) + [row["question"], row.get("paraphrased_question") or "",
-                                                       row.get("validation_question") or ""]
+        qs = [*(row.get("train_questions") or []), row["question"], row.get("paraphrased_question"),
+              row.get("validation_question")]
         texts += [template.format(question=q) for q in qs if q] + [row["answer"]]
     return texts
 
