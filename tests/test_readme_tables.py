@@ -338,3 +338,39 @@ def test_the_methods_table_joins_the_default_seeds_and_checks_the_paper_effect(t
     (root / "seed_11/results/leak_at_k.parquet").unlink()
     with pytest.raises(ArtifactError, match="seed 11 of the methods preset"):
         snapshot_methods(root, params, snap)
+
+
+def test_a_from_block_renders_from_its_earlier_snapshot_and_keeps_its_marker(run_results, tmp_path):
+    """`<!-- leakk:table NAME from=DIR -->` renders from <snapshot>/DIR (an earlier default's
+    tables), keeps its marker when rewritten, and the check names a sub-snapshot whose seeds the
+    tuning record does not list as that default's report seeds."""
+    import shutil
+
+    import yaml
+
+    from leakk.report.readme_tables import readme_tables, report_seed_errors
+
+    res, *_ = run_results
+    snap, earlier = tmp_path / "snap", tmp_path / "snap" / "old"
+    snapshot_run(res, PARAMS, snap)
+    shutil.copytree(snap, earlier)
+    (earlier / "headline.csv").write_text((earlier / "headline.csv").read_text().replace("0.", "0.9", 1))
+    text = "<!-- leakk:table headline -->\nx\n<!-- /leakk:table -->\n<!-- leakk:table headline from=old -->\ny\n" \
+           "<!-- /leakk:table -->\n"
+    new, changed = update(text, snap)
+    assert changed == ["headline", "headline"] and blocks(new) == ["headline", "headline"]
+    assert new.count("<!-- leakk:table headline from=old -->") == 1
+    assert headline(snap) in new and headline(earlier) in new and headline(snap) != headline(earlier)
+    assert update(new, snap) == (new, [])
+    record = tmp_path / "tuning.yaml"
+    record.write_text(yaml.safe_dump({"tuning_seeds": [1], "report_seeds": [5], "earlier": {"old": {"report_seeds": [0]}}}))
+    assert report_seed_errors({"run": {"seed": 0}}, record, earlier="old") == []
+    assert "not a report seed" in report_seed_errors({"run": {"seed": 0}}, record)[0]
+    (err,) = report_seed_errors({"run": {"seed": 0}}, record, earlier="other")
+    assert "no earlier.other entry" in err
+    readme = tmp_path / "README.md"
+    readme.write_text(new)
+    record.write_text(yaml.safe_dump({"tuning_seeds": [1], "report_seeds": [0], "earlier": {"old": {"report_seeds": [2]}}}))
+    with pytest.raises(ArtifactError, match=r"old/meta.json: the run snapshot's seed\(s\) \[0\]: not a report seed"):
+        readme_tables(PARAMS, results=None, replicates=None, snapshot=str(snap), coverage="unused.csv",
+                      readme=[str(readme)], check=True, tuning=str(record))

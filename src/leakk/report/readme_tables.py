@@ -23,6 +23,10 @@ held-out phrasing per seed: its last round against its base, and round by round)
 (those checks alone), ``methods`` (every unlearning method under the same stop rule, per seed,
 from the methods preset's seeds: ``--methods``) and
 ``ci-coverage`` (benchmarks/ci_coverage.py's simulation, ``docs/ci_coverage.csv``).
+
+A block marked ``<!-- leakk:table NAME from=DIR -->`` renders from the sub-snapshot
+``docs/results/DIR`` instead: the tables of an earlier default that a preset has not been
+rerun on yet, kept with their own meta.json and checked against that default's report seeds.
 """
 
 from __future__ import annotations
@@ -43,7 +47,10 @@ from leakk.stats.estimate import fmt_num, is_missing, model_order
 
 START = "<!-- leakk:table {name} -->"
 END = "<!-- /leakk:table -->"
-_BLOCK = re.compile(r"<!-- leakk:table (?P<name>[a-z0-9-]+) -->\n(?P<body>.*?)<!-- /leakk:table -->", re.S)
+#: ``from=DIR``: the block renders from ``<snapshot>/DIR``, an earlier default's snapshot whose
+#: report seeds the tuning record lists under ``earlier`` (:func:`report_seed_errors`)
+_BLOCK = re.compile(r"<!-- leakk:table (?P<name>[a-z0-9-]+)(?: from=(?P<sub>[A-Za-z0-9][A-Za-z0-9_-]*))? -->\n"
+                    r"(?P<body>.*?)<!-- /leakk:table -->", re.S)
 
 
 # ------------------------------------------------------------------------------ CI coverage
@@ -700,10 +707,11 @@ def update(text: str, snapshot: str | os.PathLike = SNAPSHOT_DIR,
     changed: list[str] = []
 
     def repl(m: re.Match) -> str:
-        body = render(m["name"], snapshot, coverage_csv)
+        body = render(m["name"], Path(snapshot) / m["sub"] if m["sub"] else snapshot, coverage_csv)
         if body != m["body"]:
             changed.append(m["name"])
-        return START.format(name=m["name"]) + "\n" + body + END
+        head = m["name"] + (f" from={m['sub']}" if m["sub"] else "")
+        return START.format(name=head) + "\n" + body + END
 
     return _BLOCK.sub(repl, text), changed
 
@@ -719,10 +727,12 @@ def blocks(text: str) -> list[str]:
 TUNING_FILE = Path("docs/tuning.yaml")
 
 
-def report_seed_errors(meta: dict, tuning: str | os.PathLike = TUNING_FILE) -> list[str]:
+def report_seed_errors(meta: dict, tuning: str | os.PathLike = TUNING_FILE, earlier: str | None = None) -> list[str]:
     """Why the snapshot's seeds break the tuning protocol (empty when they do not): every seed
     the README reports (``meta.json``: the run's and the replicates') must be one of the
-    record's ``report_seeds``, never a ``tuning_seeds`` one. No record, no protocol to check."""
+    record's ``report_seeds``, never a ``tuning_seeds`` one. ``earlier`` names a sub-snapshot
+    (``from=`` blocks): an earlier default's tables, whose seeds must be that default's report
+    seeds (the record's ``earlier.<name>.report_seeds``). No record, no protocol to check."""
     import yaml
 
     path = Path(tuning)
@@ -730,6 +740,12 @@ def report_seed_errors(meta: dict, tuning: str | os.PathLike = TUNING_FILE) -> l
         return []
     record = yaml.safe_load(path.read_text()) or {}
     tuned, reported = set(record.get("tuning_seeds") or []), set(record.get("report_seeds") or [])
+    if earlier is not None:
+        entry = (record.get("earlier") or {}).get(earlier)
+        if not isinstance(entry, dict):
+            return [f"{path}: no earlier.{earlier} entry for the snapshot folder {earlier!r}; say which earlier "
+                    "default it holds and its report seeds"]
+        reported = set(entry.get("report_seeds") or [])
     if tuned & reported:
         return [f"{path}: seeds {sorted(tuned & reported)} are both tuning_seeds and report_seeds"]
     used = {"run": [meta["run"]["seed"]] if "run" in meta else [],
@@ -743,6 +759,12 @@ def report_seed_errors(meta: dict, tuning: str | os.PathLike = TUNING_FILE) -> l
             errors.append(f"the {part} snapshot's seed(s) {bad}: {why} of {path} (report_seeds: {sorted(reported)}); "
                           "the README reports only seeds no tuning choice looked at")
     return errors
+
+
+def earlier_snapshots(snapshot: str | os.PathLike) -> list[Path]:
+    """The sub-snapshots of ``snapshot`` (folders with a meta.json): earlier defaults' tables."""
+    root = Path(snapshot)
+    return sorted(p for p in root.iterdir() if (p / _META).is_file()) if root.is_dir() else []
 
 
 # ------------------------------------------------------------------------------ CLI
@@ -776,6 +798,9 @@ def readme_tables(params: dict[str, Any], *, results: str | None, replicates: st
         written += snapshot_methods(methods, params, snapshot)
     if check and (errors := report_seed_errors(_meta(Path(snapshot)), tuning)):
         raise ArtifactError(f"{snapshot}/{_META}: " + "; ".join(errors))
+    for sub in earlier_snapshots(snapshot) if check else []:
+        if errors := report_seed_errors(_meta(sub), tuning, earlier=sub.name):
+            raise ArtifactError(f"{sub}/{_META}: " + "; ".join(errors))
     for path in map(Path, readme):
         text = path.read_text()
         new, changed = update(text, snapshot, coverage)
