@@ -40,13 +40,13 @@ preset: install
 replicates: install
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/leakk --params configs/replicates.yaml replicates --cores $(CORES)
 
-## attacks: install, then build configs/attacks.yaml (the default with the attack grid: int8, int4,
-## relearn, benign relearn) once per report seed in results/presets/attacks/seed_<s> (resumable);
+## attacks: install, then build configs/attacks.yaml (the earlier 60x10 default with the attack grid: int8, int4, nf4,
+## relearn, benign relearn, prefix, paraphrase) once per report seed of its own in results/presets/attacks/seed_<s> (resumable);
 ## each seed's attacks.csv and summary.md hold every attacked model against itself unattacked
 attacks: install
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/leakk --params configs/attacks.yaml replicates --out-dir results/presets/attacks --cores $(CORES)
 
-## methods: install, then build configs/methods.yaml (the default's data and models with every method of
+## methods: install, then build configs/methods.yaml (the earlier 60x10 default's data and models with every method of
 ## its own module: SimNPO, WGA, NPO + entropy, IdkNLL, IdkDPO, RMU, under the default's stop rule) once per
 ## report seed in results/presets/methods/seed_<s> (resumable)
 methods: install

@@ -201,21 +201,27 @@ def test_rmu_params_fill_its_defaults_and_may_take_another_retain_term():
     assert make_retain_loss("nll", make_method("rmu")).name == "nll"
 
 
-def test_the_methods_preset_is_the_default_with_every_method_of_its_own_module():
+def test_the_methods_preset_is_the_earlier_default_with_every_method_of_its_own_module():
+    """configs/methods.yaml is the earlier default its report seeds ran on (docs/tuning.yaml,
+    ``earlier``; the attack preset is the same default) with every method of its own module."""
     from pathlib import Path
+
+    import yaml
 
     from leakk.config import read_params_file
     from leakk.unlearn.methods import METHODS
 
     root = Path(__file__).resolve().parents[1]
+    earlier = yaml.safe_load((root / "docs" / "tuning.yaml").read_text())["earlier"]["default_60x10"]
     preset = read_params_file(root / "configs" / "methods.yaml")
-    default = read_params_file(root / "params.yaml")
+    attacks = read_params_file(root / "configs" / "attacks.yaml")
     runs = preset.pop("unlearn")
-    assert preset.pop("replicates") == [10, 11, 12]  # the report seeds
-    default.pop("unlearn"), default.pop("rule")
-    assert preset == default, "configs/methods.yaml drifted from params.yaml"
+    assert preset.pop("replicates") == earlier["report_seeds"]
+    attacks.pop("attack"), attacks.pop("replicates"), attacks.pop("unlearn"), attacks.pop("rule")
+    assert preset == attacks, "configs/methods.yaml and configs/attacks.yaml are not the same earlier default"
+    assert preset["data"]["synthetic"] == earlier["data"]
     own_module = {n for n in METHODS.names() if n not in ("ga", "graddiff", "npo")}
     assert {r["method"] for r in runs.values()} == own_module  # a new method joins the preset
-    stop = read_params_file(root / "params.yaml")["unlearn"]["graddiff"]["stop"]
-    assert all(r["stop"] == stop and r["steps"] == 300 for r in runs.values())  # the default's stop rule
+    stop = read_params_file(root / "configs" / "attacks.yaml")["unlearn"]["graddiff"]["stop"]
+    assert all(r["stop"] == stop and r["steps"] == 300 for r in runs.values())  # that default's stop rule
     validate_params(read_params_file(root / "configs" / "methods.yaml"), host=False)

@@ -201,10 +201,10 @@ def test_seed_params_resolve_relative_local_folders(tmp_path, micro_params, monk
 
 def test_replicates_preset_is_params_yaml_with_three_seeds():
     preset = read_params_file(ROOT / "configs" / "replicates.yaml")
-    assert preset.pop("replicates") == [10, 11, 12]
+    assert preset.pop("replicates") == [13, 14, 15]
     assert preset == read_params_file(ROOT / "params.yaml"), (
         "configs/replicates.yaml drifted from params.yaml; refresh it: { sed -n '1,/^#$/p' configs/replicates.yaml; "
-        "sed 's/^seed: .*/&\\nreplicates: [10, 11, 12]/' params.yaml; } > r.tmp && mv r.tmp configs/replicates.yaml")
+        "sed 's/^seed: .*/&\\nreplicates: [13, 14, 15]/' params.yaml; } > r.tmp && mv r.tmp configs/replicates.yaml")
 
 
 def test_snakemake_command_is_absolute(tmp_path, monkeypatch):

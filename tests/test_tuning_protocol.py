@@ -61,15 +61,15 @@ def test_a_tuning_seed_is_named_and_refused(tmp_path):
 def test_readme_tables_refuses_a_tuning_seed_before_writing(tmp_path):
     snapshot = tmp_path / "snapshot"
     shutil.copytree(ROOT / SNAPSHOT_DIR, snapshot)
-    before = {p.name: p.read_bytes() for p in snapshot.iterdir()}
+    before = {p: p.read_bytes() for p in snapshot.rglob("*") if p.is_file()}
     params = read_params_file(ROOT / "params.yaml") | {"seed": 0}
     with pytest.raises(ArtifactError, match=r"the run snapshot's seed\(s\) \[0\]: a tuning seed"):
         readme_tables(params, results=str(tmp_path / "no-results"), replicates=None, snapshot=str(snapshot),
                       coverage=str(ROOT / "docs" / "ci_coverage.csv"), readme=[], check=False,
                       tuning=str(ROOT / TUNING_FILE))
-    assert {p.name: p.read_bytes() for p in snapshot.iterdir()} == before
+    assert {p: p.read_bytes() for p in snapshot.rglob("*") if p.is_file()} == before
     meta = json.loads((snapshot / "meta.json").read_text())
-    meta["run"]["seed"], meta["replicates"]["seeds"] = 10, [0, 1, 2]
+    meta["run"]["seed"], meta["replicates"]["seeds"] = RECORD["report_seeds"][0], [0, 1, 2]
     (snapshot / "meta.json").write_text(json.dumps(meta))
     with pytest.raises(ArtifactError, match=r"meta.json: the replicates snapshot's seed\(s\) \[0, 1, 2\]"):
         readme_tables(params, results=None, replicates=None, snapshot=str(snapshot),
@@ -96,15 +96,23 @@ def test_the_methods_record_is_what_the_methods_preset_runs():
         assert {k: run[k] for k in entry["value"]} == entry["value"], key
 
 
+def _earlier_default() -> dict:
+    """The earlier default (docs/tuning.yaml ``earlier``) that configs/attacks.yaml still runs."""
+    preset = read_params_file(ROOT / "configs" / "attacks.yaml")
+    preset.pop("attack"), preset.pop("replicates")
+    return preset
+
+
 def test_the_rule_stop_record_is_what_its_tuning_run_ran():
-    """configs/tuning_rule_stop.yaml is the default on the tuning seeds plus RULE copies that stop
-    on evidence (only the headline decoding sampled); the record's thresholds are the ones it ran."""
+    """configs/tuning_rule_stop.yaml is the earlier default on the tuning seeds plus RULE copies
+    that stop on evidence or select their round (only the headline decoding sampled); the
+    record's thresholds are the ones it ran, and the select rule is the one the default adopted."""
     from leakk.config import validate_params
 
     entry = RECORD["rule_stop"]
     run = read_params_file(ROOT / entry["config"])
     validate_params(run, host=False)
-    default = read_params_file(ROOT / "params.yaml")
+    default = _earlier_default()
     assert run["replicates"] == RECORD["tuning_seeds"] and run["seed"] in RECORD["tuning_seeds"]
     assert [d for d in default["sample"]["decodings"] if d == run["sample"]["decodings"][0]]
     copies = {name: cfg for name, cfg in run["rule"].items() if name not in default["rule"]}
@@ -120,21 +128,41 @@ def test_the_rule_stop_record_is_what_its_tuning_run_ran():
     assert {k: v for k, v in run["sample"].items() if k != "decodings"} == \
         {k: v for k, v in default["sample"].items() if k != "decodings"}
     assert {"stop", "select"} <= {"stop" if "stop" in c else "select" for c in copies.values()}
-    assert entry["adopted"] is False and not {"stop", "select"} & {k for c in default["rule"].values() for k in c}
+    current = read_params_file(ROOT / "params.yaml")["rule"].values()
+    assert entry["adopted"] == "select" and all(c["select"] == entry["select_value"] and "stop" not in c for c in current)
 
 
 def test_the_shape_record_is_what_its_tuning_run_runs():
     """configs/tuning_shape.yaml runs the tuning seeds only, scored on the validation phrasing
-    (never the evaluation phrasing the README reports), with the record's data shape; the
-    default does not run it until it is adopted."""
+    (never the evaluation phrasing the README reports), with the record's data shape; adopted,
+    it is params.yaml but for the seeds and the phrasing it scores."""
     from leakk.config import validate_params
 
     entry = RECORD["shape"]
     run = read_params_file(ROOT / entry["config"])
     validate_params(run, host=False)
-    assert set(run["replicates"]) <= set(RECORD["tuning_seeds"]) and run["seed"] in RECORD["tuning_seeds"]
-    assert run["sample"]["question_column"] == entry["scored_on"] == "validation_question"
+    assert set(run["replicates"]) == set(RECORD["tuning_seeds"]) and run["seed"] in RECORD["tuning_seeds"]
+    assert run["sample"]["question_column"] == entry["scored_on"] == RECORD["scored_on"] == "validation_question"
     assert {k: run["data"]["synthetic"][k] for k in entry["value"]} == entry["value"]
     default = read_params_file(ROOT / "params.yaml")
-    assert entry["adopted"] is False and default["data"]["synthetic"] != run["data"]["synthetic"]
+    assert entry["adopted"] is True and default["sample"]["question_column"] == "paraphrased_question"
+    run.pop("seed"), run.pop("replicates"), default.pop("seed")
+    run["sample"].pop("question_column"), default["sample"].pop("question_column")
+    assert run == default, "configs/tuning_shape.yaml differs from params.yaml beyond its seeds and phrasing"
     assert all(text.strip() for text in entry["tried"].values())
+
+
+def test_the_earlier_default_is_recorded_with_its_own_report_seeds():
+    """The attack and methods presets still run the earlier default: the record names its shape
+    and report seeds (disjoint from the tuning seeds and from today's), and its sub-snapshot
+    holds those seeds only."""
+    from leakk.report.readme_tables import earlier_snapshots
+
+    (name, entry), = RECORD["earlier"].items()
+    assert not set(entry["report_seeds"]) & (set(RECORD["tuning_seeds"]) | set(RECORD["report_seeds"]))
+    assert _earlier_default()["data"]["synthetic"] == entry["data"]
+    subs = earlier_snapshots(ROOT / SNAPSHOT_DIR)
+    assert [p.name for p in subs] == [name]
+    meta = json.loads((subs[0] / "meta.json").read_text())
+    assert report_seed_errors(meta, ROOT / TUNING_FILE, earlier=name) == []
+    assert meta["attacks"]["seeds"] == meta["methods"]["seeds"] == entry["report_seeds"]
