@@ -374,3 +374,36 @@ def test_a_from_block_renders_from_its_earlier_snapshot_and_keeps_its_marker(run
     with pytest.raises(ArtifactError, match=r"old/meta.json: the run snapshot's seed\(s\) \[0\]: not a report seed"):
         readme_tables(PARAMS, results=None, replicates=None, snapshot=str(snap), coverage="unused.csv",
                       readme=[str(readme)], check=True, tuning=str(record))
+    # writing a sub-snapshot the record names checks that earlier default's report seeds
+    record.write_text(yaml.safe_dump({"tuning_seeds": [1], "report_seeds": [5], "earlier": {"old": {"report_seeds": [0]}}}))
+    readme_tables(PARAMS, results=str(res), replicates=None, snapshot=str(earlier), coverage="unused.csv",
+                  readme=[], check=True, tuning=str(record))
+    with pytest.raises(ArtifactError, match=r"the run snapshot's seed\(s\) \[1\]: a tuning seed"):
+        readme_tables(PARAMS | {"seed": 1}, results=str(res), replicates=None, snapshot=str(earlier),
+                      coverage="unused.csv", readme=[], check=False, tuning=str(record))
+
+
+def test_compare_run_says_whether_a_run_reproduces_the_snapshot(run_results, tmp_path, capsys):
+    """scripts/compare_run.py: exit 0 and "bit for bit" for the same numbers, 1 with the largest
+    difference when a number moved, 2 (one line) for another seed."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("compare_run", ROOT / "scripts" / "compare_run.py")
+    compare_run = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(compare_run)
+    res, *_ = run_results
+    snap, other = tmp_path / "snap", tmp_path / "other"
+    snapshot_run(res, PARAMS, snap)
+    snapshot_run(res, PARAMS, other)
+    assert compare_run.main([str(other), "--snapshot", str(snap)]) == 0
+    assert "bit for bit identical" in capsys.readouterr().out
+    head = pl.read_csv(other / "headline.csv")
+    moved = head.with_columns(pl.when((pl.col("model") == "graddiff") & (pl.col("k") == 8))
+                              .then(pl.col("leak_at_k") + 0.125).otherwise(pl.col("leak_at_k")).alias("leak_at_k"))
+    moved.write_csv(other / "headline.csv")
+    assert compare_run.main([str(other), "--snapshot", str(snap)]) == 1
+    line = next(l for l in capsys.readouterr().out.splitlines() if l.startswith("| graddiff |"))
+    assert line.endswith("| 0.125 |")
+    snapshot_run(res, PARAMS | {"seed": 3}, other)
+    assert compare_run.main([str(other), "--snapshot", str(snap)]) == 2
+    assert "holds seed 3" in capsys.readouterr().err

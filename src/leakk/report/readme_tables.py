@@ -761,6 +761,17 @@ def report_seed_errors(meta: dict, tuning: str | os.PathLike = TUNING_FILE, earl
     return errors
 
 
+def _earlier_name(snapshot: str | os.PathLike, tuning: str | os.PathLike) -> str | None:
+    """The folder name of ``snapshot`` when it is an earlier default's sub-snapshot: inside
+    another snapshot and named under the record's ``earlier``."""
+    import yaml
+
+    path, record = Path(snapshot), Path(tuning)
+    if not (path.parent / _META).is_file() or not record.is_file():
+        return None
+    return path.name if path.name in ((yaml.safe_load(record.read_text()) or {}).get("earlier") or {}) else None
+
+
 def earlier_snapshots(snapshot: str | os.PathLike) -> list[Path]:
     """The sub-snapshots of ``snapshot`` (folders with a meta.json): earlier defaults' tables."""
     root = Path(snapshot)
@@ -786,7 +797,8 @@ def readme_tables(params: dict[str, Any], *, results: str | None, replicates: st
     for part, root in (("replicates", replicates), ("attacks", attacks), ("methods", methods)):
         if root:
             seeds[part] = {"seeds": list(params.get("replicates") or found_seeds(root))}
-    if errors := report_seed_errors(seeds, tuning):  # refused before anything is written
+    earlier = _earlier_name(snapshot, tuning)  # writing an earlier default's sub-snapshot
+    if errors := report_seed_errors(seeds, tuning, earlier=earlier):  # refused before anything is written
         raise ArtifactError("; ".join(errors))
     if results:
         written += snapshot_run(results, params, snapshot)
@@ -796,7 +808,7 @@ def readme_tables(params: dict[str, Any], *, results: str | None, replicates: st
         written += snapshot_attacks(attacks, params, snapshot)
     if methods:
         written += snapshot_methods(methods, params, snapshot)
-    if check and (errors := report_seed_errors(_meta(Path(snapshot)), tuning)):
+    if check and (errors := report_seed_errors(_meta(Path(snapshot)), tuning, earlier=earlier)):
         raise ArtifactError(f"{snapshot}/{_META}: " + "; ".join(errors))
     for sub in earlier_snapshots(snapshot) if check else []:
         if errors := report_seed_errors(_meta(sub), tuning, earlier=sub.name):

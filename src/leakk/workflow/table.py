@@ -295,8 +295,9 @@ _COMMANDS = [
                  help="the methods preset's finished replicates folder (e.g. results/presets/methods)"),
              arg("--snapshot", default="docs/results", metavar="DIR", help="default: docs/results"),
              arg("--coverage", default="docs/ci_coverage.csv", metavar="CSV", help="default: docs/ci_coverage.csv"),
-             arg("--readme", nargs="+", default=["README.md", "docs/results.md"], metavar="FILE",
-                 help="the files whose table blocks are written (default: README.md docs/results.md)"),
+             arg("--readme", nargs="*", default=["README.md", "docs/results.md"], metavar="FILE",
+                 help="the files whose table blocks are written (default: README.md docs/results.md; "
+                      "none: only the snapshot, e.g. an earlier default's sub-snapshot)"),
              arg("--tuning", default="docs/tuning.yaml", metavar="YAML",
                  help="the tuning record: only its report_seeds may reach the README (default: docs/tuning.yaml)"),
              arg("--check", action="store_true", help="fail when a block differs from the snapshot")), prints=True),

@@ -1,0 +1,89 @@
+"""Does a run reproduce the README's run table? Compare a results tree with a snapshot.
+
+    .venv/bin/python scripts/compare_run.py results                 # against docs/results
+    .venv/bin/python scripts/compare_run.py /tmp/other_snapshot     # two snapshots (headline.csv, …)
+
+Snapshots the run with the README's own code (``leakk.report.readme_tables.snapshot_run``,
+into a temporary folder, never over the committed one) and prints, per model: greedy leak,
+leak@1 and leak@n at the headline decoding, and retain accuracy, snapshot → this run, the
+largest difference, and whether every number is bit for bit the same. The run must be of the
+snapshot's seed (meta.json ``run.seed``) and params; on another CPU the floats may differ
+(docs/workflow.md, "The same numbers on another machine"), and this prints by how much.
+Exit status 0 when identical, 1 when not, 2 on bad input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+import polars as pl
+
+from leakk.config import load_params
+from leakk.core.errors import LeakkError
+from leakk.report.readme_tables import snapshot_run
+
+
+def _numbers(snapshot: Path) -> pl.DataFrame:
+    """model → greedy, leak@1, leak@n (headline decoding) and retain accuracy of a snapshot."""
+    meta = json.loads((snapshot / "meta.json").read_text())["run"]
+    head = pl.read_csv(snapshot / "headline.csv")
+    k_max = int(head.filter(pl.col("decoding") == meta["decoding"])["k"].max())
+    cols = []
+    for name, decoding, k in (("greedy", "greedy", 1), ("leak@1", meta["decoding"], 1),
+                              (f"leak@{k_max}", meta["decoding"], k_max)):
+        cols.append(head.filter((pl.col("decoding") == decoding) & (pl.col("k") == k))
+                    .select("model", pl.col("leak_at_k").alias(name)))
+    out = cols[0]
+    for frame in cols[1:]:
+        out = out.join(frame, on="model", how="full", coalesce=True)
+    utility = pl.read_csv(snapshot / "utility.csv").select("model", pl.col("retain_accuracy").alias("retain"))
+    return out.join(utility, on="model", how="left").sort("model")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("results", help="a finished run's results folder")
+    parser.add_argument("--snapshot", default="docs/results", help="default: docs/results")
+    parser.add_argument("--params", default=None, help="the run's params file (default: <results>/../params.yaml "
+                                                       "if it exists, else params.yaml)")
+    args = parser.parse_args(argv)
+    results, snapshot = Path(args.results), Path(args.snapshot)
+    params_file = Path(args.params) if args.params else next(
+        (p for p in (results.parent / "params.yaml", Path("params.yaml")) if p.is_file()), Path("params.yaml"))
+    seed = json.loads((snapshot / "meta.json").read_text())["run"]["seed"]
+    try:
+        if (results / "headline.csv").is_file():  # another snapshot, e.g. from an older version's run
+            if (other := json.loads((results / "meta.json").read_text())["run"]["seed"]) != seed:
+                raise LeakkError(f"{results} holds seed {other}, {snapshot} seed {seed}")
+            mine = _numbers(results)
+        else:
+            params = load_params(params_file)
+            if params["seed"] != seed:
+                raise LeakkError(f"{params_file} runs seed {params['seed']}, the snapshot seed {seed}")
+            with tempfile.TemporaryDirectory() as tmp:
+                snapshot_run(results, params, tmp)
+                mine = _numbers(Path(tmp))
+        theirs = _numbers(snapshot)
+    except (LeakkError, OSError, KeyError) as err:
+        print(f"compare_run: {err}", file=sys.stderr)
+        return 2
+    both = theirs.join(mine, on="model", how="full", coalesce=True, suffix="_run")
+    identical = theirs.equals(mine)
+    value_cols = [c for c in theirs.columns if c != "model"]
+    print(f"seed {seed}: {snapshot} → {results}" + (" (bit for bit identical)" if identical else ""))
+    print("| model | " + " | ".join(value_cols) + " | largest \\|Δ\\| |")
+    print("|---|" + "---|" * (len(value_cols) + 1))
+    for row in both.iter_rows(named=True):
+        diffs = [abs(row[f"{c}_run"] - row[c]) for c in value_cols if row[c] is not None and row[f"{c}_run"] is not None]
+        cells = [f"{row[c]:.3f} → {row[f'{c}_run']:.3f}" if row[c] is not None and row[f"{c}_run"] is not None
+                 else "–" for c in value_cols]
+        print(f"| {row['model']} | " + " | ".join(cells) + f" | {max(diffs, default=0.0):.3f} |")
+    return 0 if identical else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
