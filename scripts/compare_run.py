@@ -54,8 +54,8 @@ def main(argv: list[str] | None = None) -> int:
     results, snapshot = Path(args.results), Path(args.snapshot)
     params_file = Path(args.params) if args.params else next(
         (p for p in (results.parent / "params.yaml", Path("params.yaml")) if p.is_file()), Path("params.yaml"))
-    seed = json.loads((snapshot / "meta.json").read_text())["run"]["seed"]
     try:
+        seed = json.loads((snapshot / "meta.json").read_text())["run"]["seed"]
         if (results / "headline.csv").is_file():  # another snapshot, e.g. from an older version's run
             if (other := json.loads((results / "meta.json").read_text())["run"]["seed"]) != seed:
                 raise LeakkError(f"{results} holds seed {other}, {snapshot} seed {seed}")

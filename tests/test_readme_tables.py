@@ -407,3 +407,5 @@ def test_compare_run_says_whether_a_run_reproduces_the_snapshot(run_results, tmp
     snapshot_run(res, PARAMS | {"seed": 3}, other)
     assert compare_run.main([str(other), "--snapshot", str(snap)]) == 2
     assert "holds seed 3" in capsys.readouterr().err
+    assert compare_run.main([str(other), "--snapshot", str(tmp_path / "absent")]) == 2  # one line, no traceback
+    assert "absent/meta.json" in capsys.readouterr().err
