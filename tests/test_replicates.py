@@ -200,11 +200,13 @@ def test_seed_params_resolve_relative_local_folders(tmp_path, micro_params, monk
 
 
 def test_replicates_preset_is_params_yaml_with_three_seeds():
+    """The replicates preset runs the tuning record's report seeds on params.yaml's settings."""
     preset = read_params_file(ROOT / "configs" / "replicates.yaml")
-    assert preset.pop("replicates") == [13, 14, 15]
+    seeds = yaml.safe_load((ROOT / "docs" / "tuning.yaml").read_text())["report_seeds"]
+    assert preset.pop("replicates") == seeds
     assert preset == read_params_file(ROOT / "params.yaml"), (
         "configs/replicates.yaml drifted from params.yaml; refresh it: { sed -n '1,/^#$/p' configs/replicates.yaml; "
-        "sed 's/^seed: .*/&\\nreplicates: [13, 14, 15]/' params.yaml; } > r.tmp && mv r.tmp configs/replicates.yaml")
+        f"sed 's/^seed: .*/&\\nreplicates: {seeds}/' params.yaml; }} > r.tmp && mv r.tmp configs/replicates.yaml")
 
 
 def test_snakemake_command_is_absolute(tmp_path, monkeypatch):

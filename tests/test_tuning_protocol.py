@@ -135,7 +135,8 @@ def test_the_rule_stop_record_is_what_its_tuning_run_ran():
 def test_the_shape_record_is_what_its_tuning_run_runs():
     """configs/tuning_shape.yaml runs the tuning seeds only, scored on the validation phrasing
     (never the evaluation phrasing the README reports), with the record's data shape; adopted,
-    it is params.yaml but for the seeds and the phrasing it scores."""
+    it is params.yaml but for the seeds, the phrasing it scores and the stops adopted later
+    (stop_margin)."""
     from leakk.config import validate_params
 
     entry = RECORD["shape"]
@@ -148,21 +149,75 @@ def test_the_shape_record_is_what_its_tuning_run_runs():
     assert entry["adopted"] is True and default["sample"]["question_column"] == "paraphrased_question"
     run.pop("seed"), run.pop("replicates"), default.pop("seed")
     run["sample"].pop("question_column"), default["sample"].pop("question_column")
+    for name, stop in RECORD["stop_margin"]["value"].items():
+        run["unlearn"][name]["stop"]["greedy_leak"] = stop
     assert run == default, "configs/tuning_shape.yaml differs from params.yaml beyond its seeds and phrasing"
     assert all(text.strip() for text in entry["tried"].values())
 
 
-def test_the_earlier_default_is_recorded_with_its_own_report_seeds():
-    """The attack and methods presets still run the earlier default: the record names its shape
-    and report seeds (disjoint from the tuning seeds and from today's), and its sub-snapshot
-    holds those seeds only."""
+def test_the_earlier_defaults_are_recorded_with_their_own_report_seeds():
+    """Every earlier default's report seeds are spent: disjoint from the tuning seeds, from
+    today's and from each other's. The attack and methods presets still run one of them: the
+    record names its shape, and its sub-snapshot holds its report seeds only."""
     from leakk.report.readme_tables import earlier_snapshots
 
-    (name, entry), = RECORD["earlier"].items()
-    assert not set(entry["report_seeds"]) & (set(RECORD["tuning_seeds"]) | set(RECORD["report_seeds"]))
+    spent = [set(e["report_seeds"]) for e in RECORD["earlier"].values()]
+    spent += [set(RECORD["tuning_seeds"]), set(RECORD["report_seeds"])]
+    assert sum(map(len, spent)) == len(set().union(*spent)), "a seed is in two of the record's seed sets"
+    (name, entry), = ((n, e) for n, e in RECORD["earlier"].items() if e.get("presets"))
     assert _earlier_default()["data"]["synthetic"] == entry["data"]
     subs = earlier_snapshots(ROOT / SNAPSHOT_DIR)
     assert [p.name for p in subs] == [name]
     meta = json.loads((subs[0] / "meta.json").read_text())
     assert report_seed_errors(meta, ROOT / TUNING_FILE, earlier=name) == []
     assert meta["attacks"]["seeds"] == meta["methods"]["seeds"] == entry["report_seeds"]
+
+
+def test_the_stop_margin_is_the_room_left_on_both_claims():
+    """scripts/tuning/stop_margin_check.py: per unlearning run, min(0.15 - greedy, leak@n - 0.30),
+    against the same numbers worked by hand; full, retrain and unknown rows are left out."""
+    import importlib.util
+
+    import polars as pl
+
+    spec = importlib.util.spec_from_file_location("stop_margin_check",
+                                                  ROOT / "scripts" / "tuning" / "stop_margin_check.py")
+    check = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(check)
+    params = {"unlearn": {"ga": {"method": "ga", "stop": {"greedy_leak": 0.12}},
+                          "npo_s10": {"method": "npo", "stop": {"greedy_leak": 0.1}}}}
+    rows = [(0, "full", 0.9, 0.99), (0, "ga", 0.10, 0.30), (1, "ga", 0.05, 0.50),
+            (0, "npo_s10", 0.14, 0.60), (0, "retrain", 0.0, 0.0)]
+    methods = pl.DataFrame(rows, schema=["seed", "model", "greedy", "leak_at_n"], orient="row").with_columns(
+        k=pl.lit(64), retain_accuracy=pl.lit(0.7))
+    table = check.margins(methods, params)
+    by_hand = {(0.12, 0): min(0.15 - 0.10, 0.30 - 0.30), (0.12, 1): min(0.15 - 0.05, 0.50 - 0.30),
+               (0.1, 0): min(0.15 - 0.14, 0.60 - 0.30)}
+    assert {(r["stop"], r["seed"]): r["margin"] for r in table.iter_rows(named=True)} == pytest.approx(by_hand)
+    assert table["method"].to_list() == ["ga", "ga", "npo"]  # the highest stop first
+
+
+def test_the_stop_margin_record_is_what_its_tuning_run_ran():
+    """configs/tuning_stop_margin.yaml is configs/tuning_shape.yaml (the tuning seeds, the
+    validation phrasing) with GA, GradDiff and NPO at each stop tried and no RULE; the adopted
+    stops are the ones params.yaml runs."""
+    from leakk.config import validate_params
+
+    entry = RECORD["stop_margin"]
+    run = read_params_file(ROOT / entry["config"])
+    validate_params(run, host=False)
+    shape = read_params_file(ROOT / RECORD["shape"]["config"])
+    assert run["replicates"] == RECORD["tuning_seeds"] and run["sample"]["question_column"] == entry["scored_on"]
+    stops = {}
+    for name, cfg in run["unlearn"].items():
+        base = shape["unlearn"][cfg["method"]]
+        assert {k: v for k, v in cfg.items() if k != "stop"} == {k: v for k, v in base.items() if k != "stop"}, name
+        assert cfg["stop"]["every"] == base["stop"]["every"], name
+        stops.setdefault(cfg["method"], set()).add(cfg["stop"]["greedy_leak"])
+    assert stops == {m: {0.15, 0.12, 0.10} for m in ("ga", "graddiff", "npo")}
+    assert run["rule"] == {} and run["sample"]["decodings"] == shape["sample"]["decodings"][:1]
+    strip = ("unlearn", "rule", "sample", "judge")
+    assert {k: v for k, v in run.items() if k not in strip} == {k: v for k, v in shape.items() if k not in strip}
+    default = read_params_file(ROOT / "params.yaml")["unlearn"]
+    assert {m: default[m]["stop"]["greedy_leak"] for m in entry["value"]} == entry["value"]
+    assert all(entry["value"][m] in stops[m] for m in entry["value"])
