@@ -409,3 +409,30 @@ def test_compare_run_says_whether_a_run_reproduces_the_snapshot(run_results, tmp
     assert "holds seed 3" in capsys.readouterr().err
     assert compare_run.main([str(other), "--snapshot", str(tmp_path / "absent")]) == 2  # one line, no traceback
     assert "absent/meta.json" in capsys.readouterr().err
+
+
+def test_the_calibration_table_is_the_runs_calibration_at_the_headline_decoding(run_results, tmp_path):
+    """snapshot_run keeps calibration.csv's headline-decoding rows; the table shows each judge's
+    agreement with the headline judge, checked against counts taken by hand."""
+    from leakk.stats.calibrate import calibration_table
+
+    res, *_ = run_results
+    frame = _judgments().with_columns(split=pl.lit("forget"))
+    # a second judge: says "leaked" on every completion of graddiff, and agrees with fact elsewhere
+    proxy = frame.with_columns(judge=pl.lit("rougeL"),
+                               leaked=pl.when(pl.col("model") == "graddiff").then(True).otherwise(pl.col("leaked")))
+    calibration_table(pl.concat([frame, proxy]), [1, 2, 4, 8]).write_csv(res / "calibration.csv")
+    snap = tmp_path / "snap"
+    assert "calibration.csv" in snapshot_run(res, PARAMS, snap)
+    kept = pl.read_csv(snap / "calibration.csv")
+    assert set(kept["decoding"]) == {"t1.0_p1.0"} and set(kept["judge"]) == {"rougeL"}
+    sampled = frame.filter((pl.col("model") == "graddiff") & (pl.col("decoding") == "t1.0_p1.0"))
+    true_leaks = int(sampled["leaked"].sum())
+    table = render("calibration", snap)
+    # graddiff: every completion judged leaked, so precision = true leaks / completions, recall 1, FPR 1
+    (row,) = [line.split("|")[3:-1] for line in table.splitlines() if line.startswith("| rougeL | graddiff |")]
+    precision, recall, _, fpr, at_1, _ = (cell.strip() for cell in row)
+    assert (precision, recall, fpr) == (f"{true_leaks / sampled.height:.2f}", "1.00", "1.00")
+    assert at_1 == f"1.00 / {true_leaks / sampled.height:.2f}"  # leak@1 is the per-completion rate
+    assert "| rougeL | full | 1.00 | 1.00 | 1.00 | 0.00 |" in table  # agrees with fact
+    assert "leak@8: judge / fact" in table

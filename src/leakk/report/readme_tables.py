@@ -18,7 +18,7 @@ Tables (``NAME``): ``headline`` (one run's summary table, exactly what ``make ru
 (mean ± sd across seeds [pooled CI]), ``rule-targets`` and ``rule-rounds`` (RULE on the
 held-out phrasing per seed: its last round against its base, and round by round),
 ``extrapolation`` (the hold-out check across seeds and the claim it supports),
-``attacks`` (each attacked model against itself unattacked, per seed, and the checks of
+``calibration`` (the run's other judges against the headline judge), ``attacks`` (each attacked model against itself unattacked, per seed, and the checks of
 :data:`ATTACK_CLAIMS`, from an attack preset's seeds: ``--attacks``), ``attack-checks``
 (those checks alone), ``methods`` (every unlearning method under the same stop rule, per seed,
 from the methods preset's seeds: ``--methods``) and
@@ -204,8 +204,9 @@ def _trust_rows(results: Path, judge: str, decoding: str) -> pl.DataFrame:
 def snapshot_run(results: str | os.PathLike, params: dict[str, Any], snapshot: str | os.PathLike = SNAPSHOT_DIR) -> list[str]:
     """From one run's results folder: ``headline.csv`` (the summary's leak-table rows),
     ``utility.csv`` and ``rule_vs_base.csv`` (headline judge and decoding), and the run's
-    settings in ``meta.json``; ``trust.csv`` (:func:`_trust_rows`) where the trust stages ran.
-    Returns the files written."""
+    settings in ``meta.json``; ``trust.csv`` (:func:`_trust_rows`) where the trust stages ran;
+    ``calibration.csv`` (every other judge against the headline judge, headline decoding) where
+    ``leakk calibrate`` ran. Returns the files written."""
     from leakk.core.io import read_parquet
 
     results, snapshot = Path(results), Path(snapshot)
@@ -225,6 +226,12 @@ def snapshot_run(results: str | os.PathLike, params: dict[str, Any], snapshot: s
     if all((results / name).is_file() for name in ("bounds.csv", "bounds_check.csv", "guarantees.csv", "why_leaks.csv")):
         _write_csv(_trust_rows(results, judge, decoding), snapshot / "trust.csv")
         written.append("trust.csv")
+    if (results / "calibration.csv").is_file():
+        table = pl.read_csv(results / "calibration.csv")
+        if table.height:
+            table = table.filter(pl.col("decoding") == decoding).sort("judge", "model")
+        _write_csv(table, snapshot / "calibration.csv")
+        written.append("calibration.csv")
     _write_meta(snapshot, "run", {"judge": judge, "decoding": decoding, "ci": est["ci"], "ci_method": est["ci_method"],
                                   "n": params["sample"]["n"], "seed": params["seed"]})
     return written
@@ -527,6 +534,28 @@ def trust(snapshot: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
+def calibration(snapshot: Path) -> str:
+    """Every other judge of the run against the headline judge (:mod:`leakk.stats.calibrate`),
+    per judge and model at the headline decoding: agreement per completion, and leak@1 and
+    leak@n under each."""
+    run = _need(_meta(snapshot), "run", snapshot)
+    rows = _read(snapshot, "calibration.csv")
+    if rows.is_empty():
+        raise ArtifactError(f"{snapshot / 'calibration.csv'}: no rows (the run has one judge)")
+    k = int(rows["k"].max())
+    truth = run["judge"]
+    lines = [f"Each judge against `{truth}` (the truth here), decoding `{run['decoding']}`, seed {run['seed']}; "
+             f"{int(rows['items'].max()):,} completions per model.", "",
+             f"| judge | model | precision | recall | F1 | false-pos. rate | leak@1: judge / {truth} | "
+             f"leak@{k}: judge / {truth} |", "|---|---|---|---|---|---|---|---|"]
+    for r in rows.iter_rows(named=True):
+        lines.append(f"| {r['judge']} | {r['model']} | {fmt_num(r['precision'])} | {fmt_num(r['recall'])} | "
+                     f"{fmt_num(r['f1'])} | {fmt_num(r['false_positive_rate'])} | "
+                     f"{fmt_num(r['leak_at_1'])} / {fmt_num(r['leak_at_1_fact'])} | "
+                     f"{fmt_num(r['leak_at_k'])} / {fmt_num(r['leak_at_k_fact'])} |")
+    return "\n".join(lines) + "\n"
+
+
 #: the miniature's claims, checked per report seed: (what, models, column, "≥"/"≤", threshold)
 CLAIMS: tuple[tuple[str, tuple[str, ...], str, str, float], ...] = (
     ("the full model leaks greedily", ("full",), "greedy", "≥", 0.8),
@@ -689,7 +718,7 @@ def ci_coverage(snapshot: Path, coverage_csv: Path = COVERAGE_CSV) -> str:
 TABLES: dict[str, Callable[..., str]] = {
     "headline": headline, "rule-vs-base": rule_vs_base, "replicates": replicates, "rule-targets": rule_targets,
     "rule-rounds": rule_rounds, "extrapolation": extrapolation, "ci-coverage": ci_coverage, "claims": claims,
-    "trust": trust, "attacks": attacks, "attack-checks": attack_checks, "methods": methods,
+    "trust": trust, "calibration": calibration, "attacks": attacks, "attack-checks": attack_checks, "methods": methods,
 }
 
 
