@@ -412,8 +412,8 @@ def test_compare_run_says_whether_a_run_reproduces_the_snapshot(run_results, tmp
 
 
 def test_the_calibration_table_is_the_runs_calibration_at_the_headline_decoding(run_results, tmp_path):
-    """snapshot_run keeps calibration.csv's headline-decoding rows; the table shows each judge's
-    agreement with the headline judge, checked against counts taken by hand."""
+    """snapshot_run keeps calibration.csv's headline-decoding rows in the summary's model order;
+    the table shows each judge against fact, every cell checked against counts taken by hand."""
     from leakk.stats.calibrate import calibration_table
 
     res, *_ = run_results
@@ -426,13 +426,45 @@ def test_the_calibration_table_is_the_runs_calibration_at_the_headline_decoding(
     assert "calibration.csv" in snapshot_run(res, PARAMS, snap)
     kept = pl.read_csv(snap / "calibration.csv")
     assert set(kept["decoding"]) == {"t1.0_p1.0"} and set(kept["judge"]) == {"rougeL"}
-    sampled = frame.filter((pl.col("model") == "graddiff") & (pl.col("decoding") == "t1.0_p1.0"))
-    true_leaks = int(sampled["leaked"].sum())
+    assert kept["model"].to_list() == ["full", "retrain", "graddiff", "rule_graddiff"]
     table = render("calibration", snap)
-    # graddiff: every completion judged leaked, so precision = true leaks / completions, recall 1, FPR 1
-    (row,) = [line.split("|")[3:-1] for line in table.splitlines() if line.startswith("| rougeL | graddiff |")]
-    precision, recall, _, fpr, at_1, _ = (cell.strip() for cell in row)
-    assert (precision, recall, fpr) == (f"{true_leaks / sampled.height:.2f}", "1.00", "1.00")
-    assert at_1 == f"1.00 / {true_leaks / sampled.height:.2f}"  # leak@1 is the per-completion rate
-    assert "| rougeL | full | 1.00 | 1.00 | 1.00 | 0.00 |" in table  # agrees with fact
-    assert "leak@8: judge / fact" in table
+    rows = {line.split("|")[2].strip(): [c.strip() for c in line.split("|")[3:-1]]
+            for line in table.splitlines() if line.startswith("| rougeL |")}
+    sampled = frame.filter(pl.col("decoding") == "t1.0_p1.0")
+
+    def by_hand(model: str) -> tuple[float, float]:
+        """fact's leak@1 (the per-completion rate: every question has n = 8) and leak@8 (a question
+        leaks at k = n iff any of its samples does)."""
+        part = sampled.filter(pl.col("model") == model)
+        return part["leaked"].mean(), part.group_by("qid").agg(pl.col("leaked").any())["leaked"].mean()
+
+    rate, at_8 = by_hand("graddiff")
+    f1 = 2 * rate / (rate + 1)
+    # graddiff: every completion judged leaked: precision = fact's rate, recall 1, FPR 1, leak@k 1
+    assert rows["graddiff"] == [f"{rate:.2f}", "1.00", f"{f1:.2f}", "1.00", f"1.00 / {rate:.2f}", f"1.00 / {at_8:.2f}"]
+    rate, at_8 = by_hand("full")
+    assert rows["full"] == ["1.00", "1.00", "1.00", "0.00", f"{rate:.2f} / {rate:.2f}", f"{at_8:.2f} / {at_8:.2f}"]
+    assert rows["retrain"] == ["–", "–", "–", "0.00", "0.00 / 0.00", "0.00 / 0.00"]  # no true leak: no precision
+    assert table.startswith("Each judge against `fact` (the truth here), decoding `t1.0_p1.0`, seed 0; "
+                            "192 completions per model.")
+    assert "| leak@1: judge / fact | leak@8: judge / fact |" in table
+    # the truth is fact whatever the headline judge is
+    snapshot_run(res, {**PARAMS, "estimate": {**PARAMS["estimate"], "headline_judge": "rougeL"}}, snap)
+    assert render("calibration", snap).startswith("Each judge against `fact`")
+
+
+def test_a_run_without_calibration_shows_none_not_an_earlier_runs(run_results, tmp_path):
+    """A run with one judge (an empty calibration.csv) or no calibrate stage removes the earlier
+    snapshot's calibration, and the table says there is none in one line."""
+    res, *_ = run_results
+    snap = tmp_path / "snap"
+    snap.mkdir()
+    (snap / "calibration.csv").write_text("judge,model\nrougeL,full\n")  # an earlier run's
+    (res / "calibration.csv").write_text("judge,model,decoding,k,items\n")  # one judge: no rows
+    assert "calibration.csv" not in snapshot_run(res, PARAMS, snap)
+    assert not (snap / "calibration.csv").exists()
+    assert render("calibration", snap) == ("No calibration in this snapshot: the run of seed 0 has no judge "
+                                           "besides `fact`, or no `fact` judge, at decoding `t1.0_p1.0`.\n")
+    (res / "calibration.csv").write_text("judge,model\nrougeL,full\n")  # not leakk calibrate's
+    with pytest.raises(ArtifactError, match="lacks columns"):
+        snapshot_run(res, PARAMS, snap)

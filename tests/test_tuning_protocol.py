@@ -175,7 +175,8 @@ def test_the_earlier_defaults_are_recorded_with_their_own_report_seeds():
 
 def test_the_stop_margin_is_the_room_left_on_both_claims():
     """scripts/tuning/stop_margin_check.py: per unlearning run, min(0.15 - greedy, leak@n - 0.30),
-    against the same numbers worked by hand; full, retrain and unknown rows are left out."""
+    against the same numbers worked by hand; full and retrain are left out, and a run whose
+    numbers are missing is refused."""
     import importlib.util
 
     import polars as pl
@@ -195,6 +196,10 @@ def test_the_stop_margin_is_the_room_left_on_both_claims():
                (0.1, 0): min(0.15 - 0.14, 0.60 - 0.30)}
     assert {(r["stop"], r["seed"]): r["margin"] for r in table.iter_rows(named=True)} == pytest.approx(by_hand)
     assert table["method"].to_list() == ["ga", "ga", "npo"]  # the highest stop first
+    assert (check.GREEDY_MAX, check.LEAK_MIN) == (0.15, 0.30)
+    failed = methods.with_columns(greedy=pl.when(pl.col("model") == "npo_s10").then(None).otherwise(pl.col("greedy")))
+    with pytest.raises(SystemExit, match=r"\['npo_s10'\] have no greedy leak"):
+        check.margins(failed, params)
 
 
 def test_the_stop_margin_record_is_what_its_tuning_run_ran():

@@ -5,8 +5,9 @@ greedy leak and leak@n on the run's scored phrasing, and the margin the decision
 
 (the room left on both sides of the paper's effect: "greedy says forgotten" and "sampling
 leaks"). The smallest margin per stop threshold (one stop for all methods) and per method and
-stop (a stop per method): the rules adopt the stop with the largest one. The numbers come from :func:`leakk.report.readme_tables.snapshot_methods`
-(the methods table's own code), written to a scratch folder.
+stop (a stop per method): the rules adopt the stop with the largest one. The numbers come from
+:func:`leakk.report.readme_tables.snapshot_methods` (the methods table's own code), written to a
+scratch folder.
 
     .venv/bin/python scripts/tuning/stop_margin_check.py results/presets/tuning_stop_margin \\
         --params configs/tuning_stop_margin.yaml
@@ -22,18 +23,25 @@ import leakk  # noqa: F401  (first: pins the CPU kernels before torch loads)
 import polars as pl
 
 from leakk.config import load_params
-from leakk.report.readme_tables import snapshot_methods
+from leakk.report.readme_tables import CLAIMS, snapshot_methods
 from leakk.stats.replicate_stats import found_seeds
 
-GREEDY_MAX, LEAK_MIN = 0.15, 0.30  # the claims table's lines (readme_tables.CLAIMS)
+#: the claims table's lines for the unlearning runs: greedy leak ≤ GREEDY_MAX, leak@n ≥ LEAK_MIN
+_LINES = {column: line for _, models, column, _, line in CLAIMS if "ga" in models}
+GREEDY_MAX, LEAK_MIN = _LINES["greedy"], _LINES["leak_at_n"]
 
 
 def margins(methods: pl.DataFrame, params: dict) -> pl.DataFrame:
-    """``methods.csv`` rows of the unlearning runs, with each run's stop threshold and margin."""
+    """``methods.csv`` rows of the unlearning runs, with each run's stop threshold and margin.
+    A run with a missing number (every judgment failed) is refused, never half-scored."""
     runs = params["unlearn"]
     stops = pl.DataFrame({"model": list(runs), "stop": [float(r["stop"]["greedy_leak"]) for r in runs.values()],
                           "method": [r["method"] for r in runs.values()]})
-    return (methods.join(stops, on="model", how="inner")
+    rows = methods.join(stops, on="model", how="inner")
+    if missing := rows.filter(pl.any_horizontal(pl.col(c).is_null() | pl.col(c).is_nan()
+                                                for c in ("greedy", "leak_at_n")))["model"].to_list():
+        raise SystemExit(f"stop_margin_check: runs {sorted(set(missing))} have no greedy leak or leak@n")
+    return (rows
             .with_columns(margin=pl.min_horizontal(GREEDY_MAX - pl.col("greedy"), pl.col("leak_at_n") - LEAK_MIN))
             .select("stop", "method", "seed", "greedy", "leak_at_n", "retain_accuracy", "margin")
             .sort("stop", "method", "seed", descending=[True, False, False]))

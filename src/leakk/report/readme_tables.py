@@ -18,11 +18,12 @@ Tables (``NAME``): ``headline`` (one run's summary table, exactly what ``make ru
 (mean ± sd across seeds [pooled CI]), ``rule-targets`` and ``rule-rounds`` (RULE on the
 held-out phrasing per seed: its last round against its base, and round by round),
 ``extrapolation`` (the hold-out check across seeds and the claim it supports),
-``calibration`` (the run's other judges against the headline judge), ``attacks`` (each attacked model against itself unattacked, per seed, and the checks of
-:data:`ATTACK_CLAIMS`, from an attack preset's seeds: ``--attacks``), ``attack-checks``
-(those checks alone), ``methods`` (every unlearning method under the same stop rule, per seed,
-from the methods preset's seeds: ``--methods``) and
-``ci-coverage`` (benchmarks/ci_coverage.py's simulation, ``docs/ci_coverage.csv``).
+``calibration`` (the run's other judges against ``fact``), ``attacks`` (each attacked model
+against itself unattacked, per seed, and the checks of :data:`ATTACK_CLAIMS`, from an attack
+preset's seeds: ``--attacks``), ``attack-checks`` (those checks alone), ``methods`` (every
+unlearning method under the same stop rule, per seed, from the methods preset's seeds:
+``--methods``) and ``ci-coverage`` (benchmarks/ci_coverage.py's simulation,
+``docs/ci_coverage.csv``).
 
 A block marked ``<!-- leakk:table NAME from=DIR -->`` renders from the sub-snapshot
 ``docs/results/DIR`` instead: the tables of an earlier default that a preset has not been
@@ -205,8 +206,9 @@ def snapshot_run(results: str | os.PathLike, params: dict[str, Any], snapshot: s
     """From one run's results folder: ``headline.csv`` (the summary's leak-table rows),
     ``utility.csv`` and ``rule_vs_base.csv`` (headline judge and decoding), and the run's
     settings in ``meta.json``; ``trust.csv`` (:func:`_trust_rows`) where the trust stages ran;
-    ``calibration.csv`` (every other judge against the headline judge, headline decoding) where
-    ``leakk calibrate`` ran. Returns the files written."""
+    ``calibration.csv`` (:func:`_calibration_rows`) where ``leakk calibrate`` measured a judge
+    against ``fact``, else no calibration (an earlier run's is removed, never shown under
+    this run's seed). Returns the files written."""
     from leakk.core.io import read_parquet
 
     results, snapshot = Path(results), Path(snapshot)
@@ -226,15 +228,34 @@ def snapshot_run(results: str | os.PathLike, params: dict[str, Any], snapshot: s
     if all((results / name).is_file() for name in ("bounds.csv", "bounds_check.csv", "guarantees.csv", "why_leaks.csv")):
         _write_csv(_trust_rows(results, judge, decoding), snapshot / "trust.csv")
         written.append("trust.csv")
-    if (results / "calibration.csv").is_file():
-        table = pl.read_csv(results / "calibration.csv")
-        if table.height:
-            table = table.filter(pl.col("decoding") == decoding).sort("judge", "model")
-        _write_csv(table, snapshot / "calibration.csv")
+    calibration = _calibration_rows(results / "calibration.csv", decoding)
+    if calibration is not None:
+        _write_csv(calibration, snapshot / "calibration.csv")
         written.append("calibration.csv")
+    else:
+        (snapshot / "calibration.csv").unlink(missing_ok=True)
     _write_meta(snapshot, "run", {"judge": judge, "decoding": decoding, "ci": est["ci"], "ci_method": est["ci_method"],
                                   "n": params["sample"]["n"], "seed": params["seed"]})
     return written
+
+
+def _calibration_rows(path: Path, decoding: str) -> pl.DataFrame | None:
+    """``leakk calibrate``'s rows at ``decoding``, in the summary's model order per judge; None
+    when the run has none (one judge, no ``fact``, or no calibrate stage)."""
+    from leakk.stats.estimate import model_order
+
+    if not path.is_file():
+        return None
+    table = pl.read_csv(path)
+    if table.is_empty():
+        return None
+    if missing := {"judge", "model", "decoding", "k", "items"} - set(table.columns):
+        raise ArtifactError(f"{path}: lacks columns {sorted(missing)}; rerun `leakk calibrate`")
+    table = table.filter(pl.col("decoding") == decoding)
+    if table.is_empty():
+        return None
+    rank = {m: i for i, m in enumerate(model_order(table["model"]))}
+    return table.sort("judge", pl.col("model").replace_strict(rank, return_dtype=pl.Int64))
 
 
 def _rounds(results: Path, seed: int) -> pl.DataFrame | None:
@@ -535,24 +556,29 @@ def trust(snapshot: Path) -> str:
 
 
 def calibration(snapshot: Path) -> str:
-    """Every other judge of the run against the headline judge (:mod:`leakk.stats.calibrate`),
-    per judge and model at the headline decoding: agreement per completion, and leak@1 and
-    leak@n under each."""
+    """Every other judge of the run against ``fact`` (:mod:`leakk.stats.calibrate`), per judge
+    and model at the headline decoding: agreement per completion, and leak@1 and leak@k under
+    each. A run without a second judge says so in one line."""
+    from leakk.stats.calibrate import TRUTH
+
     run = _need(_meta(snapshot), "run", snapshot)
+    if not (Path(snapshot) / "calibration.csv").is_file():
+        return (f"No calibration in this snapshot: the run of seed {run['seed']} has no judge besides "
+                f"`{TRUTH}`, or no `{TRUTH}` judge, at decoding `{run['decoding']}`.\n")
     rows = _read(snapshot, "calibration.csv")
-    if rows.is_empty():
-        raise ArtifactError(f"{snapshot / 'calibration.csv'}: no rows (the run has one judge)")
-    k = int(rows["k"].max())
-    truth = run["judge"]
-    lines = [f"Each judge against `{truth}` (the truth here), decoding `{run['decoding']}`, seed {run['seed']}; "
-             f"{int(rows['items'].max()):,} completions per model.", "",
-             f"| judge | model | precision | recall | F1 | false-pos. rate | leak@1: judge / {truth} | "
-             f"leak@{k}: judge / {truth} |", "|---|---|---|---|---|---|---|---|"]
+    ks, items = sorted(set(rows["k"])), sorted(set(rows["items"]))
+    at_k = f"leak@{ks[0]}" if len(ks) == 1 else "leak@k (k per row)"
+    count = f"{items[0]:,}" if len(items) == 1 else f"{items[0]:,}–{items[-1]:,}"
+    lines = [f"Each judge against `{TRUTH}` (the truth here), decoding `{run['decoding']}`, seed {run['seed']}; "
+             f"{count} completions per model.", "",
+             f"| judge | model | precision | recall | F1 | false-pos. rate | leak@1: judge / {TRUTH} | "
+             f"{at_k}: judge / {TRUTH} |", "|---|---|---|---|---|---|---|---|"]
     for r in rows.iter_rows(named=True):
+        k_note = "" if len(ks) == 1 else f" (k = {r['k']})"
         lines.append(f"| {r['judge']} | {r['model']} | {fmt_num(r['precision'])} | {fmt_num(r['recall'])} | "
                      f"{fmt_num(r['f1'])} | {fmt_num(r['false_positive_rate'])} | "
                      f"{fmt_num(r['leak_at_1'])} / {fmt_num(r['leak_at_1_fact'])} | "
-                     f"{fmt_num(r['leak_at_k'])} / {fmt_num(r['leak_at_k_fact'])} |")
+                     f"{fmt_num(r['leak_at_k'])} / {fmt_num(r['leak_at_k_fact'])}{k_note} |")
     return "\n".join(lines) + "\n"
 
 
