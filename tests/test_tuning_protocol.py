@@ -226,3 +226,22 @@ def test_the_stop_margin_record_is_what_its_tuning_run_ran():
     default = read_params_file(ROOT / "params.yaml")["unlearn"]
     assert {m: default[m]["stop"]["greedy_leak"] for m in entry["value"]} == entry["value"]
     assert all(entry["value"][m] in stops[m] for m in entry["value"])
+
+
+def test_the_epochs_record_is_what_its_tuning_run_ran():
+    """configs/tuning_epochs.yaml is params.yaml on the tuning seeds and the validation phrasing
+    with another fine-tuning length, no RULE, one decoding and one judge; params.yaml runs the
+    record's value."""
+    from leakk.config import validate_params
+
+    entry = RECORD["epochs"]
+    run = read_params_file(ROOT / entry["config"])
+    validate_params(run, host=False)
+    default = read_params_file(ROOT / "params.yaml")
+    assert run["replicates"] == RECORD["tuning_seeds"] and run["sample"]["question_column"] == entry["scored_on"]
+    assert default["finetune"]["epochs"] == entry["value"] != run["finetune"]["epochs"]
+    assert run["rule"] == {} and run["sample"]["decodings"] == default["sample"]["decodings"][:1]
+    assert {k: v for k, v in run["finetune"].items() if k != "epochs"} == \
+        {k: v for k, v in default["finetune"].items() if k != "epochs"}
+    strip = ("seed", "replicates", "finetune", "rule", "sample", "judge")
+    assert {k: v for k, v in run.items() if k not in strip} == {k: v for k, v in default.items() if k not in strip}
