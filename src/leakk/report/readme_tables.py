@@ -240,10 +240,9 @@ def snapshot_run(results: str | os.PathLike, params: dict[str, Any], snapshot: s
 
 
 def _calibration_rows(path: Path, decoding: str) -> pl.DataFrame | None:
-    """``leakk calibrate``'s rows at ``decoding``, in the summary's model order per judge; None
-    when the run has none (one judge, no ``fact``, or no calibrate stage)."""
-    from leakk.stats.estimate import model_order
-
+    """``leakk calibrate``'s rows at ``decoding``, in the order it wrote them (per judge, the
+    summary's model order: :func:`leakk.stats.calibrate.calibration_table`); None when the run
+    has none (one judge, no ``fact``, or no calibrate stage)."""
     if not path.is_file():
         return None
     table = pl.read_csv(path)
@@ -252,10 +251,7 @@ def _calibration_rows(path: Path, decoding: str) -> pl.DataFrame | None:
     if missing := {"judge", "model", "decoding", "k", "items"} - set(table.columns):
         raise ArtifactError(f"{path}: lacks columns {sorted(missing)}; rerun `leakk calibrate`")
     table = table.filter(pl.col("decoding") == decoding)
-    if table.is_empty():
-        return None
-    rank = {m: i for i, m in enumerate(model_order(table["model"]))}
-    return table.sort("judge", pl.col("model").replace_strict(rank, return_dtype=pl.Int64))
+    return None if table.is_empty() else table
 
 
 def _rounds(results: Path, seed: int) -> pl.DataFrame | None:
