@@ -2,6 +2,12 @@
 
     .venv/bin/python scripts/compare_run.py results                 # against docs/results
     .venv/bin/python scripts/compare_run.py /tmp/other_snapshot     # two snapshots (headline.csv, …)
+    .venv/bin/python scripts/compare_run.py --replicates results/replicates   # every report seed's claims
+
+With ``--replicates`` (a finished ``leakk replicates`` folder of the report seeds) it compares
+what the claims table checks (greedy leak, leak@n, retain accuracy per model and seed) with the
+snapshot's ``seed_claims.csv``, prints the largest and median difference, and the claims table
+as the rerun gives it: on another CPU vendor, how far the README's claims move.
 
 Snapshots the run with the README's own code (``leakk.report.readme_tables.snapshot_run``,
 into a temporary folder, never over the committed one) and prints, per model: greedy leak,
@@ -24,7 +30,7 @@ import polars as pl
 
 from leakk.config import load_params
 from leakk.core.errors import LeakkError
-from leakk.report.readme_tables import snapshot_run
+from leakk.report.readme_tables import claims, snapshot_replicates, snapshot_run
 
 
 def _numbers(snapshot: Path) -> pl.DataFrame:
@@ -44,13 +50,74 @@ def _numbers(snapshot: Path) -> pl.DataFrame:
     return out.join(utility, on="model", how="left").sort("model")
 
 
+#: the claims table's numbers (seed_claims.csv) and how this script labels them
+CLAIM_COLUMNS = {"greedy": "greedy", "leak_at_n": "leak@n", "retain_accuracy": "retain"}
+
+
+def compare_replicates(root: Path, snapshot: Path, params: dict) -> int:
+    """Every seed's claim numbers of ``root`` against the snapshot's seed_claims.csv (0: bit for
+    bit the same, 1: some number moved)."""
+    params = dict(params)
+    params.pop("replicates", None)  # the seeds the folder holds, whatever the params file lists
+    theirs = pl.read_csv(snapshot / "seed_claims.csv")
+    with tempfile.TemporaryDirectory() as tmp:  # never the committed snapshot or claim file
+        snapshot_replicates(root, params, tmp, claim_file=Path(tmp) / "extrapolation_claim.json")
+        mine = pl.read_csv(Path(tmp) / "seed_claims.csv")
+        table = claims(Path(tmp))
+    unknown = sorted(set(mine["seed"]) - set(theirs["seed"]))
+    if unknown:
+        raise LeakkError(f"{root}: seeds {unknown} are not in {snapshot}/seed_claims.csv "
+                         f"(it holds {sorted(set(theirs['seed']))})")
+    keys = ["seed", "model"]
+    theirs = theirs.filter(pl.col("seed").is_in(mine["seed"].unique().to_list())).sort(keys)
+    mine = mine.sort(keys)
+    identical = theirs.equals(mine)
+    both = theirs.join(mine, on=keys, how="full", coalesce=True, suffix="_run").sort(keys)
+    print(f"seeds {sorted(set(mine['seed']))}: {snapshot}/seed_claims.csv → {root}"
+          + (" (bit for bit identical)" if identical else ""))
+    print("| seed | model | " + " | ".join(CLAIM_COLUMNS.values()) + " | largest \\|Δ\\| |")
+    print("|---|---|" + "---|" * (len(CLAIM_COLUMNS) + 1))
+    diffs = {c: [] for c in CLAIM_COLUMNS}
+    for row in both.iter_rows(named=True):
+        cells, largest = [], 0.0
+        for c in CLAIM_COLUMNS:
+            a, b = row[c], row[f"{c}_run"]
+            if a is None or b is None:
+                cells.append("–")
+                continue
+            cells.append(f"{a:.3f} → {b:.3f}")
+            diffs[c].append(abs(b - a))
+            largest = max(largest, abs(b - a))
+        print(f"| {row['seed']} | {row['model']} | " + " | ".join(cells) + f" | {largest:.3f} |")
+    print("\n|Δ| over every seed and model: " + "; ".join(
+        f"{label} largest {max(diffs[c], default=0.0):.3f}, median {_median(diffs[c]):.3f}"
+        for c, label in CLAIM_COLUMNS.items()))
+    print(f"\nThe claims on this rerun:\n\n{table}")
+    return 0 if identical else 1
+
+
+def _median(values: list[float]) -> float:
+    return float(pl.Series(values, dtype=pl.Float64).median()) if values else 0.0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("results", help="a finished run's results folder")
+    parser.add_argument("results", nargs="?", help="a finished run's results folder")
+    parser.add_argument("--replicates", metavar="DIR",
+                        help="instead: a finished `leakk replicates` folder, compared seed by seed with seed_claims.csv")
     parser.add_argument("--snapshot", default="docs/results", help="default: docs/results")
     parser.add_argument("--params", default=None, help="the run's params file (default: <results>/../params.yaml "
                                                        "if it exists, else params.yaml)")
     args = parser.parse_args(argv)
+    if (args.results is None) == (args.replicates is None):
+        parser.error("give a results folder or --replicates DIR (one of them)")
+    if args.replicates:
+        try:
+            return compare_replicates(Path(args.replicates), Path(args.snapshot),
+                                      load_params(args.params or "params.yaml"))
+        except (LeakkError, OSError, KeyError, pl.exceptions.PolarsError) as err:
+            print(f"compare_run: {err}", file=sys.stderr)
+            return 2
     results, snapshot = Path(args.results), Path(args.snapshot)
     params_file = Path(args.params) if args.params else next(
         (p for p in (results.parent / "params.yaml", Path("params.yaml")) if p.is_file()), Path("params.yaml"))

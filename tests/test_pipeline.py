@@ -87,7 +87,8 @@ def test_snakemake_jobs_read_the_declared_keys():
     p = validate_params(MICRO)
     sample = stage_params(p, "sample")
     assert set(sample) == {"prompt_template", "sample.backend", "sample.options", "sample.n", "sample.max_new_tokens",
-                           "sample.seed", "sample.question_column"}
+                           "sample.seed", "sample.question_column", "sample.decodings"}  # a job samples every decoding
+    assert "sample.decodings" not in stage_params(p, "sample_shard")  # a shard job samples one (its wildcard)
     assert sample["sample.n"] == MICRO["sample"]["n"]
     rnd = stage_params(p, "rule_round", name="rule_npo")
     assert set(rnd) == {"seed", "prompt_template", "rule.rule_npo", "unlearn.npo", "judge.rougeL",
@@ -165,10 +166,14 @@ def test_snakemake_rules_wire_the_commands():
     assert {"attack", "attack_figure"} <= {r.name for r in rules(attacked, "leakk")}
     assert by_name["sample"].shell == (
         "leakk --params params.yaml --threads {threads} sample --data {input.data} --model {wildcards.model} "
-        "--model-dir {params.model_dir} --decoding {wildcards.decoding} --shard 0 --shards 1 --out {output.out} "
+        "--model-dir {params.model_dir} --decoding all --shard 0 --shards 1 --out results/samples/{wildcards.model} "
         "2> {log}")
     assert by_name["estimate"].shell.endswith("> {log} 2>&1")  # it prints the summary
-    assert by_name["sample"].wildcard_constraints["decoding"] == r"greedy|t1\.0_p1\.0"
+    # one job per model writes every decoding's file, where the judge jobs read them
+    assert {k: o.path for k, o in by_name["sample"].output.items()} == {
+        "greedy": "results/samples/{model}/greedy.parquet", "t1_0_p1_0": "results/samples/{model}/t1.0_p1.0.parquet"}
+    assert list(by_name["sample"].wildcard_constraints) == ["model"]
+    assert by_name["judge"].input["samples"] == "results/samples/{model}/{decoding}.parquet"
     assert by_name["rule_round"].params["reads"](SimpleNamespace(name="rule_npo", round="1")) == stage_params(
         p, "rule_round", name="rule_npo")
     # each job's params are its own: its run, its judge

@@ -12,7 +12,7 @@ import pytest
 
 from conftest import ROOT
 from leakk.cli import main
-from leakk.core.errors import ArtifactError
+from leakk.core.errors import ArtifactError, LeakkError
 from leakk.stats.estimate import leak_table, paired_difference_table, paired_markdown, summary_markdown, utility_table
 from leakk.report.readme_tables import (
     TABLES,
@@ -166,7 +166,8 @@ def test_claims_table_marks_failures_and_holds_only_on_every_seed(tmp_path):
     assert "| greedy says forgotten: greedy leak ≤ 0.15 | npo | – | – | **no** |" in table  # a missing model fails
 
 
-def test_replicates_snapshot_from_seed_trees(tmp_path):
+def _replicate_tree(tmp_path: Path) -> Path:
+    """A `leakk replicates` folder of seeds 0 and 1 (judgments, leak tables, RULE rounds, aggregate)."""
     root = tmp_path / "replicates"
     for s in (0, 1):
         res = _tree(root / f"seed_{s}" / "results", s)
@@ -186,6 +187,11 @@ def test_replicates_snapshot_from_seed_trees(tmp_path):
     spread.write_csv(root / "leak_at_k.csv")
     pl.DataFrame({"model": ["ga"], "seeds": [2], "mean": [0.8], "sd": [0.02], "min": [0.78], "max": [0.82],
                   "pooled": [0.8]}).write_csv(root / "utility.csv")
+    return root
+
+
+def test_replicates_snapshot_from_seed_trees(tmp_path):
+    root = _replicate_tree(tmp_path)
     snap, claim = tmp_path / "snap", tmp_path / "claim.json"
     params = dict(PARAMS, replicates=[0, 1])
     written = snapshot_replicates(root, params, snap, claim_file=claim)
@@ -409,6 +415,42 @@ def test_compare_run_says_whether_a_run_reproduces_the_snapshot(run_results, tmp
     assert "holds seed 3" in capsys.readouterr().err
     assert compare_run.main([str(other), "--snapshot", str(tmp_path / "absent")]) == 2  # one line, no traceback
     assert "absent/meta.json" in capsys.readouterr().err
+
+
+def test_compare_run_replicates_compares_every_seeds_claims(tmp_path, capsys):
+    """scripts/compare_run.py --replicates: every seed's claim numbers against seed_claims.csv,
+    0 when identical, 1 with each row's largest difference and the largest and median over all
+    rows, the rerun's claims table; a seed the snapshot lacks is refused, and the committed
+    extrapolation claim is never rewritten."""
+    import importlib.util
+
+    from leakk.stats.extrapolate import CLAIM_FILE
+
+    spec = importlib.util.spec_from_file_location("compare_run", ROOT / "scripts" / "compare_run.py")
+    compare_run = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(compare_run)
+    root = _replicate_tree(tmp_path)
+    snap = tmp_path / "snap"
+    snapshot_replicates(root, PARAMS, snap, claim_file=tmp_path / "claim.json")
+    committed = Path(CLAIM_FILE).read_bytes()
+    assert compare_run.compare_replicates(root, snap, PARAMS) == 0
+    out = capsys.readouterr().out
+    assert "(bit for bit identical)" in out and "| claim | model | seed 0 | seed 1 | holds |" in out
+    claims = pl.read_csv(snap / "seed_claims.csv")
+    ga1 = (pl.col("seed") == 1) & (pl.col("model") == "ga")
+    claims.with_columns(pl.when(ga1).then(pl.col("greedy") + 0.25).otherwise(pl.col("greedy")).alias("greedy"),
+                        pl.when(ga1).then(pl.col("retain_accuracy") - 0.125).otherwise(pl.col("retain_accuracy"))
+                        .alias("retain_accuracy")).write_csv(snap / "seed_claims.csv")
+    assert compare_run.compare_replicates(root, snap, PARAMS) == 1
+    out = capsys.readouterr().out
+    row = next(line for line in out.splitlines() if line.startswith("| 1 | ga |"))
+    assert row.endswith("| 0.250 |")  # the larger of the two moves
+    # four rows (2 seeds x ga, retrain): greedy moved in one, retain in one
+    assert "greedy largest 0.250, median 0.000; leak@n largest 0.000, median 0.000; retain largest 0.125" in out
+    claims.filter(pl.col("seed") == 0).write_csv(snap / "seed_claims.csv")
+    with pytest.raises(LeakkError, match=r"seeds \[1\] are not in"):
+        compare_run.compare_replicates(root, snap, PARAMS)
+    assert Path(CLAIM_FILE).read_bytes() == committed
 
 
 def test_the_calibration_table_is_the_runs_calibration_at_the_headline_decoding(run_results, tmp_path):

@@ -38,10 +38,10 @@ class SnakemakeRule:
     shell: str
 
 
-def wildcards_of(stage: Stage) -> list[str]:
+def wildcards_of(stage: Stage, p: Params) -> list[str]:
     """The wildcards of a stage's outputs, in order of first appearance."""
     out: list[str] = []
-    for o in stage.snakemake.outputs.values():
+    for o in stage.snakemake.outs(p).values():
         for _, field, _, _ in string.Formatter().parse(o.path):
             if field and field not in out:
                 out.append(field)
@@ -76,7 +76,7 @@ def rules(p: Params, leakk: str) -> list[SnakemakeRule]:
         jobs = rule.jobs(p)
         if not jobs:
             continue
-        wildcards = wildcards_of(stage)
+        wildcards = wildcards_of(stage, p)
         constraints = {w: r"\d+" if w in NUMERIC else "|".join(sorted({re.escape(str(j[w])) for j in jobs}))
                        for w in wildcards}
         names = rule.names or (lambda p_, w, keys=tuple(wildcards): {k: getattr(w, k) for k in keys})
@@ -87,7 +87,7 @@ def rules(p: Params, leakk: str) -> list[SnakemakeRule]:
         out.append(SnakemakeRule(
             name=stage.name,
             input={k: _bind(v, p) if callable(v) else v for k, v in rule.inputs.items()},
-            output=dict(rule.outputs), params=params, threads=max(stage.threads, 1),
+            output=rule.outs(p), params=params, threads=max(stage.threads, 1),
             resources=stage_resources(p, stage.name), wildcard_constraints=constraints,
             log=L.log(f"{stage.name}_{suffix}" if suffix else stage.name),
             benchmark=L.benchmark_log(f"{stage.name}/{suffix}" if suffix else stage.name),
@@ -103,5 +103,5 @@ def targets(p: Params) -> list[str]:
         if rule is None or not rule.enabled(p):
             continue
         for job in rule.jobs(p):
-            files += [o.path.format(**job) for o in rule.outputs.values() if o.kind != "temp"]
+            files += [o.path.format(**job) for o in rule.outs(p).values() if o.kind != "temp"]
     return list(dict.fromkeys(files))

@@ -22,6 +22,7 @@ and one :class:`Stage` below, and its test.
 
 from __future__ import annotations
 
+import re
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -344,11 +345,16 @@ class Rule:
 
     jobs: Jobs
     inputs: dict[str, Input]
-    outputs: dict[str, Out]
+    #: named outputs, or a function of params giving them (one job writes a file per decoding)
+    outputs: dict[str, Out] | Callable[[Params], dict[str, Out]]
     args: dict[str, Any]
     #: the placeholders of ``reads`` for a job (default: its wildcards)
     names: Callable[[Params, Any], dict[str, str]] | None = None
     enabled: Callable[[Params], bool] = lambda p: True
+
+    def outs(self, p: Params) -> dict[str, Out]:
+        """The named outputs of this rule's jobs under params ``p``."""
+        return self.outputs(p) if callable(self.outputs) else self.outputs
 
 
 @dataclass(frozen=True)
@@ -469,6 +475,11 @@ def _sharded(p: Params) -> bool:
     return p["sample"]["shards"] > 1
 
 
+def _decoding_outputs(p: Params) -> dict[str, Out]:
+    """A model's samples file of every decoding, named for Snakemake (``t1_0_p1_0``)."""
+    return {re.sub(r"\W", "_", d): Out(L.samples("{model}", d)) for d in decoding_names(p)}
+
+
 _SAMPLE = ("prompt_template", "sample.backend", "sample.options", "sample.n", "sample.max_new_tokens", "sample.seed",
            "sample.question_column")
 _FULL = "${full_dir}"  # the folder unlearning starts from (dvc.yaml vars: full_dir)
@@ -567,9 +578,11 @@ _STAGES = [
                          {"rounds": "{input.rounds}", "evals": "{input.evals}", "out_log": "{output.log}",
                           "out_figure": "{output.figure}"}),
           dvc=None),
-    # one Snakemake job per (model, decoding), or with sample.shards = S > 1, S shard jobs and a
-    # merge (each completion depends only on (seed, qid, sample_idx): the merge equals one job);
-    # one DVC stage per model samples every decoding
+    # one job per model samples every decoding (one process and one model load, not one per
+    # decoding: in the miniature the import and load cost as much as drawing a decoding), in
+    # Snakemake and DVC alike; with sample.shards = S > 1, Snakemake runs S shard jobs per (model,
+    # decoding) and a merge instead (each completion depends only on (seed, qid, sample_idx): the
+    # merge equals one job)
     # attacks between unlearning and sampling: an attacked copy of a model is one more model
     Stage("attack", "attack", ("attack.{name}", "prompt_template", "training"), model=True, threads=1,
           mem_mb=8000, runtime=60,
@@ -582,13 +595,12 @@ _STAGES = [
                   deps=(L.benchmark, "${item.dep}"), outs=("${item.out}",), foreach=_attacks,
                   names={"name": "${item.attack}"})),
     Stage("sample", "sample", (*_SAMPLE, "sample.decodings", "sample.shards"),
-          per_job=("sample.decodings", "sample.shards"), model=True, threads=1, mem_mb=8000, runtime=240,
-          snakemake=Rule(lambda p: [{"model": m, "decoding": d} for m in model_names(p) for d in decoding_names(p)],
-                         {"data": L.benchmark, "model": _model_input},
-                         {"out": Out(L.samples("{model}", "{decoding}"))},
+          per_job=("sample.shards",), model=True, threads=1, mem_mb=8000, runtime=240,
+          snakemake=Rule(_per("model", model_names), {"data": L.benchmark, "model": _model_input},
+                         _decoding_outputs,
                          {"data": "{input.data}", "model": "{wildcards.model}",
-                          "model_dir": lambda p, w: sampled_folder(p, w.model), "decoding": "{wildcards.decoding}",
-                          "shard": "0", "shards": "1", "out": "{output.out}"},
+                          "model_dir": lambda p, w: sampled_folder(p, w.model), "decoding": "all",
+                          "shard": "0", "shards": "1", "out": L.model_samples("{wildcards.model}")},
                          enabled=lambda p: not _sharded(p)),
           dvc=Dvc({"data": L.benchmark, "model": "${key}", "model_dir": "${item.dir}", "decoding": "all",
                    "out": L.model_samples("${key}")},
