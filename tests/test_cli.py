@@ -130,3 +130,16 @@ def test_sharded_sampling_equals_unsharded(run):
     merged = pl.concat(shards).sort("qid", "sample_idx")
     assert merged.select("qid", "sample_idx").equals(whole.select("qid", "sample_idx"))
     assert (merged["text"] == whole["text"]).mean() >= 0.95
+
+
+def test_one_decoding_at_a_time_equals_every_decoding_in_one_job(run, tmp_path):
+    """The Snakemake sample job draws every decoding in one process (``--decoding all``); a
+    job per decoding, as with sample.shards, must write the same rows."""
+    root = run.parent
+    params = str(root / "params.yaml")
+    for decoding in ("greedy", "t1.0_p1.0"):
+        out = tmp_path / f"{decoding}.parquet"
+        assert main(["--params", params, "--threads", "1", "sample", "--data", str(run / "data/benchmark.parquet"),
+                     "--model", "ga", "--model-dir", str(run / "models/ga"), "--decoding", decoding,
+                     "--out", str(out)]) == 0
+        assert pl.read_parquet(out).equals(pl.read_parquet(run / f"samples/ga/{decoding}.parquet")), decoding
