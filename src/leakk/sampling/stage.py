@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from typing import Any
 
 import polars as pl
@@ -102,12 +103,15 @@ def request_from(section: dict[str, Any], decoding: Decoding) -> SamplingRequest
                                  seed=section["seed"])
 
 
-def run_sampling(model_dir: str, data: pl.DataFrame, decoding: Decoding, *, model_name: str,
+def run_sampling(model: str | Backend, data: pl.DataFrame, decoding: Decoding, *, model_name: str,
                  params: dict[str, Any], template: str, shard: int = 0, shards: int = 1,
                  progress: bool = True) -> pl.DataFrame:
-    """Sample one (model, decoding) — or one shard of it — into a samples frame."""
+    """Sample one (model, decoding) — or one shard of it — into a samples frame. ``model`` is a
+    model folder (loaded here) or a backend already open (one load for every decoding)."""
     questions = shard_questions(sample_questions(data, decoding, params["question_column"]), shard, shards)
-    with open_backend(params, model_dir, params.get("device", "auto")) as backend:
+    opened = nullcontext(model) if isinstance(model, Backend) else open_backend(params, model,
+                                                                                 params.get("device", "auto"))
+    with opened as backend:
         frame = sample_phrasings(backend, questions, request_from(params, decoding), template=template,
                                  progress=progress, desc=f"sample {model_name} {decoding.name}").drop("phrasing")
     return frame.join(questions.select("qid", "split").unique("qid"), on="qid", how="left").with_columns(

@@ -16,7 +16,7 @@ def sample(params: dict[str, Any], *, data: str, model: str, model_dir: str, dec
     from leakk.attacks import evaluation_inputs
     from leakk.core.errors import ParamsError
     from leakk.core.io import check_model_dir
-    from leakk.sampling import Decoding
+    from leakk.sampling import Decoding, open_backend
     from leakk.sampling.decoding import decoding_names
     from leakk.sampling.stage import run_sampling
 
@@ -27,12 +27,13 @@ def sample(params: dict[str, Any], *, data: str, model: str, model_dir: str, dec
     for name in names:
         if name not in known:
             raise ParamsError(f"sample.decodings: {name!r} is not configured (known: {known})")
-    for dec in map(Decoding.from_name, names):
-        path = Path(out) / f"{dec.name}.parquet" if decoding == "all" else Path(out)
-        samples = run_sampling(model_dir, frame, dec, model_name=model,
-                               params=dict(params["sample"], device=params["device"]),
-                               template=template, shard=shard, shards=shards)
-        write_parquet(samples, path, "samples")
+    section = dict(params["sample"], device=params["device"])
+    with open_backend(section, model_dir, params["device"]) as backend:  # one load (a vLLM engine) for all
+        for dec in map(Decoding.from_name, names):
+            path = Path(out) / f"{dec.name}.parquet" if decoding == "all" else Path(out)
+            samples = run_sampling(backend, frame, dec, model_name=model, params=section, template=template,
+                                   shard=shard, shards=shards)
+            write_parquet(samples, path, "samples")
 
 
 def merge(params: dict[str, Any], *, shards_in: list[str], out: str) -> None:
