@@ -30,7 +30,7 @@ import polars as pl
 
 from leakk.config import load_params
 from leakk.core.errors import LeakkError
-from leakk.report.readme_tables import claims, snapshot_replicates, snapshot_run
+from leakk.report.readme_tables import claims_drift, rerun_markdown, snapshot_replicates, snapshot_run
 
 
 def _numbers(snapshot: Path) -> pl.DataFrame:
@@ -50,54 +50,22 @@ def _numbers(snapshot: Path) -> pl.DataFrame:
     return out.join(utility, on="model", how="left").sort("model")
 
 
-#: the claims table's numbers (seed_claims.csv) and how this script labels them
-CLAIM_COLUMNS = {"greedy": "greedy", "leak_at_n": "leak@n", "retain_accuracy": "retain"}
-
-
 def compare_replicates(root: Path, snapshot: Path, params: dict) -> int:
     """Every seed's claim numbers of ``root`` against the snapshot's seed_claims.csv (0: bit for
-    bit the same, 1: some number moved)."""
+    bit the same, 1: some number moved), as the README's ``rerun`` table shows them."""
     params = dict(params)
     params.pop("replicates", None)  # the seeds the folder holds, whatever the params file lists
-    theirs = pl.read_csv(snapshot / "seed_claims.csv")
     with tempfile.TemporaryDirectory() as tmp:  # never the committed snapshot or claim file
         snapshot_replicates(root, params, tmp, claim_file=Path(tmp) / "extrapolation_claim.json")
         mine = pl.read_csv(Path(tmp) / "seed_claims.csv")
-        table = claims(Path(tmp))
-    unknown = sorted(set(mine["seed"]) - set(theirs["seed"]))
-    if unknown:
-        raise LeakkError(f"{root}: seeds {unknown} are not in {snapshot}/seed_claims.csv "
-                         f"(it holds {sorted(set(theirs['seed']))})")
+    theirs = pl.read_csv(snapshot / "seed_claims.csv")
+    both = claims_drift(theirs, mine)
     keys = ["seed", "model"]
-    theirs = theirs.filter(pl.col("seed").is_in(mine["seed"].unique().to_list())).sort(keys)
-    mine = mine.sort(keys)
-    identical = theirs.equals(mine)
-    both = theirs.join(mine, on=keys, how="full", coalesce=True, suffix="_run").sort(keys)
+    identical = theirs.filter(pl.col("seed").is_in(mine["seed"].unique().to_list())).sort(keys).equals(mine.sort(keys))
     print(f"seeds {sorted(set(mine['seed']))}: {snapshot}/seed_claims.csv → {root}"
           + (" (bit for bit identical)" if identical else ""))
-    print("| seed | model | " + " | ".join(CLAIM_COLUMNS.values()) + " | largest \\|Δ\\| |")
-    print("|---|---|" + "---|" * (len(CLAIM_COLUMNS) + 1))
-    diffs = {c: [] for c in CLAIM_COLUMNS}
-    for row in both.iter_rows(named=True):
-        cells, largest = [], 0.0
-        for c in CLAIM_COLUMNS:
-            a, b = row[c], row[f"{c}_run"]
-            if a is None or b is None:
-                cells.append("–")
-                continue
-            cells.append(f"{a:.3f} → {b:.3f}")
-            diffs[c].append(abs(b - a))
-            largest = max(largest, abs(b - a))
-        print(f"| {row['seed']} | {row['model']} | " + " | ".join(cells) + f" | {largest:.3f} |")
-    print("\n|Δ| over every seed and model: " + "; ".join(
-        f"{label} largest {max(diffs[c], default=0.0):.3f}, median {_median(diffs[c]):.3f}"
-        for c, label in CLAIM_COLUMNS.items()))
-    print(f"\nThe claims on this rerun:\n\n{table}")
+    print(rerun_markdown(both, mine))
     return 0 if identical else 1
-
-
-def _median(values: list[float]) -> float:
-    return float(pl.Series(values, dtype=pl.Float64).median()) if values else 0.0
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -436,6 +436,7 @@ def test_compare_run_replicates_compares_every_seeds_claims(tmp_path, capsys):
     assert compare_run.compare_replicates(root, snap, PARAMS) == 0
     out = capsys.readouterr().out
     assert "(bit for bit identical)" in out and "| claim | model | seed 0 | seed 1 | holds |" in out
+    assert "The claims on the rerun (" in out
     claims = pl.read_csv(snap / "seed_claims.csv")
     ga1 = (pl.col("seed") == 1) & (pl.col("model") == "ga")
     claims.with_columns(pl.when(ga1).then(pl.col("greedy") + 0.25).otherwise(pl.col("greedy")).alias("greedy"),
@@ -446,11 +447,59 @@ def test_compare_run_replicates_compares_every_seeds_claims(tmp_path, capsys):
     row = next(line for line in out.splitlines() if line.startswith("| 1 | ga |"))
     assert row.endswith("| 0.250 |")  # the larger of the two moves
     # four rows (2 seeds x ga, retrain): greedy moved in one, retain in one
-    assert "greedy largest 0.250, median 0.000; leak@n largest 0.000, median 0.000; retain largest 0.125" in out
+    assert ("greedy leak largest 0.250, median 0.000; leak@32 largest 0.000, median 0.000; "
+            "retain accuracy largest 0.125, median 0.000.") in out
     claims.filter(pl.col("seed") == 0).write_csv(snap / "seed_claims.csv")
     with pytest.raises(LeakkError, match=r"seeds \[1\] are not in"):
         compare_run.compare_replicates(root, snap, PARAMS)
     assert Path(CLAIM_FILE).read_bytes() == committed
+
+
+def test_a_rerun_sub_snapshot_is_compared_with_the_readmes_own_seeds(tmp_path):
+    """`leakk readme-tables --replicates DIR --snapshot docs/results/<name>` writes a rerun
+    (another machine's run of the report seeds) beside the README's snapshot without touching
+    the package's extrapolation claim; `rerun` and `rerun-summary` compare its claim numbers
+    with the README's, and the check holds its seeds to today's report seeds."""
+    import json
+    import shutil
+
+    from leakk.report.readme_tables import readme_tables
+    from leakk.stats.extrapolate import CLAIM_FILE
+
+    root = _replicate_tree(tmp_path)
+    snap = tmp_path / "snap"
+    params = dict(PARAMS, replicates=[0, 1])
+    snapshot_replicates(root, params, snap, claim_file=tmp_path / "claim.json")
+    other = tmp_path / "other"
+    shutil.copytree(root, other)
+    utility = other / "seed_1" / "results" / "utility.csv"
+    pl.read_csv(utility).with_columns(retain_accuracy=pl.when(pl.col("model") == "ga").then(0.55)
+                                      .otherwise(pl.col("retain_accuracy"))).write_csv(utility)
+    record = tmp_path / "tuning.yaml"
+    record.write_text("tuning_seeds: [5]\nreport_seeds: [0, 1]\n")
+    committed = Path(CLAIM_FILE).read_bytes()
+    sub = snap / "rerun_other_cpu"
+    readme_tables(params, results=None, replicates=str(other), snapshot=str(sub), coverage="unused.csv", readme=[],
+                  check=False, tuning=str(record))
+    assert Path(CLAIM_FILE).read_bytes() == committed and (sub / "extrapolation_claim.json").is_file()
+    table = render("rerun", sub)
+    assert table.startswith("| seed | model | greedy leak | leak@32 | retain accuracy | largest \\|Δ\\| |")
+    assert "| 1 | ga | " in table and "| 0.800 → 0.550 | 0.250 |" in table  # 0.7 + 1/10 on seed 1
+    assert "| 0 | ga | " in table and table.count("| 0.000 |") == 3  # the three other rows did not move
+    assert "retain accuracy largest 0.250, median 0.000." in table
+    assert "| claim | model | seed 0 | seed 1 | holds |" in table
+    summary = render("rerun-summary", sub)
+    assert summary.startswith("greedy leak moved by up to 0.000, leak@32 by up to 0.000 and retain accuracy by "
+                              "up to 0.250 (medians over every model and seed: 0.000, 0.000, 0.000), and ")
+    assert summary.endswith(" of the 10 claims held on every seed there.\n")
+    readme_tables(params, results=None, replicates=None, snapshot=str(snap), coverage="unused.csv", readme=[],
+                  check=True, tuning=str(record))  # a rerun of the report seeds passes the check
+    meta = json.loads((sub / "meta.json").read_text())
+    meta["replicates"]["seeds"] = [0, 2]
+    (sub / "meta.json").write_text(json.dumps(meta))
+    with pytest.raises(ArtifactError, match=r"rerun_other_cpu/meta.json: .*seed\(s\) \[2\]: not a report seed"):
+        readme_tables(params, results=None, replicates=None, snapshot=str(snap), coverage="unused.csv", readme=[],
+                      check=True, tuning=str(record))
 
 
 def test_the_calibration_table_is_the_runs_calibration_at_the_headline_decoding(run_results, tmp_path):

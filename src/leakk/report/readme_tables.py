@@ -27,7 +27,10 @@ unlearning method under the same stop rule, per seed, from the methods preset's 
 
 A block marked ``<!-- leakk:table NAME from=DIR -->`` renders from the sub-snapshot
 ``docs/results/DIR`` instead: the tables of an earlier default that a preset has not been
-rerun on yet, kept with their own meta.json and checked against that default's report seeds.
+rerun on yet, kept with their own meta.json and checked against that default's report seeds;
+or a rerun of today's report seeds on another machine (``leakk readme-tables --replicates DIR
+--snapshot docs/results/<name> --readme``), which ``rerun`` and ``rerun-summary`` compare with
+the README's own seeds.
 """
 
 from __future__ import annotations
@@ -49,7 +52,8 @@ from leakk.stats.estimate import fmt_num, is_missing, model_order
 START = "<!-- leakk:table {name} -->"
 END = "<!-- /leakk:table -->"
 #: ``from=DIR``: the block renders from ``<snapshot>/DIR``, an earlier default's snapshot whose
-#: report seeds the tuning record lists under ``earlier`` (:func:`report_seed_errors`)
+#: report seeds the tuning record lists under ``earlier`` (:func:`report_seed_errors`), or a
+#: rerun of today's report seeds
 _BLOCK = re.compile(r"<!-- leakk:table (?P<name>[a-z0-9-]+)(?: from=(?P<sub>[A-Za-z0-9][A-Za-z0-9_-]*))? -->\n"
                     r"(?P<body>.*?)<!-- /leakk:table -->", re.S)
 
@@ -588,15 +592,13 @@ CLAIMS: tuple[tuple[str, tuple[str, ...], str, str, float], ...] = (
 )
 
 
-def claims(snapshot: Path) -> str:
-    """The miniature's claims on every report seed: the value per model and seed, ✗ where a
-    claim fails, and a verdict per claim (it holds only if it holds on every seed)."""
-    rows = _read(snapshot, "seed_claims.csv")
+def _claim_checks(rows: pl.DataFrame) -> list[tuple[str, str, list[str], bool]]:
+    """Each (claim, model) of :data:`CLAIMS` on seed_claims.csv rows: its label, the model, a
+    cell per seed (✗ where it fails) and whether it holds on every seed."""
     seeds = sorted(rows["seed"].unique().to_list())
     value = {(r["seed"], r["model"]): r for r in rows.iter_rows(named=True)}
     n = int(rows["k"].max())
-    lines = ["| claim | model | " + " | ".join(f"seed {s}" for s in seeds) + " | holds |",
-             "|---|---|" + "---|" * len(seeds) + "---|"]
+    out = []
     for what, models, column, op, threshold in CLAIMS:
         label = {"greedy": "greedy leak", "leak_at_n": f"leak@{n}", "retain_accuracy": "retain accuracy"}[column]
         for model in models:
@@ -606,9 +608,109 @@ def claims(snapshot: Path) -> str:
                 good = x is not None and (x >= threshold if op == "≥" else x <= threshold)
                 ok &= good
                 cells.append("–" if x is None else f"{x:.2f}" + ("" if good else " ✗"))
-            lines.append(f"| {what}: {label} {op} {threshold:g} | {model} | " + " | ".join(cells) + " | "
-                         + ("yes" if ok else "**no**") + " |")
+            out.append((f"{what}: {label} {op} {threshold:g}", model, cells, ok))
+    return out
+
+
+def claims(snapshot: Path) -> str:
+    """The miniature's claims on every report seed: the value per model and seed, ✗ where a
+    claim fails, and a verdict per claim (it holds only if it holds on every seed)."""
+    rows = _read(snapshot, "seed_claims.csv")
+    seeds = sorted(rows["seed"].unique().to_list())
+    lines = ["| claim | model | " + " | ".join(f"seed {s}" for s in seeds) + " | holds |",
+             "|---|---|" + "---|" * len(seeds) + "---|"]
+    for label, model, cells, ok in _claim_checks(rows):
+        lines.append(f"| {label} | {model} | " + " | ".join(cells) + " | " + ("yes" if ok else "**no**") + " |")
     return "\n".join(lines) + "\n"
+
+
+#: the claims table's numbers (seed_claims.csv columns) a rerun is compared on, and their labels
+CLAIM_NUMBERS = {"greedy": "greedy leak", "leak_at_n": "leak@n", "retain_accuracy": "retain accuracy"}
+
+
+def claims_drift(reference: pl.DataFrame, rerun: pl.DataFrame) -> pl.DataFrame:
+    """A rerun's seed_claims.csv rows beside the reference's for the same seeds (columns
+    ``<number>`` and ``<number>_rerun``), sorted by seed and model; a seed the reference lacks
+    is refused."""
+    if unknown := sorted(set(rerun["seed"]) - set(reference["seed"])):
+        raise ArtifactError(f"the rerun's seeds {unknown} are not in the reference's seed_claims.csv "
+                            f"(it holds {sorted(set(reference['seed']))})")
+    keys = ["seed", "model"]
+    reference = reference.filter(pl.col("seed").is_in(rerun["seed"].unique().to_list()))
+    return reference.join(rerun, on=keys, how="full", coalesce=True, suffix="_rerun").sort(keys)
+
+
+def _drift_summary(both: pl.DataFrame) -> dict[str, tuple[float, float]]:
+    """(largest, median) |Δ| of each claim number over every (seed, model) both runs have."""
+    out = {}
+    for c in CLAIM_NUMBERS:
+        delta = (both[f"{c}_rerun"] - both[c]).abs().drop_nulls()
+        out[c] = (float(delta.max()), float(delta.median())) if delta.len() else (0.0, 0.0)
+    return out
+
+
+def _rerun_parts(snapshot: Path) -> tuple[pl.DataFrame, pl.DataFrame, int]:
+    """(the drift frame, the rerun's rows, n) of a rerun sub-snapshot against its parent."""
+    rerun = _read(snapshot, "seed_claims.csv")
+    try:
+        both = claims_drift(_read(snapshot.parent, "seed_claims.csv"), rerun)
+    except ArtifactError as err:
+        raise ArtifactError(f"{snapshot}: {err}; a rerun of other report seeds is stale: rerun today's report "
+                            "seeds on that machine, or remove the folder") from None
+    return both, rerun, int(rerun["k"].max())
+
+
+def rerun_markdown(both: pl.DataFrame, rerun: pl.DataFrame) -> str:
+    """Every (seed, model)'s claim numbers, reference → rerun, each row's largest |Δ|, the
+    largest and median |Δ| of each number, and the claims table as the rerun gives it."""
+    n = int(rerun["k"].max())
+    labels = [v.replace("@n", f"@{n}") for v in CLAIM_NUMBERS.values()]
+    lines = ["| seed | model | " + " | ".join(labels) + " | largest \\|Δ\\| |",
+             "|---|---|" + "---|" * (len(labels) + 1)]
+    for row in both.iter_rows(named=True):
+        pairs = [(row[c], row[f"{c}_rerun"]) for c in CLAIM_NUMBERS]
+        cells = ["–" if a is None or b is None else f"{a:.3f} → {b:.3f}" for a, b in pairs]
+        largest = max((abs(b - a) for a, b in pairs if a is not None and b is not None), default=0.0)
+        lines.append(f"| {row['seed']} | {row['model']} | " + " | ".join(cells) + f" | {largest:.3f} |")
+    summary = _drift_summary(both)
+    lines += ["", "|Δ| over every seed and model: " + "; ".join(
+        f"{label} largest {summary[c][0]:.3f}, median {summary[c][1]:.3f}" for c, label in zip(CLAIM_NUMBERS, labels))
+        + ".", ""]
+    checks = _claim_checks(rerun)
+    seeds = sorted(rerun["seed"].unique().to_list())
+    lines += [f"The claims on the rerun ({sum(ok for *_, ok in checks)} of {len(checks)} hold on every seed):", "",
+              "| claim | model | " + " | ".join(f"seed {s}" for s in seeds) + " | holds |",
+              "|---|---|" + "---|" * len(seeds) + "---|"]
+    lines += [f"| {label} | {model} | " + " | ".join(cells) + " | " + ("yes" if ok else "**no**") + " |"
+              for label, model, cells, ok in checks]
+    return "\n".join(lines) + "\n"
+
+
+def rerun(snapshot: Path) -> str:
+    """A rerun of the report seeds on another machine (a sub-snapshot: ``from=DIR``) against
+    the README's own seed_claims.csv (:func:`rerun_markdown`), and how many of the rerun's
+    extrapolation rows the README's extrapolation claim covers."""
+    from leakk.stats.extrapolate import error_claim
+
+    both, rows, _ = _rerun_parts(snapshot)
+    text = rerun_markdown(both, rows)
+    if (snapshot / "extrapolation_errors.csv").is_file() and (snapshot.parent / "extrapolation_errors.csv").is_file():
+        bound = error_claim(_read(snapshot.parent, "extrapolation_errors.csv"))["abs_error"]
+        err = _read(snapshot, "extrapolation_errors.csv")["error"].abs()
+        text += (f"\nThe README's extrapolation claim, |error| ≤ {bound:.3f}, covers "
+                 f"{int((err <= bound + 1e-12).sum())} of the rerun's {err.len()} rows "
+                 f"(median |error| {err.median():.3f}, largest {err.max():.3f}).\n")
+    return text
+
+
+def rerun_summary(snapshot: Path) -> str:
+    """One sentence for the README: how far the rerun moved and how many claims held there."""
+    both, rows, n = _rerun_parts(snapshot)
+    summary, checks = _drift_summary(both), _claim_checks(rows)
+    (g, gm), (s, sm), (r, rm) = (summary[c] for c in CLAIM_NUMBERS)
+    return (f"greedy leak moved by up to {g:.3f}, leak@{n} by up to {s:.3f} and retain accuracy by up to "
+            f"{r:.3f} (medians over every model and seed: {gm:.3f}, {sm:.3f}, {rm:.3f}), and "
+            f"{sum(ok for *_, ok in checks)} of the {len(checks)} claims held on every seed there.\n")
 
 
 #: what the attack grid must show on every report seed (issue "leak under attack"), as
@@ -741,6 +843,7 @@ TABLES: dict[str, Callable[..., str]] = {
     "headline": headline, "rule-vs-base": rule_vs_base, "replicates": replicates, "rule-targets": rule_targets,
     "rule-rounds": rule_rounds, "extrapolation": extrapolation, "ci-coverage": ci_coverage, "claims": claims,
     "trust": trust, "calibration": calibration, "attacks": attacks, "attack-checks": attack_checks, "methods": methods,
+    "rerun": rerun, "rerun-summary": rerun_summary,
 }
 
 
@@ -814,13 +917,19 @@ def report_seed_errors(meta: dict, tuning: str | os.PathLike = TUNING_FILE, earl
 
 def _earlier_name(snapshot: str | os.PathLike, tuning: str | os.PathLike) -> str | None:
     """The folder name of ``snapshot`` when it is an earlier default's sub-snapshot: inside
-    another snapshot and named under the record's ``earlier``."""
+    another snapshot and named under the record's ``earlier`` (any other sub-snapshot is a
+    rerun of today's report seeds, checked against them)."""
     import yaml
 
     path, record = Path(snapshot), Path(tuning)
-    if not (path.parent / _META).is_file() or not record.is_file():
+    if not _is_sub_snapshot(path) or not record.is_file():
         return None
     return path.name if path.name in ((yaml.safe_load(record.read_text()) or {}).get("earlier") or {}) else None
+
+
+def _is_sub_snapshot(snapshot: str | os.PathLike) -> bool:
+    """Whether ``snapshot`` sits inside another snapshot (an earlier default's, or a rerun)."""
+    return (Path(snapshot).parent / _META).is_file()
 
 
 def earlier_snapshots(snapshot: str | os.PathLike) -> list[Path]:
@@ -853,8 +962,9 @@ def readme_tables(params: dict[str, Any], *, results: str | None, replicates: st
         raise ArtifactError("; ".join(errors))
     if results:
         written += snapshot_run(results, params, snapshot)
-    if replicates:
-        written += snapshot_replicates(replicates, params, snapshot)
+    if replicates:  # a sub-snapshot (a rerun) keeps its own extrapolation claim, never the package's
+        own_claim = Path(snapshot) / "extrapolation_claim.json" if _is_sub_snapshot(snapshot) else None
+        written += snapshot_replicates(replicates, params, snapshot, claim_file=own_claim)
     if attacks:
         written += snapshot_attacks(attacks, params, snapshot)
     if methods:
@@ -862,7 +972,7 @@ def readme_tables(params: dict[str, Any], *, results: str | None, replicates: st
     if check and (errors := report_seed_errors(_meta(Path(snapshot)), tuning, earlier=earlier)):
         raise ArtifactError(f"{snapshot}/{_META}: " + "; ".join(errors))
     for sub in earlier_snapshots(snapshot) if check else []:
-        if errors := report_seed_errors(_meta(sub), tuning, earlier=sub.name):
+        if errors := report_seed_errors(_meta(sub), tuning, earlier=_earlier_name(sub, tuning)):
             raise ArtifactError(f"{sub}/{_META}: " + "; ".join(errors))
     for path in map(Path, readme):
         text = path.read_text()
