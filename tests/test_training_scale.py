@@ -22,7 +22,8 @@ from leakk.core.errors import ParamsError
 from leakk.models.finetune import corpus_texts, train_loop, training_pairs
 from leakk.models.modeling import build_gpt2, build_tokenizer
 from leakk.models.prompting import answer_nll, collate, encode_example
-from leakk.models.training import Term, Trainer, TrainingSpec, memory_estimate, memory_line, micro_slices, model_memory
+from leakk.models.training import (Term, Trainer, TrainingSpec, cosine_with_warmup, memory_estimate, memory_line,
+                                   micro_slices, model_memory)
 from leakk.unlearn.loop import reference_logprobs, unlearn_loop
 from leakk.unlearn.methods import make_method
 
@@ -97,6 +98,25 @@ def _tiny_llama(tmp_path, data):
     folder = tiny_llama_folder(tmp_path / "llama", corpus_texts(data, T), vocab_size=200, hidden=32,
                                layers=2, positions=128)
     return AutoModelForCausalLM.from_pretrained(folder), AutoTokenizer.from_pretrained(folder), folder
+
+
+@pytest.mark.parametrize("warmup, total", [(0, 1), (0, 7), (3, 10), (39, 798), (10, 10), (12, 10)])
+def test_the_cosine_schedule_is_transformers_to_the_bit(warmup, total):
+    """Fine-tuning's schedule (cosine_with_warmup) gives exactly the learning rates of
+    transformers' get_cosine_schedule_with_warmup at every step, one past the end included."""
+    from transformers import get_cosine_schedule_with_warmup
+
+    def lrs(make) -> list[float]:
+        opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=5e-3)
+        sched, out = make(opt), []
+        for _ in range(total + 2):
+            out.append(sched.get_last_lr()[0])
+            opt.step()
+            sched.step()
+        return out
+
+    assert lrs(lambda o: cosine_with_warmup(o, warmup, total)) == lrs(
+        lambda o: get_cosine_schedule_with_warmup(o, warmup, total))
 
 
 def test_micro_slices_cover_the_batch_evenly():

@@ -13,7 +13,6 @@ from typing import Any
 
 import polars as pl
 import torch
-from transformers import get_cosine_schedule_with_warmup
 
 from leakk.data import training_column
 from leakk.core.errors import ParamsError
@@ -21,7 +20,7 @@ from leakk.core.io import write_frame
 from leakk.models.modeling import build_gpt2, build_tokenizer, load_model, max_positions, pick_device, save_model
 from leakk.core.progress import tqdm
 from leakk.models.prompting import answer_nll, encode_example
-from leakk.models.training import Term, Trainer, TrainingSpec, resolve
+from leakk.models.training import Term, Trainer, TrainingSpec, cosine_with_warmup, resolve
 
 
 def training_pairs(data: pl.DataFrame, *extra: str) -> list[tuple]:
@@ -70,7 +69,7 @@ def train_loop(
     rng = random.Random(seed)
     torch.manual_seed(seed)
     trainer = Trainer(model, resolve(training), device, lr=lr, weight_decay=weight_decay,
-                      schedule=lambda opt: get_cosine_schedule_with_warmup(opt, int(warmup_ratio * total), total),
+                      schedule=lambda opt: cosine_with_warmup(opt, int(warmup_ratio * total), total),
                       pad_id=tokenizer.pad_token_id)
     log, order, step = [], [], 0
     bar = tqdm(total=total, desc=desc, unit="step")

@@ -24,6 +24,7 @@ forward, backward and AdamW step over the whole batch.
 from __future__ import annotations
 
 import contextlib
+import math
 import sys
 import time
 from collections.abc import Callable
@@ -163,6 +164,22 @@ class Term:
     def size(self, part: slice) -> int:
         chunk = self.examples[part]
         return sum(map(answer_tokens, chunk)) if self.averages == "tokens" else len(chunk)
+
+
+def cosine_with_warmup(optimizer: torch.optim.Optimizer, warmup_steps: int,
+                       total_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
+    """Linear warm-up over ``warmup_steps``, then half a cosine down to 0 at ``total_steps``:
+    transformers' ``get_cosine_schedule_with_warmup`` to the bit (tests/test_training_scale.py
+    checks), without importing ``transformers.optimization``, which loads its Trainer
+    utilities, peft and bitsandbytes: about 2 s at the start of every training job."""
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return float(step) / float(max(1, warmup_steps))
+        progress = float(step - warmup_steps) / float(max(1, total_steps - warmup_steps))
+        return max(0.0, 0.5 * (1.0 + math.cos(math.pi * progress)))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
 def micro_slices(n: int, parts: int) -> list[slice]:
