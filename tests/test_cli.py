@@ -143,3 +143,15 @@ def test_one_decoding_at_a_time_equals_every_decoding_in_one_job(run, tmp_path):
                      "--model", "ga", "--model-dir", str(run / "models/ga"), "--decoding", decoding,
                      "--out", str(out)]) == 0
         assert pl.read_parquet(out).equals(pl.read_parquet(run / f"samples/ga/{decoding}.parquet")), decoding
+
+
+def test_a_bad_shard_is_refused_before_the_model_loads(run, monkeypatch):
+    from leakk import sampling
+    from leakk.core.errors import ParamsError
+    from leakk.stages.sample import sample
+    from leakk.config import load_params
+
+    monkeypatch.setattr(sampling, "open_backend", lambda *a, **k: pytest.fail("the model was loaded"))
+    with pytest.raises(ParamsError, match=r"sample shard 2 is outside \[0, 2\)"):
+        sample(load_params(run.parent / "params.yaml"), data=str(run / "data/benchmark.parquet"), model="ga",
+               model_dir=str(run / "models/ga"), decoding="all", shard=2, shards=2, out=str(run.parent / "unused"))

@@ -173,6 +173,11 @@ def test_snakemake_rules_wire_the_commands():
     assert {k: o.path for k, o in by_name["sample"].output.items()} == {
         "greedy": "results/samples/{model}/greedy.parquet", "t1_0_p1_0": "results/samples/{model}/t1.0_p1.0.parquet"}
     assert list(by_name["sample"].wildcard_constraints) == ["model"]
+    # a cluster job's run time grows with the decodings it draws (greedy and t1.0_p1.0 here)
+    assert by_name["sample"].resources["runtime"] == 2 * 120
+    grid = validate_params(dict(MICRO, sample=dict(MICRO["sample"], decodings=[
+        {"temperature": t, "top_p": 1.0} for t in (0.5, 0.8, 1.0, 1.2)])))
+    assert {r.name: r for r in rules(grid, "leakk")}["sample"].resources["runtime"] == 5 * 120
     assert by_name["judge"].input["samples"] == "results/samples/{model}/{decoding}.parquet"
     assert by_name["rule_round"].params["reads"](SimpleNamespace(name="rule_npo", round="1")) == stage_params(
         p, "rule_round", name="rule_npo")

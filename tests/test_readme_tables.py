@@ -464,7 +464,7 @@ def test_a_rerun_sub_snapshot_is_compared_with_the_readmes_own_seeds(tmp_path):
     import shutil
 
     from leakk.report.readme_tables import readme_tables
-    from leakk.stats.extrapolate import CLAIM_FILE
+    from leakk.stats.extrapolate import CLAIM_FILE, error_claim
 
     root = _replicate_tree(tmp_path)
     snap = tmp_path / "snap"
@@ -488,18 +488,38 @@ def test_a_rerun_sub_snapshot_is_compared_with_the_readmes_own_seeds(tmp_path):
     assert "| 0 | ga | " in table and table.count("| 0.000 |") == 3  # the three other rows did not move
     assert "retain accuracy largest 0.250, median 0.000." in table
     assert "| claim | model | seed 0 | seed 1 | holds |" in table
+    held = sum(line.endswith("| yes |") for line in table.splitlines())  # counted on the rendered rows
+    assert f"The claims on the rerun ({held} of 10 hold on every seed):" in table
+    errors = [pl.read_csv(d / "extrapolation_errors.csv")["error"].abs() for d in (snap, sub)]
+    bound = error_claim(pl.read_csv(snap / "extrapolation_errors.csv"))["abs_error"]
+    assert (f"The README's extrapolation claim, |error| ≤ {bound:.3f}, covers {int((errors[1] <= bound + 1e-12).sum())}"
+            f" of the rerun's {errors[1].len()} rows") in table
     summary = render("rerun-summary", sub)
-    assert summary.startswith("greedy leak moved by up to 0.000, leak@32 by up to 0.000 and retain accuracy by "
-                              "up to 0.250 (medians over every model and seed: 0.000, 0.000, 0.000), and ")
-    assert summary.endswith(" of the 10 claims held on every seed there.\n")
+    assert summary == ("greedy leak moved by up to 0.000, leak@32 by up to 0.000 and retain accuracy by up to 0.250 "
+                       f"(medians over every model and seed: 0.000, 0.000, 0.000), and {held} of the 10 claims held "
+                       "on every seed there.\n")
     readme_tables(params, results=None, replicates=None, snapshot=str(snap), coverage="unused.csv", readme=[],
                   check=True, tuning=str(record))  # a rerun of the report seeds passes the check
     meta = json.loads((sub / "meta.json").read_text())
-    meta["replicates"]["seeds"] = [0, 2]
-    (sub / "meta.json").write_text(json.dumps(meta))
-    with pytest.raises(ArtifactError, match=r"rerun_other_cpu/meta.json: .*seed\(s\) \[2\]: not a report seed"):
+    assert meta["rerun"] == {"of": "report_seeds"}
+    for seeds, why in (([0, 2], r"\[2\]: not a report seed"), ([0, 5], r"\[5\]: a tuning seed")):
+        (sub / "meta.json").write_text(json.dumps(dict(meta, replicates=dict(meta["replicates"], seeds=seeds))))
+        with pytest.raises(ArtifactError, match=rf"rerun_other_cpu/meta.json: .*seed\(s\) {why}"):
+            readme_tables(params, results=None, replicates=None, snapshot=str(snap), coverage="unused.csv",
+                          readme=[], check=True, tuning=str(record))
+    # a folder that is neither a rerun nor a recorded earlier default is refused by name
+    (sub / "meta.json").write_text(json.dumps({"replicates": meta["replicates"]}))
+    with pytest.raises(ArtifactError, match=r"no earlier.rerun_other_cpu entry"):
         readme_tables(params, results=None, replicates=None, snapshot=str(snap), coverage="unused.csv", readme=[],
                       check=True, tuning=str(record))
+    # numbers of another n (or judge, or decoding) are not compared
+    (sub / "meta.json").write_text(json.dumps(dict(meta, replicates=dict(meta["replicates"], n=16))))
+    with pytest.raises(ArtifactError, match=r"the rerun's n \(\[16\]\) differ from the README's \(\[8\]\)"):
+        render("rerun", sub)
+    # a number neither run has reads "–", never 0.000
+    pl.read_csv(sub / "seed_claims.csv").with_columns(retain_accuracy=None).write_csv(sub / "seed_claims.csv")
+    (sub / "meta.json").write_text(json.dumps(meta))
+    assert "retain accuracy largest –, median –." in render("rerun", sub)
 
 
 def test_the_calibration_table_is_the_runs_calibration_at_the_headline_decoding(run_results, tmp_path):

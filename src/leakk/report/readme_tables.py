@@ -636,21 +636,31 @@ def claims_drift(reference: pl.DataFrame, rerun: pl.DataFrame) -> pl.DataFrame:
         raise ArtifactError(f"the rerun's seeds {unknown} are not in the reference's seed_claims.csv "
                             f"(it holds {sorted(set(reference['seed']))})")
     keys = ["seed", "model"]
-    reference = reference.filter(pl.col("seed").is_in(rerun["seed"].unique().to_list()))
-    return reference.join(rerun, on=keys, how="full", coalesce=True, suffix="_rerun").sort(keys)
+    numbers = {c: pl.Float64 for c in CLAIM_NUMBERS}  # an all-empty CSV column reads as text
+    reference = reference.filter(pl.col("seed").is_in(rerun["seed"].unique().to_list())).cast(numbers)
+    return reference.join(rerun.cast(numbers), on=keys, how="full", coalesce=True, suffix="_rerun").sort(keys)
 
 
-def _drift_summary(both: pl.DataFrame) -> dict[str, tuple[float, float]]:
-    """(largest, median) |Δ| of each claim number over every (seed, model) both runs have."""
+def _drift_summary(both: pl.DataFrame) -> dict[str, tuple[str, str]]:
+    """(largest, median) |Δ| of each claim number over every (seed, model) both runs have, as
+    text ("–" where no row has both)."""
     out = {}
     for c in CLAIM_NUMBERS:
         delta = (both[f"{c}_rerun"] - both[c]).abs().drop_nulls()
-        out[c] = (float(delta.max()), float(delta.median())) if delta.len() else (0.0, 0.0)
+        out[c] = (f"{delta.max():.3f}", f"{delta.median():.3f}") if delta.len() else ("–", "–")
     return out
+
+
+#: what must match between a rerun and the README's seeds for their numbers to be compared
+RERUN_MATCH = ("judge", "decoding", "n")
 
 
 def _rerun_parts(snapshot: Path) -> tuple[pl.DataFrame, pl.DataFrame, int]:
     """(the drift frame, the rerun's rows, n) of a rerun sub-snapshot against its parent."""
+    mine, theirs = (_meta(p).get("replicates", {}) for p in (snapshot, snapshot.parent))
+    if differ := [k for k in RERUN_MATCH if mine.get(k) != theirs.get(k)]:
+        raise ArtifactError(f"{snapshot}: the rerun's {', '.join(differ)} ({[mine.get(k) for k in differ]}) differ "
+                            f"from the README's ({[theirs.get(k) for k in differ]}): its numbers are not comparable")
     rerun = _read(snapshot, "seed_claims.csv")
     try:
         both = claims_drift(_read(snapshot.parent, "seed_claims.csv"), rerun)
@@ -674,7 +684,7 @@ def rerun_markdown(both: pl.DataFrame, rerun: pl.DataFrame) -> str:
         lines.append(f"| {row['seed']} | {row['model']} | " + " | ".join(cells) + f" | {largest:.3f} |")
     summary = _drift_summary(both)
     lines += ["", "|Δ| over every seed and model: " + "; ".join(
-        f"{label} largest {summary[c][0]:.3f}, median {summary[c][1]:.3f}" for c, label in zip(CLAIM_NUMBERS, labels))
+        f"{label} largest {summary[c][0]}, median {summary[c][1]}" for c, label in zip(CLAIM_NUMBERS, labels))
         + ".", ""]
     checks = _claim_checks(rerun)
     seeds = sorted(rerun["seed"].unique().to_list())
@@ -708,8 +718,8 @@ def rerun_summary(snapshot: Path) -> str:
     both, rows, n = _rerun_parts(snapshot)
     summary, checks = _drift_summary(both), _claim_checks(rows)
     (g, gm), (s, sm), (r, rm) = (summary[c] for c in CLAIM_NUMBERS)
-    return (f"greedy leak moved by up to {g:.3f}, leak@{n} by up to {s:.3f} and retain accuracy by up to "
-            f"{r:.3f} (medians over every model and seed: {gm:.3f}, {sm:.3f}, {rm:.3f}), and "
+    return (f"greedy leak moved by up to {g}, leak@{n} by up to {s} and retain accuracy by up to "
+            f"{r} (medians over every model and seed: {gm}, {sm}, {rm}), and "
             f"{sum(ok for *_, ok in checks)} of the {len(checks)} claims held on every seed there.\n")
 
 
@@ -969,10 +979,13 @@ def readme_tables(params: dict[str, Any], *, results: str | None, replicates: st
         written += snapshot_attacks(attacks, params, snapshot)
     if methods:
         written += snapshot_methods(methods, params, snapshot)
+    if replicates and earlier is None and _is_sub_snapshot(snapshot):  # a rerun of today's report seeds
+        _write_meta(Path(snapshot), "rerun", {"of": "report_seeds"})
     if check and (errors := report_seed_errors(_meta(Path(snapshot)), tuning, earlier=earlier)):
         raise ArtifactError(f"{snapshot}/{_META}: " + "; ".join(errors))
     for sub in earlier_snapshots(snapshot) if check else []:
-        if errors := report_seed_errors(_meta(sub), tuning, earlier=_earlier_name(sub, tuning)):
+        meta = _meta(sub)  # a rerun of today's report seeds, or an earlier default (named in the record)
+        if errors := report_seed_errors(meta, tuning, earlier=None if "rerun" in meta else sub.name):
             raise ArtifactError(f"{sub}/{_META}: " + "; ".join(errors))
     for path in map(Path, readme):
         text = path.read_text()

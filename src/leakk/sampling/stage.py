@@ -15,11 +15,16 @@ from leakk.sampling.backend import Backend, SamplingRequest, sample_texts
 from leakk.sampling.decoding import Decoding
 
 
+def check_shard(shard: int, shards: int) -> None:
+    """Refuse a shard index outside [0, shards) (before any model is loaded)."""
+    if not 0 <= shard < shards:
+        raise ParamsError(f"sample shard {shard} is outside [0, {shards})")
+
+
 def shard_questions(data: pl.DataFrame, shard: int, shards: int) -> pl.DataFrame:
     """Shard ``shard`` of ``shards``: a contiguous slice of the qids in sorted order (all
     phrasings of a qid stay in one shard)."""
-    if not 0 <= shard < shards:
-        raise ParamsError(f"sample shard {shard} is outside [0, {shards})")
+    check_shard(shard, shards)
     qids = data["qid"].unique().sort()
     bounds = [round(i * qids.len() / shards) for i in range(shards + 1)]
     keep = qids.slice(bounds[shard], bounds[shard + 1] - bounds[shard])

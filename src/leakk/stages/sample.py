@@ -18,9 +18,10 @@ def sample(params: dict[str, Any], *, data: str, model: str, model_dir: str, dec
     from leakk.core.io import check_model_dir
     from leakk.sampling import Decoding, open_backend
     from leakk.sampling.decoding import decoding_names
-    from leakk.sampling.stage import run_sampling
+    from leakk.sampling.stage import check_shard, run_sampling
 
     check_model_dir(model_dir, "--model-dir")
+    check_shard(shard, shards)
     frame, template = evaluation_inputs(params, model, read_parquet(data, "data"))
     known = decoding_names(params)
     names = known if decoding == "all" else [decoding]
@@ -28,7 +29,9 @@ def sample(params: dict[str, Any], *, data: str, model: str, model_dir: str, dec
         if name not in known:
             raise ParamsError(f"sample.decodings: {name!r} is not configured (known: {known})")
     section = dict(params["sample"], device=params["device"])
-    with open_backend(section, model_dir, params["device"]) as backend:  # one load (a vLLM engine) for all
+    # one load for every decoding: bit for bit the per-decoding jobs' samples with the HF backend;
+    # vLLM's prefix cache is then shared across decodings (equal up to float near-ties, as shards)
+    with open_backend(section, model_dir, params["device"]) as backend:
         for dec in map(Decoding.from_name, names):
             path = Path(out) / f"{dec.name}.parquet" if decoding == "all" else Path(out)
             samples = run_sampling(backend, frame, dec, model_name=model, params=section, template=template,

@@ -28,6 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from leakk.core.errors import ParamsError
 from leakk.core.layout import RESULTS as L
 from leakk.core.layout import (attacked_models, is_local, model_folder, model_names, round_folder, sampled_folder,
                                trained_models)
@@ -388,7 +389,8 @@ class Stage:
     reads: tuple[str, ...]
     snakemake: Rule | None
     dvc: Dvc | None
-    #: keys a Snakemake job gets through its wildcards, not as a param (a job samples one decoding)
+    #: keys a Snakemake job does not depend on as a whole (a shard job samples one decoding, its
+    #: wildcard; how many shards there are changes no completion)
     per_job: tuple[str, ...] = ()
     #: sub-keys of a ``reads`` entry a Snakemake job does not depend on
     ignores: tuple[str, ...] = ()
@@ -397,7 +399,7 @@ class Stage:
     model: bool | str = False
     threads: int = 0  # > 0: the job passes --threads (CPU threads for torch)
     mem_mb: int = 2000
-    runtime: int = 30  # minutes, for cluster schedulers
+    runtime: int | Callable[[Params], int] = 30  # minutes, for cluster schedulers (or a function of params)
 
 
 def _report(caption: str, category: str, sub: str | None = None) -> tuple[str, str, str | None]:
@@ -477,7 +479,11 @@ def _sharded(p: Params) -> bool:
 
 def _decoding_outputs(p: Params) -> dict[str, Out]:
     """A model's samples file of every decoding, named for Snakemake (``t1_0_p1_0``)."""
-    return {re.sub(r"\W", "_", d): Out(L.samples("{model}", d)) for d in decoding_names(p)}
+    names = decoding_names(p)
+    keys = [re.sub(r"\W", "_", d) for d in names]
+    if len(set(keys)) < len(keys):  # decoding names are made from floats: never seen, but never silent
+        raise ParamsError(f"sample.decodings: two decodings share a Snakemake output name ({names})")
+    return {k: Out(L.samples("{model}", d)) for k, d in zip(keys, names)}
 
 
 _SAMPLE = ("prompt_template", "sample.backend", "sample.options", "sample.n", "sample.max_new_tokens", "sample.seed",
@@ -578,11 +584,6 @@ _STAGES = [
                          {"rounds": "{input.rounds}", "evals": "{input.evals}", "out_log": "{output.log}",
                           "out_figure": "{output.figure}"}),
           dvc=None),
-    # one job per model samples every decoding (one process and one model load, not one per
-    # decoding: in the miniature the import and load cost as much as drawing a decoding), in
-    # Snakemake and DVC alike; with sample.shards = S > 1, Snakemake runs S shard jobs per (model,
-    # decoding) and a merge instead (each completion depends only on (seed, qid, sample_idx): the
-    # merge equals one job)
     # attacks between unlearning and sampling: an attacked copy of a model is one more model
     Stage("attack", "attack", ("attack.{name}", "prompt_template", "training"), model=True, threads=1,
           mem_mb=8000, runtime=60,
@@ -594,8 +595,16 @@ _STAGES = [
           dvc=Dvc({"data": L.benchmark, "name": "${item.attack}", "model_dir": "${item.dir}", "out": "${item.out}"},
                   deps=(L.benchmark, "${item.dep}"), outs=("${item.out}",), foreach=_attacks,
                   names={"name": "${item.attack}"})),
+    # one job per model samples every decoding (one process and one model load, not one per
+    # decoding: in the miniature the import and load cost as much as drawing a decoding), in
+    # Snakemake and DVC alike; with sample.shards = S > 1, Snakemake runs S shard jobs per (model,
+    # decoding) and a merge instead (each completion depends only on (seed, qid, sample_idx): the
+    # merge equals one job)
+    # (its run time, for a cluster, grows with the decodings it draws); editing one decoding
+    # re-samples every decoding, as in DVC
     Stage("sample", "sample", (*_SAMPLE, "sample.decodings", "sample.shards"),
-          per_job=("sample.shards",), model=True, threads=1, mem_mb=8000, runtime=240,
+          per_job=("sample.shards",), model=True, threads=1, mem_mb=8000,
+          runtime=lambda p: 120 * len(decoding_names(p)),
           snakemake=Rule(_per("model", model_names), {"data": L.benchmark, "model": _model_input},
                          _decoding_outputs,
                          {"data": "{input.data}", "model": "{wildcards.model}",
@@ -807,4 +816,5 @@ def stage_resources(params: Params, stage: str) -> dict[str, Any]:
 
         def gpu(wildcards) -> int:  # noqa: F811 - per job: does this job's judge run a model?
             return on_gpu * judge_uses_device(params, wildcards.judge)
-    return {"mem_mb": spec.mem_mb, "runtime": spec.runtime, "gpu": gpu}
+    runtime = spec.runtime(params) if callable(spec.runtime) else spec.runtime
+    return {"mem_mb": spec.mem_mb, "runtime": runtime, "gpu": gpu}
