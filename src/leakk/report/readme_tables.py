@@ -612,16 +612,20 @@ def _claim_checks(rows: pl.DataFrame) -> list[tuple[str, str, list[str], bool]]:
     return out
 
 
+def _claims_lines(rows: pl.DataFrame, checks: list[tuple[str, str, list[str], bool]]) -> list[str]:
+    """The claims table's Markdown lines for seed_claims.csv ``rows`` and their :func:`_claim_checks`."""
+    seeds = sorted(rows["seed"].unique().to_list())
+    return (["| claim | model | " + " | ".join(f"seed {s}" for s in seeds) + " | holds |",
+             "|---|---|" + "---|" * len(seeds) + "---|"]
+            + [f"| {label} | {model} | " + " | ".join(cells) + " | " + ("yes" if ok else "**no**") + " |"
+               for label, model, cells, ok in checks])
+
+
 def claims(snapshot: Path) -> str:
     """The miniature's claims on every report seed: the value per model and seed, ✗ where a
     claim fails, and a verdict per claim (it holds only if it holds on every seed)."""
     rows = _read(snapshot, "seed_claims.csv")
-    seeds = sorted(rows["seed"].unique().to_list())
-    lines = ["| claim | model | " + " | ".join(f"seed {s}" for s in seeds) + " | holds |",
-             "|---|---|" + "---|" * len(seeds) + "---|"]
-    for label, model, cells, ok in _claim_checks(rows):
-        lines.append(f"| {label} | {model} | " + " | ".join(cells) + " | " + ("yes" if ok else "**no**") + " |")
-    return "\n".join(lines) + "\n"
+    return "\n".join(_claims_lines(rows, _claim_checks(rows))) + "\n"
 
 
 #: the claims table's numbers (seed_claims.csv columns) a rerun is compared on, and their labels
@@ -687,13 +691,8 @@ def rerun_markdown(both: pl.DataFrame, rerun: pl.DataFrame) -> str:
         f"{label} largest {summary[c][0]}, median {summary[c][1]}" for c, label in zip(CLAIM_NUMBERS, labels))
         + ".", ""]
     checks = _claim_checks(rerun)
-    seeds = sorted(rerun["seed"].unique().to_list())
-    lines += [f"The claims on the rerun ({sum(ok for *_, ok in checks)} of {len(checks)} hold on every seed):", "",
-              "| claim | model | " + " | ".join(f"seed {s}" for s in seeds) + " | holds |",
-              "|---|---|" + "---|" * len(seeds) + "---|"]
-    lines += [f"| {label} | {model} | " + " | ".join(cells) + " | " + ("yes" if ok else "**no**") + " |"
-              for label, model, cells, ok in checks]
-    return "\n".join(lines) + "\n"
+    lines += [f"The claims on the rerun ({sum(ok for *_, ok in checks)} of {len(checks)} hold on every seed):", ""]
+    return "\n".join(lines + _claims_lines(rerun, checks)) + "\n"
 
 
 def rerun(snapshot: Path) -> str:
@@ -972,14 +971,15 @@ def readme_tables(params: dict[str, Any], *, results: str | None, replicates: st
         raise ArtifactError("; ".join(errors))
     if results:
         written += snapshot_run(results, params, snapshot)
+    is_sub = _is_sub_snapshot(snapshot)
     if replicates:  # a sub-snapshot (a rerun) keeps its own extrapolation claim, never the package's
-        own_claim = Path(snapshot) / "extrapolation_claim.json" if _is_sub_snapshot(snapshot) else None
+        own_claim = Path(snapshot) / "extrapolation_claim.json" if is_sub else None
         written += snapshot_replicates(replicates, params, snapshot, claim_file=own_claim)
     if attacks:
         written += snapshot_attacks(attacks, params, snapshot)
     if methods:
         written += snapshot_methods(methods, params, snapshot)
-    if replicates and earlier is None and _is_sub_snapshot(snapshot):  # a rerun of today's report seeds
+    if replicates and earlier is None and is_sub:  # a rerun of today's report seeds
         _write_meta(Path(snapshot), "rerun", {"of": "report_seeds"})
     if check and (errors := report_seed_errors(_meta(Path(snapshot)), tuning, earlier=earlier)):
         raise ArtifactError(f"{snapshot}/{_META}: " + "; ".join(errors))

@@ -102,6 +102,7 @@ def targets(p: Params) -> list[str]:
         rule = stage.snakemake
         if rule is None or not rule.enabled(p):
             continue
+        outs = [o.path for o in rule.outs(p).values() if o.kind != "temp"]
         for job in rule.jobs(p):
-            files += [o.path.format(**job) for o in rule.outs(p).values() if o.kind != "temp"]
+            files += [path.format(**job) for path in outs]
     return list(dict.fromkeys(files))
