@@ -3,6 +3,7 @@ a record after a no-op run hashes nothing again (DVC's state database), so it is
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -44,3 +45,31 @@ def test_a_stage_with_a_missing_output_is_left_alone(tmp_path):
     (tmp_path / "b.txt").unlink()
     assert record(tmp_path) == ["recorded a", "skipped b: missing b.txt"]
     assert set(yaml.safe_load((tmp_path / "dvc.lock").read_text())["stages"]) == {"a"}
+
+
+def test_a_commit_keeps_modification_times(tmp_path):
+    """A stage whose dependency changed but whose output bytes did not: DVC links the output to
+    the cache object it already holds (made by the first run, with that run's mtime). The record
+    must keep the output's own mtime, or Snakemake sees it older than its inputs and re-runs it."""
+    _project(tmp_path)
+    subprocess.run([DVC, "config", "cache.type", "hardlink,symlink"], cwd=tmp_path, check=True)  # as leakk's
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "w.bin").write_bytes(b"weights")
+    stages = yaml.safe_load((tmp_path / "dvc.yaml").read_text())
+    stages["stages"]["a"]["outs"].append("d")
+    (tmp_path / "dvc.yaml").write_text(yaml.safe_dump(stages))
+    first = 1_000_000_000
+    for path in ("a.txt", "b.txt", "d/w.bin", "d"):
+        os.utime(tmp_path / path, (first, first))
+    assert record(tmp_path) == ["recorded a", "recorded b"]
+
+    for path, text in (("a.txt", "a, edited\n"), ("b.txt", "a\n")):  # a second run: new files (leakk
+        (tmp_path / path).unlink()  # writes by rename), b's bytes as before
+        (tmp_path / path).write_text(text)
+    second = {"a.txt": 2_000_000_000, "b.txt": 2_000_000_010, "d/w.bin": 2_000_000_000, "d": 2_000_000_000}
+    for path, t in second.items():
+        os.utime(tmp_path / path, (t, t))
+    assert record(tmp_path) == ["recorded a", "recorded b"]
+    assert os.stat(tmp_path / "b.txt").st_nlink > 1  # linked to the cache object of the first run
+    assert {path: os.stat(tmp_path / path).st_mtime for path in second} == second
+    assert subprocess.run([DVC, "status", "-q"], cwd=tmp_path).returncode == 0

@@ -7,6 +7,11 @@ deps, params and outs into ``dvc.lock``; outs into the cache, linked rather than
 ``.dvc/config`` says so), so that afterwards ``dvc status`` is clean and ``dvc repro`` after a
 params edit re-runs only what changed. The Snakefile calls it (``leakk dvc-record``) after a
 successful full run; stages with a missing output are left alone.
+
+A commit keeps every output's modification time. When a stage's hashes changed (its code, say)
+but an output's bytes did not, DVC replaces the output with a link to the cache object it
+already holds, which carries the mtime of the run that first made it; Snakemake would then see
+that output as older than its inputs and run it again. :func:`_kept_mtimes` puts them back.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 from leakk.core.errors import ArtifactError
@@ -21,6 +27,34 @@ from leakk.core.io import write_text
 
 #: the stage that validates params.yaml; its stamp stands for "the Snakefile validated them"
 VALIDATE_STAGE = "validate"
+
+
+def _entries(path: str) -> Iterator[str]:
+    """``path`` and, for a folder, everything under it."""
+    yield path
+    if os.path.isdir(path) and not os.path.islink(path):
+        for top, dirs, files in os.walk(path):
+            yield from (os.path.join(top, name) for name in (*dirs, *files))
+
+
+@contextlib.contextmanager
+def _kept_mtimes(paths: list[str]) -> Iterator[None]:
+    """Put back the access and modification times that ``paths`` and everything under them had on
+    entry when the block ends. A file the block turned into a symlink (DVC's ``symlink`` cache
+    type) gets them on the link and on its target, whose time Snakemake reads; paths the block
+    removed are skipped."""
+    times = {}
+    for entry in (e for path in paths if os.path.lexists(path) for e in _entries(path)):
+        st = os.stat(entry, follow_symlinks=False)
+        times[entry] = (st.st_atime_ns, st.st_mtime_ns)
+    try:
+        yield
+    finally:
+        for entry, ns in times.items():
+            with contextlib.suppress(FileNotFoundError):
+                if os.path.islink(entry):
+                    os.utime(entry, ns=ns)
+                os.utime(entry, ns=ns, follow_symlinks=False)
 
 
 def record(root: str | os.PathLike = ".", progress: bool = False) -> list[str]:
@@ -60,7 +94,8 @@ def record(root: str | os.PathLike = ".", progress: bool = False) -> list[str]:
                 if not changed:
                     lines.append(f"unchanged {stage.addressing}")
                     continue
-                repo.commit(stage.addressing, force=True)
+                with _kept_mtimes([out.fs_path for out in stage.outs]):
+                    repo.commit(stage.addressing, force=True)
             except Exception as exc:  # noqa: BLE001 - DVC raises many types; name the stage
                 raise ArtifactError(f"dvc-record: {stage.addressing}: {type(exc).__name__}: {exc}") from None
             lines.append(f"recorded {stage.addressing}")
