@@ -200,6 +200,7 @@ def test_the_stop_margin_is_the_room_left_on_both_claims():
                (0.1, 0): min(0.15 - 0.14, 0.60 - 0.30)}
     assert {(r["stop"], r["seed"]): r["margin"] for r in table.iter_rows(named=True)} == pytest.approx(by_hand)
     assert table["method"].to_list() == ["ga", "ga", "npo"]  # the highest stop first
+    assert table["run"].to_list() == ["ga", "ga", "npo_s10"] and table["lr"].is_null().all()  # no lr given
     assert (check.GREEDY_MAX, check.LEAK_MIN) == (0.15, 0.30)
     failed = methods.with_columns(greedy=pl.when(pl.col("model") == "npo_s10").then(None).otherwise(pl.col("greedy")))
     with pytest.raises(SystemExit, match=r"\['npo_s10'\] have no greedy leak"):

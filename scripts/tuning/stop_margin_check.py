@@ -4,8 +4,9 @@ greedy leak and leak@n on the run's scored phrasing, and the margin the decision
     margin = min(0.15 - greedy leak, leak@n - 0.30)
 
 (the room left on both sides of the paper's effect: "greedy says forgotten" and "sampling
-leaks"). The smallest margin per stop threshold (one stop for all methods) and per method and
-stop (a stop per method): the rules adopt the stop with the largest one. The numbers come from
+leaks"). The smallest margin per stop threshold (one stop for all methods), per method and
+stop (a stop per method) and per run (runs of one method that differ in more than the stop,
+such as the learning rate): the rules adopt the one with the largest. The numbers come from
 :func:`leakk.report.readme_tables.snapshot_methods` (the methods table's own code), written to a
 scratch folder.
 
@@ -36,15 +37,18 @@ def margins(methods: pl.DataFrame, params: dict) -> pl.DataFrame:
     A run with a missing number (every judgment failed) is refused, never half-scored."""
     runs = params["unlearn"]
     stops = pl.DataFrame({"model": list(runs), "stop": [float(r["stop"]["greedy_leak"]) for r in runs.values()],
-                          "method": [r["method"] for r in runs.values()]})
+                          "method": [r["method"] for r in runs.values()],
+                          "lr": [float(r["lr"]) if "lr" in r else None for r in runs.values()]},
+                         schema_overrides={"lr": pl.Float64})
     rows = methods.join(stops, on="model", how="inner")
     if missing := rows.filter(pl.any_horizontal(pl.col(c).is_null() | pl.col(c).is_nan()
                                                 for c in ("greedy", "leak_at_n")))["model"].to_list():
         raise SystemExit(f"stop_margin_check: runs {sorted(set(missing))} have no greedy leak or leak@n")
     return (rows
             .with_columns(margin=pl.min_horizontal(GREEDY_MAX - pl.col("greedy"), pl.col("leak_at_n") - LEAK_MIN))
-            .select("stop", "method", "seed", "greedy", "leak_at_n", "retain_accuracy", "margin")
-            .sort("stop", "method", "seed", descending=[True, False, False]))
+            .select("stop", "method", pl.col("model").alias("run"), "lr", "seed", "greedy", "leak_at_n",
+                    "retain_accuracy", "margin")
+            .sort("stop", "method", "run", "seed", descending=[True, False, False, False]))
 
 
 def main() -> None:
@@ -59,10 +63,11 @@ def main() -> None:
         table = margins(pl.read_csv(Path(tmp) / "methods.csv"), params)
     with pl.Config(tbl_rows=200, tbl_hide_dataframe_shape=True, float_precision=3):
         print(table)
-        for rule, keys in (("one stop for all", ["stop"]), ("a stop per method", ["method", "stop"])):
+        for rule, keys in (("one stop for all", ["stop"]), ("a stop per method", ["method", "stop"]),
+                           ("a run per method", ["method", "run"])):
             print(f"{rule}: the smallest margin over seeds (adopt the largest; a tie keeps the higher stop)")
             print(table.group_by(keys).agg(pl.col("margin").min().alias("smallest_margin"), pl.len().alias("runs"))
-                  .sort(keys, descending=[False] * (len(keys) - 1) + [True]))
+                  .sort(keys, descending=[False] * (len(keys) - 1) + [keys[-1] == "stop"]))
 
 
 if __name__ == "__main__":

@@ -30,7 +30,8 @@ A block marked ``<!-- leakk:table NAME from=DIR -->`` renders from the sub-snaps
 rerun on yet, kept with their own meta.json and checked against that default's report seeds;
 or a rerun of today's report seeds on another machine (``leakk readme-tables --replicates DIR
 --snapshot docs/results/<name> --readme``), which ``rerun`` and ``rerun-summary`` compare with
-the README's own seeds.
+the README's own seeds. A rerun of an earlier default's seeds sits inside that default's
+sub-snapshot (``from=EARLIER/DIR``) and is compared with it.
 """
 
 from __future__ import annotations
@@ -53,8 +54,9 @@ START = "<!-- leakk:table {name} -->"
 END = "<!-- /leakk:table -->"
 #: ``from=DIR``: the block renders from ``<snapshot>/DIR``, an earlier default's snapshot whose
 #: report seeds the tuning record lists under ``earlier`` (:func:`report_seed_errors`), or a
-#: rerun of today's report seeds
-_BLOCK = re.compile(r"<!-- leakk:table (?P<name>[a-z0-9-]+)(?: from=(?P<sub>[A-Za-z0-9][A-Za-z0-9_-]*))? -->\n"
+#: rerun of today's report seeds; ``from=EARLIER/DIR``: a rerun of that earlier default's seeds
+_BLOCK = re.compile(r"<!-- leakk:table (?P<name>[a-z0-9-]+)"
+                    r"(?: from=(?P<sub>[A-Za-z0-9][A-Za-z0-9_-]*(?:/[A-Za-z0-9][A-Za-z0-9_-]*)?))? -->\n"
                     r"(?P<body>.*?)<!-- /leakk:table -->", re.S)
 
 
@@ -924,16 +926,21 @@ def report_seed_errors(meta: dict, tuning: str | os.PathLike = TUNING_FILE, earl
     return errors
 
 
-def _earlier_name(snapshot: str | os.PathLike, tuning: str | os.PathLike) -> str | None:
-    """The folder name of ``snapshot`` when it is an earlier default's sub-snapshot: inside
-    another snapshot and named under the record's ``earlier`` (any other sub-snapshot is a
-    rerun of today's report seeds, checked against them)."""
+def _snapshot_role(snapshot: str | os.PathLike, tuning: str | os.PathLike) -> tuple[str | None, bool]:
+    """(the record's ``earlier`` name whose report seeds ``snapshot`` must hold, or None for
+    today's; whether it is a rerun). A sub-snapshot named under ``earlier`` holds that default's
+    tables; any other sub-snapshot is a rerun of its parent's seeds on another machine: of
+    today's report seeds, or (one level further down) of an earlier default's."""
     import yaml
 
     path, record = Path(snapshot), Path(tuning)
-    if not _is_sub_snapshot(path) or not record.is_file():
-        return None
-    return path.name if path.name in ((yaml.safe_load(record.read_text()) or {}).get("earlier") or {}) else None
+    if not _is_sub_snapshot(path):
+        return None, False
+    earlier = ((yaml.safe_load(record.read_text()) or {}).get("earlier") or {}) if record.is_file() else {}
+    if path.name in earlier:
+        return path.name, False
+    parent = path.parent
+    return (parent.name if _is_sub_snapshot(parent) and parent.name in earlier else None), True
 
 
 def _is_sub_snapshot(snapshot: str | os.PathLike) -> bool:
@@ -966,27 +973,32 @@ def readme_tables(params: dict[str, Any], *, results: str | None, replicates: st
     for part, root in (("replicates", replicates), ("attacks", attacks), ("methods", methods)):
         if root:
             seeds[part] = {"seeds": list(params.get("replicates") or found_seeds(root))}
-    earlier = _earlier_name(snapshot, tuning)  # writing an earlier default's sub-snapshot
+    earlier, is_rerun = _snapshot_role(snapshot, tuning)  # an earlier default's seeds, or today's
     if errors := report_seed_errors(seeds, tuning, earlier=earlier):  # refused before anything is written
         raise ArtifactError("; ".join(errors))
     if results:
         written += snapshot_run(results, params, snapshot)
-    is_sub = _is_sub_snapshot(snapshot)
     if replicates:  # a sub-snapshot (a rerun) keeps its own extrapolation claim, never the package's
-        own_claim = Path(snapshot) / "extrapolation_claim.json" if is_sub else None
+        own_claim = Path(snapshot) / "extrapolation_claim.json" if _is_sub_snapshot(snapshot) else None
         written += snapshot_replicates(replicates, params, snapshot, claim_file=own_claim)
     if attacks:
         written += snapshot_attacks(attacks, params, snapshot)
     if methods:
         written += snapshot_methods(methods, params, snapshot)
-    if replicates and earlier is None and is_sub:  # a rerun of today's report seeds
-        _write_meta(Path(snapshot), "rerun", {"of": "report_seeds"})
+    if replicates and is_rerun:  # a rerun of its parent's seeds on another machine
+        _write_meta(Path(snapshot), "rerun", {"of": f"earlier.{earlier}" if earlier else "report_seeds"})
     if check and (errors := report_seed_errors(_meta(Path(snapshot)), tuning, earlier=earlier)):
         raise ArtifactError(f"{snapshot}/{_META}: " + "; ".join(errors))
     for sub in earlier_snapshots(snapshot) if check else []:
-        meta = _meta(sub)  # a rerun of today's report seeds, or an earlier default (named in the record)
-        if errors := report_seed_errors(meta, tuning, earlier=None if "rerun" in meta else sub.name):
-            raise ArtifactError(f"{sub}/{_META}: " + "; ".join(errors))
+        # a rerun of today's report seeds, or an earlier default (named in the record) with its reruns
+        name = None if "rerun" in _meta(sub) else sub.name
+        for part in [sub, *(earlier_snapshots(sub) if name else [])]:
+            errors = report_seed_errors(_meta(part), tuning, earlier=name)
+            if part is not sub and "rerun" not in _meta(part):
+                errors.append(f"inside the earlier default {name!r}, only reruns of its seeds belong "
+                              "(write them with `leakk readme-tables --replicates DIR --snapshot <that folder>`)")
+            if errors:
+                raise ArtifactError(f"{part}/{_META}: " + "; ".join(errors))
     for path in map(Path, readme):
         text = path.read_text()
         new, changed = update(text, snapshot, coverage)
