@@ -522,6 +522,52 @@ def test_a_rerun_sub_snapshot_is_compared_with_the_readmes_own_seeds(tmp_path):
     assert "retain accuracy largest –, median –." in render("rerun", sub)
 
 
+def test_a_rerun_of_an_earlier_defaults_seeds_nests_in_its_sub_snapshot(tmp_path):
+    """A retired default keeps its tables in docs/results/<earlier>/ and its reruns inside that
+    folder: written with `rerun.of = earlier.<name>`, held to that default's report seeds (not
+    today's), compared with that default's numbers, and rendered from `from=<earlier>/<rerun>`."""
+    import json
+    import shutil
+
+    from leakk.report.readme_tables import readme_tables, update
+    from leakk.stats.extrapolate import error_claim
+
+    root = _replicate_tree(tmp_path)
+    params = dict(PARAMS, replicates=[0, 1])
+    snap, old = tmp_path / "snap", tmp_path / "snap" / "old"
+    record = tmp_path / "tuning.yaml"
+    record.write_text("tuning_seeds: [5]\nreport_seeds: [7, 8]\nearlier: {old: {report_seeds: [0, 1]}}\n")
+    snap.mkdir()
+    (snap / "meta.json").write_text(json.dumps({"replicates": {"seeds": [7, 8]}}))
+    readme_tables(params, results=None, replicates=str(root), snapshot=str(old), coverage="unused.csv", readme=[],
+                  check=False, tuning=str(record))
+    other = tmp_path / "other"
+    shutil.copytree(root, other)
+    utility = other / "seed_0" / "results" / "utility.csv"
+    pl.read_csv(utility).with_columns(retain_accuracy=pl.when(pl.col("model") == "ga").then(0.25)
+                                      .otherwise(pl.col("retain_accuracy"))).write_csv(utility)
+    rerun = old / "rerun_elsewhere"
+    readme_tables(params, results=None, replicates=str(other), snapshot=str(rerun), coverage="unused.csv",
+                  readme=[], check=False, tuning=str(record))  # today's report seeds are 7, 8: still accepted
+    assert json.loads((rerun / "meta.json").read_text())["rerun"] == {"of": "earlier.old"}
+    table = render("rerun", rerun)
+    assert "| 0 | ga | " in table and "→ 0.250 |" in table
+    bound = error_claim(pl.read_csv(old / "extrapolation_errors.csv"))["abs_error"]
+    assert f"old's extrapolation claim, |error| ≤ {bound:.3f}, covers" in table
+    text = "<!-- leakk:table rerun-summary from=old/rerun_elsewhere -->\nstale\n<!-- /leakk:table -->\n"
+    new, changed = update(text, snap, "unused.csv")
+    assert changed == ["rerun-summary"] and render("rerun-summary", rerun) in new
+    meta = json.loads((rerun / "meta.json").read_text())
+    (rerun / "meta.json").write_text(json.dumps(dict(meta, replicates=dict(meta["replicates"], seeds=[7, 8]))))
+    with pytest.raises(ArtifactError, match=r"rerun_elsewhere/meta.json: .*seed\(s\) \[7, 8\]: not a report seed"):
+        readme_tables(params, results=None, replicates=None, snapshot=str(snap), coverage="unused.csv",
+                      readme=[], check=True, tuning=str(record))  # held to the earlier default's seeds
+    (rerun / "meta.json").write_text(json.dumps({"replicates": meta["replicates"]}))  # not marked as a rerun
+    with pytest.raises(ArtifactError, match=r"only reruns of its seeds belong"):
+        readme_tables(params, results=None, replicates=None, snapshot=str(snap), coverage="unused.csv",
+                      readme=[], check=True, tuning=str(record))
+
+
 def test_the_calibration_table_is_the_runs_calibration_at_the_headline_decoding(run_results, tmp_path):
     """snapshot_run keeps calibration.csv's headline-decoding rows in the summary's model order;
     the table shows each judge against fact, every cell checked against counts taken by hand."""

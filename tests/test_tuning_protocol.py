@@ -96,6 +96,20 @@ def test_the_methods_record_is_what_the_methods_preset_runs():
         assert {k: run[k] for k in entry["value"]} == entry["value"], key
 
 
+def _set(params: dict, dotted: str, value) -> None:
+    *path, last = dotted.split(".")
+    _get(params, ".".join(path))[last] = value
+
+
+def _before_phrasings() -> dict:
+    """params.yaml as it was before the phrasings choice (``earlier.default_5phrasings``): the
+    record's ``phrasings.replaced`` values put back. The tuning runs before that choice ran it."""
+    params = read_params_file(ROOT / "params.yaml")
+    for key, value in RECORD["phrasings"]["replaced"].items():
+        _set(params, key, value)
+    return params
+
+
 def _earlier_default() -> dict:
     """The earlier default (docs/tuning.yaml ``earlier``) that configs/attacks.yaml still runs."""
     preset = read_params_file(ROOT / "configs" / "attacks.yaml")
@@ -135,8 +149,8 @@ def test_the_rule_stop_record_is_what_its_tuning_run_ran():
 def test_the_shape_record_is_what_its_tuning_run_runs():
     """configs/tuning_shape.yaml runs the tuning seeds only, scored on the validation phrasing
     (never the evaluation phrasing the README reports), with the record's data shape; adopted,
-    it is params.yaml but for the seeds, the phrasing it scores and the stops adopted later
-    (stop_margin)."""
+    it is params.yaml before the phrasings choice but for the seeds, the phrasing it scores and
+    the stops adopted later (stop_margin)."""
     from leakk.config import validate_params
 
     entry = RECORD["shape"]
@@ -145,20 +159,21 @@ def test_the_shape_record_is_what_its_tuning_run_runs():
     assert set(run["replicates"]) == set(RECORD["tuning_seeds"]) and run["seed"] in RECORD["tuning_seeds"]
     assert run["sample"]["question_column"] == entry["scored_on"] == RECORD["scored_on"] == "validation_question"
     assert {k: run["data"]["synthetic"][k] for k in entry["value"]} == entry["value"]
-    default = read_params_file(ROOT / "params.yaml")
+    default = _before_phrasings()
     assert entry["adopted"] is True and default["sample"]["question_column"] == "paraphrased_question"
     run.pop("seed"), run.pop("replicates"), default.pop("seed")
     run["sample"].pop("question_column"), default["sample"].pop("question_column")
     for name, stop in RECORD["stop_margin"]["value"].items():
         run["unlearn"][name]["stop"]["greedy_leak"] = stop
-    assert run == default, "configs/tuning_shape.yaml differs from params.yaml beyond its seeds and phrasing"
+    assert run == default, "configs/tuning_shape.yaml differs from the default it was adopted as"
     assert all(text.strip() for text in entry["tried"].values())
 
 
 def test_the_earlier_defaults_are_recorded_with_their_own_report_seeds():
     """Every earlier default's report seeds are spent: disjoint from the tuning seeds, from
     today's and from each other's. The attack and methods presets still run one of them: the
-    record names its shape, and its sub-snapshot holds its report seeds only."""
+    record names its shape, and its sub-snapshot holds its report seeds only. A rerun inside an
+    earlier default's sub-snapshot holds that default's seeds."""
     from leakk.report.readme_tables import earlier_snapshots
 
     spent = [set(e["report_seeds"]) for e in RECORD["earlier"].values()]
@@ -166,15 +181,20 @@ def test_the_earlier_defaults_are_recorded_with_their_own_report_seeds():
     assert sum(map(len, spent)) == len(set().union(*spent)), "a seed is in two of the record's seed sets"
     (name, entry), = ((n, e) for n, e in RECORD["earlier"].items() if e.get("presets"))
     assert _earlier_default()["data"]["synthetic"] == entry["data"]
-    subs = earlier_snapshots(ROOT / SNAPSHOT_DIR)
-    assert [p.name for p in subs if p.name in RECORD["earlier"]] == [name]
+    for sub in earlier_snapshots(ROOT / SNAPSHOT_DIR):
+        meta = json.loads((sub / "meta.json").read_text())
+        if "rerun" in meta:  # today's report seeds, on another CPU
+            assert meta["replicates"]["seeds"] == RECORD["report_seeds"], sub.name
+            assert report_seed_errors(meta, ROOT / TUNING_FILE) == []
+            continue
+        assert sub.name in RECORD["earlier"], f"{sub}: a sub-snapshot the record does not name"
+        assert report_seed_errors(meta, ROOT / TUNING_FILE, earlier=sub.name) == []
+        for rerun in earlier_snapshots(sub):  # that default's report seeds, on another CPU
+            rerun_meta = json.loads((rerun / "meta.json").read_text())
+            assert rerun_meta["rerun"] == {"of": f"earlier.{sub.name}"}, rerun
+            assert rerun_meta["replicates"]["seeds"] == RECORD["earlier"][sub.name]["report_seeds"], rerun
     meta = json.loads((ROOT / SNAPSHOT_DIR / name / "meta.json").read_text())
-    assert report_seed_errors(meta, ROOT / TUNING_FILE, earlier=name) == []
     assert meta["attacks"]["seeds"] == meta["methods"]["seeds"] == entry["report_seeds"]
-    for rerun in (p for p in subs if p.name not in RECORD["earlier"]):  # today's report seeds, on another CPU
-        rerun_meta = json.loads((rerun / "meta.json").read_text())
-        assert rerun_meta["replicates"]["seeds"] == RECORD["report_seeds"], rerun.name
-        assert report_seed_errors(rerun_meta, ROOT / TUNING_FILE) == []
 
 
 def test_the_stop_margin_is_the_room_left_on_both_claims():
@@ -210,7 +230,7 @@ def test_the_stop_margin_is_the_room_left_on_both_claims():
 def test_the_stop_margin_record_is_what_its_tuning_run_ran():
     """configs/tuning_stop_margin.yaml is configs/tuning_shape.yaml (the tuning seeds, the
     validation phrasing) with GA, GradDiff and NPO at each stop tried and no RULE; the adopted
-    stops are the ones params.yaml runs."""
+    stops are the ones the default ran until the phrasings choice (NPO's still is)."""
     from leakk.config import validate_params
 
     entry = RECORD["stop_margin"]
@@ -228,21 +248,22 @@ def test_the_stop_margin_record_is_what_its_tuning_run_ran():
     assert run["rule"] == {} and run["sample"]["decodings"] == shape["sample"]["decodings"][:1]
     strip = ("unlearn", "rule", "sample", "judge")
     assert {k: v for k, v in run.items() if k not in strip} == {k: v for k, v in shape.items() if k not in strip}
-    default = read_params_file(ROOT / "params.yaml")["unlearn"]
+    default = _before_phrasings()["unlearn"]
     assert {m: default[m]["stop"]["greedy_leak"] for m in entry["value"]} == entry["value"]
+    assert read_params_file(ROOT / "params.yaml")["unlearn"]["npo"]["stop"] == default["npo"]["stop"]
     assert all(entry["value"][m] in stops[m] for m in entry["value"])
 
 
 def test_the_epochs_record_is_what_its_tuning_run_ran():
-    """configs/tuning_epochs.yaml is params.yaml on the tuning seeds and the validation phrasing
-    with another fine-tuning length, no RULE, one decoding and one judge; params.yaml runs the
-    record's value."""
+    """configs/tuning_epochs.yaml is the default before the phrasings choice on the tuning seeds
+    and the validation phrasing with another fine-tuning length, no RULE, one decoding and one
+    judge; that default ran the record's value."""
     from leakk.config import validate_params
 
     entry = RECORD["epochs"]
     run = read_params_file(ROOT / entry["config"])
     validate_params(run, host=False)
-    default = read_params_file(ROOT / "params.yaml")
+    default = _before_phrasings()
     assert run["replicates"] == RECORD["tuning_seeds"] and run["sample"]["question_column"] == entry["scored_on"]
     assert default["finetune"]["epochs"] == entry["value"] != run["finetune"]["epochs"]
     assert run["rule"] == {} and run["sample"]["decodings"] == default["sample"]["decodings"][:1]
@@ -250,3 +271,34 @@ def test_the_epochs_record_is_what_its_tuning_run_ran():
         {k: v for k, v in default["finetune"].items() if k != "epochs"}
     strip = ("seed", "replicates", "finetune", "rule", "sample", "judge")
     assert {k: v for k, v in run.items() if k not in strip} == {k: v for k, v in default.items() if k not in strip}
+
+
+def test_the_phrasings_record_is_what_its_tuning_run_ran():
+    """configs/tuning_phrasings.yaml is the default before the choice, on the tuning seeds and
+    the validation phrasing, with the record's phrasings and epochs, the unlearning runs it
+    chose from (no RULE, one decoding, one judge); the runs it adopted are params.yaml's, and
+    params.yaml is the earlier default with the record's values."""
+    from leakk.config import validate_params
+
+    entry = RECORD["phrasings"]
+    run = read_params_file(ROOT / entry["config"])
+    validate_params(run, host=False)
+    before, default = _before_phrasings(), read_params_file(ROOT / "params.yaml")
+    assert run["replicates"] == RECORD["tuning_seeds"] and run["seed"] in RECORD["tuning_seeds"]
+    assert run["sample"]["question_column"] == entry["scored_on"] == "validation_question"
+    assert entry["adopted"] is True and set(entry["value"]) == set(entry["replaced"])
+    for key, value in entry["value"].items():
+        assert _get(default, key) == value != entry["replaced"][key], key
+        assert key.startswith("unlearn.") or _get(run, key) == value, key  # the data and fine-tuning it ran
+    assert {m: run["unlearn"][name] for m, name in entry["adopted_runs"].items()} == default["unlearn"]
+    for name, cfg in run["unlearn"].items():  # every run is one of the earlier default's with its lr or stop moved
+        base = before["unlearn"][cfg["method"]]
+        assert {k: v for k, v in cfg.items() if k not in ("lr", "stop")} == \
+            {k: v for k, v in base.items() if k not in ("lr", "stop")}, name
+        assert cfg["stop"]["every"] == base["stop"]["every"], name
+    assert run["rule"] == {} and run["sample"]["decodings"] == default["sample"]["decodings"][:1]
+    strip = ("seed", "replicates", "unlearn", "rule", "sample", "judge", "data", "finetune")
+    assert {k: v for k, v in run.items() if k not in strip} == {k: v for k, v in default.items() if k not in strip}
+    assert run["data"] == default["data"] and run["finetune"] == default["finetune"]
+    assert RECORD["earlier"]["default_5phrasings"]["data"] == before["data"]["synthetic"]
+

@@ -699,8 +699,8 @@ def rerun_markdown(both: pl.DataFrame, rerun: pl.DataFrame) -> str:
 
 def rerun(snapshot: Path) -> str:
     """A rerun of the report seeds on another machine (a sub-snapshot: ``from=DIR``) against
-    the README's own seed_claims.csv (:func:`rerun_markdown`), and how many of the rerun's
-    extrapolation rows the README's extrapolation claim covers."""
+    its parent's seed_claims.csv (:func:`rerun_markdown`: the README's own, or an earlier
+    default's), and how many of the rerun's extrapolation rows the parent's claim covers."""
     from leakk.stats.extrapolate import error_claim
 
     both, rows, _ = _rerun_parts(snapshot)
@@ -708,7 +708,8 @@ def rerun(snapshot: Path) -> str:
     if (snapshot / "extrapolation_errors.csv").is_file() and (snapshot.parent / "extrapolation_errors.csv").is_file():
         bound = error_claim(_read(snapshot.parent, "extrapolation_errors.csv"))["abs_error"]
         err = _read(snapshot, "extrapolation_errors.csv")["error"].abs()
-        text += (f"\nThe README's extrapolation claim, |error| ≤ {bound:.3f}, covers "
+        whose = f"{snapshot.parent.name}'s" if _is_sub_snapshot(snapshot.parent) else "The README's"
+        text += (f"\n{whose} extrapolation claim, |error| ≤ {bound:.3f}, covers "
                  f"{int((err <= bound + 1e-12).sum())} of the rerun's {err.len()} rows "
                  f"(median |error| {err.median():.3f}, largest {err.max():.3f}).\n")
     return text
