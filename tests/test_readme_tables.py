@@ -563,7 +563,7 @@ def test_a_rerun_of_an_earlier_defaults_seeds_nests_in_its_sub_snapshot(tmp_path
         readme_tables(params, results=None, replicates=None, snapshot=str(snap), coverage="unused.csv",
                       readme=[], check=True, tuning=str(record))  # held to the earlier default's seeds
     (rerun / "meta.json").write_text(json.dumps({"replicates": meta["replicates"]}))  # not marked as a rerun
-    with pytest.raises(ArtifactError, match=r"only reruns of its seeds belong"):
+    with pytest.raises(ArtifactError, match=r"rerun_elsewhere/meta.json: .*is a rerun of its parent's seeds"):
         readme_tables(params, results=None, replicates=None, snapshot=str(snap), coverage="unused.csv",
                       readme=[], check=True, tuning=str(record))
 

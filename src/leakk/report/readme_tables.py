@@ -949,6 +949,11 @@ def _is_sub_snapshot(snapshot: str | os.PathLike) -> bool:
     return (Path(snapshot).parent / _META).is_file()
 
 
+def _nested_snapshots(snapshot: str | os.PathLike) -> list[Path]:
+    """The sub-snapshots of ``snapshot`` and theirs (an earlier default's reruns), parents first."""
+    return [p for sub in earlier_snapshots(snapshot) for p in (sub, *_nested_snapshots(sub))]
+
+
 def earlier_snapshots(snapshot: str | os.PathLike) -> list[Path]:
     """The sub-snapshots of ``snapshot`` (folders with a meta.json): earlier defaults' tables."""
     root = Path(snapshot)
@@ -990,16 +995,16 @@ def readme_tables(params: dict[str, Any], *, results: str | None, replicates: st
         _write_meta(Path(snapshot), "rerun", {"of": f"earlier.{earlier}" if earlier else "report_seeds"})
     if check and (errors := report_seed_errors(_meta(Path(snapshot)), tuning, earlier=earlier)):
         raise ArtifactError(f"{snapshot}/{_META}: " + "; ".join(errors))
-    for sub in earlier_snapshots(snapshot) if check else []:
-        # a rerun of today's report seeds, or an earlier default (named in the record) with its reruns
-        name = None if "rerun" in _meta(sub) else sub.name
-        for part in [sub, *(earlier_snapshots(sub) if name else [])]:
-            errors = report_seed_errors(_meta(part), tuning, earlier=name)
-            if part is not sub and "rerun" not in _meta(part):
-                errors.append(f"inside the earlier default {name!r}, only reruns of its seeds belong "
-                              "(write them with `leakk readme-tables --replicates DIR --snapshot <that folder>`)")
-            if errors:
-                raise ArtifactError(f"{part}/{_META}: " + "; ".join(errors))
+    for sub in _nested_snapshots(snapshot) if check else []:
+        # an earlier default (named in the record), or a rerun of its parent's seeds
+        sub_earlier, sub_rerun = _snapshot_role(sub, tuning)
+        errors = report_seed_errors(_meta(sub), tuning, earlier=sub_earlier)
+        if sub_rerun and "rerun" not in _meta(sub):
+            errors.append("a folder here that the record does not name as an earlier default is a rerun of its "
+                          "parent's seeds: write it with `leakk readme-tables --replicates DIR --snapshot "
+                          f"{sub}` (no earlier.{sub.name} entry names it otherwise)")
+        if errors:
+            raise ArtifactError(f"{sub}/{_META}: " + "; ".join(errors))
     for path in map(Path, readme):
         text = path.read_text()
         new, changed = update(text, snapshot, coverage)

@@ -40,21 +40,28 @@ def _entries(path: str) -> Iterator[str]:
 @contextlib.contextmanager
 def _kept_mtimes(paths: list[str]) -> Iterator[None]:
     """Put back the access and modification times that ``paths`` and everything under them had on
-    entry when the block ends. A file the block turned into a symlink (DVC's ``symlink`` cache
-    type) gets them on the link and on its target, whose time Snakemake reads; paths the block
-    removed are skipped."""
-    times = {}
+    entry when the block ends: a link's own times on the link, and for a file that is (or becomes,
+    with DVC's ``symlink`` cache type) a symlink, the target's times on the target, which
+    Snakemake reads. Best effort, entry by entry: a path the block removed, or one we may not
+    touch, keeps what the block left. Outputs with identical bytes share one cache inode under
+    the ``hardlink`` cache type, so they share one mtime too (folders are unaffected: Snakemake
+    dates them by their ``.snakemake_timestamp``, which DVC ignores)."""
+    own, target = {}, {}
     for entry in (e for path in paths if os.path.lexists(path) for e in _entries(path)):
         st = os.stat(entry, follow_symlinks=False)
-        times[entry] = (st.st_atime_ns, st.st_mtime_ns)
+        own[entry] = (st.st_atime_ns, st.st_mtime_ns)
+        if os.path.islink(entry) and os.path.exists(entry):
+            st = os.stat(entry)
+        target[entry] = (st.st_atime_ns, st.st_mtime_ns)  # a plain file's own times
     try:
         yield
     finally:
-        for entry, ns in times.items():
-            with contextlib.suppress(FileNotFoundError):
-                if os.path.islink(entry):
-                    os.utime(entry, ns=ns)
-                os.utime(entry, ns=ns, follow_symlinks=False)
+        for entry in own:
+            if os.path.islink(entry):
+                with contextlib.suppress(OSError):
+                    os.utime(entry, ns=target[entry])
+            with contextlib.suppress(OSError):
+                os.utime(entry, ns=own[entry], follow_symlinks=False)
 
 
 def record(root: str | os.PathLike = ".", progress: bool = False) -> list[str]:
