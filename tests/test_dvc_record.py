@@ -73,3 +73,27 @@ def test_a_commit_keeps_modification_times(tmp_path):
     assert os.stat(tmp_path / "b.txt").st_nlink > 1  # linked to the cache object of the first run
     assert {path: os.stat(tmp_path / path).st_mtime for path in second} == second
     assert subprocess.run([DVC, "status", "-q"], cwd=tmp_path).returncode == 0
+
+
+def test_kept_mtimes_restores_links_targets_folders_and_skips_what_is_gone(tmp_path):
+    """The times come back per entry: a folder and the files in it, a symlink's own time on the
+    link and its target's on the target (as they were, not swapped), and a removed path is skipped."""
+    from leakk.workflow.dvc_record import _kept_mtimes
+
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "f").write_text("f")
+    (tmp_path / "target").write_text("t")
+    (tmp_path / "link").symlink_to(tmp_path / "target")
+    (tmp_path / "gone").write_text("g")
+    times = {"d": 1_000_000_000, "d/f": 1_000_000_001, "target": 1_000_000_002, "gone": 1_000_000_003}
+    for path, t in times.items():
+        os.utime(tmp_path / path, (t, t))
+    os.utime(tmp_path / "link", (1_000_000_004, 1_000_000_004), follow_symlinks=False)
+    with _kept_mtimes([str(tmp_path / p) for p in ("d", "link", "gone")]):
+        for path in ("d/f", "target", "d"):
+            os.utime(tmp_path / path, (2_000_000_000, 2_000_000_000))
+        os.utime(tmp_path / "link", (2_000_000_000, 2_000_000_000), follow_symlinks=False)
+        (tmp_path / "gone").unlink()
+    assert {p: os.stat(tmp_path / p).st_mtime for p in ("d", "d/f", "target")} == \
+        {p: times[p] for p in ("d", "d/f", "target")}
+    assert os.lstat(tmp_path / "link").st_mtime == 1_000_000_004
