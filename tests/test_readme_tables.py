@@ -455,13 +455,24 @@ def test_compare_run_replicates_compares_every_seeds_claims(tmp_path, capsys):
     assert Path(CLAIM_FILE).read_bytes() == committed
 
 
+def _moved_rerun(root: Path, other: Path, *, seed: int, ga_retain: float) -> Path:
+    """A copy of the replicate tree ``root`` as another machine's rerun: GA's retain accuracy on
+    ``seed`` moved to ``ga_retain``, everything else the same."""
+    import shutil
+
+    shutil.copytree(root, other)
+    utility = other / f"seed_{seed}" / "results" / "utility.csv"
+    pl.read_csv(utility).with_columns(retain_accuracy=pl.when(pl.col("model") == "ga").then(ga_retain)
+                                      .otherwise(pl.col("retain_accuracy"))).write_csv(utility)
+    return other
+
+
 def test_a_rerun_sub_snapshot_is_compared_with_the_readmes_own_seeds(tmp_path):
     """`leakk readme-tables --replicates DIR --snapshot docs/results/<name>` writes a rerun
     (another machine's run of the report seeds) beside the README's snapshot without touching
     the package's extrapolation claim; `rerun` and `rerun-summary` compare its claim numbers
     with the README's, and the check holds its seeds to today's report seeds."""
     import json
-    import shutil
 
     from leakk.report.readme_tables import readme_tables
     from leakk.stats.extrapolate import CLAIM_FILE, error_claim
@@ -470,11 +481,7 @@ def test_a_rerun_sub_snapshot_is_compared_with_the_readmes_own_seeds(tmp_path):
     snap = tmp_path / "snap"
     params = dict(PARAMS, replicates=[0, 1])
     snapshot_replicates(root, params, snap, claim_file=tmp_path / "claim.json")
-    other = tmp_path / "other"
-    shutil.copytree(root, other)
-    utility = other / "seed_1" / "results" / "utility.csv"
-    pl.read_csv(utility).with_columns(retain_accuracy=pl.when(pl.col("model") == "ga").then(0.55)
-                                      .otherwise(pl.col("retain_accuracy"))).write_csv(utility)
+    other = _moved_rerun(root, tmp_path / "other", seed=1, ga_retain=0.55)
     record = tmp_path / "tuning.yaml"
     record.write_text("tuning_seeds: [5]\nreport_seeds: [0, 1]\n")
     committed = Path(CLAIM_FILE).read_bytes()
@@ -527,7 +534,6 @@ def test_a_rerun_of_an_earlier_defaults_seeds_nests_in_its_sub_snapshot(tmp_path
     folder: written with `rerun.of = earlier.<name>`, held to that default's report seeds (not
     today's), compared with that default's numbers, and rendered from `from=<earlier>/<rerun>`."""
     import json
-    import shutil
 
     from leakk.report.readme_tables import readme_tables, update
     from leakk.stats.extrapolate import error_claim
@@ -541,11 +547,7 @@ def test_a_rerun_of_an_earlier_defaults_seeds_nests_in_its_sub_snapshot(tmp_path
     (snap / "meta.json").write_text(json.dumps({"replicates": {"seeds": [7, 8]}}))
     readme_tables(params, results=None, replicates=str(root), snapshot=str(old), coverage="unused.csv", readme=[],
                   check=False, tuning=str(record))
-    other = tmp_path / "other"
-    shutil.copytree(root, other)
-    utility = other / "seed_0" / "results" / "utility.csv"
-    pl.read_csv(utility).with_columns(retain_accuracy=pl.when(pl.col("model") == "ga").then(0.25)
-                                      .otherwise(pl.col("retain_accuracy"))).write_csv(utility)
+    other = _moved_rerun(root, tmp_path / "other", seed=0, ga_retain=0.25)
     rerun = old / "rerun_elsewhere"
     readme_tables(params, results=None, replicates=str(other), snapshot=str(rerun), coverage="unused.csv",
                   readme=[], check=False, tuning=str(record))  # today's report seeds are 7, 8: still accepted

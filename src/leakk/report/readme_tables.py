@@ -998,8 +998,9 @@ def readme_tables(params: dict[str, Any], *, results: str | None, replicates: st
     for sub in _nested_snapshots(snapshot) if check else []:
         # an earlier default (named in the record), or a rerun of its parent's seeds
         sub_earlier, sub_rerun = _snapshot_role(sub, tuning)
-        errors = report_seed_errors(_meta(sub), tuning, earlier=sub_earlier)
-        if sub_rerun and "rerun" not in _meta(sub):
+        meta = _meta(sub)
+        errors = report_seed_errors(meta, tuning, earlier=sub_earlier)
+        if sub_rerun and "rerun" not in meta:
             errors.append("a folder here that the record does not name as an earlier default is a rerun of its "
                           "parent's seeds: write it with `leakk readme-tables --replicates DIR --snapshot "
                           f"{sub}` (no earlier.{sub.name} entry names it otherwise)")
