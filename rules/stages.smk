@@ -1,5 +1,5 @@
 # Every stage of the stage table (leakk.workflow.table.STAGES) as one rule: inputs, outputs,
-# params (what the job reads), resources and one `leakk <command>` shell line, all derived there.
+# params (what the job reads), resources, priority and one `leakk <command>` shell line, all derived there.
 # (A function, not a loop body: each rule's directives must see their own `r` when the job runs.)
 
 
@@ -14,6 +14,7 @@ def stage_rule(r):
         params:
             **r.params,
         threads: r.threads
+        priority: r.priority
         resources:
             **r.resources,
         wildcard_constraints:

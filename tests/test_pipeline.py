@@ -191,6 +191,33 @@ def test_snakemake_rules_wire_the_commands():
     assert len(files) == len(set(files))
 
 
+def test_the_longest_chain_of_model_jobs_runs_first():
+    """Snakemake's priorities: each job on the chain finetune(full) → unlearn(a RULE base) → RULE
+    rounds outranks everything that becomes ready beside it, and each ranks above the next, so
+    the chain starts first on few cores instead of running alone at the end."""
+    from leakk.config import load_params
+
+    p = load_params(ROOT / "params.yaml", host=False)
+    by_name = {r.name: r for r in rules(p, "leakk")}
+
+    def priority(rule: str, **wildcards) -> int:
+        value = by_name[rule].priority
+        return value(SimpleNamespace(**wildcards)) if callable(value) else value
+
+    base = {c["base"] for c in p["rule"].values()}
+    assert base and set(p["unlearn"]) - base, "the default has RULE bases and a run that is none"
+    for name, run in p["rule"].items():
+        chain = [priority("finetune", which="full"), priority("unlearn", name=run["base"]),
+                 *(priority("rule_round", name=name, round=str(r)) for r in range(1, run["rounds"] + 1))]
+        assert chain == sorted(chain, reverse=True) and len(set(chain)) == len(chain)
+        assert chain[-1] >= 1
+    others = [priority("unlearn", name=n) for n in set(p["unlearn"]) - base]
+    others += [priority("finetune", which="retrain"), priority("sample", model="full"),
+               priority("judge", model="full", judge="fact", decoding="greedy"), priority("bounds", model="full")]
+    first_round = min(priority("rule_round", name=n, round="1") for n in p["rule"])
+    assert max(others) < first_round  # a round starts before a run that feeds no chain
+
+
 def test_sharded_sampling_is_shard_jobs_and_a_merge():
     p = validate_params(dict(MICRO, sample=dict(MICRO["sample"], shards=3)))
     by_name = {r.name: r for r in rules(p, "leakk")}

@@ -209,6 +209,7 @@ def _judge_down(text):
 
 register_rule_judge("always_leaks", lambda text: True)
 register_rule_judge("broken", _judge_down)
+register_rule_judge("parity", lambda text: len(text) % 2 == 0)  # leaks on some pairs, not all
 
 
 @pytest.fixture(scope="module")
@@ -258,7 +259,9 @@ def test_stop_checks_the_training_phrasings_with_the_fact_judge(full_model):
     p = _stop_params("fact", 0.5)
     model, tok = load_model(root, "cpu")
     check = GreedyStop(model, tok, d, p, name="ga", stop=p["unlearn"]["ga"]["stop"])
-    rate, missing = check.greedy_leak()
+    result = check.greedy_leak()
+    rate, missing = result["greedy_leak"], result["greedy_missing"]
+    assert result["greedy_judged"] == check.questions.height  # threshold 0.5 above this model's rate: every pair
     fact = dict(d.select("qid", "fact").iter_rows())
     hits = []
     for qid, qs in d.filter(pl.col("split") == "forget").select("qid", "train_questions").iter_rows():
@@ -267,6 +270,36 @@ def test_stop_checks_the_training_phrasings_with_the_fact_judge(full_model):
                                 template=p["prompt_template"], progress=False)
             hits.append(fact_in_text(fact[qid], rows[0][2]))
     assert missing == 0 and rate == pytest.approx(np.mean(hits))
+
+
+def test_a_check_cut_short_makes_the_decision_a_full_check_makes(full_model):
+    """The check stops drawing phrasings once the leaks found already exceed the threshold: for
+    every threshold its stop decision is the full rate's (rate ≤ threshold), and a check cut short
+    judged fewer pairs only where the leaks it had found were over the threshold already."""
+    from leakk.models.modeling import load_model
+    from leakk.unlearn.stopping import GreedyStop
+
+    root, d = full_model
+    p = _stop_params("parity", 1.0)
+    model, tok = load_model(root, "cpu")
+
+    def check(threshold: float) -> tuple[GreedyStop, dict]:
+        c = GreedyStop(model, tok, d, p, name="ga", stop=dict(p["unlearn"]["ga"]["stop"], greedy_leak=threshold))
+        return c, c(4)
+
+    full, result = check(1.0)
+    total = full.questions.height
+    assert result["greedy_judged"] == total and result["stop"]
+    rate = result["greedy_leak"]
+    assert 0.2 < rate < 0.8, "the judge must leak on some pairs and not others for the cut to be exercised"
+    for threshold in (0.0, rate / 4, rate - 1e-9, rate, rate + 1e-9, 1.0):
+        c, r = check(threshold)
+        assert r["stop"] is (rate <= threshold)
+        if r["greedy_judged"] < total:  # cut short: the leaks found alone exceed the threshold
+            assert r["greedy_leak"] * r["greedy_judged"] / total > threshold and not r["stop"]
+        else:
+            assert r["greedy_leak"] == rate
+    assert check(0.0)[1]["greedy_judged"] < total  # far above the threshold: fewer phrasings drawn
 
 
 def test_stop_params_are_validated():

@@ -35,9 +35,15 @@ class GreedyStop:
         self.max_new_tokens = stop["max_new_tokens"]
         self.questions = questions_for(data, ["forget"], TRAINING_PHRASINGS)
 
-    def greedy_leak(self) -> tuple[float, int]:
-        """(greedy leak rate over (question, training phrasing) pairs, failed judgments);
-        a failed judgment counts as leaked: a broken judge never makes a model look forgotten."""
+    def greedy_leak(self) -> dict[str, Any]:
+        """The greedy leak over (question, training phrasing) pairs: ``greedy_leak`` (the rate over
+        the pairs judged), ``greedy_judged`` (how many) and ``greedy_missing`` (failed judgments,
+        counted as leaked: a broken judge never makes a model look forgotten).
+
+        Phrasing by phrasing, each drawn exactly as one call for all would draw it: once the leaks
+        found already put the rate over the threshold whatever the other phrasings hold, the rest
+        cannot change the decision and are not drawn. Early in a run, far above the threshold,
+        most checks end after one or two phrasings; the check that stops a run judges them all."""
         from leakk.judges import judge_samples
         from leakk.sampling.backend import SamplingRequest
         from leakk.sampling.decoding import GREEDY
@@ -46,19 +52,29 @@ class GreedyStop:
 
         backend = HFBackend(self.model, self.tokenizer, self.params["sample"].get("batch_rows", "auto"))
         request = SamplingRequest.build(GREEDY, n=1, max_new_tokens=self.max_new_tokens, seed=0)
-        samples = sample_phrasings(
-            backend, self.questions, request, template=self.params["prompt_template"], every_phrasing=True,
-            desc=f"unlearn {self.name}: greedy check", key=f"unlearn.{self.name}.stop.max_new_tokens")
-        judged = judge_samples(samples, self.data, {"stop": self.judge}, progress=False,
-                               device=self.params["device"])
-        return float(judged["leaked"].fill_null(True).mean()), int(judged["leaked"].null_count())
+        total, leaked, missing, judged = self.questions.height, 0, 0, 0
+        for _, part in self.questions.group_by("phrasing", maintain_order=True):
+            samples = sample_phrasings(
+                backend, part, request, template=self.params["prompt_template"], every_phrasing=True,
+                desc=f"unlearn {self.name}: greedy check", key=f"unlearn.{self.name}.stop.max_new_tokens")
+            verdicts = judge_samples(samples, self.data, {"stop": self.judge}, progress=False,
+                                     device=self.params["device"])["leaked"]
+            leaked += int(verdicts.fill_null(True).sum())
+            missing += verdicts.null_count()
+            judged += verdicts.len()
+            if leaked / total > self.threshold:  # even if every pair left is clean, the rate stays over
+                break
+        return {"greedy_leak": leaked / judged, "greedy_judged": judged, "greedy_missing": missing}
 
     def __call__(self, steps_done: int) -> dict[str, Any]:
-        rate, missing = self.greedy_leak()
-        stop = rate <= self.threshold
+        result = self.greedy_leak()
+        rate, complete = result["greedy_leak"], result["greedy_judged"] == self.questions.height
+        stop = complete and rate <= self.threshold
         log.info("unlearn %s step %d: greedy leak on training phrasings %.3f%s", self.name, steps_done, rate,
-                 f" ≤ {self.threshold}: stop" if stop else "")
-        return {"greedy_leak": rate, "greedy_missing": missing, "stop": stop}
+                 f" ≤ {self.threshold}: stop" if stop else
+                 "" if complete else f" ({result['greedy_judged']} of {self.questions.height} pairs: over "
+                                     f"{self.threshold} already)")
+        return {**result, "stop": stop}
 
 
 def stop_reason(train_log: list[dict[str, Any]], run: dict[str, Any]) -> str:

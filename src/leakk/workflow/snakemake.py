@@ -36,6 +36,7 @@ class SnakemakeRule:
     log: str
     benchmark: str
     shell: str
+    priority: Any = 0
 
 
 def wildcards_of(stage: Stage, p: Params) -> list[str]:
@@ -91,7 +92,7 @@ def rules(p: Params, leakk: str) -> list[SnakemakeRule]:
             resources=stage_resources(p, stage.name), wildcard_constraints=constraints,
             log=L.log(f"{stage.name}_{suffix}" if suffix else stage.name),
             benchmark=L.benchmark_log(f"{stage.name}/{suffix}" if suffix else stage.name),
-            shell=shell(stage, leakk)))
+            shell=shell(stage, leakk), priority=_bind(rule.priority, p) if rule.priority else 0))
     return out
 
 

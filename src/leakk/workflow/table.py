@@ -352,6 +352,8 @@ class Rule:
     #: the placeholders of ``reads`` for a job (default: its wildcards)
     names: Callable[[Params, Any], dict[str, str]] | None = None
     enabled: Callable[[Params], bool] = lambda p: True
+    #: Snakemake's priority of a job (a function of params and wildcards): see :func:`_chain`
+    priority: Callable[[Params, Any], int] | None = None
 
     def outs(self, p: Params) -> dict[str, Out]:
         """The named outputs of this rule's jobs under params ``p``."""
@@ -427,6 +429,16 @@ def _model_input(p: Params, w: Any) -> str:
     """The folder a model's samples are drawn from (a RULE run: its last round's folder)."""
     rule = _rules(p).get(w.model)
     return L.rule_round(w.model, rule["rounds"]) if rule else model_folder(p, w.model)
+
+
+def _chain(p: Params, base: str | None = None) -> int:
+    """How many model jobs must still run one after another once a job is done: the longest
+    chain below it (unlearn → RULE rounds → sample). As Snakemake priorities these start the
+    longest chain first: on a few cores, a chain left to the end runs alone while cores idle
+    (the default's 2 cores: the RULE rounds after a late unlearn run). ``base``: below the run
+    or model named, RULE runs from it; ``None``: below the full model, any RULE run."""
+    rounds = [c["rounds"] for c in _rules(p).values() if base is None or c["base"] == base]
+    return 1 + max(rounds, default=0)
 
 
 def _round_judgments(p: Params, w: Any) -> list[str]:
@@ -514,7 +526,8 @@ _STAGES = [
           snakemake=Rule(_per("which", trained_models),
                          {"data": L.benchmark, "base": lambda p, w: [f for f in [base_folder(p)] if f]},
                          {"out": Out(L.model("{which}"), "directory")},
-                         {"data": "{input.data}", "which": "{wildcards.which}", "out": "{output.out}"}),
+                         {"data": "{input.data}", "which": "{wildcards.which}", "out": "{output.out}"},
+                         priority=lambda p, w: 1 + _chain(p) if w.which == "full" else _chain(p, w.which)),
           dvc=Dvc({"data": L.benchmark, "which": "${item}", "out": L.model("${item}")}, deps=(L.benchmark,),
                   outs=(L.model("${item}"),), foreach=trained_models)),
     # (a stop criterion's judge is part of ``unlearn.{name}.stop``, not of the judge section)
@@ -524,7 +537,7 @@ _STAGES = [
                          {"data": L.benchmark, "full": lambda p, w: model_folder(p, "full")},
                          {"out": Out(L.model("{name}"), "directory")},
                          {"data": "{input.data}", "name": "{wildcards.name}", "model_dir": "{input.full}",
-                          "out": "{output.out}"}),
+                          "out": "{output.out}"}, priority=lambda p, w: _chain(p, w.name)),
           dvc=Dvc({"data": L.benchmark, "name": "${item}", "model_dir": _FULL, "out": L.model("${item}")},
                   deps=(L.benchmark, _FULL), outs=(L.model("${item}"),), foreach=lambda p: list(p["unlearn"]),
                   names={"name": "${item}"})),
@@ -540,7 +553,8 @@ _STAGES = [
                          {"out": Out(L.rule_round("{name}", "{round}"), "directory")},
                          {"data": "{input.data}", "name": "{wildcards.name}", "round": "{wildcards.round}",
                           "prev": "{input.prev}", "out": "{output.out}", "reference": "{input.reference}"},
-                         names=lambda p, w: round_names(p, w.name)),
+                         names=lambda p, w: round_names(p, w.name),
+                         priority=lambda p, w: 1 + p["rule"][w.name]["rounds"] - int(w.round)),
           dvc=Dvc({"data": L.benchmark, "name": "${key}", "model_dir": L.model("${item.base}"),
                    "out": L.rule_dir("${key}"), "reference": _FULL},
                   deps=(L.benchmark, L.model("${item.base}"), _FULL),
