@@ -19,12 +19,11 @@ import hashlib
 import os
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-import polars as pl
+from pipeline import job_times  # benchmarks/pipeline.py, beside this script
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -44,8 +43,9 @@ def make_run(tree: Path, cores: str) -> dict:
         subprocess.run([snakemake, *args], cwd=tree, env=env, check=True, stdout=subprocess.DEVNULL,
                        stderr=subprocess.DEVNULL)
     wall = time.perf_counter() - start
-    jobs = [pl.read_csv(f, separator="\t")["s"][0] for f in (tree / "results/benchmarks").rglob("*.tsv")]
-    return {"wall": wall, "job_seconds": float(sum(jobs)), "jobs": len(jobs)}
+    times = job_times(tree)
+    return {"wall": wall, "job_seconds": times["seconds"].sum(), "jobs": int(times["jobs"].sum()),
+            "per_rule": dict(times.select("rule", "seconds").iter_rows())}
 
 
 def fingerprint(tree: Path) -> dict[str, str]:
@@ -74,7 +74,7 @@ def main() -> None:
             runs[label] = make_run(tree, args.cores) | {"fingerprint": fingerprint(tree)}
             r = runs[label]
             print(f"pair {pair} {label} ({rev}): make run {r['wall']:.0f} s, {r['jobs']} jobs, "
-                  f"{r['job_seconds']:.0f} job-seconds", flush=True)
+                  f"{r['job_seconds']:.0f} job-seconds (unlearn {r['per_rule'].get('unlearn', 0):.0f})", flush=True)
         same = runs["base"]["fingerprint"] == runs["ours"]["fingerprint"]
         print(f"pair {pair}: models and summary {'identical' if same else 'DIFFER'} "
               f"({len(runs['ours']['fingerprint'])} files)", flush=True)
@@ -85,7 +85,6 @@ def main() -> None:
     if args.keep:
         print(f"kept: {scratch}")
     print(f"ratio: {statistics.median(ratios):.3f}")
-    sys.exit(0)
 
 
 if __name__ == "__main__":

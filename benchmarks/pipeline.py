@@ -26,6 +26,17 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def job_times(run: Path) -> pl.DataFrame:
+    """Jobs and seconds per rule of the run in folder ``run`` (its Snakemake ``benchmark:`` files),
+    with each rule's share of all job time, largest first."""
+    rows = []
+    for tsv in (run / "results/benchmarks").rglob("*.tsv"):
+        rule = tsv.parent.name if tsv.parent.name != "benchmarks" else tsv.stem
+        rows.append({"rule": rule, "seconds": float(pl.read_csv(tsv, separator="\t")["s"][0])})
+    return (pl.DataFrame(rows).group_by("rule").agg(jobs=pl.len(), seconds=pl.col("seconds").sum())
+            .with_columns(share=pl.col("seconds") / pl.col("seconds").sum()).sort("seconds", descending=True))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="the micro test configuration (< 1 min)")
@@ -54,12 +65,7 @@ def main() -> None:
         wall = time.perf_counter() - t
         if proc.returncode:
             sys.exit(proc.stderr[-3000:])
-    rows = []
-    for tsv in (work / "results/benchmarks").rglob("*.tsv"):
-        rule = tsv.parent.name if tsv.parent.name != "benchmarks" else tsv.stem
-        rows.append({"rule": rule, "seconds": float(pl.read_csv(tsv, separator="\t")["s"][0])})
-    table = (pl.DataFrame(rows).group_by("rule").agg(jobs=pl.len(), seconds=pl.col("seconds").sum())
-             .with_columns(share=pl.col("seconds") / pl.col("seconds").sum()).sort("seconds", descending=True))
+    table = job_times(work)
     config = args.existing or ("micro (tests/conftest.py, no RULE)" if args.quick else "params.yaml")
     print(f"config: {config}; cores: {args.cores}; "
           f"wall {wall:.0f}s for {int(table['jobs'].sum())} jobs ({table['seconds'].sum():.0f} job-seconds)")

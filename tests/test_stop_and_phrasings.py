@@ -283,23 +283,23 @@ def test_a_check_cut_short_makes_the_decision_a_full_check_makes(full_model):
     p = _stop_params("parity", 1.0)
     model, tok = load_model(root, "cpu")
 
-    def check(threshold: float) -> tuple[GreedyStop, dict]:
-        c = GreedyStop(model, tok, d, p, name="ga", stop=dict(p["unlearn"]["ga"]["stop"], greedy_leak=threshold))
-        return c, c(4)
+    def check(threshold: float) -> dict:
+        stop = dict(p["unlearn"]["ga"]["stop"], greedy_leak=threshold)
+        return GreedyStop(model, tok, d, p, name="ga", stop=stop)(4)
 
-    full, result = check(1.0)
-    total = full.questions.height
+    result = check(1.0)
+    total = questions_for(d, ["forget"], TRAINING_PHRASINGS).height
     assert result["greedy_judged"] == total and result["stop"]
     rate = result["greedy_leak"]
     assert 0.2 < rate < 0.8, "the judge must leak on some pairs and not others for the cut to be exercised"
     for threshold in (0.0, rate / 4, rate - 1e-9, rate, rate + 1e-9, 1.0):
-        c, r = check(threshold)
+        r = check(threshold)
         assert r["stop"] is (rate <= threshold)
         if r["greedy_judged"] < total:  # cut short: the leaks found alone exceed the threshold
             assert r["greedy_leak"] * r["greedy_judged"] / total > threshold and not r["stop"]
         else:
             assert r["greedy_leak"] == rate
-    assert check(0.0)[1]["greedy_judged"] < total  # far above the threshold: fewer phrasings drawn
+    assert check(0.0)["greedy_judged"] < total  # far above the threshold: fewer phrasings drawn
 
 
 def test_stop_params_are_validated():

@@ -28,10 +28,13 @@ class GreedyStop:
 
     def __init__(self, model, tokenizer, data: pl.DataFrame, params: dict[str, Any], *, name: str,
                  stop: dict[str, Any]):
+        from leakk.judges.run import build_judges
         from leakk.sampling.stage import TRAINING_PHRASINGS, questions_for
 
         self.model, self.tokenizer, self.data, self.params, self.name = model, tokenizer, data, params, name
-        self.threshold, self.judge = stop["greedy_leak"], stop_judge(stop)
+        self.threshold = stop["greedy_leak"]
+        # built once for every check and phrasing (a model judge loads its model once)
+        self.judges = build_judges({"stop": stop_judge(stop)}, device=params["device"])
         self.max_new_tokens = stop["max_new_tokens"]
         self.questions = questions_for(data, ["forget"], TRAINING_PHRASINGS)
 
@@ -57,8 +60,7 @@ class GreedyStop:
             samples = sample_phrasings(
                 backend, part, request, template=self.params["prompt_template"], every_phrasing=True,
                 desc=f"unlearn {self.name}: greedy check", key=f"unlearn.{self.name}.stop.max_new_tokens")
-            verdicts = judge_samples(samples, self.data, {"stop": self.judge}, progress=False,
-                                     device=self.params["device"])["leaked"]
+            verdicts = judge_samples(samples, self.data, self.judges, progress=False)["leaked"]
             leaked += int(verdicts.fill_null(True).sum())
             missing += verdicts.null_count()
             judged += verdicts.len()
@@ -68,12 +70,11 @@ class GreedyStop:
 
     def __call__(self, steps_done: int) -> dict[str, Any]:
         result = self.greedy_leak()
-        rate, complete = result["greedy_leak"], result["greedy_judged"] == self.questions.height
-        stop = complete and rate <= self.threshold
-        log.info("unlearn %s step %d: greedy leak on training phrasings %.3f%s", self.name, steps_done, rate,
-                 f" ≤ {self.threshold}: stop" if stop else
-                 "" if complete else f" ({result['greedy_judged']} of {self.questions.height} pairs: over "
-                                     f"{self.threshold} already)")
+        rate, judged, total = result["greedy_leak"], result["greedy_judged"], self.questions.height
+        stop = judged == total and rate <= self.threshold
+        note = (f" ≤ {self.threshold}: stop" if stop else
+                f" ({judged} of {total} pairs: over {self.threshold} already)" if judged < total else "")
+        log.info("unlearn %s step %d: greedy leak on training phrasings %.3f%s", self.name, steps_done, rate, note)
         return {**result, "stop": stop}
 
 
