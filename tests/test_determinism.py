@@ -142,3 +142,25 @@ def test_a_string_judge_job_never_imports_torch(micro_params, tmp_path):
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout.strip().splitlines()[-1]) == {"rc": 0, "torch": False, "transformers": False}
     assert pl.read_parquet(tmp_path / "j.parquet")["leaked"].all()  # each sample is the answer itself
+
+
+def test_the_kernel_probe_is_a_fingerprint_of_this_machine_and_names_what_differs():
+    """scripts/cpu_kernel_probe.py: two fresh processes in one mode give the same hashes (so a
+    difference between machines is the machines'), and --compare names exactly the operation
+    whose bits differ from a record."""
+    import importlib.util
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "scripts" / "cpu_kernel_probe.py"
+    spec = importlib.util.spec_from_file_location("cpu_kernel_probe", script)
+    probe = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(probe)
+    env = {**{k: v for k, v in os.environ.items() if k not in ("ATEN_CPU_CAPABILITY", "MKL_CBWR")},
+           determinism.ENV: "portable"}
+    runs = [json.loads(subprocess.run([sys.executable, str(script), "--child"], env=env, capture_output=True,
+                                      text=True, check=True, timeout=300).stdout.splitlines()[-1]) for _ in range(2)]
+    assert runs[0] == runs[1]
+    assert {"matmul 512x128·128x1024", "exp", "nll step: gradients", "npo step: loss"} <= set(runs[0])
+    recorded = {"portable": {**runs[0], "exp": "0" * 10}, "gone": {}}
+    assert probe.differences(recorded, {"portable": runs[1]}) == {"portable": ["exp"]}
+    assert probe.differences({"portable": runs[0]}, {"portable": runs[1], "native": runs[1]}) == {"portable": []}

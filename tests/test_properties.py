@@ -64,6 +64,15 @@ def test_ci_within_the_values_range_and_around_the_mean(values, groups, method):
         assert lo <= values.mean() + 1e-12 and hi >= values.mean() - 1e-12
 
 
+def test_t_interval_of_equal_values_is_that_value():
+    """Found by hypothesis: three equal values whose float mean (3x/3) rounds an ulp below x.
+    Clipping the t interval's ends to [min, max] then gave low = x > high = mean."""
+    x = 0.8092273871442444
+    assert np.asarray([x, x, x]).mean() < x  # the rounding this guards against
+    lo, hi = cluster_bootstrap_ci(np.asarray([x, x, x]), np.arange(3), n_boot=200, method="t")
+    assert lo == hi == x
+
+
 def test_hall_interval_survives_a_spread_whose_cube_underflows():
     """Found by hypothesis: values [0, 8e-118] have s > 0 but s³ = 0 in float64, which made the
     skewness inf and the interval NaN. The interval is scale-free, so it is the same one as for

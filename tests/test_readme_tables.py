@@ -15,6 +15,7 @@ from leakk.cli import main
 from leakk.core.errors import ArtifactError, LeakkError
 from leakk.stats.estimate import leak_table, paired_difference_table, paired_markdown, summary_markdown, utility_table
 from leakk.report.readme_tables import (
+    _BLOCK,
     TABLES,
     _trust_rows,
     blocks,
@@ -36,7 +37,9 @@ def test_readme_agrees_with_the_committed_snapshot():
     snapshot (docs/results/, docs/ci_coverage.csv). Fix: `leakk readme-tables` (after a run:
     `leakk readme-tables --results results --replicates results/replicates`)."""
     text = (ROOT / "README.md").read_text() + (ROOT / "docs" / "results.md").read_text()
-    assert sorted(blocks(text)) == sorted(TABLES)  # every table is wired, once, in the README or docs/results.md
+    wired = [(m["name"], m["sub"]) for m in _BLOCK.finditer(text)]  # (table, the sub-snapshot it renders from)
+    assert sorted(set(blocks(text))) == sorted(TABLES)  # every table is wired in the README or docs/results.md
+    assert len(wired) == len(set(wired)), "a table is wired twice from the same snapshot"
     _, changed = update(text, ROOT / "docs" / "results", ROOT / "docs" / "ci_coverage.csv")
     assert changed == [], f"README tables {changed} differ from the snapshot: run `leakk readme-tables`"
 
@@ -474,6 +477,7 @@ def test_a_rerun_sub_snapshot_is_compared_with_the_readmes_own_seeds(tmp_path):
     with the README's, and the check holds its seeds to today's report seeds."""
     import json
 
+    from leakk.core.io import EXECUTION_KEY
     from leakk.report.readme_tables import readme_tables
     from leakk.stats.extrapolate import CLAIM_FILE, error_claim
 
@@ -482,6 +486,10 @@ def test_a_rerun_sub_snapshot_is_compared_with_the_readmes_own_seeds(tmp_path):
     params = dict(PARAMS, replicates=[0, 1])
     snapshot_replicates(root, params, snap, claim_file=tmp_path / "claim.json")
     other = _moved_rerun(root, tmp_path / "other", seed=1, ga_retain=0.55)
+    samples = other / "seed_1" / "results" / "samples" / "ga"  # the kernel mode, as a sampling job records it
+    samples.mkdir(parents=True)
+    pl.DataFrame({"qid": ["q"]}).write_parquet(samples / "greedy.parquet",
+                                               metadata={EXECUTION_KEY: json.dumps({"cpu_kernels": "compatible"})})
     record = tmp_path / "tuning.yaml"
     record.write_text("tuning_seeds: [5]\nreport_seeds: [0, 1]\n")
     committed = Path(CLAIM_FILE).read_bytes()
@@ -508,7 +516,7 @@ def test_a_rerun_sub_snapshot_is_compared_with_the_readmes_own_seeds(tmp_path):
     readme_tables(params, results=None, replicates=None, snapshot=str(snap), coverage="unused.csv", readme=[],
                   check=True, tuning=str(record))  # a rerun of the report seeds passes the check
     meta = json.loads((sub / "meta.json").read_text())
-    assert meta["rerun"] == {"of": "report_seeds"}
+    assert meta["rerun"] == {"of": "report_seeds", "cpu_kernels": ["compatible"]}  # as its samples record it
     for seeds, why in (([0, 2], r"\[2\]: not a report seed"), ([0, 5], r"\[5\]: a tuning seed")):
         (sub / "meta.json").write_text(json.dumps(dict(meta, replicates=dict(meta["replicates"], seeds=seeds))))
         with pytest.raises(ArtifactError, match=rf"rerun_other_cpu/meta.json: .*seed\(s\) {why}"):
@@ -551,7 +559,7 @@ def test_a_rerun_of_an_earlier_defaults_seeds_nests_in_its_sub_snapshot(tmp_path
     rerun = old / "rerun_elsewhere"
     readme_tables(params, results=None, replicates=str(other), snapshot=str(rerun), coverage="unused.csv",
                   readme=[], check=False, tuning=str(record))  # today's report seeds are 7, 8: still accepted
-    assert json.loads((rerun / "meta.json").read_text())["rerun"] == {"of": "earlier.old"}
+    assert json.loads((rerun / "meta.json").read_text())["rerun"] == {"of": "earlier.old", "cpu_kernels": []}
     table = render("rerun", rerun)
     assert "| 0 | ga | " in table and "→ 0.250 |" in table
     bound = error_claim(pl.read_csv(old / "extrapolation_errors.csv"))["abs_error"]

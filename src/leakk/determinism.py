@@ -18,7 +18,8 @@ variables that torch and MKL read when they load:
   an AVX-512 machine, oneDNN's bf16 matrix product fails ("pack_vnni2 is only supported when
   avx512 is supported"), so CPU bf16 runs need ``native``.
 - ``compatible``: ATen's AVX2 kernels and MKL's ``COMPATIBLE`` branch (SSE2), which MKL
-  keeps identical on Intel and AMD CPUs alike; training takes about twice as long.
+  documents as identical on Intel and AMD CPUs alike; training takes about twice as long.
+  ``scripts/cpu_kernel_probe.py`` names the operations whose bits differ between two machines.
 - ``native``: whatever the CPU runs fastest; reproducible on this machine only.
 
 A value the user already set in the environment wins over the mode's. Results also depend

@@ -676,6 +676,16 @@ def _rerun_parts(snapshot: Path) -> tuple[pl.DataFrame, pl.DataFrame, int]:
     return both, rerun, int(rerun["k"].max())
 
 
+def kernel_modes(root: str | os.PathLike) -> list[str]:
+    """The CPU kernel modes (``LEAKK_CPU_KERNELS``) the seeds under ``root`` trained and sampled
+    with, as their artifacts record them: a rerun's provenance, read, not typed."""
+    from leakk.core.io import read_execution
+
+    found = {str(read_execution(path).get("cpu_kernels", "unrecorded"))
+             for part in ("models", "samples") for path in Path(root).glob(f"seed_*/results/{part}/**/*.parquet")}
+    return sorted(found)
+
+
 def rerun_markdown(both: pl.DataFrame, rerun: pl.DataFrame) -> str:
     """Every (seed, model)'s claim numbers, reference → rerun, each row's largest |Δ|, the
     largest and median |Δ| of each number, and the claims table as the rerun gives it."""
@@ -992,7 +1002,8 @@ def readme_tables(params: dict[str, Any], *, results: str | None, replicates: st
     if methods:
         written += snapshot_methods(methods, params, snapshot)
     if replicates and is_rerun:  # a rerun of its parent's seeds on another machine
-        _write_meta(Path(snapshot), "rerun", {"of": f"earlier.{earlier}" if earlier else "report_seeds"})
+        _write_meta(Path(snapshot), "rerun", {"of": f"earlier.{earlier}" if earlier else "report_seeds",
+                                              "cpu_kernels": kernel_modes(replicates)})
     if check and (errors := report_seed_errors(_meta(Path(snapshot)), tuning, earlier=earlier)):
         raise ArtifactError(f"{snapshot}/{_META}: " + "; ".join(errors))
     for sub in _nested_snapshots(snapshot) if check else []:

@@ -274,6 +274,9 @@ def bootstrap_interval(means, point, n_groups: int, ci: float, method: str,
                     * math.sqrt(n_groups / (n_groups - 1)))
         else:
             half = np.zeros(means.shape[:-1])
+        # the mean lies in [min, max]; its rounded value can fall an ulp outside (3x/3 < x), and
+        # clipping only the ends would then give an interval whose low end exceeds its high one
+        point = np.clip(point, value_range[0], value_range[1])
         return np.maximum(point - half, value_range[0]), np.minimum(point + half, value_range[1])
     low, high = np.quantile(means, [alpha, 1.0 - alpha], axis=-1)
     return low, high
