@@ -99,6 +99,15 @@ def shim(imitation: str, folder: Path) -> Path:
     return library
 
 
+def child_env(mode: str, preload: Path | None = None) -> dict[str, str]:
+    """This environment for a probe in ``mode``: the mode's variables left to the mode, and the
+    imitation's library preloaded if one is given."""
+    from leakk.determinism import ENV, MODE_VARIABLES
+
+    env = {k: v for k, v in os.environ.items() if k not in MODE_VARIABLES}
+    return env | {ENV: mode} | ({"LD_PRELOAD": str(preload)} if preload else {})
+
+
 def cpu_name() -> str:
     """The CPU's model name, for the record (Linux; the platform's name elsewhere)."""
     try:
@@ -131,17 +140,15 @@ def main() -> int:
     except (OSError, ValueError) as err:
         print(f"--compare {args.compare}: {err}", file=sys.stderr)
         return 2
-    from leakk.determinism import ENV, MODES
+    from leakk.determinism import MODES
 
     runs: dict[str, dict[str, str]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         for imitation in [None, *args.imitate]:
-            preload = {"LD_PRELOAD": str(shim(imitation, Path(tmp)))} if imitation else {}
+            preload = shim(imitation, Path(tmp)) if imitation else None
             for mode in MODES:
-                env = {k: v for k, v in os.environ.items() if k not in ("ATEN_CPU_CAPABILITY", "MKL_CBWR")}
-                env.update({ENV: mode, **preload})
-                child = subprocess.run([sys.executable, __file__, "--child"], env=env, capture_output=True,
-                                       text=True)
+                child = subprocess.run([sys.executable, __file__, "--child"], env=child_env(mode, preload),
+                                       capture_output=True, text=True)
                 if child.returncode:
                     print(f"the probe failed in mode {mode} ({imitation or 'this CPU'}):\n{child.stderr[-2000:]}",
                           file=sys.stderr)

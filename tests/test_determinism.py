@@ -34,8 +34,7 @@ AVX2_CPU = {"MKL_ENABLE_INSTRUCTIONS": "AVX2", "ONEDNN_MAX_CPU_ISA": "AVX2"}
 
 
 def _probe(mode: str, **env: str) -> dict:
-    clean = {k: v for k, v in os.environ.items()
-             if k not in ("ATEN_CPU_CAPABILITY", "MKL_CBWR", "MKL_ENABLE_INSTRUCTIONS", "ONEDNN_MAX_CPU_ISA")}
+    clean = {k: v for k, v in os.environ.items() if k not in (*determinism.MODE_VARIABLES, *AVX2_CPU)}
     out = subprocess.run([sys.executable, "-c", PROBE], env={**clean, determinism.ENV: mode, "TQDM_DISABLE": "1", **env},
                          capture_output=True, text=True, check=True, timeout=600)
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -155,8 +154,7 @@ def test_the_kernel_probe_is_a_fingerprint_of_this_machine_and_names_what_differ
     spec = importlib.util.spec_from_file_location("cpu_kernel_probe", script)
     probe = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(probe)
-    env = {**{k: v for k, v in os.environ.items() if k not in ("ATEN_CPU_CAPABILITY", "MKL_CBWR")},
-           determinism.ENV: "portable"}
+    env = probe.child_env("portable")
     runs = [json.loads(subprocess.run([sys.executable, str(script), "--child"], env=env, capture_output=True,
                                       text=True, check=True, timeout=300).stdout.splitlines()[-1]) for _ in range(2)]
     assert runs[0] == runs[1]

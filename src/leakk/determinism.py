@@ -43,6 +43,8 @@ _SETTINGS = {
     "compatible": {"ATEN_CPU_CAPABILITY": "avx2", "MKL_CBWR": "COMPATIBLE"},
     "native": {},
 }
+#: the variables a mode sets (cleared by a caller that wants a mode, not its own environment, to decide)
+MODE_VARIABLES = tuple(sorted({key for settings in _SETTINGS.values() for key in settings}))
 #: MKL and OpenMP must not change their thread count on their own (MKL's reproducibility conditions)
 _ALWAYS = {"MKL_DYNAMIC": "FALSE", "OMP_DYNAMIC": "FALSE"}
 
