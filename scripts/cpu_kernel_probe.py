@@ -26,7 +26,6 @@ import argparse
 import hashlib
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -108,17 +107,6 @@ def child_env(mode: str, preload: Path | None = None) -> dict[str, str]:
     return env | {ENV: mode} | ({"LD_PRELOAD": str(preload)} if preload else {})
 
 
-def cpu_name() -> str:
-    """The CPU's model name, for the record (Linux; the platform's name elsewhere)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text(errors="replace").splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--imitate", nargs="*", default=[], choices=sorted(IMITATIONS),
@@ -155,6 +143,8 @@ def main() -> int:
                     return 2
                 runs[mode + (f" as {imitation}" if imitation else "")] = json.loads(child.stdout.splitlines()[-1])
     columns = list(runs)
+    from leakk.determinism import cpu_name
+
     print(f"{cpu_name()}: the first 10 hex digits of each result's sha256")
     print("| operation | " + " | ".join(columns) + " |")
     print("|---|" + "---|" * len(columns))

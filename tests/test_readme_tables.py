@@ -473,7 +473,7 @@ def _moved_rerun(root: Path, other: Path, *, seed: int, ga_retain: float) -> Pat
 def test_a_rerun_sub_snapshot_is_compared_with_the_readmes_own_seeds(tmp_path):
     """`leakk readme-tables --replicates DIR --snapshot docs/results/<name>` writes a rerun
     (another machine's run of the report seeds) beside the README's snapshot without touching
-    the package's extrapolation claim; `rerun` and `rerun-summary` compare its claim numbers
+    the package's extrapolation claim; `rerun` compares its claim numbers
     with the README's, and the check holds its seeds to today's report seeds."""
     import json
 
@@ -509,14 +509,11 @@ def test_a_rerun_sub_snapshot_is_compared_with_the_readmes_own_seeds(tmp_path):
     bound = error_claim(pl.read_csv(snap / "extrapolation_errors.csv"))["abs_error"]
     assert (f"The README's extrapolation claim, |error| ≤ {bound:.3f}, covers {int((errors[1] <= bound + 1e-12).sum())}"
             f" of the rerun's {errors[1].len()} rows") in table
-    summary = render("rerun-summary", sub)
-    assert summary == ("greedy leak moved by up to 0.000, leak@32 by up to 0.000 and retain accuracy by up to 0.250 "
-                       f"(medians over every model and seed: 0.000, 0.000, 0.000), and {held} of the 10 claims held "
-                       "on every seed there.\n")
     readme_tables(params, results=None, replicates=None, snapshot=str(snap), coverage="unused.csv", readme=[],
                   check=True, tuning=str(record))  # a rerun of the report seeds passes the check
     meta = json.loads((sub / "meta.json").read_text())
-    assert meta["rerun"] == {"of": "report_seeds", "cpu_kernels": ["compatible"]}  # as its samples record it
+    # as its samples record it (an artifact that does not name its CPU says so)
+    assert meta["rerun"] == {"of": "report_seeds", "cpu_kernels": ["compatible"], "cpu": ["unrecorded"]}
     for seeds, why in (([0, 2], r"\[2\]: not a report seed"), ([0, 5], r"\[5\]: a tuning seed")):
         (sub / "meta.json").write_text(json.dumps(dict(meta, replicates=dict(meta["replicates"], seeds=seeds))))
         with pytest.raises(ArtifactError, match=rf"rerun_other_cpu/meta.json: .*seed\(s\) {why}"):
@@ -559,14 +556,19 @@ def test_a_rerun_of_an_earlier_defaults_seeds_nests_in_its_sub_snapshot(tmp_path
     rerun = old / "rerun_elsewhere"
     readme_tables(params, results=None, replicates=str(other), snapshot=str(rerun), coverage="unused.csv",
                   readme=[], check=False, tuning=str(record))  # today's report seeds are 7, 8: still accepted
-    assert json.loads((rerun / "meta.json").read_text())["rerun"] == {"of": "earlier.old", "cpu_kernels": []}
+    assert json.loads((rerun / "meta.json").read_text())["rerun"] == {"of": "earlier.old", "cpu_kernels": [], "cpu": []}
     table = render("rerun", rerun)
     assert "| 0 | ga | " in table and "→ 0.250 |" in table
     bound = error_claim(pl.read_csv(old / "extrapolation_errors.csv"))["abs_error"]
     assert f"old's extrapolation claim, |error| ≤ {bound:.3f}, covers" in table
-    text = "<!-- leakk:table rerun-summary from=old/rerun_elsewhere -->\nstale\n<!-- /leakk:table -->\n"
+    text = "<!-- leakk:table rerun from=old/rerun_elsewhere -->\nstale\n<!-- /leakk:table -->\n"
     new, changed = update(text, snap, "unused.csv")
-    assert changed == ["rerun-summary"] and render("rerun-summary", rerun) in new
+    assert changed == ["rerun"] and table in new
+    from leakk.report.readme_tables import rerun_moves  # an earlier default's rerun widens today's tolerance too
+
+    moves = rerun_moves(snap).filter(pl.col("model") == "ga")
+    assert moves["rerun"].unique().to_list() == ["old/rerun_elsewhere"]
+    assert moves["retain_accuracy"].max() == pytest.approx(0.7 - 0.25)  # seed 0's 0.7 moved to 0.25
     meta = json.loads((rerun / "meta.json").read_text())
     (rerun / "meta.json").write_text(json.dumps(dict(meta, replicates=dict(meta["replicates"], seeds=[7, 8]))))
     with pytest.raises(ArtifactError, match=r"rerun_elsewhere/meta.json: .*seed\(s\) \[7, 8\]: not a report seed"):
@@ -635,3 +637,86 @@ def test_a_run_without_calibration_shows_none_not_an_earlier_runs(run_results, t
     (res / "calibration.csv").write_text("judge,model\nrougeL,full\n")  # not leakk calibrate's
     with pytest.raises(ArtifactError, match="lacks columns"):
         snapshot_run(res, PARAMS, snap)
+
+
+def test_the_stated_tolerance_is_the_largest_move_any_committed_rerun_measured(tmp_path, capsys):
+    """The largest |Δ| of every committed rerun against its parent, per model and claim number and
+    pooled over models (the tolerance), checked against a brute-force reading of the CSVs; each
+    claim's least room against its model's largest move; and scripts/compare_run.py, which
+    passes a rerun within the tolerance (exit 0, "within the stated tolerance") and names every
+    number beyond it (exit 1)."""
+    import csv
+    import importlib.util
+
+    from leakk.report.readme_tables import largest_moves, readme_tables, rerun_moves, tolerance
+
+    root = _replicate_tree(tmp_path)
+    snap = tmp_path / "snap"
+    params = dict(PARAMS, replicates=[0, 1])
+    snapshot_replicates(root, params, snap, claim_file=tmp_path / "claim.json")
+    record = tmp_path / "tuning.yaml"
+    record.write_text("tuning_seeds: [5]\nreport_seeds: [0, 1]\n")
+    with pytest.raises(ArtifactError, match="no rerun sub-snapshot"):
+        render("tolerance", snap)
+    for name, seed, retain in (("rerun_a", 1, 0.55), ("rerun_b", 0, 0.6)):
+        other = _moved_rerun(root, tmp_path / name, seed=seed, ga_retain=retain)
+        readme_tables(params, results=None, replicates=str(other), snapshot=str(snap / name), coverage="unused.csv",
+                      readme=[], check=False, tuning=str(record), rerun_note=f"{name}'s machine")
+    assert json.loads((snap / "rerun_a" / "meta.json").read_text())["rerun"]["note"] == "rerun_a's machine"
+    with pytest.raises(ArtifactError, match="--rerun-note describes a rerun"):  # not the README's own snapshot
+        readme_tables(params, results=None, replicates=str(root), snapshot=str(snap), coverage="unused.csv",
+                      readme=[], check=False, tuning=str(record), rerun_note="a machine")
+
+    def rows(path):
+        with open(path) as f:
+            return {(r["seed"], r["model"]): r for r in csv.DictReader(f)}
+
+    reference, expected = rows(snap / "seed_claims.csv"), {}
+    for name in ("rerun_a", "rerun_b"):
+        for key, row in rows(snap / name / "seed_claims.csv").items():
+            for number in ("greedy", "leak_at_n", "retain_accuracy"):
+                if row[number] and reference[key][number]:
+                    move = abs(float(row[number]) - float(reference[key][number]))
+                    cell = expected.setdefault(key[1], {}).setdefault(number, 0.0)
+                    expected[key[1]][number] = max(cell, move)
+    moves = rerun_moves(snap)
+    assert sorted(moves["rerun"].unique()) == ["rerun_a", "rerun_b"]
+    per_model = largest_moves(moves)
+    assert per_model.keys() == expected.keys()
+    for model, numbers in expected.items():
+        assert per_model[model] == pytest.approx(numbers, abs=1e-12)
+    assert per_model["ga"]["retain_accuracy"] == pytest.approx(0.25)  # 0.8 → 0.55 on seed 1
+    allowed = tolerance(moves)  # pooled over models: the largest move of each number anywhere
+    for number in ("greedy", "leak_at_n", "retain_accuracy"):
+        assert allowed[number] == pytest.approx(max(v.get(number, 0.0) for v in expected.values()), abs=1e-12)
+    table = render("tolerance", snap)
+    assert "over 4 seed-draws in 2 reruns" in table and "| ga | 0.000 | 0.000 | 0.250 |" in table
+    assert "| **any model: the tolerance** | **0.000** | **0.000** | **0.250** |" in table
+    # each claim's least room over the seeds, against its model's largest move
+    n_claims = 0
+    for line in table.splitlines():
+        if line.startswith("| greedy says forgotten") and "| ga |" in line:
+            room = 0.15 - max(float(r["greedy"]) for k, r in reference.items() if k[1] == "ga")
+            assert f"| {room:.3f} (" in line and line.endswith("| 0.000 | " + ("yes" if room > 0 else "**no**") + " |")
+            n_claims += 1
+    assert n_claims == 1
+    # a claim counts as held on every draw when the snapshot's and each rerun's claims tables say yes
+    verdicts = [[line.endswith("| yes |") for line in text.splitlines() if line.startswith("| the ")
+                 or line.startswith("| greedy") or line.startswith("| sampling") or line.startswith("| retain")]
+                for text in (render("claims", snap), *(render("rerun", snap / n) for n in ("rerun_a", "rerun_b")))]
+    held = sum(all(column) for column in zip(*verdicts))
+    summary = render("tolerance-summary", snap)
+    assert "retain accuracy by up to 0.250" in summary
+    assert summary.startswith("over 4 seed-draws under other arithmetic")  # 2 reruns x 2 seeds
+    assert summary.endswith(f". {held} of 10 held on all 2 report seeds in all 3 arithmetics.\n")
+
+    spec = importlib.util.spec_from_file_location("compare_run", ROOT / "scripts" / "compare_run.py")
+    compare_run = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(compare_run)
+    within = _moved_rerun(root, tmp_path / "within", seed=0, ga_retain=0.7 - 0.2)
+    assert compare_run.compare_replicates(within, snap, params) == 0
+    assert "within the stated tolerance" in capsys.readouterr().out
+    beyond = _moved_rerun(root, tmp_path / "beyond", seed=0, ga_retain=0.7 - 0.3)
+    assert compare_run.compare_replicates(beyond, snap, params) == 1
+    out = capsys.readouterr().out
+    assert "Beyond the stated tolerance" in out and "- seed 0 ga: retain accuracy 0.700 → 0.400 (|Δ| 0.300 > 0.250)" in out

@@ -92,13 +92,14 @@ def main(argv: list[str] | None = None) -> int:
         from leakk.core.io import record_execution, reset_execution
         from leakk.core.params import get
         from leakk.determinism import apply as pin_cpu_kernels
+        from leakk.determinism import cpu_name
         from leakk.determinism import mode as cpu_kernels
         from leakk.workflow.lifeline import watch_parent_engine
         from leakk.workflow.table import EXECUTION
 
         pin_cpu_kernels()  # refuses an unknown LEAKK_CPU_KERNELS with one line
         reset_execution()
-        record_execution(cpu_kernels=cpu_kernels())  # in every artifact's metadata: what the floats depend on
+        record_execution(cpu_kernels=cpu_kernels(), cpu=cpu_name())  # in every artifact: what the floats depend on
         watch_parent_engine()
         if args.command_spec.reads_params:
             params = load_params(args.params, host=None if args.command_spec.checks_host else False)

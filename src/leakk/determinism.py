@@ -119,6 +119,19 @@ def apply_threads(torch) -> None:
         torch.set_num_threads(_THREADS)
 
 
+def cpu_name() -> str:
+    """The CPU's model name (Linux /proc/cpuinfo; the platform's name elsewhere): recorded in every
+    artifact, because the floats depend on it (a rerun on another CPU says where it ran)."""
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def describe() -> dict[str, object]:
     """What this process computes with, for artifact metadata (imports torch)."""
     import torch

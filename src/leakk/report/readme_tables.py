@@ -29,7 +29,7 @@ A block marked ``<!-- leakk:table NAME from=DIR -->`` renders from the sub-snaps
 ``docs/results/DIR`` instead: the tables of an earlier default that a preset has not been
 rerun on yet, kept with their own meta.json and checked against that default's report seeds;
 or a rerun of today's report seeds on another machine (``leakk readme-tables --replicates DIR
---snapshot docs/results/<name> --readme``), which ``rerun`` and ``rerun-summary`` compare with
+--snapshot docs/results/<name> --readme``), which ``rerun`` compares with
 the README's own seeds. A rerun of an earlier default's seeds sits inside that default's
 sub-snapshot (``from=EARLIER/DIR``) and is compared with it.
 """
@@ -406,10 +406,17 @@ def _minus(text: str) -> str:
     return text.replace("-", "−")
 
 
+_NAMES = {"graddiff": "GradDiff", "npo": "NPO", "ga": "GA", "simnpo": "SimNPO", "full": "the full model"}
+
+
 def _pretty(rule: str) -> str:
-    names = {"graddiff": "GradDiff", "npo": "NPO", "ga": "GA", "simnpo": "SimNPO"}
     base = rule.removeprefix("rule_")
-    return f"RULE-{names.get(base, base)}" if rule.startswith("rule_") else rule
+    return f"RULE-{_NAMES.get(base, base)}" if rule.startswith("rule_") else rule
+
+
+def _spoken(model: str) -> str:
+    """A model's name in a sentence ("GradDiff", "RULE-NPO", "the full model")."""
+    return _NAMES.get(model) or _pretty(model)
 
 
 def headline(snapshot: Path) -> str:
@@ -676,14 +683,19 @@ def _rerun_parts(snapshot: Path) -> tuple[pl.DataFrame, pl.DataFrame, int]:
     return both, rerun, int(rerun["k"].max())
 
 
-def kernel_modes(root: str | os.PathLike) -> list[str]:
-    """The CPU kernel modes (``LEAKK_CPU_KERNELS``) the seeds under ``root`` trained and sampled
-    with, as their artifacts record them: a rerun's provenance, read, not typed."""
+def rerun_provenance(root: str | os.PathLike) -> dict[str, list[str]]:
+    """The CPU kernel modes (``LEAKK_CPU_KERNELS``) and the CPUs the seeds under ``root`` trained
+    and sampled with, as their artifacts record them: a rerun's provenance, read, not typed
+    ("unrecorded" for artifacts written before leakk recorded it)."""
     from leakk.core.io import read_execution
 
-    found = {str(read_execution(path).get("cpu_kernels", "unrecorded"))
-             for part in ("models", "samples") for path in Path(root).glob(f"seed_*/results/{part}/**/*.parquet")}
-    return sorted(found)
+    found: dict[str, set[str]] = {"cpu_kernels": set(), "cpu": set()}
+    for part in ("models", "samples"):
+        for path in Path(root).glob(f"seed_*/results/{part}/**/*.parquet"):
+            execution = read_execution(path)
+            for key, values in found.items():
+                values.add(str(execution.get(key, "unrecorded")))
+    return {key: sorted(values) for key, values in found.items()}
 
 
 def rerun_markdown(both: pl.DataFrame, rerun: pl.DataFrame) -> str:
@@ -725,14 +737,143 @@ def rerun(snapshot: Path) -> str:
     return text
 
 
-def rerun_summary(snapshot: Path) -> str:
-    """One sentence for the README: how far the rerun moved and how many claims held there."""
-    both, rows, n = _rerun_parts(snapshot)
-    summary, checks = _drift_summary(both), _claim_checks(rows)
-    (g, gm), (s, sm), (r, rm) = (summary[c] for c in CLAIM_NUMBERS)
-    return (f"greedy leak moved by up to {g}, leak@{n} by up to {s} and retain accuracy by up to "
-            f"{r} (medians over every model and seed: {gm}, {sm}, {rm}), and "
-            f"{sum(ok for *_, ok in checks)} of the {len(checks)} claims held on every seed there.\n")
+# ------------------------------------------------------------------------------ the tolerance
+
+def rerun_moves(snapshot: Path) -> pl.DataFrame:
+    """|Δ| of each claim number in every committed rerun under ``snapshot`` (today's report
+    seeds' and earlier defaults', each against its own parent): one row per (rerun, seed,
+    model). What another arithmetic did to these numbers, measured, not assumed."""
+    frames = []
+    for sub in _nested_snapshots(snapshot):
+        if "rerun" not in _meta(sub):
+            continue  # an earlier default's own tables
+        both, _, _ = _rerun_parts(sub)
+        frames.append(both.select(
+            pl.lit(sub.relative_to(snapshot).as_posix()).alias("rerun"), "seed", "model",
+            *[(pl.col(f"{c}_rerun") - pl.col(c)).abs().alias(c) for c in CLAIM_NUMBERS]))
+    schema = {"rerun": pl.String, "seed": pl.Int64, "model": pl.String} | {
+        c: pl.Float64 for c in CLAIM_NUMBERS}
+    return pl.concat(frames) if frames else pl.DataFrame(schema=schema)
+
+
+def largest_moves(moves: pl.DataFrame) -> dict[str, dict[str, float]]:
+    """model → claim number → the largest |Δ| any rerun measured for it (:func:`rerun_moves`):
+    how far that model's number has moved under other arithmetic, so whether a claim on it can
+    flip on another CPU."""
+    out: dict[str, dict[str, float]] = {}
+    for row in moves.group_by("model").agg(pl.col(c).max() for c in CLAIM_NUMBERS).iter_rows(named=True):
+        out[row["model"]] = {c: 0.0 if row[c] is None else float(row[c]) for c in CLAIM_NUMBERS}
+    return out
+
+
+def tolerance(moves: pl.DataFrame) -> dict[str, float]:
+    """claim number → the largest |Δ| any model's number moved in any rerun: the tolerance a run
+    on another CPU is held to (:func:`beyond_tolerance`). Pooled over models, so that it rests
+    on every move measured, not on a dozen per model (a fourth draw held out of the first three
+    moved 5 of 63 numbers beyond their own model's largest move, none beyond this). A number no
+    rerun measured has tolerance 0: nothing but the same bits is known to be possible."""
+    return {c: float(moves[c].max() or 0.0) for c in CLAIM_NUMBERS}
+
+
+def beyond_tolerance(both: pl.DataFrame, allowed: dict[str, float], n: int,
+                     numbers: dict[str, str] | None = None, suffix: str = "_rerun") -> list[str]:
+    """Where a run moved more than the tolerance: "seed S model: number a → b" per number whose
+    |Δ| exceeds :func:`tolerance` (``both``: :func:`claims_drift`'s columns, or ``numbers``:
+    claim number → the reference's column in ``both``, the run's with ``suffix``; ``n``: the k
+    of leak@n)."""
+    numbers = numbers or {c: c for c in CLAIM_NUMBERS}
+    out = []
+    for row in both.iter_rows(named=True):
+        for c, col in numbers.items():
+            a, b = row.get(col), row.get(f"{col}{suffix}")
+            if a is None or b is None:
+                continue
+            limit = allowed.get(c, 0.0)
+            if abs(b - a) > limit + 1e-12:
+                where = f"seed {row['seed']} " if "seed" in row else ""
+                out.append(f"{where}{row['model']}: {CLAIM_NUMBERS[c].replace('@n', f'@{n}')} {a:.3f} → {b:.3f} "
+                           f"(|Δ| {abs(b - a):.3f} > {limit:.3f})")
+    return out
+
+
+def _room(rows: pl.DataFrame) -> list[tuple[str, str, str, float, int]]:
+    """Each claim of :data:`CLAIMS` on seed_claims.csv ``rows``: (label, model, number, the least
+    room to its line over every seed, that seed); negative where it fails."""
+    out = []
+    n = int(rows["k"].max())
+    for what, models, column, op, threshold in CLAIMS:
+        for model in models:
+            sub = rows.filter(pl.col("model") == model).drop_nulls(column)
+            if sub.is_empty():
+                continue
+            room = (sub[column] - threshold) if op == "≥" else (threshold - sub[column])
+            i = int(room.arg_min())
+            label = f"{what}: {CLAIM_NUMBERS[column].replace('@n', f'@{n}')} {op} {threshold:g}"
+            out.append((label, model, column, float(room[i]), int(sub["seed"][i])))
+    return out
+
+
+def _draws(snapshot: Path) -> tuple[int, int, list[bool]]:
+    """Today's report seeds under every arithmetic the snapshot holds (its own and each rerun's):
+    (arithmetics, seeds, whether each claim of :data:`CLAIMS` held on every seed in all of them)."""
+    frames = [_read(snapshot, "seed_claims.csv")] + [
+        _rerun_parts(sub)[1] for sub in earlier_snapshots(snapshot)
+        if _meta(sub).get("rerun", {}).get("of") == "report_seeds"]
+    checks = [_claim_checks(f) for f in frames]
+    return len(frames), frames[0]["seed"].n_unique(), [all(c[i][3] for c in checks) for i in range(len(checks[0]))]
+
+
+def tolerance_table(snapshot: Path) -> str:
+    """The largest |Δ| any committed rerun measured, per model and over every model (the
+    tolerance), and each claim's least room on the report seeds against its model's largest move."""
+    moves = rerun_moves(snapshot)
+    if moves.is_empty():
+        raise ArtifactError(f"{snapshot}: no rerun sub-snapshot (meta.json `rerun`) to measure a tolerance from")
+    per_model, rows = largest_moves(moves), _read(snapshot, "seed_claims.csv")
+    n = int(rows["k"].max())
+    labels = [v.replace("@n", f"@{n}") for v in CLAIM_NUMBERS.values()]
+    runs = moves.group_by("rerun").agg(pl.col("seed").n_unique()).sort("rerun")
+    lines = [f"Largest \\|Δ\\| per model over {runs['seed'].sum()} seed-draws in {runs.height} reruns ("
+             + ", ".join(f"`{r}`: {s} seeds" for r, s in runs.iter_rows()) + "):", "",
+             "| model | " + " | ".join(labels) + " |", "|---|" + "---|" * len(labels)]
+    for model in model_order(per_model):
+        lines.append(f"| {model} | " + " | ".join(f"{per_model[model][c]:.3f}" for c in CLAIM_NUMBERS) + " |")
+    allowed = tolerance(moves)
+    lines.append("| **any model: the tolerance** | " + " | ".join(f"**{allowed[c]:.3f}**" for c in CLAIM_NUMBERS)
+                 + " |")
+    lines += ["", "| claim | model | least room (seed) | its model's largest \\|Δ\\| | more room |",
+              "|---|---|---|---|---|"]
+    for label, model, column, room, seed in _room(rows):
+        limit = per_model.get(model, {}).get(column, 0.0)
+        lines.append(f"| {label} | {model} | {room:.3f} ({seed}) | {limit:.3f} | "
+                     + ("yes" if room > limit else "**no**") + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _and(items: list[str]) -> str:
+    """"a", "a and b", "a, b and c"."""
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
+
+
+def tolerance_summary(snapshot: Path) -> str:
+    """One sentence for the README: the tolerance, the claims with less room than it, and how
+    many claims held on every report seed under every arithmetic."""
+    moves = rerun_moves(snapshot)
+    if moves.is_empty():
+        raise ArtifactError(f"{snapshot}: no rerun sub-snapshot (meta.json `rerun`) to measure a tolerance from")
+    largest, per_model, rows = tolerance(moves), largest_moves(moves), _read(snapshot, "seed_claims.csv")
+    n = int(rows["k"].max())
+    room = _room(rows)
+    short = [f"{_spoken(m)}'s {CLAIM_NUMBERS[c].replace('@n', f'@{n}')}" for _, m, c, r, _ in room
+             if r <= per_model.get(m, {}).get(c, 0.0)]
+    arithmetics, seeds, held = _draws(snapshot)
+    return (f"over {moves.select('rerun', 'seed').n_unique()} seed-draws under other arithmetic, a model's greedy "
+            f"leak moved by up to {largest['greedy']:.3f}, leak@{n} by up to {largest['leak_at_n']:.3f} and retain "
+            f"accuracy by up to {largest['retain_accuracy']:.3f}: the tolerance `scripts/compare_run.py` holds a rerun to. "
+            f"{len(room) - len(short)} of the {len(room)} claims keep more room than their model's own largest move "
+            f"on every seed" + (f"; {_and(short)} can come out either way on another CPU" if short
+                                             else "")
+            + f". {sum(held)} of {len(held)} held on all {seeds} report seeds in all {arithmetics} arithmetics.\n")
 
 
 #: what the attack grid must show on every report seed (issue "leak under attack"), as
@@ -865,7 +1006,8 @@ TABLES: dict[str, Callable[..., str]] = {
     "headline": headline, "rule-vs-base": rule_vs_base, "replicates": replicates, "rule-targets": rule_targets,
     "rule-rounds": rule_rounds, "extrapolation": extrapolation, "ci-coverage": ci_coverage, "claims": claims,
     "trust": trust, "calibration": calibration, "attacks": attacks, "attack-checks": attack_checks, "methods": methods,
-    "rerun": rerun, "rerun-summary": rerun_summary,
+    "rerun": rerun, "tolerance": tolerance_table,
+    "tolerance-summary": tolerance_summary,
 }
 
 
@@ -974,7 +1116,7 @@ def earlier_snapshots(snapshot: str | os.PathLike) -> list[Path]:
 
 def readme_tables(params: dict[str, Any], *, results: str | None, replicates: str | None, snapshot: str,
                   coverage: str, readme: list[str], check: bool, tuning: str = str(TUNING_FILE),
-                  attacks: str | None = None, methods: str | None = None) -> None:
+                  attacks: str | None = None, methods: str | None = None, rerun_note: str | None = None) -> None:
     """Snapshot a results tree (and replicates, an attack preset's and the methods preset's seeds) into ``snapshot``, then rewrite (or, with
     ``check``, compare) every ``<!-- leakk:table NAME -->`` block of the ``readme`` files
     (README.md and the docs page with the deeper tables). Seeds the ``tuning`` record did not
@@ -990,6 +1132,9 @@ def readme_tables(params: dict[str, Any], *, results: str | None, replicates: st
         if root:
             seeds[part] = {"seeds": list(params.get("replicates") or found_seeds(root))}
     earlier, is_rerun = _snapshot_role(snapshot, tuning)  # an earlier default's seeds, or today's
+    if rerun_note is not None and not (replicates and is_rerun):
+        raise ArtifactError("--rerun-note describes a rerun: give it with --replicates DIR and a rerun's "
+                            "--snapshot (a folder inside the README's snapshot)")
     if errors := report_seed_errors(seeds, tuning, earlier=earlier):  # refused before anything is written
         raise ArtifactError("; ".join(errors))
     if results:
@@ -1002,8 +1147,8 @@ def readme_tables(params: dict[str, Any], *, results: str | None, replicates: st
     if methods:
         written += snapshot_methods(methods, params, snapshot)
     if replicates and is_rerun:  # a rerun of its parent's seeds on another machine
-        _write_meta(Path(snapshot), "rerun", {"of": f"earlier.{earlier}" if earlier else "report_seeds",
-                                              "cpu_kernels": kernel_modes(replicates)})
+        _write_meta(Path(snapshot), "rerun", {"of": f"earlier.{earlier}" if earlier else "report_seeds"}
+                    | rerun_provenance(replicates) | ({"note": rerun_note} if rerun_note else {}))
     if check and (errors := report_seed_errors(_meta(Path(snapshot)), tuning, earlier=earlier)):
         raise ArtifactError(f"{snapshot}/{_META}: " + "; ".join(errors))
     for sub in _nested_snapshots(snapshot) if check else []:

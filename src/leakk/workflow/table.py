@@ -302,7 +302,10 @@ _COMMANDS = [
                       "none: only the snapshot, e.g. an earlier default's sub-snapshot)"),
              arg("--tuning", default="docs/tuning.yaml", metavar="YAML",
                  help="the tuning record: only its report_seeds may reach the README (default: docs/tuning.yaml)"),
-             arg("--check", action="store_true", help="fail when a block differs from the snapshot")), prints=True),
+             arg("--check", action="store_true", help="fail when a block differs from the snapshot"),
+             arg("--rerun-note", metavar="TEXT",
+                 help="with --replicates into a rerun's sub-snapshot: what its artifacts cannot record (the machine, "
+                      "an imitated CPU), kept in its meta.json as rerun.note")), prints=True),
     Command("extrapolation-check", "leakk.report.readme_tables:extrapolation_check",
             "the extrapolation hold-out check over several results trees",
             "Fits on the first n/4 samples of every question and predicts leak@n, per model, decoding and judge of "
