@@ -16,9 +16,10 @@ largest difference, and whether every number is bit for bit the same. The run mu
 snapshot's seed (meta.json ``run.seed``) and params; on another CPU the floats may differ
 (docs/workflow.md, "The same numbers on another machine"), and this prints by how much.
 
-Either way it then holds the run to the README's stated tolerance: per model, the largest move
-of greedy leak, leak@n and retain accuracy that any rerun committed under the snapshot measured
-(``readme_tables.tolerance``; leak@1 is printed, not held to it: no rerun records it). Exit
+Either way a run that is not bit for bit the snapshot is then held to the README's stated
+tolerance: the largest move of greedy leak, leak@n and retain accuracy that any rerun committed
+under the snapshot measured, over every model (``readme_tables.tolerance``; leak@1 is printed,
+not held to it: no rerun records it); a number one side lacks counts as beyond it. Exit
 status 0 when the run reproduces the snapshot bit for bit or within that tolerance (it says
 which), 1 when some number moved more (each is named: commit the rerun, and the tolerance
 widens), 2 on bad input.
@@ -58,8 +59,9 @@ def _numbers(snapshot: Path) -> pl.DataFrame:
 
 
 def compare_replicates(root: Path, snapshot: Path, params: dict) -> int:
-    """Every seed's claim numbers of ``root`` against the snapshot's seed_claims.csv (0: bit for
-    bit the same, 1: some number moved), as the README's ``rerun`` table shows them."""
+    """Every seed's claim numbers of ``root`` against the snapshot's seed_claims.csv, as the
+    README's ``rerun`` table shows them (0: bit for bit the same or within the stated tolerance,
+    1: some number moved beyond it, or one side lacks it)."""
     params = dict(params)
     params.pop("replicates", None)  # the seeds the folder holds, whatever the params file lists
     with tempfile.TemporaryDirectory() as tmp:  # never the committed snapshot or claim file
@@ -109,7 +111,10 @@ def main(argv: list[str] | None = None) -> int:
     params_file = Path(args.params) if args.params else next(
         (p for p in (results.parent / "params.yaml", Path("params.yaml")) if p.is_file()), Path("params.yaml"))
     try:
-        seed = json.loads((snapshot / "meta.json").read_text())["run"]["seed"]
+        if "run" not in (meta := json.loads((snapshot / "meta.json").read_text())):
+            raise LeakkError(f"{snapshot}/meta.json holds no run (a rerun's sub-snapshot holds seeds: "
+                             "compare a `leakk replicates` folder with --replicates)")
+        seed = meta["run"]["seed"]
         if (results / "headline.csv").is_file():  # another snapshot, e.g. from an older version's run
             if (other := json.loads((results / "meta.json").read_text())["run"]["seed"]) != seed:
                 raise LeakkError(f"{results} holds seed {other}, {snapshot} seed {seed}")
@@ -122,12 +127,15 @@ def main(argv: list[str] | None = None) -> int:
                 snapshot_run(results, params, tmp)
                 mine = _numbers(Path(tmp))
         theirs = _numbers(snapshot)
-        allowed = tolerance(rerun_moves(snapshot))
-    except (LeakkError, OSError, KeyError) as err:
+        if mine.columns != theirs.columns:
+            raise LeakkError(f"the run's numbers ({', '.join(mine.columns[1:])}) are not the snapshot's "
+                             f"({', '.join(theirs.columns[1:])}): not comparable")
+        identical = theirs.equals(mine)
+        allowed = None if identical else tolerance(rerun_moves(snapshot))
+    except (LeakkError, OSError, KeyError, pl.exceptions.PolarsError) as err:
         print(f"compare_run: {err}", file=sys.stderr)
         return 2
     both = theirs.join(mine, on="model", how="full", coalesce=True, suffix="_run")
-    identical = theirs.equals(mine)
     value_cols = [c for c in theirs.columns if c != "model"]
     print(f"seed {seed}: {snapshot} → {results}" + (" (bit for bit identical)" if identical else ""))
     print("| model | " + " | ".join(value_cols) + " | largest \\|Δ\\| |")
@@ -140,9 +148,9 @@ def main(argv: list[str] | None = None) -> int:
     if identical:
         return 0
     leak_at_n = [c for c in value_cols if c.startswith("leak@")][-1]  # the claims' leak@n
-    held = {"greedy": "greedy", "leak_at_n": leak_at_n, "retain_accuracy": "retain"}
+    columns = {"greedy": "greedy", "leak_at_n": leak_at_n, "retain_accuracy": "retain"}
     n = int(leak_at_n.removeprefix("leak@"))
-    return verdict(beyond_tolerance(both, allowed, n, held, suffix="_run"), snapshot)
+    return verdict(beyond_tolerance(both, allowed, n, columns, suffix="_run"), snapshot)
 
 
 if __name__ == "__main__":

@@ -42,7 +42,7 @@ import os
 import re
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import polars as pl
 
@@ -601,33 +601,55 @@ CLAIMS: tuple[tuple[str, tuple[str, ...], str, str, float], ...] = (
 )
 
 
-def _claim_checks(rows: pl.DataFrame) -> list[tuple[str, str, list[str], bool]]:
-    """Each (claim, model) of :data:`CLAIMS` on seed_claims.csv rows: its label, the model, a
-    cell per seed (✗ where it fails) and whether it holds on every seed."""
+#: the claims table's numbers (seed_claims.csv columns) a rerun is compared on, and their labels
+CLAIM_NUMBERS = {"greedy": "greedy leak", "leak_at_n": "leak@n", "retain_accuracy": "retain accuracy"}
+
+
+def _label(column: str, n: int) -> str:
+    """A claim number's label, leak@n with its n ("leak@64")."""
+    return CLAIM_NUMBERS[column].replace("@n", f"@{n}")
+
+
+class ClaimCheck(NamedTuple):
+    """One (claim, model) of :data:`CLAIMS` on seed_claims.csv rows."""
+    label: str                # "greedy says forgotten: greedy leak ≤ 0.15"
+    model: str
+    column: str               # the seed_claims.csv number it checks
+    cells: list[str]          # per seed: the value, ✗ where it fails, – where missing
+    holds: bool               # on every seed (a missing value fails)
+    room: float | None        # the least distance to the line over the seeds (None: a seed lacks it)
+    room_seed: int | None     # where that least room is
+
+
+def _claim_checks(rows: pl.DataFrame) -> list[ClaimCheck]:
+    """Each (claim, model) of :data:`CLAIMS` on seed_claims.csv rows (:class:`ClaimCheck`)."""
     seeds = sorted(rows["seed"].unique().to_list())
     value = {(r["seed"], r["model"]): r for r in rows.iter_rows(named=True)}
     n = int(rows["k"].max())
     out = []
     for what, models, column, op, threshold in CLAIMS:
-        label = {"greedy": "greedy leak", "leak_at_n": f"leak@{n}", "retain_accuracy": "retain accuracy"}[column]
         for model in models:
-            cells, ok = [], True
+            cells, rooms = [], []
             for s in seeds:
                 x = (value.get((s, model)) or {}).get(column)
-                good = x is not None and (x >= threshold if op == "≥" else x <= threshold)
-                ok &= good
-                cells.append("–" if x is None else f"{x:.2f}" + ("" if good else " ✗"))
-            out.append((f"{what}: {label} {op} {threshold:g}", model, cells, ok))
+                room = None if x is None else (x - threshold if op == "≥" else threshold - x)
+                rooms.append((room, s))
+                cells.append("–" if x is None else f"{x:.2f}" + ("" if room >= 0 else " ✗"))
+            known = [r for r in rooms if r[0] is not None]
+            least = min(known) if known and len(known) == len(rooms) else (None, None)
+            holds = bool(rooms) and all(r is not None and r >= 0 for r, _ in rooms)
+            out.append(ClaimCheck(f"{what}: {_label(column, n)} {op} {threshold:g}", model, column, cells, holds,
+                                  *least))
     return out
 
 
-def _claims_lines(rows: pl.DataFrame, checks: list[tuple[str, str, list[str], bool]]) -> list[str]:
+def _claims_lines(rows: pl.DataFrame, checks: list[ClaimCheck]) -> list[str]:
     """The claims table's Markdown lines for seed_claims.csv ``rows`` and their :func:`_claim_checks`."""
     seeds = sorted(rows["seed"].unique().to_list())
     return (["| claim | model | " + " | ".join(f"seed {s}" for s in seeds) + " | holds |",
              "|---|---|" + "---|" * len(seeds) + "---|"]
-            + [f"| {label} | {model} | " + " | ".join(cells) + " | " + ("yes" if ok else "**no**") + " |"
-               for label, model, cells, ok in checks])
+            + [f"| {c.label} | {c.model} | " + " | ".join(c.cells) + " | " + ("yes" if c.holds else "**no**") + " |"
+               for c in checks])
 
 
 def claims(snapshot: Path) -> str:
@@ -635,10 +657,6 @@ def claims(snapshot: Path) -> str:
     claim fails, and a verdict per claim (it holds only if it holds on every seed)."""
     rows = _read(snapshot, "seed_claims.csv")
     return "\n".join(_claims_lines(rows, _claim_checks(rows))) + "\n"
-
-
-#: the claims table's numbers (seed_claims.csv columns) a rerun is compared on, and their labels
-CLAIM_NUMBERS = {"greedy": "greedy leak", "leak_at_n": "leak@n", "retain_accuracy": "retain accuracy"}
 
 
 def claims_drift(reference: pl.DataFrame, rerun: pl.DataFrame) -> pl.DataFrame:
@@ -651,7 +669,12 @@ def claims_drift(reference: pl.DataFrame, rerun: pl.DataFrame) -> pl.DataFrame:
     keys = ["seed", "model"]
     numbers = {c: pl.Float64 for c in CLAIM_NUMBERS}  # an all-empty CSV column reads as text
     reference = reference.filter(pl.col("seed").is_in(rerun["seed"].unique().to_list())).cast(numbers)
-    return reference.join(rerun.cast(numbers), on=keys, how="full", coalesce=True, suffix="_rerun").sort(keys)
+    both = reference.join(rerun.cast(numbers), on=keys, how="full", coalesce=True, suffix="_rerun").sort(keys)
+    if (other_k := both.filter(pl.col("k") != pl.col("k_rerun"))).height:  # leak@32 is no leak@64
+        row = other_k.row(0, named=True)
+        raise ArtifactError(f"the rerun's leak@n is at n = {row['k_rerun']} where the reference's is at n = {row['k']} "
+                            f"(seed {row['seed']}, {row['model']}): its numbers are not comparable")
+    return both
 
 
 def _drift_summary(both: pl.DataFrame) -> dict[str, tuple[str, str]]:
@@ -668,8 +691,8 @@ def _drift_summary(both: pl.DataFrame) -> dict[str, tuple[str, str]]:
 RERUN_MATCH = ("judge", "decoding", "n")
 
 
-def _rerun_parts(snapshot: Path) -> tuple[pl.DataFrame, pl.DataFrame, int]:
-    """(the drift frame, the rerun's rows, n) of a rerun sub-snapshot against its parent."""
+def _rerun_parts(snapshot: Path) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(the drift frame, the rerun's rows) of a rerun sub-snapshot against its parent."""
     mine, theirs = (_meta(p).get("replicates", {}) for p in (snapshot, snapshot.parent))
     if differ := [k for k in RERUN_MATCH if mine.get(k) != theirs.get(k)]:
         raise ArtifactError(f"{snapshot}: the rerun's {', '.join(differ)} ({[mine.get(k) for k in differ]}) differ "
@@ -680,7 +703,7 @@ def _rerun_parts(snapshot: Path) -> tuple[pl.DataFrame, pl.DataFrame, int]:
     except ArtifactError as err:
         raise ArtifactError(f"{snapshot}: {err}; a rerun of other report seeds is stale: rerun today's report "
                             "seeds on that machine, or remove the folder") from None
-    return both, rerun, int(rerun["k"].max())
+    return both, rerun
 
 
 def rerun_provenance(root: str | os.PathLike) -> dict[str, list[str]]:
@@ -702,7 +725,7 @@ def rerun_markdown(both: pl.DataFrame, rerun: pl.DataFrame) -> str:
     """Every (seed, model)'s claim numbers, reference → rerun, each row's largest |Δ|, the
     largest and median |Δ| of each number, and the claims table as the rerun gives it."""
     n = int(rerun["k"].max())
-    labels = [v.replace("@n", f"@{n}") for v in CLAIM_NUMBERS.values()]
+    labels = [_label(c, n) for c in CLAIM_NUMBERS]
     lines = ["| seed | model | " + " | ".join(labels) + " | largest \\|Δ\\| |",
              "|---|---|" + "---|" * (len(labels) + 1)]
     for row in both.iter_rows(named=True):
@@ -715,7 +738,7 @@ def rerun_markdown(both: pl.DataFrame, rerun: pl.DataFrame) -> str:
         f"{label} largest {summary[c][0]}, median {summary[c][1]}" for c, label in zip(CLAIM_NUMBERS, labels))
         + ".", ""]
     checks = _claim_checks(rerun)
-    lines += [f"The claims on the rerun ({sum(ok for *_, ok in checks)} of {len(checks)} hold on every seed):", ""]
+    lines += [f"The claims on the rerun ({sum(c.holds for c in checks)} of {len(checks)} hold on every seed):", ""]
     return "\n".join(lines + _claims_lines(rerun, checks)) + "\n"
 
 
@@ -725,7 +748,7 @@ def rerun(snapshot: Path) -> str:
     default's), and how many of the rerun's extrapolation rows the parent's claim covers."""
     from leakk.stats.extrapolate import error_claim
 
-    both, rows, _ = _rerun_parts(snapshot)
+    both, rows = _rerun_parts(snapshot)
     text = rerun_markdown(both, rows)
     if (snapshot / "extrapolation_errors.csv").is_file() and (snapshot.parent / "extrapolation_errors.csv").is_file():
         bound = error_claim(_read(snapshot.parent, "extrapolation_errors.csv"))["abs_error"]
@@ -742,28 +765,37 @@ def rerun(snapshot: Path) -> str:
 def rerun_moves(snapshot: Path) -> pl.DataFrame:
     """|Δ| of each claim number in every committed rerun under ``snapshot`` (today's report
     seeds' and earlier defaults', each against its own parent): one row per (rerun, seed,
-    model). What another arithmetic did to these numbers, measured, not assumed."""
+    model), null where one side lacks the number. What another arithmetic did to these numbers,
+    measured, not assumed. Only reruns at the snapshot's judge, decoding and n are pooled: an
+    earlier default's leak@32 says nothing about today's leak@64."""
+    today = _meta(snapshot).get("replicates", {})
     frames = []
     for sub in _nested_snapshots(snapshot):
-        if "rerun" not in _meta(sub):
-            continue  # an earlier default's own tables
-        both, _, _ = _rerun_parts(sub)
+        if "rerun" not in _meta(sub) or any(_meta(sub.parent).get("replicates", {}).get(k) != today.get(k)
+                                            for k in RERUN_MATCH):
+            continue  # an earlier default's own tables, or a rerun of numbers of another kind
+        both, _ = _rerun_parts(sub)
         frames.append(both.select(
             pl.lit(sub.relative_to(snapshot).as_posix()).alias("rerun"), "seed", "model",
             *[(pl.col(f"{c}_rerun") - pl.col(c)).abs().alias(c) for c in CLAIM_NUMBERS]))
-    schema = {"rerun": pl.String, "seed": pl.Int64, "model": pl.String} | {
-        c: pl.Float64 for c in CLAIM_NUMBERS}
+    schema = {"rerun": pl.String, "seed": pl.Int64, "model": pl.String} | {c: pl.Float64 for c in CLAIM_NUMBERS}
     return pl.concat(frames) if frames else pl.DataFrame(schema=schema)
 
 
-def largest_moves(moves: pl.DataFrame) -> dict[str, dict[str, float]]:
-    """model → claim number → the largest |Δ| any rerun measured for it (:func:`rerun_moves`):
-    how far that model's number has moved under other arithmetic, so whether a claim on it can
-    flip on another CPU."""
-    out: dict[str, dict[str, float]] = {}
-    for row in moves.group_by("model").agg(pl.col(c).max() for c in CLAIM_NUMBERS).iter_rows(named=True):
-        out[row["model"]] = {c: 0.0 if row[c] is None else float(row[c]) for c in CLAIM_NUMBERS}
-    return out
+def _measured_moves(snapshot: Path) -> pl.DataFrame:
+    """:func:`rerun_moves`, refused when no rerun is committed (there is no tolerance to state)."""
+    moves = rerun_moves(snapshot)
+    if moves.is_empty():
+        raise ArtifactError(f"{snapshot}: no rerun sub-snapshot (meta.json `rerun`) to measure a tolerance from")
+    return moves
+
+
+def largest_moves(moves: pl.DataFrame) -> dict[str, dict[str, float | None]]:
+    """model → claim number → the largest |Δ| any rerun measured for it (:func:`rerun_moves`;
+    None where none did): how far that model's number has moved under other arithmetic, so
+    whether a claim on it can flip on another CPU."""
+    rows = moves.group_by("model").agg(pl.col(c).max() for c in CLAIM_NUMBERS).iter_rows(named=True)
+    return {row["model"]: {c: row[c] for c in CLAIM_NUMBERS} for row in rows}
 
 
 def tolerance(moves: pl.DataFrame) -> dict[str, float]:
@@ -775,42 +807,52 @@ def tolerance(moves: pl.DataFrame) -> dict[str, float]:
     return {c: float(moves[c].max() or 0.0) for c in CLAIM_NUMBERS}
 
 
+def widest(moves: pl.DataFrame) -> dict[str, str]:
+    """claim number → the rerun that measured its tolerance (the first, if several tie)."""
+    return {c: moves.sort(["rerun", "seed", "model"]).filter(pl.col(c) == pl.col(c).max())["rerun"][0]
+            for c in CLAIM_NUMBERS if moves[c].max() is not None}
+
+
 def beyond_tolerance(both: pl.DataFrame, allowed: dict[str, float], n: int,
-                     numbers: dict[str, str] | None = None, suffix: str = "_rerun") -> list[str]:
-    """Where a run moved more than the tolerance: "seed S model: number a → b" per number whose
-    |Δ| exceeds :func:`tolerance` (``both``: :func:`claims_drift`'s columns, or ``numbers``:
-    claim number → the reference's column in ``both``, the run's with ``suffix``; ``n``: the k
-    of leak@n)."""
-    numbers = numbers or {c: c for c in CLAIM_NUMBERS}
+                     columns: dict[str, str] | None = None, suffix: str = "_rerun") -> list[str]:
+    """Where a run moved more than the tolerance, or lacks a number the reference has (or the
+    other way round): "seed S model: number a → b" per such number (``both``:
+    :func:`claims_drift`'s columns, or ``columns``: claim number → the reference's column in
+    ``both``, the run's with ``suffix``; ``n``: the k of leak@n)."""
+    columns = columns or {c: c for c in CLAIM_NUMBERS}
     out = []
     for row in both.iter_rows(named=True):
-        for c, col in numbers.items():
+        where = f"seed {row['seed']} " if "seed" in row else ""
+        for c, col in columns.items():
             a, b = row.get(col), row.get(f"{col}{suffix}")
+            if a is None and b is None:
+                continue
             if a is None or b is None:
+                out.append(f"{where}{row['model']}: {_label(c, n)} "
+                           + ("missing from the run" if b is None else "not in the reference"))
                 continue
             limit = allowed.get(c, 0.0)
             if abs(b - a) > limit + 1e-12:
-                where = f"seed {row['seed']} " if "seed" in row else ""
-                out.append(f"{where}{row['model']}: {CLAIM_NUMBERS[c].replace('@n', f'@{n}')} {a:.3f} → {b:.3f} "
+                out.append(f"{where}{row['model']}: {_label(c, n)} {a:.3f} → {b:.3f} "
                            f"(|Δ| {abs(b - a):.3f} > {limit:.3f})")
     return out
 
 
-def _room(rows: pl.DataFrame) -> list[tuple[str, str, str, float, int]]:
-    """Each claim of :data:`CLAIMS` on seed_claims.csv ``rows``: (label, model, number, the least
-    room to its line over every seed, that seed); negative where it fails."""
-    out = []
-    n = int(rows["k"].max())
-    for what, models, column, op, threshold in CLAIMS:
-        for model in models:
-            sub = rows.filter(pl.col("model") == model).drop_nulls(column)
-            if sub.is_empty():
-                continue
-            room = (sub[column] - threshold) if op == "≥" else (threshold - sub[column])
-            i = int(room.arg_min())
-            label = f"{what}: {CLAIM_NUMBERS[column].replace('@n', f'@{n}')} {op} {threshold:g}"
-            out.append((label, model, column, float(room[i]), int(sub["seed"][i])))
-    return out
+def _three(x: float | None) -> str:
+    """A move to three decimals, "–" when none was measured."""
+    return "–" if x is None else f"{x:.3f}"
+
+
+def _and(items: list[str]) -> str:
+    """"a", "a and b", "a, b and c"."""
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
+
+
+def _fragile(checks: list[ClaimCheck], per_model: dict[str, dict[str, float | None]]) -> list[bool]:
+    """Per claim: whether it can come out either way on another CPU (its least room on the
+    report seeds is no more than its model's largest move, or either is unknown)."""
+    return [c.room is None or (move := per_model.get(c.model, {}).get(c.column)) is None or c.room <= move
+            for c in checks]
 
 
 def _draws(snapshot: Path) -> tuple[int, int, list[bool]]:
@@ -820,59 +862,51 @@ def _draws(snapshot: Path) -> tuple[int, int, list[bool]]:
         _rerun_parts(sub)[1] for sub in earlier_snapshots(snapshot)
         if _meta(sub).get("rerun", {}).get("of") == "report_seeds"]
     checks = [_claim_checks(f) for f in frames]
-    return len(frames), frames[0]["seed"].n_unique(), [all(c[i][3] for c in checks) for i in range(len(checks[0]))]
+    return len(frames), frames[0]["seed"].n_unique(), [all(c[i].holds for c in checks) for i in range(len(checks[0]))]
 
 
 def tolerance_table(snapshot: Path) -> str:
     """The largest |Δ| any committed rerun measured, per model and over every model (the
-    tolerance), and each claim's least room on the report seeds against its model's largest move."""
-    moves = rerun_moves(snapshot)
-    if moves.is_empty():
-        raise ArtifactError(f"{snapshot}: no rerun sub-snapshot (meta.json `rerun`) to measure a tolerance from")
+    tolerance, with the rerun that measured it), and each claim's least room on the report
+    seeds against its model's largest move."""
+    moves = _measured_moves(snapshot)
     per_model, rows = largest_moves(moves), _read(snapshot, "seed_claims.csv")
     n = int(rows["k"].max())
-    labels = [v.replace("@n", f"@{n}") for v in CLAIM_NUMBERS.values()]
     runs = moves.group_by("rerun").agg(pl.col("seed").n_unique()).sort("rerun")
     lines = [f"Largest \\|Δ\\| per model over {runs['seed'].sum()} seed-draws in {runs.height} reruns ("
              + ", ".join(f"`{r}`: {s} seeds" for r, s in runs.iter_rows()) + "):", "",
-             "| model | " + " | ".join(labels) + " |", "|---|" + "---|" * len(labels)]
+             "| model | " + " | ".join(_label(c, n) for c in CLAIM_NUMBERS) + " |", "|---|" + "---|" * len(CLAIM_NUMBERS)]
     for model in model_order(per_model):
-        lines.append(f"| {model} | " + " | ".join(f"{per_model[model][c]:.3f}" for c in CLAIM_NUMBERS) + " |")
-    allowed = tolerance(moves)
-    lines.append("| **any model: the tolerance** | " + " | ".join(f"**{allowed[c]:.3f}**" for c in CLAIM_NUMBERS)
-                 + " |")
+        lines.append(f"| {model} | " + " | ".join(_three(per_model[model][c]) for c in CLAIM_NUMBERS) + " |")
+    allowed, source = tolerance(moves), widest(moves)
+    lines.append("| **any model: the tolerance** | " + " | ".join(f"**{allowed[c]:.3f}** (`{source.get(c, '–')}`)"
+                                                                  for c in CLAIM_NUMBERS) + " |")
     lines += ["", "| claim | model | least room (seed) | its model's largest \\|Δ\\| | more room |",
               "|---|---|---|---|---|"]
-    for label, model, column, room, seed in _room(rows):
-        limit = per_model.get(model, {}).get(column, 0.0)
-        lines.append(f"| {label} | {model} | {room:.3f} ({seed}) | {limit:.3f} | "
-                     + ("yes" if room > limit else "**no**") + " |")
+    checks = _claim_checks(rows)
+    for c, fragile in zip(checks, _fragile(checks, per_model)):
+        room = "–" if c.room is None else f"{c.room:.3f} ({c.room_seed})"
+        move = _three(per_model.get(c.model, {}).get(c.column))
+        lines.append(f"| {c.label} | {c.model} | {room} | {move} | " + ("**no**" if fragile else "yes") + " |")
     return "\n".join(lines) + "\n"
 
 
-def _and(items: list[str]) -> str:
-    """"a", "a and b", "a, b and c"."""
-    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
-
-
 def tolerance_summary(snapshot: Path) -> str:
-    """One sentence for the README: the tolerance, the claims with less room than it, and how
-    many claims held on every report seed under every arithmetic."""
-    moves = rerun_moves(snapshot)
-    if moves.is_empty():
-        raise ArtifactError(f"{snapshot}: no rerun sub-snapshot (meta.json `rerun`) to measure a tolerance from")
-    largest, per_model, rows = tolerance(moves), largest_moves(moves), _read(snapshot, "seed_claims.csv")
+    """One sentence for the README: the tolerance, the claims with less room than their model's
+    largest move, and how many claims held on every report seed under every arithmetic."""
+    moves = _measured_moves(snapshot)
+    largest, source, rows = tolerance(moves), widest(moves), _read(snapshot, "seed_claims.csv")
     n = int(rows["k"].max())
-    room = _room(rows)
-    short = [f"{_spoken(m)}'s {CLAIM_NUMBERS[c].replace('@n', f'@{n}')}" for _, m, c, r, _ in room
-             if r <= per_model.get(m, {}).get(c, 0.0)]
+    checks = _claim_checks(rows)
+    fragile = [f"{_spoken(c.model)}'s {_label(c.column, n)}"
+               for c, f in zip(checks, _fragile(checks, largest_moves(moves))) if f]
     arithmetics, seeds, held = _draws(snapshot)
     return (f"over {moves.select('rerun', 'seed').n_unique()} seed-draws under other arithmetic, a model's greedy "
             f"leak moved by up to {largest['greedy']:.3f}, leak@{n} by up to {largest['leak_at_n']:.3f} and retain "
-            f"accuracy by up to {largest['retain_accuracy']:.3f}: the tolerance `scripts/compare_run.py` holds a rerun to. "
-            f"{len(room) - len(short)} of the {len(room)} claims keep more room than their model's own largest move "
-            f"on every seed" + (f"; {_and(short)} can come out either way on another CPU" if short
-                                             else "")
+            f"accuracy by up to {largest['retain_accuracy']:.3f} (in {_and(sorted(f'`{r}`' for r in set(source.values())))}): "
+            f"the tolerance `scripts/compare_run.py` holds a rerun to. {len(checks) - len(fragile)} of the {len(checks)} claims keep more room than their model's own "
+            f"largest move on every seed" + (f"; {_and(fragile)} can come out either way on another CPU" if fragile
+                                              else "")
             + f". {sum(held)} of {len(held)} held on all {seeds} report seeds in all {arithmetics} arithmetics.\n")
 
 
