@@ -54,19 +54,23 @@ def mode() -> str:
     return os.environ.get(ENV, "portable").strip().lower() or "portable"
 
 
+def _cpuinfo(field: str) -> str | None:
+    """The first ``field`` line's value in /proc/cpuinfo ("flags", "model name"; None off Linux)."""
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
+            for line in f:
+                if line.startswith(field):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return None
+
+
 def _has_avx2() -> bool:
     """Whether this CPU runs AVX2 + FMA code (Linux /proc/cpuinfo; False elsewhere, so nothing is pinned)."""
     if platform.machine().lower() not in ("x86_64", "amd64"):
         return False
-    try:
-        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    flags = set(line.split(":", 1)[1].split())
-                    return {"avx2", "fma"} <= flags
-    except OSError:
-        pass
-    return False
+    return {"avx2", "fma"} <= set((_cpuinfo("flags") or "").split())
 
 
 def apply() -> dict[str, str]:
@@ -122,14 +126,7 @@ def apply_threads(torch) -> None:
 def cpu_name() -> str:
     """The CPU's model name (Linux /proc/cpuinfo; the platform's name elsewhere): recorded in every
     artifact, because the floats depend on it (a rerun on another CPU says where it ran)."""
-    try:
-        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+    return _cpuinfo("model name") or platform.processor() or platform.machine()
 
 
 def describe() -> dict[str, object]:

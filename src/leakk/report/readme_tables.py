@@ -635,9 +635,8 @@ def _claim_checks(rows: pl.DataFrame) -> list[ClaimCheck]:
                 room = None if x is None else (x - threshold if op == "≥" else threshold - x)
                 rooms.append((room, s))
                 cells.append("–" if x is None else f"{x:.2f}" + ("" if room >= 0 else " ✗"))
-            known = [r for r in rooms if r[0] is not None]
-            least = min(known) if known and len(known) == len(rooms) else (None, None)
-            holds = bool(rooms) and all(r is not None and r >= 0 for r, _ in rooms)
+            least = min(rooms) if rooms and all(r is not None for r, _ in rooms) else (None, None)
+            holds = least[0] is not None and least[0] >= 0  # a missing value fails
             out.append(ClaimCheck(f"{what}: {_label(column, n)} {op} {threshold:g}", model, column, cells, holds,
                                   *least))
     return out
@@ -691,10 +690,16 @@ def _drift_summary(both: pl.DataFrame) -> dict[str, tuple[str, str]]:
 RERUN_MATCH = ("judge", "decoding", "n")
 
 
+def _kind_differs(snapshot: Path, other: Path) -> list[str]:
+    """Which of :data:`RERUN_MATCH` two snapshots' seed numbers differ in (empty: comparable)."""
+    mine, theirs = (_meta(p).get("replicates", {}) for p in (snapshot, other))
+    return [k for k in RERUN_MATCH if mine.get(k) != theirs.get(k)]
+
+
 def _rerun_parts(snapshot: Path) -> tuple[pl.DataFrame, pl.DataFrame]:
     """(the drift frame, the rerun's rows) of a rerun sub-snapshot against its parent."""
     mine, theirs = (_meta(p).get("replicates", {}) for p in (snapshot, snapshot.parent))
-    if differ := [k for k in RERUN_MATCH if mine.get(k) != theirs.get(k)]:
+    if differ := _kind_differs(snapshot, snapshot.parent):
         raise ArtifactError(f"{snapshot}: the rerun's {', '.join(differ)} ({[mine.get(k) for k in differ]}) differ "
                             f"from the README's ({[theirs.get(k) for k in differ]}): its numbers are not comparable")
     rerun = _read(snapshot, "seed_claims.csv")
@@ -768,11 +773,9 @@ def rerun_moves(snapshot: Path) -> pl.DataFrame:
     model), null where one side lacks the number. What another arithmetic did to these numbers,
     measured, not assumed. Only reruns at the snapshot's judge, decoding and n are pooled: an
     earlier default's leak@32 says nothing about today's leak@64."""
-    today = _meta(snapshot).get("replicates", {})
     frames = []
     for sub in _nested_snapshots(snapshot):
-        if "rerun" not in _meta(sub) or any(_meta(sub.parent).get("replicates", {}).get(k) != today.get(k)
-                                            for k in RERUN_MATCH):
+        if "rerun" not in _meta(sub) or _kind_differs(sub.parent, snapshot):
             continue  # an earlier default's own tables, or a rerun of numbers of another kind
         both, _ = _rerun_parts(sub)
         frames.append(both.select(
