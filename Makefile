@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 TORCH := torch==2.13.0
 CORES ?= all
 
-.PHONY: run preset replicates attacks methods test test-all test-vllm install dvc-repro dvc-plots demo-tofu bench mutation mutation-report clean report-check
+.PHONY: run preset replicates attacks methods unlearn-seeds test test-all test-vllm install dvc-repro dvc-plots demo-tofu bench mutation mutation-report clean report-check
 
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
@@ -51,6 +51,11 @@ attacks: install
 ## report seed in results/presets/methods/seed_<s> (resumable)
 methods: install
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/leakk --params configs/methods.yaml replicates --out-dir results/presets/methods --cores $(CORES)
+
+## unlearn-seeds: install, then build configs/unlearn_seeds.yaml (report seed 19's full model, unlearned by GA, GradDiff
+## and NPO under 8 loop seeds each) in results/presets/unlearn_seeds/seed_19 (resumable): the unlearning's own spread
+unlearn-seeds: install
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/leakk --params configs/unlearn_seeds.yaml replicates --out-dir results/presets/unlearn_seeds --cores $(CORES)
 
 ## demo-tofu: the real-benchmark path offline, no GPU: builds a TOFU-layout dataset folder and two tiny
 ## Llama checkpoints (full, retrain) in results/demo_tofu/inputs, runs configs/tofu_forget10.yaml trimmed

@@ -70,3 +70,14 @@ def test_the_unlearn_loops_keys_are_the_central_schemas():
 
     run = params_schema()["$defs"]["unlearn_run"]["properties"]
     assert set(run) == {*LOOP_KEYS, *RUN_KEYS}
+
+
+def test_no_method_declares_a_key_of_the_loops():
+    """A method's own key that the loop also has would be taken from the method and read by the
+    loop (RMU's `seed` beside a loop seed once did): the two name sets are disjoint."""
+    from leakk.unlearn.methods import METHODS
+    from leakk.unlearn.run import LOOP_KEYS, RUN_KEYS
+
+    for name in METHODS:
+        own = set(METHODS.get(name).params_schema.get("properties", {}))
+        assert not own & {*LOOP_KEYS, *RUN_KEYS}, f"{name}: {sorted(own & {*LOOP_KEYS, *RUN_KEYS})}"

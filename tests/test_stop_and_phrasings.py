@@ -249,6 +249,35 @@ def test_stop_criterion(full_model, tmp_path, judge, greedy_leak, last_step, sto
         assert checks["greedy_missing"].to_list()[0] > 0
 
 
+def test_an_unlearn_runs_own_seed_replaces_the_top_level_one(full_model, tmp_path):
+    """`unlearn.<name>.loop_seed` is the loop's seed: the same value as the top-level seed gives the
+    same weights bit for bit, another value other weights (the unlearn_seeds preset's premise)."""
+    from safetensors.torch import load_file
+
+    from leakk.unlearn.run import run_unlearning
+
+    root, d = full_model
+    weights = {}
+    for label, seed in (("top", None), ("same", MICRO["seed"]), ("other", MICRO["seed"] + 1)):
+        p = copy.deepcopy(MICRO)
+        p["unlearn"] = {"ga": {"method": "ga", "steps": 3, "lr": 1e-3, "batch_size": 4,
+                               **({} if seed is None else {"loop_seed": seed})}}
+        p["rule"] = {}
+        run_unlearning(d, root, tmp_path / label, name="ga", params=validate_params(p))
+        weights[label] = load_file(tmp_path / label / "model.safetensors")
+    same = [torch.equal(weights["top"][k], weights["same"][k]) for k in weights["top"]]
+    moved = [not torch.equal(weights["top"][k], weights["other"][k]) for k in weights["top"]]
+    assert all(same) and any(moved)
+
+
+def test_an_unlearn_seed_out_of_range_is_refused_by_name():
+    p = copy.deepcopy(MICRO)
+    p["unlearn"] = {"ga": {"method": "ga", "steps": 3, "lr": 1e-3, "batch_size": 4, "loop_seed": -1}}
+    p["rule"] = {}
+    with pytest.raises(ParamsError, match=r"unlearn\.ga\.loop_seed"):
+        validate_params(p)
+
+
 def test_stop_checks_the_training_phrasings_with_the_fact_judge(full_model):
     """The check's greedy leak equals an independent greedy pass over the training phrasings."""
     from leakk.models.modeling import load_model

@@ -897,6 +897,8 @@ def tolerance_table(snapshot: Path) -> str:
 def tolerance_summary(snapshot: Path) -> str:
     """One sentence for the README: the tolerance, the claims with less room than their model's
     largest move, and how many claims held on every report seed under every arithmetic."""
+    from leakk.report.unlearn_seeds import summary_clause
+
     moves = _measured_moves(snapshot)
     largest, source, rows = tolerance(moves), widest(moves), _read(snapshot, "seed_claims.csv")
     n = int(rows["k"].max())
@@ -910,7 +912,8 @@ def tolerance_summary(snapshot: Path) -> str:
             f"the tolerance `scripts/compare_run.py` holds a rerun to. {len(checks) - len(fragile)} of the {len(checks)} claims keep more room than their model's own "
             f"largest move on every seed" + (f"; {_and(fragile)} can come out either way on another CPU" if fragile
                                               else "")
-            + f". {sum(held)} of {len(held)} held on all {seeds} report seeds in all {arithmetics} arithmetics.\n")
+            + f". {sum(held)} of {len(held)} held on all {seeds} report seeds in all {arithmetics} arithmetics."
+            + summary_clause(snapshot) + "\n")
 
 
 #: what the attack grid must show on every report seed (issue "leak under attack"), as
@@ -1039,12 +1042,19 @@ def ci_coverage(snapshot: Path, coverage_csv: Path = COVERAGE_CSV) -> str:
     return coverage_markdown(pl.read_csv(path), DEFAULT_CI_METHOD)
 
 
+def unlearn_seeds(snapshot: Path) -> str:
+    """The unlearning's own spread beside another CPU's (:mod:`leakk.report.unlearn_seeds`)."""
+    from leakk.report.unlearn_seeds import unlearn_seeds_table
+
+    return unlearn_seeds_table(snapshot)
+
+
 TABLES: dict[str, Callable[..., str]] = {
     "headline": headline, "rule-vs-base": rule_vs_base, "replicates": replicates, "rule-targets": rule_targets,
     "rule-rounds": rule_rounds, "extrapolation": extrapolation, "ci-coverage": ci_coverage, "claims": claims,
     "trust": trust, "calibration": calibration, "attacks": attacks, "attack-checks": attack_checks, "methods": methods,
     "rerun": rerun, "tolerance": tolerance_table,
-    "tolerance-summary": tolerance_summary,
+    "tolerance-summary": tolerance_summary, "unlearn-seeds": unlearn_seeds,
 }
 
 
@@ -1106,7 +1116,8 @@ def report_seed_errors(meta: dict, tuning: str | os.PathLike = TUNING_FILE, earl
     used = {"run": [meta["run"]["seed"]] if "run" in meta else [],
             "replicates": list(meta.get("replicates", {}).get("seeds", [])),
             "attacks": list(meta.get("attacks", {}).get("seeds", [])),
-            "methods": list(meta.get("methods", {}).get("seeds", []))}
+            "methods": list(meta.get("methods", {}).get("seeds", [])),
+            "unlearn_seeds": list(meta.get("unlearn_seeds", {}).get("seeds", []))}
     errors = []
     for part, seeds in used.items():
         if bad := sorted(s for s in seeds if s not in reported):
@@ -1153,8 +1164,9 @@ def earlier_snapshots(snapshot: str | os.PathLike) -> list[Path]:
 
 def readme_tables(params: dict[str, Any], *, results: str | None, replicates: str | None, snapshot: str,
                   coverage: str, readme: list[str], check: bool, tuning: str = str(TUNING_FILE),
-                  attacks: str | None = None, methods: str | None = None, rerun_note: str | None = None) -> None:
-    """Snapshot a results tree (and replicates, an attack preset's and the methods preset's seeds) into ``snapshot``, then rewrite (or, with
+                  attacks: str | None = None, methods: str | None = None, unlearn_seeds: str | None = None,
+                  against_rerun: list[str] | None = None, rerun_note: str | None = None) -> None:
+    """Snapshot a results tree (and replicates, the attack, methods and unlearn_seeds presets' seeds) into ``snapshot``, then rewrite (or, with
     ``check``, compare) every ``<!-- leakk:table NAME -->`` block of the ``readme`` files
     (README.md and the docs page with the deeper tables). Seeds the ``tuning`` record did not
     set aside for reporting are refused (:func:`report_seed_errors`)."""
@@ -1165,13 +1177,19 @@ def readme_tables(params: dict[str, Any], *, results: str | None, replicates: st
 
     written = []
     seeds = {"run": {"seed": params["seed"]}} if results else {}
-    for part, root in (("replicates", replicates), ("attacks", attacks), ("methods", methods)):
+    for part, root in (("replicates", replicates), ("attacks", attacks), ("methods", methods),
+                       ("unlearn_seeds", unlearn_seeds)):
         if root:
             seeds[part] = {"seeds": list(params.get("replicates") or found_seeds(root))}
     earlier, is_rerun = _snapshot_role(snapshot, tuning)  # an earlier default's seeds, or today's
     if rerun_note is not None and not (replicates and is_rerun):
         raise ArtifactError("--rerun-note describes a rerun: give it with --replicates DIR and a rerun's "
                             "--snapshot (a folder inside the README's snapshot)")
+    if against_rerun and not unlearn_seeds:
+        raise ArtifactError("--against-rerun compares the unlearn_seeds preset's runs: give it with --unlearn-seeds DIR")
+    if bad := [a for a in against_rerun or [] if a.count("=") != 1 or not all(a.split("="))]:
+        raise ArtifactError(f"--against-rerun {bad[0]!r}: write NAME=DIR (a rerun sub-snapshot's name and its "
+                            "replicates folder)")
     if errors := report_seed_errors(seeds, tuning, earlier=earlier):  # refused before anything is written
         raise ArtifactError("; ".join(errors))
     if results:
@@ -1183,6 +1201,11 @@ def readme_tables(params: dict[str, Any], *, results: str | None, replicates: st
         written += snapshot_attacks(attacks, params, snapshot)
     if methods:
         written += snapshot_methods(methods, params, snapshot)
+    if unlearn_seeds:
+        from leakk.report.unlearn_seeds import snapshot_unlearn_seeds
+
+        written += snapshot_unlearn_seeds(unlearn_seeds, params, snapshot,
+                                          reruns=dict(a.split("=") for a in against_rerun or []))
     if replicates and is_rerun:  # a rerun of its parent's seeds on another machine
         _write_meta(Path(snapshot), "rerun", {"of": f"earlier.{earlier}" if earlier else "report_seeds"}
                     | rerun_provenance(replicates) | ({"note": rerun_note} if rerun_note else {}))

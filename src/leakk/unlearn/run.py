@@ -15,9 +15,9 @@ from leakk.unlearn.loop import unlearn_loop
 from leakk.unlearn.methods import METHODS
 
 #: keys of an unlearn run that are the shared loop's (the central schema's ``unlearn_run``), not
-#: the method's own; ``stop`` is read by :func:`run_unlearning`
+#: the method's own; ``stop`` and ``loop_seed`` are read by :func:`run_unlearning`
 LOOP_KEYS = ("steps", "lr", "batch_size", "alpha", "gamma", "warmup_steps", "weight_decay", "retain_loss")
-RUN_KEYS = ("method", "stop")
+RUN_KEYS = ("method", "stop", "loop_seed")
 
 
 def split_run_params(run: dict[str, Any]) -> tuple[str, dict[str, Any], dict[str, Any]]:
@@ -47,7 +47,7 @@ def run_unlearning(data: pl.DataFrame, start_model: str | Path, out: str | Path,
     stop = run.get("stop")
     check = GreedyStop(model, tokenizer, data, params, name=name, stop=stop) if stop else None
     log = unlearn_loop(model, tokenizer, method, forget, retain, template=params["prompt_template"],
-                       seed=params["seed"], device=dev, desc=f"unlearn {name}", check=check,
+                       seed=run.get("loop_seed", params["seed"]), device=dev, desc=f"unlearn {name}", check=check,
                        check_every=stop["every"] if stop else 0, training=params.get("training"), **loop_kw)
     reason = stop_reason(log, run)
     save_model(model, tokenizer, out,

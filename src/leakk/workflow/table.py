@@ -286,7 +286,7 @@ _COMMANDS = [
             reads_params=False),
     Command("readme-tables", "leakk.report.readme_tables:readme_tables",
             "write the README's result tables from a results tree (and check them)",
-            "Snapshots what the README quotes from --results (one run) and --replicates (seeds) into --snapshot "
+            "Snapshots what the README quotes from --results (one run), --replicates (seeds) and the presets into --snapshot "
             "(committed), then rewrites every <!-- leakk:table NAME --> block of --readme from the snapshot. "
             "--check only compares.",
             (arg("--results", metavar="DIR", help="a finished run's results folder (e.g. results)"),
@@ -295,6 +295,12 @@ _COMMANDS = [
                  help="the attack preset's finished replicates folder (e.g. results/presets/attacks)"),
              arg("--methods", metavar="DIR",
                  help="the methods preset's finished replicates folder (e.g. results/presets/methods)"),
+             arg("--unlearn-seeds", metavar="DIR",
+                 help="the unlearn_seeds preset's finished replicates folder (e.g. results/presets/unlearn_seeds)"),
+             arg("--against-rerun", action="append", metavar="NAME=DIR",
+                 help="with --unlearn-seeds: a committed rerun sub-snapshot (docs/results/NAME) and the replicates "
+                      "folder it was written from, whose runs on the same seed the default's are compared with "
+                      "(repeatable)"),
              arg("--snapshot", default="docs/results", metavar="DIR", help="default: docs/results"),
              arg("--coverage", default="docs/ci_coverage.csv", metavar="CSV", help="default: docs/ci_coverage.csv"),
              arg("--readme", nargs="*", default=["README.md", "docs/results.md"], metavar="FILE",
