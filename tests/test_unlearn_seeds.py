@@ -69,8 +69,8 @@ def test_flips_spans_and_moves_agree_with_a_brute_force_reading(tmp_path):
     assert "| GA | 0.060 / – | 0.100 / – | 0.050 / – |" in table
     assert "| NPO | 0.010 / – | 0.050 / – | 0.020 / – |" in table
     # GA's greedy leak 0.16 breaks its claim; its leak@64 of 0.30 sits on the line and holds
-    assert table.rstrip().endswith("No rerun on another CPU to compare with. "
-                                   "Claims a run broke: GA's greedy leak ≤ 0.15 in 1 of 3 runs.")
+    assert table.rstrip().endswith("No rerun under other arithmetic to compare with. "
+                                   "Claims a run broke: GA: greedy says forgotten: greedy leak ≤ 0.15 in 1 of 3 runs.")
 
 
 def test_a_failed_judgment_leaves_a_question_undecided_never_not_leaked(tmp_path):
@@ -91,6 +91,18 @@ def test_every_method_needs_exactly_one_run_without_a_seed_of_its_own():
         default_runs({"unlearn": {**runs, "ga_again": {"method": "ga"}}})
     with pytest.raises(ArtifactError, match=r"methods \['npo'\] have no run without a loop_seed"):
         default_runs({"unlearn": {**runs, "npo_seed1": {"method": "npo", "loop_seed": 1}}})
+    with pytest.raises(ArtifactError, match=r"methods \['npo'\] have no run with a loop_seed"):  # e.g. params.yaml's
+        default_runs({"unlearn": {**runs, "npo": {"method": "npo"}}})
+
+
+def test_one_seed_and_the_presets_own_params(tmp_path):
+    root = tmp_path / "preset"
+    params = _preset(root)
+    with pytest.raises(ArtifactError, match=r"seeds \[19, 20\]; .* give one seed"):
+        snapshot_unlearn_seeds(root, dict(params, replicates=[19, 20]), tmp_path / "snap")
+    fewer = dict(params, unlearn={k: v for k, v in params["unlearn"].items() if k != "ga_seed2"})
+    with pytest.raises(ArtifactError, match="hold ga_seed2, which these params do not define"):
+        snapshot_unlearn_seeds(root, fewer, tmp_path / "snap")
 
 
 def test_an_unfinished_run_is_named(tmp_path):
@@ -124,30 +136,52 @@ def test_the_preset_is_the_default_but_for_the_loop_seeds():
     assert all(len(s) == 8 for s in seeds.values()) and set(seeds) == {"ga", "graddiff", "npo"}
 
 
-def test_the_loop_seeds_moves_are_set_beside_the_reruns_largest(tmp_path, monkeypatch):
-    """The "another CPU" figures are :func:`largest_moves` of the committed reruns, and the
-    sentence counts the numbers a loop seed moved at least as far (GA: 0.06 ≥ 0.05, 0.10 < 0.20,
-    0.05 ≥ 0.05; NPO: 0.01 < 0.02, 0.05 ≥ 0.04, 0.02 < 0.03)."""
-    import leakk.report.unlearn_seeds as module
+def _claims_file(path: Path, rows: dict[tuple[int, str], tuple[float, float, float]], meta: dict) -> None:
+    from leakk.report.readme_tables import _write_csv
+
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "meta.json").write_text(json.dumps(meta))
+    _write_csv(pl.DataFrame([{"seed": s, "model": m, "greedy": g, "k": 64, "leak_at_n": v, "retain_accuracy": r}
+                             for (s, m), (g, v, r) in rows.items()]), path / "seed_claims.csv")
+
+
+def test_the_loop_seeds_moves_are_set_beside_todays_reruns_of_the_same_seed(tmp_path):
+    """The "other arithmetic" figures are the largest moves of the committed reruns of today's
+    report seeds on the preset's own seed: a move on another seed, or in an earlier default's
+    rerun, is left out however large. The sentence counts the numbers a loop seed moved at least
+    as far (GA: 0.06 ≥ 0.05, 0.10 < 0.20, 0.05 ≥ 0.05; NPO: 0.01 < 0.02, 0.05 ≥ 0.04, 0.02 <
+    0.03), and the README clause says the same."""
+    from leakk.report.unlearn_seeds import summary_clause
 
     root, snap = tmp_path / "preset", tmp_path / "snap"
+    kind = {"judge": "fact", "decoding": "t1.0_p1.0", "n": 64, "seeds": [19, 20]}
+    base = {(s, m): RUNS[m][3] for s in (19, 20) for m in ("ga", "npo")}
+    moved = lambda **by: {**base, **by}  # noqa: E731
+    _claims_file(snap, base, {"replicates": kind})
+    _claims_file(snap / "rerun_a", moved(**{}) | {(19, "ga"): (0.15, 0.20, 0.31), (19, "npo"): (0.10, 0.64, 0.77),
+                                                   (20, "ga"): (0.90, 0.90, 0.90)},  # seed 20: not the preset's
+                 {"replicates": kind, "rerun": {"of": "report_seeds"}})
+    _claims_file(snap / "rerun_b", moved() | {(19, "ga"): (0.11, 0.50, 0.25)},
+                 {"replicates": kind, "rerun": {"of": "report_seeds"}})
+    _claims_file(snap / "default_old", base, {"replicates": kind})  # an earlier default and its own rerun
+    _claims_file(snap / "default_old" / "rerun_z", moved() | {(19, "ga"): (0.9, 0.9, 0.9)},
+                 {"replicates": kind, "rerun": {"of": "earlier.default_old"}})
     snapshot_unlearn_seeds(root, _preset(root), snap)
-    moves = pl.DataFrame({"rerun": ["a", "b", "a"], "seed": [19, 19, 20], "model": ["ga", "ga", "npo"],
-                          "greedy": [0.05, 0.01, 0.02], "leak_at_n": [0.20, 0.10, 0.04],
-                          "retain_accuracy": [0.01, 0.05, 0.03]})
-    monkeypatch.setattr(module, "rerun_moves", lambda snapshot: moves)
     table = unlearn_seeds_table(snap)
     assert "| GA | 0.060 / 0.050 | 0.100 / 0.200 | 0.050 / 0.050 |" in table
     assert "| NPO | 0.010 / 0.020 | 0.050 / 0.040 | 0.020 / 0.030 |" in table
-    assert "Another loop seed moved 3 of these 6 numbers at least as far as any rerun on another CPU did." in table
-    assert module.summary_clause(snap).startswith(
-        " Unlearning the same full model under another loop seed moved 3 of GA's and NPO's 6 numbers (greedy leak, "
-        "leak@64, retain accuracy) as far as another CPU did (")
-    monkeypatch.setattr(module, "rerun_moves", lambda snapshot: moves.with_columns(pl.col(c) + 0.5 for c in (
-        "greedy", "leak_at_n", "retain_accuracy")))  # every CPU move larger: the reading follows
-    assert "moved none of GA's and NPO's 6 numbers" in module.summary_clause(snap)
-    assert "a new draw of the whole training chain" in module.summary_clause(snap)
-    assert module.summary_clause(tmp_path) == ""  # no preset snapshot: no clause
+    assert "against other arithmetic (2 reruns of seed 19, today's report seeds' only)" in table
+    assert "Another loop seed moved 3 of these 6 numbers at least as far as a rerun under other arithmetic did." in table
+    assert summary_clause(snap).startswith(
+        " On seed 19, 2 other loop seeds of the same full model on one machine moved 3 of GA's and NPO's 6 numbers "
+        "(greedy leak, leak@64, retain accuracy) at least as far as 2 reruns under other arithmetic did (")
+    assert summary_clause(tmp_path) == ""  # no preset snapshot: no clause
+    pl.DataFrame({"rerun": ["rerun_a"] * 2, "seed": [19, 19], "method": ["ga", "npo"], "questions": [10, 10],
+                  "flipped": [4, 1]}).write_csv(snap / "unlearn_seeds_reruns.csv")  # GA: 4 > 3; NPO: 1 ≤ 2
+    assert summary_clause(snap).endswith(
+        "as far as 2 reruns under other arithmetic did, though the 1 reruns compared question by question each flipped "
+        "more questions' leak@64 verdicts than any loop seed for 1 of 2 methods ([results.md]"
+        "(docs/results.md#another-cpu-or-another-training-order)).")
 
 
 def test_another_cpus_flips_come_from_the_committed_reruns_own_folder(tmp_path, monkeypatch):
@@ -175,10 +209,15 @@ def test_another_cpus_flips_come_from_the_committed_reruns_own_folder(tmp_path, 
     by_hand = [sum((a > 0) != (b > 0) for a, b in zip(moved[m], RUNS[m][4])) for m in ("ga", "npo")]
     assert flips["flipped"].to_list() == by_hand == [4, 1]
     table = unlearn_seeds_table(snap)
-    assert "| 180–212 | 2.5, 3 of 10 | 4 |" in table and ("Another CPU: `rerun_x` (seed 19); for 1 of 2 methods every rerun flipped more questions than any loop "
+    assert "| 180–212 | 2.5, 3 of 10 | 4 |" in table and ("Other arithmetic: `rerun_x` (seed 19); for 1 of 2 methods every rerun flipped more questions than any loop "
                                                        "seed did.") in table
-    with pytest.raises(ArtifactError, match="not a committed rerun sub-snapshot"):
+    with pytest.raises(ArtifactError, match="not a committed rerun of today's report seeds"):
         snapshot_unlearn_seeds(root, params, snap, reruns={"rerun_y": str(other)})
+    (snap / "rerun_x/seed_claims.csv").rename(snap / "rerun_x/full.csv")
+    _write_csv(pl.read_csv(snap / "rerun_x/full.csv").with_columns(seed=pl.lit(20)), snap / "rerun_x/seed_claims.csv")
+    with pytest.raises(ArtifactError, match="the rerun has no seed 19"):
+        snapshot_unlearn_seeds(root, params, snap, reruns={"rerun_x": str(other)})
+    (snap / "rerun_x/full.csv").replace(snap / "rerun_x/seed_claims.csv")
     _write_csv(pl.read_csv(snap / "rerun_x/seed_claims.csv").with_columns(leak_at_n=pl.lit(0.9)),
                snap / "rerun_x/seed_claims.csv")
     with pytest.raises(ArtifactError, match="needs the folder that rerun was written from"):

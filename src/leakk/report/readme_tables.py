@@ -362,24 +362,33 @@ def snapshot_attacks(root: str | os.PathLike, params: dict[str, Any],
     return ["attacks.csv"]
 
 
-def snapshot_methods(root: str | os.PathLike, params: dict[str, Any],
-                     snapshot: str | os.PathLike = SNAPSHOT_DIR) -> list[str]:
-    """From the methods preset's replicates folder (``configs/methods.yaml``): ``methods.csv``,
-    every seed's greedy leak, leak@k_max and retain accuracy per model (as ``seed_claims.csv``)."""
+def preset_seed_rows(root: Path, params: dict[str, Any], seeds: list[int], judge: str, decoding: str,
+                     preset: str) -> pl.DataFrame:
+    """Every finished seed's claim numbers per model (as ``seed_claims.csv``) of a preset's
+    replicates folder, refused when a seed has not finished or the results hold a model these
+    params do not define (the table would silently drop it: not the params the preset ran)."""
     from leakk.stats.replicate_stats import seed_results
 
-    root, snapshot, judge, decoding, seeds = _preset(root, snapshot, params)
     frames = []
     for seed in seeds:
         results = seed_results(root, seed)
         if not (results / "leak_at_k.parquet").is_file():
-            raise ArtifactError(f"{results}: no leak_at_k.parquet; seed {seed} of the methods preset has not finished")
+            raise ArtifactError(f"{results}: no leak_at_k.parquet; seed {seed} of the {preset} preset has not finished")
         frames.append(_seed_claim_rows(results, seed, judge, decoding))
     rows = pl.concat(frames)
     unknown = sorted(set(rows["model"]) - {"full", "retrain"} - set(params["unlearn"]) - set(params.get("rule") or {}))
-    if unknown:  # else the table would silently drop them: these are not the params the preset ran
+    if unknown:
         raise ArtifactError(f"{root}: the preset's results hold {', '.join(unknown)}, which these params do not "
-                            "define; pass the preset's own params (leakk --params configs/methods.yaml readme-tables …)")
+                            f"define; pass the preset's own params (leakk --params configs/{preset}.yaml readme-tables …)")
+    return rows
+
+
+def snapshot_methods(root: str | os.PathLike, params: dict[str, Any],
+                     snapshot: str | os.PathLike = SNAPSHOT_DIR) -> list[str]:
+    """From the methods preset's replicates folder (``configs/methods.yaml``): ``methods.csv``,
+    every seed's greedy leak, leak@k_max and retain accuracy per model (as ``seed_claims.csv``)."""
+    root, snapshot, judge, decoding, seeds = _preset(root, snapshot, params)
+    rows = preset_seed_rows(root, params, seeds, judge, decoding, "methods")
     _write_csv(rows, snapshot / "methods.csv")
     _write_meta(snapshot, "methods", {"judge": judge, "decoding": decoding, "seeds": list(seeds),
                                       "runs": {m: r["method"] for m, r in params["unlearn"].items()}})

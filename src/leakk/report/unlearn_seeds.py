@@ -1,9 +1,9 @@
 """How far the unlearning's own randomness moves the claim numbers (``configs/unlearn_seeds.yaml``).
 
 A rerun on another CPU moves GA's leak@64 by up to 0.175 (docs/results.md, "The tolerance").
-Whether that is the CPU's doing or simply what any other draw of the same training does is a
-question the reruns cannot answer: they change the arithmetic and, through it, everything
-downstream. The unlearn_seeds preset holds everything but the unlearning loop's seed fixed
+Whether that is the CPU's doing or what any other draw of the same unlearning does on one
+machine is a question the reruns cannot answer: they change the arithmetic and, through it,
+everything from fine-tuning's first step on. The unlearn_seeds preset holds everything but the unlearning loop's seed fixed
 (one report seed's full model, the default's settings, ``unlearn.<name>.loop_seed``), so the spread
 of its runs is the unlearning's own; set beside the reruns' moves, it says which of the two a
 claim needs room against. Nothing is chosen from it.
@@ -25,9 +25,9 @@ import polars as pl
 
 from leakk.core.errors import ArtifactError
 from leakk.core.layout import Layout
-from leakk.report.readme_tables import (CLAIMS, SNAPSHOT_DIR, _label, _meta, _need, _preset, _read, _seed_claim_rows,
-                                        _and, _spoken, _three, _write_csv, _write_meta, largest_moves,
-                                        rerun_moves)
+from leakk.report.readme_tables import (CLAIM_NUMBERS, SNAPSHOT_DIR, _and, _claim_checks, _kind_differs, _label,
+                                        _meta, _need, _preset, _read, _seed_claim_rows, _spoken, _three, _write_csv,
+                                        _write_meta, largest_moves, preset_seed_rows, rerun_moves)
 from leakk.stats.estimate import model_order
 
 CSV = "unlearn_seeds.csv"
@@ -68,6 +68,9 @@ def default_runs(params: dict[str, Any]) -> dict[str, str]:
     if missing := sorted({r["method"] for r in params["unlearn"].values()} - set(out)):
         raise ArtifactError(f"methods {missing} have no run without a loop_seed of its own (the default's run to "
                             "compare with)")
+    if alone := sorted(m for m in out if not any(r["method"] == m and "loop_seed" in r for r in params["unlearn"].values())):
+        raise ArtifactError(f"methods {alone} have no run with a loop_seed of its own: nothing to set beside the "
+                            "default's run (pass the preset's params: leakk --params configs/unlearn_seeds.yaml …)")
     return out
 
 
@@ -85,17 +88,21 @@ def _rerun_flips(reruns: dict[str, str], preset: Path, seeds: list[int], default
 
     rows = []
     for name, root in reruns.items():
-        if "rerun" not in _meta(snapshot / name):  # (empty when the folder has no meta.json)
-            raise ArtifactError(f"{snapshot / name}: not a committed rerun sub-snapshot; --against-rerun names one "
+        sub = snapshot / name
+        if _meta(sub).get("rerun", {}).get("of") != "report_seeds":  # (empty when the folder has no meta.json)
+            raise ArtifactError(f"{sub}: not a committed rerun of today's report seeds; --against-rerun names one "
                                 "(NAME=DIR: docs/results/NAME and the replicates folder it was written from)")
-        committed = pl.read_csv(snapshot / name / "seed_claims.csv")
+        if differ := _kind_differs(sub, snapshot):
+            raise ArtifactError(f"{sub}: its {', '.join(differ)} differ from the README's; its flips are not comparable")
+        committed = _read(sub, "seed_claims.csv")
         for seed in seeds:
+            if seed not in set(committed["seed"]):
+                raise ArtifactError(f"{sub}: the rerun has no seed {seed}; compare the preset with a rerun of its seed")
             theirs = seed_results(root, seed)
             mine = _seed_claim_rows(theirs, seed, judge, decoding).filter(pl.col("model").is_in(list(defaults.values())))
             same = mine.join(committed, on=["seed", "model"], how="left", suffix="_committed")
-            if any(r["leak_at_n"] != r["leak_at_n_committed"] or r["greedy"] != r["greedy_committed"]
-                   for r in same.iter_rows(named=True)):
-                raise ArtifactError(f"{theirs}: its numbers are not those of {snapshot / name}/seed_claims.csv on seed "
+            if any(r[c] != r[f"{c}_committed"] for r in same.iter_rows(named=True) for c in CLAIM_NUMBERS):
+                raise ArtifactError(f"{theirs}: its numbers are not those of {sub}/seed_claims.csv on seed "
                                     f"{seed}; --against-rerun {name}=DIR needs the folder that rerun was written from")
             for method, run in defaults.items():
                 rows.append({"rerun": name, "seed": seed, "method": method,
@@ -118,12 +125,14 @@ def snapshot_unlearn_seeds(root: str | os.PathLike, params: dict[str, Any],
 
     root, snapshot, judge, decoding, seeds = _preset(root, snapshot, params)
     runs, defaults = params["unlearn"], default_runs(params)
+    if len(seeds) != 1:  # the table's spans and medians are one full model's
+        raise ArtifactError(f"{root}: seeds {list(seeds)}; the preset sets loop seeds beside each other on one full "
+                            "model: give one seed (replicates: [s])")
+    numbers = preset_seed_rows(root, params, seeds, judge, decoding, "unlearn_seeds")
     frames = []
     for seed in seeds:
         results = seed_results(root, seed)
-        if not (results / "leak_at_k.parquet").is_file():
-            raise ArtifactError(f"{results}: no leak_at_k.parquet; seed {seed} of the unlearn_seeds preset has not finished")
-        claims = _seed_claim_rows(results, seed, judge, decoding).filter(pl.col("model").is_in(list(runs)))
+        claims = numbers.filter((pl.col("seed") == seed) & pl.col("model").is_in(list(runs)))
         verdicts = {name: leaked_in_n(results, name, judge, decoding) for name in runs}
         extra = [{"model": name, "method": run["method"], "loop_seed": int(run.get("loop_seed", seed)),
                   "default": name == defaults[run["method"]], "stop_step": _stop_step(results, name),
@@ -153,14 +162,26 @@ def _span(values: pl.Series, fmt: str = "{:.3f}") -> str:
 NUMBERS = ("greedy", "leak_at_n", "retain_accuracy")
 
 
-def moves_beside_cpu(snapshot: Path, rows: pl.DataFrame) -> dict[str, dict[str, tuple[float | None, float | None]]]:
-    """method → claim number → (the largest |Δ| of another loop seed from the default's run,
-    the largest any committed rerun on another CPU measured for that model: :func:`largest_moves`)."""
+def cpu_moves(snapshot: Path, seeds: list[int]) -> pl.DataFrame:
+    """:func:`rerun_moves` of the committed reruns of today's report seeds, on ``seeds`` only:
+    the same full models' draws under other arithmetic (an earlier default's reruns, or other
+    seeds, would set other models beside these)."""
+    moves = rerun_moves(Path(snapshot))
+    today = [r for r in moves["rerun"].unique().to_list()
+             if _meta(Path(snapshot) / r).get("rerun", {}).get("of") == "report_seeds"]
+    return moves.filter(pl.col("rerun").is_in(today) & pl.col("seed").is_in(list(seeds)))
+
+
+def moves_beside_cpu(snapshot: Path, rows: pl.DataFrame) -> tuple[dict[str, dict[str, tuple[float | None, float | None]]], int]:
+    """(method → claim number → (the largest |Δ| of another loop seed from the default's run,
+    the largest of a rerun on another CPU of the same seed), the number of such rerun draws)."""
     base = rows.filter(pl.col("default")).select("seed", "method", *[pl.col(c).alias(f"{c}_default") for c in NUMBERS])
     own = (rows.join(base, on=["seed", "method"])
            .group_by("method").agg((pl.col(c) - pl.col(f"{c}_default")).abs().max() for c in NUMBERS))
-    cpu = largest_moves(rerun_moves(Path(snapshot)))
-    return {r["method"]: {c: (r[c], cpu.get(r["method"], {}).get(c)) for c in NUMBERS} for r in own.iter_rows(named=True)}
+    moves = cpu_moves(snapshot, rows["seed"].unique().to_list())
+    cpu = largest_moves(moves)
+    return ({r["method"]: {c: (r[c], cpu.get(r["method"], {}).get(c)) for c in NUMBERS} for r in own.iter_rows(named=True)},
+            moves.select("rerun", "seed").n_unique())
 
 
 def _as_far(compared: dict[str, dict[str, tuple[float | None, float | None]]]) -> tuple[int, int]:
@@ -175,50 +196,68 @@ def summary_clause(snapshot: Path) -> str:
     if not (Path(snapshot) / CSV).is_file():
         return ""
     rows = _read(snapshot, CSV)
-    compared, n = moves_beside_cpu(snapshot, rows), int(rows["k"].max())
+    (compared, draws), n = moves_beside_cpu(snapshot, rows), int(rows["k"].max())
     as_far, both = _as_far(compared)
     if not both:
         return ""
+    seeds = _and([str(s) for s in sorted(rows["seed"].unique().to_list())])
     whose = _and([f"{_spoken(m)}'s" for m in model_order(list(compared))])
-    return (f" Unlearning the same full model under another loop seed moved {'none' if not as_far else as_far} of "
-            f"{whose} {both} numbers ({', '.join(_label(c, n) for c in NUMBERS)}) as far as another CPU did"
-            + (": a rerun is a new draw of the whole training chain, fine-tuning included" if not as_far else "")
+    more = _more_flips(snapshot, rows)
+    return (f" On seed {seeds}, {rows.filter(~pl.col('default')).group_by('method').len()['len'].max()} other loop "
+            f"seeds of the same full model on one machine moved {as_far} of {whose} {both} numbers "
+            f"({', '.join(_label(c, n) for c in NUMBERS)}) at least as far as {draws} reruns under other arithmetic did"
+            + (f", though the {pl.read_csv(Path(snapshot) / RERUN_CSV)['rerun'].n_unique()} reruns compared question by "
+               f"question each flipped more questions' leak@{n} verdicts than any loop seed for {sum(more)} of "
+               f"{len(more)} methods" if more else "")
             + " ([results.md](docs/results.md#another-cpu-or-another-training-order)).")
 
 
 def _broken(rows: pl.DataFrame) -> list[str]:
-    """"GA's leak@64 ≥ 0.3 in 1 of 8 runs" for every (claim, method) some run breaks (a
-    missing number breaks it)."""
-    n = int(rows["k"].max())
+    """"GA: greedy says forgotten: greedy leak ≤ 0.15 in 1 of 8 runs" for every claim on a
+    method some run breaks, by :func:`_claim_checks` (each run a draw; a missing number breaks it)."""
     out = []
-    for _, models, column, op, line in CLAIMS:
-        for method in (m for m in models if m in set(rows["method"])):
-            values = rows.filter(pl.col("method") == method)[column]
-            bad = sum(1 for x in values if x is None or (x < line - 1e-9 if op == "≥" else x > line + 1e-9))
-            if bad:
-                out.append(f"{_spoken(method)}'s {_label(column, n)} {op} {line:g} in {bad} of {len(values)} runs")
+    for method in model_order(rows["method"].unique().to_list()):  # each method over its own runs
+        draws = rows.filter(pl.col("method") == method).select(
+            pl.col("loop_seed").alias("seed"), pl.col("method").alias("model"), "greedy", "k", "leak_at_n",
+            "retain_accuracy")
+        out += [f"{_spoken(c.model)}: {c.label} in {bad} of {len(c.cells)} runs" for c in _claim_checks(draws)
+                if c.model == method and (bad := sum(cell.endswith("✗") or cell == "–" for cell in c.cells))]
+    return out
+
+
+def _more_flips(snapshot: Path, rows: pl.DataFrame) -> list[bool]:
+    """Per method with committed reruns' flips: whether every rerun flipped more questions than
+    any other loop seed did."""
+    path = Path(snapshot) / RERUN_CSV
+    if not path.is_file():
+        return []
+    cpu = pl.read_csv(path)
+    out = []
+    for method in model_order(rows["method"].unique().to_list()):
+        theirs, others = cpu.filter(pl.col("method") == method), rows.filter((pl.col("method") == method) & ~pl.col("default"))
+        if theirs.height and others.height:
+            out.append(theirs["flipped"].min() > others["flipped"].max())
     return out
 
 
 def unlearn_seeds_table(snapshot: Path) -> str:
-    """Per method: the spread of its runs over loop seeds, their largest |Δ| from the default's
-    run beside the largest a rerun on another CPU measured (:func:`largest_moves`), and the
-    claims any run breaks."""
+    """Per method: the spread of its runs over loop seeds, the questions they flipped beside the
+    committed reruns', their largest |Δ| from the default's run beside the largest a rerun of the
+    same seed on other arithmetic measured (:func:`cpu_moves`), and the claims any run breaks."""
     rows, meta = _read(snapshot, CSV), _need(_meta(Path(snapshot)), "unlearn_seeds", snapshot)
     n = int(rows["k"].max())
-    compared = moves_beside_cpu(snapshot, rows)
-    seeds = ", ".join(map(str, meta["seeds"]))
-    lines = [f"Report seed {seeds}'s full model unlearned under {rows.group_by('method').len()['len'].max()} loop "
-             f"seeds per method (the default's own and `unlearn.<name>.loop_seed`; nothing else changed), judge "
+    (compared, draws), seeds = moves_beside_cpu(snapshot, rows), _and(list(map(str, meta["seeds"])))
+    others_per_method = rows.filter(~pl.col("default")).group_by("method").len()["len"].max()
+    lines = [f"Report seed {seeds}'s full model unlearned under {others_per_method + 1} loop seeds per method (the "
+             f"default's own and {others_per_method} set by `unlearn.<name>.loop_seed`; nothing else changed), judge "
              f"`{meta['judge']}`, decoding `{meta['decoding']}`, phrasing `{meta['phrasing']}`:", "",
              "| method | " + " | ".join(_label(c, n) for c in NUMBERS)
              + " | stopped at step | forget questions flipped vs the default's run: another loop seed (median, most)"
-             + " | another CPU (each rerun) |",
+             + " | other arithmetic (each rerun) |",
              "|---|" + "---|" * (len(NUMBERS) + 3)]
     path = Path(snapshot) / RERUN_CSV
     cpu_flips = pl.read_csv(path).sort("rerun", "seed") if path.is_file() else None
     methods = model_order(rows["method"].unique().to_list())
-    more = []  # per method with reruns: whether every rerun flipped more questions than any loop seed did
     for method in methods:
         part = rows.filter(pl.col("method") == method)
         others = part.filter(~pl.col("default"))
@@ -226,23 +265,22 @@ def unlearn_seeds_table(snapshot: Path) -> str:
                    if others.height else "–")
         theirs = None if cpu_flips is None else cpu_flips.filter(pl.col("method") == method)
         cpu_cell = "–" if theirs is None or theirs.is_empty() else ", ".join(map(str, theirs["flipped"]))
-        if cpu_cell != "–" and others.height:
-            more.append(theirs["flipped"].min() > others["flipped"].max())
         lines.append(f"| {_spoken(method)} | " + " | ".join(_span(part[c]) for c in NUMBERS)
                      + f" | {_span(part['stop_step'], '{:d}')} | {flipped} | {cpu_cell} |")
     if cpu_flips is not None:
-        lines += ["", "Another CPU: " + ", ".join(f"`{r}` (seed {s})" for r, s in cpu_flips.select("rerun", "seed")
+        more = _more_flips(snapshot, rows)
+        lines += ["", "Other arithmetic: " + ", ".join(f"`{r}` (seed {s})" for r, s in cpu_flips.select("rerun", "seed")
                                                    .unique(maintain_order=True).iter_rows())
                   + f"; for {sum(more)} of {len(more)} methods every rerun flipped more questions than any loop seed did."]
-    lines += ["", "Largest \\|Δ\\| from the default's run: another loop seed, against another CPU (the reruns, "
-                  "every report seed):", "",
+    lines += ["", f"Largest \\|Δ\\| from the default's run on seed {seeds}: another loop seed ({others_per_method} "
+                  f"draws), against other arithmetic ({draws} reruns of seed {seeds}, today's report seeds' only):", "",
               "| method | " + " | ".join(_label(c, n) for c in NUMBERS) + " |", "|---|" + "---|" * len(NUMBERS)]
     for method in methods:
         lines.append(f"| {_spoken(method)} | " + " | ".join(
             f"{_three(compared[method][c][0])} / {_three(compared[method][c][1])}" for c in NUMBERS) + " |")
     broken, (as_far, both) = _broken(rows), _as_far(compared)
-    lines += ["", (f"Another loop seed moved {as_far} of these {both} numbers at least as far as any rerun on "
-                   "another CPU did. " if both else "No rerun on another CPU to compare with. ")
+    lines += ["", (f"Another loop seed moved {as_far} of these {both} numbers at least as far as a rerun under "
+                   "other arithmetic did. " if both else "No rerun under other arithmetic to compare with. ")
               + ("Claims a run broke: " + "; ".join(broken) + "." if broken
                  else f"No run broke a claim ({rows.height} runs).")]
     return "\n".join(lines) + "\n"
