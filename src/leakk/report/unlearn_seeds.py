@@ -80,10 +80,11 @@ def _flips(verdicts: pl.DataFrame, reference: pl.DataFrame) -> dict[str, int]:
     return {"questions": both.height, "flipped": both.filter(pl.col("leaked") != pl.col("leaked_reference")).height}
 
 
-def _rerun_flips(reruns: dict[str, str], preset: Path, seeds: list[int], defaults: dict[str, str], judge: str,
-                 decoding: str, snapshot: Path) -> pl.DataFrame:
-    """Per committed rerun (sub-snapshot name → its replicates folder), seed and method: the
-    ``preset``'s default run's flips against the rerun's run of the same name on the same seed."""
+def _rerun_flips(reruns: dict[str, str], seed: int, mine: dict[str, pl.DataFrame], defaults: dict[str, str],
+                 judge: str, decoding: str, snapshot: Path) -> pl.DataFrame:
+    """Per committed rerun (sub-snapshot name → its replicates folder) and method: the default
+    run's flips (``mine``: run name → the preset's :func:`leaked_in_n` on ``seed``) against the
+    rerun's run of the same name on the same seed."""
     from leakk.stats.replicate_stats import seed_results
 
     rows = []
@@ -95,19 +96,16 @@ def _rerun_flips(reruns: dict[str, str], preset: Path, seeds: list[int], default
         if differ := _kind_differs(sub, snapshot):
             raise ArtifactError(f"{sub}: its {', '.join(differ)} differ from the README's; its flips are not comparable")
         committed = _read(sub, "seed_claims.csv")
-        for seed in seeds:
-            if seed not in set(committed["seed"]):
-                raise ArtifactError(f"{sub}: the rerun has no seed {seed}; compare the preset with a rerun of its seed")
-            theirs = seed_results(root, seed)
-            mine = _seed_claim_rows(theirs, seed, judge, decoding).filter(pl.col("model").is_in(list(defaults.values())))
-            same = mine.join(committed, on=["seed", "model"], how="left", suffix="_committed")
-            if any(r[c] != r[f"{c}_committed"] for r in same.iter_rows(named=True) for c in CLAIM_NUMBERS):
-                raise ArtifactError(f"{theirs}: its numbers are not those of {sub}/seed_claims.csv on seed "
-                                    f"{seed}; --against-rerun {name}=DIR needs the folder that rerun was written from")
-            for method, run in defaults.items():
-                rows.append({"rerun": name, "seed": seed, "method": method,
-                             **_flips(leaked_in_n(theirs, run, judge, decoding),
-                                      leaked_in_n(seed_results(preset, seed), run, judge, decoding))})
+        if seed not in set(committed["seed"]):
+            raise ArtifactError(f"{sub}: the rerun has no seed {seed}; compare the preset with a rerun of its seed")
+        theirs = seed_results(root, seed)
+        numbers = _seed_claim_rows(theirs, seed, judge, decoding).filter(pl.col("model").is_in(list(defaults.values())))
+        same = numbers.join(committed, on=["seed", "model"], how="left", suffix="_committed")
+        if any(r[c] != r[f"{c}_committed"] for r in same.iter_rows(named=True) for c in CLAIM_NUMBERS):
+            raise ArtifactError(f"{theirs}: its numbers are not those of {sub}/seed_claims.csv on seed "
+                                f"{seed}; --against-rerun {name}=DIR needs the folder that rerun was written from")
+        rows += [{"rerun": name, "seed": seed, "method": method,
+                  **_flips(leaked_in_n(theirs, run, judge, decoding), mine[run])} for method, run in defaults.items()]
     return pl.DataFrame(rows, schema={"rerun": pl.String, "seed": pl.Int64, "method": pl.String,
                                       "questions": pl.Int64, "flipped": pl.Int64})
 
@@ -128,18 +126,16 @@ def snapshot_unlearn_seeds(root: str | os.PathLike, params: dict[str, Any],
     if len(seeds) != 1:  # the table's spans and medians are one full model's
         raise ArtifactError(f"{root}: seeds {list(seeds)}; the preset sets loop seeds beside each other on one full "
                             "model: give one seed (replicates: [s])")
-    numbers = preset_seed_rows(root, params, seeds, judge, decoding, "unlearn_seeds")
-    frames = []
-    for seed in seeds:
-        results = seed_results(root, seed)
-        claims = numbers.filter((pl.col("seed") == seed) & pl.col("model").is_in(list(runs)))
-        verdicts = {name: leaked_in_n(results, name, judge, decoding) for name in runs}
-        extra = [{"model": name, "method": run["method"], "loop_seed": int(run.get("loop_seed", seed)),
-                  "default": name == defaults[run["method"]], "stop_step": _stop_step(results, name),
-                  **_flips(verdicts[name], verdicts[defaults[run["method"]]])} for name, run in runs.items()]
-        frames.append(claims.join(pl.DataFrame(extra), on="model", how="left"))
-    rows = pl.concat(frames).sort("seed", "method", "loop_seed")
-    flips = _rerun_flips(reruns, root, seeds, defaults, judge, decoding, snapshot) if reruns else None  # (refused before anything is written)
+    (seed,) = seeds
+    results = seed_results(root, seed)
+    claims = preset_seed_rows(root, params, seeds, judge, decoding, "unlearn_seeds").filter(pl.col("model").is_in(list(runs)))
+    verdicts = {name: leaked_in_n(results, name, judge, decoding) for name in runs}
+    extra = [{"model": name, "method": run["method"], "loop_seed": int(run.get("loop_seed", seed)),
+              "default": name == defaults[run["method"]], "stop_step": _stop_step(results, name),
+              **_flips(verdicts[name], verdicts[defaults[run["method"]]])} for name, run in runs.items()]
+    rows = claims.join(pl.DataFrame(extra), on="model", how="left").sort("seed", "method", "loop_seed")
+    flips = (_rerun_flips(reruns, seed, verdicts, defaults, judge, decoding, snapshot)
+             if reruns else None)  # (refused before anything is written)
     _write_csv(rows, snapshot / CSV)
     written = [CSV]
     if flips is not None:
@@ -159,7 +155,7 @@ def _span(values: pl.Series, fmt: str = "{:.3f}") -> str:
     return "–" if lo is None else fmt.format(lo) if lo == hi else f"{fmt.format(lo)}–{fmt.format(hi)}"
 
 
-NUMBERS = ("greedy", "leak_at_n", "retain_accuracy")
+NUMBERS = tuple(CLAIM_NUMBERS)  # the claim numbers a run is compared on
 
 
 def cpu_moves(snapshot: Path, seeds: list[int]) -> pl.DataFrame:
@@ -202,11 +198,12 @@ def summary_clause(snapshot: Path) -> str:
         return ""
     seeds = _and([str(s) for s in sorted(rows["seed"].unique().to_list())])
     whose = _and([f"{_spoken(m)}'s" for m in model_order(list(compared))])
-    more = _more_flips(snapshot, rows)
-    return (f" On seed {seeds}, {rows.filter(~pl.col('default')).group_by('method').len()['len'].max()} other loop "
+    cpu_flips = _rerun_flip_rows(snapshot)
+    more = [] if cpu_flips is None else _more_flips(cpu_flips, rows)
+    return (f" On seed {seeds}, {_other_runs(rows)} other loop "
             f"seeds of the same full model on one machine moved {as_far} of {whose} {both} numbers "
             f"({', '.join(_label(c, n) for c in NUMBERS)}) at least as far as {draws} reruns under other arithmetic did"
-            + (f", though the {pl.read_csv(Path(snapshot) / RERUN_CSV)['rerun'].n_unique()} reruns compared question by "
+            + (f", though the {cpu_flips['rerun'].n_unique()} reruns compared question by "
                f"question each flipped more questions' leak@{n} verdicts than any loop seed for {sum(more)} of "
                f"{len(more)} methods" if more else "")
             + " ([results.md](docs/results.md#another-cpu-or-another-training-order)).")
@@ -225,13 +222,20 @@ def _broken(rows: pl.DataFrame) -> list[str]:
     return out
 
 
-def _more_flips(snapshot: Path, rows: pl.DataFrame) -> list[bool]:
-    """Per method with committed reruns' flips: whether every rerun flipped more questions than
-    any other loop seed did."""
+def _rerun_flip_rows(snapshot: Path) -> pl.DataFrame | None:
+    """``unlearn_seeds_reruns.csv`` in rerun order, or None where no rerun was compared."""
     path = Path(snapshot) / RERUN_CSV
-    if not path.is_file():
-        return []
-    cpu = pl.read_csv(path)
+    return pl.read_csv(path).sort("rerun", "seed") if path.is_file() else None
+
+
+def _other_runs(rows: pl.DataFrame) -> int:
+    """The most runs under a loop seed of their own that any method has."""
+    return rows.filter(~pl.col("default")).group_by("method").len()["len"].max()
+
+
+def _more_flips(cpu: pl.DataFrame, rows: pl.DataFrame) -> list[bool]:
+    """Per method with committed reruns' flips (``cpu``: :func:`_rerun_flip_rows`): whether every
+    rerun flipped more questions than any other loop seed did."""
     out = []
     for method in model_order(rows["method"].unique().to_list()):
         theirs, others = cpu.filter(pl.col("method") == method), rows.filter((pl.col("method") == method) & ~pl.col("default"))
@@ -247,7 +251,7 @@ def unlearn_seeds_table(snapshot: Path) -> str:
     rows, meta = _read(snapshot, CSV), _need(_meta(Path(snapshot)), "unlearn_seeds", snapshot)
     n = int(rows["k"].max())
     (compared, draws), seeds = moves_beside_cpu(snapshot, rows), _and(list(map(str, meta["seeds"])))
-    others_per_method = rows.filter(~pl.col("default")).group_by("method").len()["len"].max()
+    others_per_method = _other_runs(rows)
     lines = [f"Report seed {seeds}'s full model unlearned under {others_per_method + 1} loop seeds per method (the "
              f"default's own and {others_per_method} set by `unlearn.<name>.loop_seed`; nothing else changed), judge "
              f"`{meta['judge']}`, decoding `{meta['decoding']}`, phrasing `{meta['phrasing']}`:", "",
@@ -255,8 +259,7 @@ def unlearn_seeds_table(snapshot: Path) -> str:
              + " | stopped at step | forget questions flipped vs the default's run: another loop seed (median, most)"
              + " | other arithmetic (each rerun) |",
              "|---|" + "---|" * (len(NUMBERS) + 3)]
-    path = Path(snapshot) / RERUN_CSV
-    cpu_flips = pl.read_csv(path).sort("rerun", "seed") if path.is_file() else None
+    cpu_flips = _rerun_flip_rows(snapshot)
     methods = model_order(rows["method"].unique().to_list())
     for method in methods:
         part = rows.filter(pl.col("method") == method)
@@ -268,7 +271,7 @@ def unlearn_seeds_table(snapshot: Path) -> str:
         lines.append(f"| {_spoken(method)} | " + " | ".join(_span(part[c]) for c in NUMBERS)
                      + f" | {_span(part['stop_step'], '{:d}')} | {flipped} | {cpu_cell} |")
     if cpu_flips is not None:
-        more = _more_flips(snapshot, rows)
+        more = _more_flips(cpu_flips, rows)
         lines += ["", "Other arithmetic: " + ", ".join(f"`{r}` (seed {s})" for r, s in cpu_flips.select("rerun", "seed")
                                                    .unique(maintain_order=True).iter_rows())
                   + f"; for {sum(more)} of {len(more)} methods every rerun flipped more questions than any loop seed did."]
